@@ -1,0 +1,120 @@
+package gatehouse
+
+import (
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gatehouse-bff/gatehouse/session"
+)
+
+// AdminHandler serves the admin listener: /healthz, /readyz, /metrics, and — when an
+// admin token is configured — the session admin API under /admin/. Serve it on a
+// separate, private address (loopback by default in the binary).
+func (g *Gateway) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := g.Ready(r.Context()); err != nil {
+			var problems []string
+			for _, line := range strings.Split(err.Error(), "\n") {
+				problems = append(problems, line)
+			}
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "problems": problems})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+	})
+	if g.metrics.registry != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}))
+	}
+	mux.Handle("GET /admin/sessions", g.adminAuth(g.adminListSessions))
+	mux.Handle("DELETE /admin/sessions", g.adminAuth(g.adminEndSubject))
+	mux.Handle("DELETE /admin/sessions/{sid}", g.adminAuth(g.adminEndSession))
+	return mux
+}
+
+var errAdminAuth = &httpError{status: http.StatusUnauthorized, code: "unauthorized", reason: "admin_token", forceJSON: true}
+
+// adminAuth requires Authorization: Bearer <admin token>; without a configured token
+// the admin API does not exist.
+func (g *Gateway) adminAuth(h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if g.cfg.Admin.Token == "" {
+			g.fail(w, r, &httpError{status: http.StatusNotFound, code: "not_found", reason: "admin_api_disabled", forceJSON: true})
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(g.cfg.Admin.Token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse-admin"`)
+			g.fail(w, r, errAdminAuth)
+			return
+		}
+		if err := h(w, r); err != nil {
+			g.fail(w, r, jsonOnly(err))
+		}
+	})
+}
+
+func (g *Gateway) adminListSessions(w http.ResponseWriter, r *http.Request) error {
+	sub := r.URL.Query().Get("sub")
+	if sub == "" {
+		return errBadRequest("sub_required", "GET /admin/sessions needs ?sub=<subject>.")
+	}
+	list, err := g.subjectSessions(r, sub)
+	if err != nil {
+		return err
+	}
+	out := make([]sessionInfo, 0, len(list))
+	for _, s := range list {
+		out = append(out, infoOf(s, ""))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sub": sub, "sessions": out})
+	return nil
+}
+
+func (g *Gateway) adminEndSubject(w http.ResponseWriter, r *http.Request) error {
+	sub := r.URL.Query().Get("sub")
+	if sub == "" {
+		return errBadRequest("sub_required", "DELETE /admin/sessions needs ?sub=<subject>.")
+	}
+	list, err := g.subjectSessions(r, sub)
+	if err != nil {
+		return err
+	}
+	ended := 0
+	for _, s := range list {
+		ok, err := g.sessions.End(r.Context(), s.Handle, session.ReasonRevoked)
+		if err != nil {
+			return errStoreDown.with(err)
+		}
+		if ok {
+			ended++
+		}
+	}
+	g.metrics.sessions.WithLabelValues("revoked_by_admin").Add(float64(ended))
+	g.log.Info("admin revoked a subject's sessions", "sessions_ended", ended)
+	writeJSON(w, http.StatusOK, map[string]int{"ended": ended})
+	return nil
+}
+
+func (g *Gateway) adminEndSession(w http.ResponseWriter, r *http.Request) error {
+	sid := r.PathValue("sid")
+	ok, err := g.sessions.End(r.Context(), sid, session.ReasonRevoked)
+	if err != nil && !errors.Is(err, session.ErrNotFound) {
+		return errStoreDown.with(err)
+	}
+	if !ok {
+		return errSessionNotFound
+	}
+	g.metrics.sessions.WithLabelValues("revoked_by_admin").Inc()
+	g.log.Info("admin revoked a session", "session", sid)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

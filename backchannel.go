@@ -1,0 +1,124 @@
+package gatehouse
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"mime"
+	"net/http"
+	"time"
+
+	"github.com/gatehouse-bff/gatehouse/idp"
+	"github.com/gatehouse-bff/gatehouse/session"
+)
+
+// handleBackchannel implements OpenID Connect Back-Channel Logout 1.0: POST
+// /bff/backchannel with logout_token=<JWT>, from the provider, server to server.
+func (g *Gateway) handleBackchannel(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Cache-Control", "no-store")
+	invalid := func(cause error) error {
+		g.metrics.backchannel.WithLabelValues("rejected").Inc()
+		return &httpError{status: http.StatusBadRequest, code: "invalid_request", forceJSON: true, cause: cause, level: slog.LevelWarn}
+	}
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
+		return invalid(errors.New("content type is not application/x-www-form-urlencoded"))
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		return invalid(errors.New("unreadable form"))
+	}
+	raw := r.PostForm.Get("logout_token")
+	if raw == "" {
+		return invalid(errors.New("no logout_token"))
+	}
+	lt, err := g.idp.VerifyLogoutToken(r.Context(), raw)
+	if errors.Is(err, idp.ErrUnavailable) {
+		return &httpError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", forceJSON: true, cause: err, level: slog.LevelWarn}
+	}
+	if err != nil {
+		return invalid(err)
+	}
+
+	// A logout token is used once: remember its jti until it expires.
+	jtiKey := jtiStoreKey(g.idp.Issuer(), lt.JTI)
+	ttl := max(lt.Expiry.Sub(g.now())+g.cfg.Provider.ClockSkew, time.Second)
+	added, err := g.addOnce(r.Context(), jtiKey, ttl)
+	if err != nil {
+		return &httpError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", forceJSON: true, cause: err, level: slog.LevelError}
+	}
+	if !added {
+		return invalid(errors.New("replayed logout token (jti seen before)"))
+	}
+
+	ended, err := g.endProviderSessions(r.Context(), lt)
+	if err != nil {
+		// Forget the jti so the provider (or an operator) can retry.
+		g.store.Delete(context.WithoutCancel(r.Context()), jtiKey)
+		return &httpError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", forceJSON: true, cause: err, level: slog.LevelError}
+	}
+	g.metrics.backchannel.WithLabelValues("accepted").Inc()
+	g.metrics.sessions.WithLabelValues("backchannel").Add(float64(ended))
+	g.log.Info("back-channel logout", "sessions_ended", ended, "by_sid", lt.SID != "")
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// endProviderSessions ends the sessions a logout token names: those created under its
+// sid (checked against its sub when both are given), or every session of its sub when
+// it has no sid or the gateway is configured to end them all.
+func (g *Gateway) endProviderSessions(ctx context.Context, lt *idp.LogoutToken) (int, error) {
+	var targets []*session.Session
+	if lt.SID != "" {
+		list, err := g.sessions.ListProviderSession(ctx, g.idp.Issuer(), lt.SID)
+		if err != nil {
+			return 0, err
+		}
+		for _, s := range list {
+			if lt.Subject == "" || s.Subject == lt.Subject {
+				targets = append(targets, s)
+			}
+		}
+	}
+	if lt.Subject != "" && (lt.SID == "" || g.cfg.Provider.BackchannelLogoutAllSessions) {
+		list, err := g.sessions.ListSubject(ctx, lt.Subject)
+		if err != nil {
+			return 0, err
+		}
+		for _, s := range list {
+			if s.Issuer == g.idp.Issuer() {
+				targets = append(targets, s)
+			}
+		}
+	}
+	ended := 0
+	for _, s := range targets {
+		ok, err := g.sessions.End(ctx, s.Handle, session.ReasonRevoked)
+		if err != nil {
+			return ended, err
+		}
+		if ok {
+			ended++
+		}
+	}
+	return ended, nil
+}
+
+func jtiStoreKey(issuer, jti string) string {
+	sum := sha256.Sum256([]byte("gatehouse logout jti\x00" + issuer + "\x00" + jti))
+	return "j:" + base64.RawURLEncoding.EncodeToString(sum[:18])
+}
+
+// addOnce records key unless present: atomically when the store is an Adder.
+func (g *Gateway) addOnce(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	if a, ok := g.store.(session.Adder); ok {
+		return a.Add(ctx, key, []byte{1}, ttl)
+	}
+	if _, err := g.store.Get(ctx, key); err == nil {
+		return false, nil
+	} else if !errors.Is(err, session.ErrNotFound) {
+		return false, err
+	}
+	return true, g.store.Set(ctx, key, []byte{1}, ttl)
+}

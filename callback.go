@@ -1,0 +1,128 @@
+package gatehouse
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gatehouse-bff/gatehouse/idp"
+	"github.com/gatehouse-bff/gatehouse/session"
+)
+
+// protocolClaims are ID token claims about the token, not the user: /bff/user leaves
+// them out.
+var protocolClaims = []string{"aud", "azp", "nonce", "at_hash", "c_hash", "s_hash", "exp", "iat", "nbf", "jti", "iss", "sid"}
+
+// handleCallback completes a login: GET /bff/callback?code=…&state=…&iss=….
+func (g *Gateway) handleCallback(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Referrer-Policy", "no-referrer") // the URL holds the code
+	q := r.URL.Query()
+	f, err := g.takeFlow(w, r, q.Get("state"))
+	if err != nil {
+		g.metrics.logins.WithLabelValues("rejected").Inc()
+		return err
+	}
+	if code := q.Get("error"); code != "" {
+		// The provider refused or the user cancelled. Its error_description is never
+		// shown: it is provider text, and an attacker can craft it.
+		g.metrics.logins.WithLabelValues("refused").Inc()
+		he := &httpError{status: http.StatusForbidden, code: "login_refused", reason: safeErrorCode(code),
+			title: "Sign-in was not completed", level: slog.LevelInfo,
+			message: "The sign-in service did not sign you in (it was cancelled or refused). You can try again."}
+		if code == "access_denied" {
+			he.message = "Sign-in was cancelled or access was denied. You can try again."
+		}
+		return he
+	}
+	if err := g.idp.CheckIssuerParam(r.Context(), q.Get("iss"), q.Has("iss")); err != nil {
+		g.metrics.logins.WithLabelValues("rejected").Inc()
+		if errors.Is(err, idp.ErrUnavailable) {
+			return errProviderDown.with(err)
+		}
+		return errBadRequest("login_issuer_mismatch", "The sign-in answer did not come from the expected sign-in service. Please sign in again.").with(err)
+	}
+	code := q.Get("code")
+	if code == "" {
+		g.metrics.logins.WithLabelValues("rejected").Inc()
+		return errLoginMalformed
+	}
+
+	tokens, id, err := g.idp.Exchange(r.Context(), code, f.Verifier, f.Nonce)
+	if err != nil {
+		g.metrics.logins.WithLabelValues("failed").Inc()
+		if errors.Is(err, idp.ErrUnavailable) {
+			return errProviderBadGateway.with(err)
+		}
+		return &httpError{status: http.StatusBadRequest, code: "login_failed", reason: "token_exchange",
+			title: "Sign-in failed", message: "Gatehouse could not complete the sign-in. Please sign in again.",
+			cause: err, level: slog.LevelWarn}
+	}
+
+	claims := id.Claims
+	for _, c := range protocolClaims {
+		delete(claims, c)
+	}
+	claims["sub"] = id.Subject
+	s := &session.Session{
+		Subject: id.Subject, Issuer: g.idp.Issuer(), ProviderSID: id.SID,
+		UserAgent: truncate(r.UserAgent(), 256), IP: g.clientIP(r),
+		Claims: claims, IDToken: tokens.IDToken,
+		Token: tokenFrom(tokens, g.now()),
+	}
+	if !tokens.RefreshExpiry.IsZero() {
+		s.ExpiresAt = tokens.RefreshExpiry // a session never outlives its refresh token
+	}
+	// A fresh id for every login (no fixation); the browser's previous session ends.
+	if old := g.sessionCookie(r); old != "" {
+		if prev, err := g.sessions.Load(r.Context(), old); err == nil {
+			g.sessions.End(r.Context(), prev.Handle, session.ReasonRevoked)
+		}
+	}
+	cookie, err := g.sessions.Create(r.Context(), s)
+	if err != nil {
+		return errStoreDown.with(err)
+	}
+	g.setSessionCookie(w, cookie, s.ExpiresAt)
+	g.metrics.logins.WithLabelValues("completed").Inc()
+	g.metrics.sessions.WithLabelValues("created").Inc()
+	g.log.Info("login", "session", s.Handle, "refresh_token", s.Token.RefreshToken != "")
+
+	// The browser arrived here by a cross-site redirect from the provider, and a
+	// SameSite=Strict cookie is not sent on any request of that navigation, redirects
+	// included. A page that navigates on makes the next request same-site, so the first
+	// load of returnUrl is already authenticated.
+	g.renderPage(w, http.StatusOK, page{
+		Title: "Signed in", Message: "You are signed in. Continuing…",
+		Link: f.ReturnURL, LinkText: "Continue", Refresh: f.ReturnURL,
+	})
+	return nil
+}
+
+func tokenFrom(t *idp.Tokens, issued time.Time) session.Token {
+	return session.Token{
+		AccessToken: t.AccessToken, TokenType: t.TokenType, Expiry: t.Expiry, Issued: issued,
+		RefreshToken: t.RefreshToken, RefreshExpiry: t.RefreshExpiry, Scope: t.Scope,
+	}
+}
+
+// safeErrorCode keeps a provider's error code if it is a plain RFC 6749 code, for the
+// page and the logs; anything else becomes "provider_error".
+func safeErrorCode(code string) string {
+	if len(code) > 40 {
+		return "provider_error"
+	}
+	for _, r := range code {
+		if !(r >= 'a' && r <= 'z' || r == '_') {
+			return "provider_error"
+		}
+	}
+	return code
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,423 @@
+package main
+
+import (
+	"crypto"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	gatehouse "github.com/gatehouse-bff/gatehouse"
+	"github.com/gatehouse-bff/gatehouse/session"
+)
+
+// fileConfig is the YAML file (docs/configuration.md). It stays apart from the
+// library's typed gatehouse.Config: the file format is the binary's business.
+type fileConfig struct {
+	Listen           string         `yaml:"listen"`
+	PublicURL        string         `yaml:"public_url"`
+	Provider         fileProvider   `yaml:"provider"`
+	Session          fileSession    `yaml:"session"`
+	Cookie           fileCookie     `yaml:"cookie"`
+	CSRF             fileCSRF       `yaml:"csrf"`
+	Routes           []fileRoute    `yaml:"routes"`
+	Frontend         fileFrontend   `yaml:"frontend"`
+	Admin            fileAdmin      `yaml:"admin"`
+	TrustedProxies   []string       `yaml:"trusted_proxies"`
+	WebSocketOrigins []string       `yaml:"websocket_origins"`
+	Log              fileLog        `yaml:"log"`
+	Server           fileServerOpts `yaml:"server"`
+}
+
+type fileProvider struct {
+	Issuer                       string            `yaml:"issuer"`
+	DiscoveryURL                 string            `yaml:"discovery_url"`
+	ClientID                     string            `yaml:"client_id"`
+	ClientSecret                 string            `yaml:"client_secret"`
+	ClientSecretFile             string            `yaml:"client_secret_file"`
+	ClientKeyFile                string            `yaml:"client_key_file"`
+	ClientKeyID                  string            `yaml:"client_key_id"`
+	ClientKeyAlg                 string            `yaml:"client_key_alg"`
+	TokenEndpointAuthMethod      string            `yaml:"token_endpoint_auth_method"`
+	Scopes                       []string          `yaml:"scopes"`
+	AuthParams                   map[string]string `yaml:"auth_params"`
+	AllowedAuthParams            []string          `yaml:"allowed_auth_params"`
+	EndSessionURL                string            `yaml:"end_session_url"`
+	RequireIssParam              bool              `yaml:"require_iss_param"`
+	SigningAlgs                  []string          `yaml:"signing_algs"`
+	ClockSkew                    duration          `yaml:"clock_skew"`
+	SkipUserinfo                 bool              `yaml:"skip_userinfo"`
+	DefaultTokenLifetime         duration          `yaml:"default_token_lifetime"`
+	RefreshLead                  duration          `yaml:"refresh_lead"`
+	BackchannelLogoutAllSessions bool              `yaml:"backchannel_logout_all_sessions"`
+	Timeout                      duration          `yaml:"timeout"`
+}
+
+type fileSession struct {
+	Store           string    `yaml:"store"`
+	Keys            []string  `yaml:"keys"`
+	KeysFile        string    `yaml:"keys_file"`
+	IdleTimeout     duration  `yaml:"idle_timeout"`
+	AbsoluteTimeout duration  `yaml:"absolute_timeout"`
+	FlowTimeout     duration  `yaml:"flow_timeout"`
+	Redis           fileRedis `yaml:"redis"`
+}
+
+type fileRedis struct {
+	Username              string   `yaml:"username"`
+	Password              string   `yaml:"password"`
+	PasswordFile          string   `yaml:"password_file"`
+	KeyPrefix             string   `yaml:"key_prefix"`
+	DialTimeout           duration `yaml:"dial_timeout"`
+	Timeout               duration `yaml:"timeout"`
+	ClientCache           *bool    `yaml:"client_cache"`
+	ClientCacheTTL        duration `yaml:"client_cache_ttl"`
+	TLSCAFile             string   `yaml:"tls_ca_file"`
+	InsecureSkipTLSVerify bool     `yaml:"insecure_skip_tls_verify"`
+}
+
+type fileCookie struct {
+	Name               string `yaml:"name"`
+	SameSite           string `yaml:"same_site"`
+	AllowNonHostPrefix bool   `yaml:"allow_non_host_prefix"`
+}
+
+type fileCSRF struct {
+	Header         string   `yaml:"header"`
+	Value          string   `yaml:"value"`
+	TrustedOrigins []string `yaml:"trusted_origins"`
+}
+
+type fileRoute struct {
+	Path           string            `yaml:"path"`
+	Upstream       string            `yaml:"upstream"`
+	Token          string            `yaml:"token"`
+	StripPrefix    bool              `yaml:"strip_prefix"`
+	Methods        []string          `yaml:"methods"`
+	Timeout        duration          `yaml:"timeout"`
+	Headers        map[string]string `yaml:"headers"`
+	Require        []fileRule        `yaml:"require"`
+	Audience       string            `yaml:"audience"`
+	Resource       string            `yaml:"resource"`
+	Scopes         []string          `yaml:"scopes"`
+	ForwardCookies []string          `yaml:"forward_cookies"`
+}
+
+type fileRule struct {
+	Claim    string     `yaml:"claim"`
+	Contains stringList `yaml:"contains"`
+	AnyOf    stringList `yaml:"any_of"`
+}
+
+type fileFrontend struct {
+	Dir          string `yaml:"dir"`
+	Upstream     string `yaml:"upstream"`
+	CSP          string `yaml:"csp"`
+	RequireLogin bool   `yaml:"require_login"`
+}
+
+type fileAdmin struct {
+	Listen           string `yaml:"listen"`
+	Token            string `yaml:"token"`
+	TokenFile        string `yaml:"token_file"`
+	AllowNonLoopback bool   `yaml:"allow_non_loopback"`
+}
+
+type fileLog struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+type fileServerOpts struct {
+	ReadHeaderTimeout duration `yaml:"read_header_timeout"`
+	IdleTimeout       duration `yaml:"idle_timeout"`
+	ShutdownTimeout   duration `yaml:"shutdown_timeout"`
+}
+
+// duration accepts Go durations ("30s", "12h", "1h30m").
+type duration time.Duration
+
+func (d *duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return errors.New("must be a duration such as 30s, 15m or 12h")
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		return fmt.Errorf("%q is not a duration such as 30s, 15m or 12h", n.Value)
+	}
+	*d = duration(v)
+	return nil
+}
+
+// stringList accepts one string or a list of strings.
+type stringList []string
+
+func (s *stringList) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		*s = []string{n.Value}
+		return nil
+	case yaml.SequenceNode:
+		var l []string
+		if err := n.Decode(&l); err != nil {
+			return errors.New("must be a string or a list of strings")
+		}
+		*s = l
+		return nil
+	}
+	return errors.New("must be a string or a list of strings")
+}
+
+// loaded is a configuration ready to run: the library config plus what only the binary
+// needs.
+type loaded struct {
+	file     fileConfig
+	gw       gatehouse.Config
+	storeURL string
+	logger   *slog.Logger
+	warnings []string
+}
+
+// loadConfig reads and checks a configuration file. It returns every problem at once.
+func loadConfig(path string) (*loaded, error) {
+	var probs problems
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	var fc fileConfig
+	decodeStrict(data, &fc, &probs)
+	if len(probs) > 0 {
+		return nil, configError(probs)
+	}
+	l := &loaded{file: fc}
+	base := filepath.Dir(path)
+	l.gw = l.convert(base, &probs)
+	if len(probs) == 0 {
+		if err := l.gw.Validate(); err != nil {
+			for _, line := range strings.Split(err.Error(), "\n") {
+				probs = append(probs, line)
+			}
+		}
+	}
+	if len(probs) > 0 {
+		return nil, configError(probs)
+	}
+	return l, nil
+}
+
+type configError problems
+
+func (e configError) Error() string {
+	return fmt.Sprintf("%d problem(s) in the configuration:\n  %s", len(e), strings.Join(e, "\n  "))
+}
+
+func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
+	fc := l.file
+	resolve := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(base, p)
+	}
+	secret := func(field, value, file string) string {
+		switch {
+		case value != "" && file != "":
+			probs.add(field, "set either %s or %s_file, not both", lastPart(field), lastPart(field))
+		case file != "":
+			b, err := os.ReadFile(resolve(file))
+			if err != nil {
+				probs.add(field+"_file", "cannot read %s: %v", file, errors.Unwrap(err))
+				return ""
+			}
+			return strings.TrimRight(string(b), "\r\n")
+		}
+		return value
+	}
+	c := gatehouse.Config{
+		PublicURL: fc.PublicURL,
+		Provider: gatehouse.ProviderConfig{
+			Issuer: fc.Provider.Issuer, DiscoveryURL: fc.Provider.DiscoveryURL, ClientID: fc.Provider.ClientID,
+			ClientSecret: secret("provider.client_secret", fc.Provider.ClientSecret, fc.Provider.ClientSecretFile),
+			ClientKeyID:  fc.Provider.ClientKeyID, ClientKeyAlg: fc.Provider.ClientKeyAlg,
+			AuthMethod: fc.Provider.TokenEndpointAuthMethod, Scopes: fc.Provider.Scopes, AuthParams: fc.Provider.AuthParams,
+			AllowedAuthParams: fc.Provider.AllowedAuthParams, EndSessionURL: fc.Provider.EndSessionURL,
+			RequireIssuerParam: fc.Provider.RequireIssParam, SigningAlgs: fc.Provider.SigningAlgs,
+			ClockSkew: time.Duration(fc.Provider.ClockSkew), SkipUserinfo: fc.Provider.SkipUserinfo,
+			DefaultTokenLifetime:         time.Duration(fc.Provider.DefaultTokenLifetime),
+			RefreshLead:                  time.Duration(fc.Provider.RefreshLead),
+			BackchannelLogoutAllSessions: fc.Provider.BackchannelLogoutAllSessions,
+		},
+		Session: gatehouse.SessionConfig{
+			IdleTimeout: time.Duration(fc.Session.IdleTimeout), AbsoluteTimeout: time.Duration(fc.Session.AbsoluteTimeout),
+			FlowTimeout: time.Duration(fc.Session.FlowTimeout),
+		},
+		Cookie: gatehouse.CookieConfig{Name: fc.Cookie.Name, AllowNonHostPrefix: fc.Cookie.AllowNonHostPrefix},
+		CSRF:   gatehouse.CSRFConfig{Header: fc.CSRF.Header, Value: fc.CSRF.Value, TrustedOrigins: fc.CSRF.TrustedOrigins},
+		Frontend: gatehouse.FrontendConfig{Dir: resolve(fc.Frontend.Dir), Upstream: fc.Frontend.Upstream,
+			CSP: fc.Frontend.CSP, RequireLogin: fc.Frontend.RequireLogin},
+		Admin:            gatehouse.AdminConfig{Token: secret("admin.token", fc.Admin.Token, fc.Admin.TokenFile)},
+		WebSocketOrigins: fc.WebSocketOrigins,
+	}
+	if fc.Provider.Timeout > 0 {
+		c.ProviderHTTPClient = &http.Client{Timeout: time.Duration(fc.Provider.Timeout)}
+	}
+	if fc.Provider.ClientKeyFile != "" {
+		key, err := readPrivateKey(resolve(fc.Provider.ClientKeyFile))
+		if err != nil {
+			probs.add("provider.client_key_file", "%v", err)
+		}
+		c.Provider.ClientKey = key
+	}
+	switch strings.ToLower(fc.Cookie.SameSite) {
+	case "", "strict":
+		c.Cookie.SameSite = http.SameSiteStrictMode
+	case "lax":
+		c.Cookie.SameSite = http.SameSiteLaxMode
+	default:
+		probs.add("cookie.same_site", "%q is not strict or lax", fc.Cookie.SameSite)
+	}
+
+	keys := fc.Session.Keys
+	if fc.Session.KeysFile != "" {
+		if len(keys) > 0 {
+			probs.add("session.keys", "set either keys or keys_file, not both")
+		}
+		b, err := os.ReadFile(resolve(fc.Session.KeysFile))
+		if err != nil {
+			probs.add("session.keys_file", "cannot read %s: %v", fc.Session.KeysFile, errors.Unwrap(err))
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				keys = append(keys, line)
+			}
+		}
+	}
+	for i, k := range keys {
+		b, err := base64.StdEncoding.DecodeString(k)
+		if err != nil {
+			b, err = base64.RawURLEncoding.DecodeString(k)
+		}
+		if err != nil || len(b) != session.KeySize {
+			probs.add(fmt.Sprintf("session.keys[%d]", i), "must be %d random bytes in base64 (make one with `gatehouse keygen`)", session.KeySize)
+			continue
+		}
+		c.Session.Keys = append(c.Session.Keys, b)
+	}
+	l.storeURL = fc.Session.Store
+	if l.storeURL == "" {
+		l.storeURL = "memory"
+	}
+	checkStoreURL(l.storeURL, probs)
+
+	for i, p := range fc.TrustedProxies {
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			a, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				probs.add(fmt.Sprintf("trusted_proxies[%d]", i), "%q is not an address or CIDR prefix", p)
+				continue
+			}
+			pfx = netip.PrefixFrom(a, a.BitLen())
+		}
+		c.TrustedProxies = append(c.TrustedProxies, pfx)
+	}
+
+	for i, r := range fc.Routes {
+		rt := gatehouse.Route{Path: r.Path, Upstream: r.Upstream, Token: gatehouse.TokenMode(r.Token), StripPrefix: r.StripPrefix,
+			Methods: r.Methods, Timeout: time.Duration(r.Timeout), Headers: r.Headers, Audience: r.Audience,
+			Resource: r.Resource, Scopes: r.Scopes, ForwardCookies: r.ForwardCookies}
+		for _, rule := range r.Require {
+			rt.Require = append(rt.Require, gatehouse.Rule{Claim: rule.Claim, Contains: rule.Contains, AnyOf: rule.AnyOf})
+		}
+		_ = i
+		c.Routes = append(c.Routes, rt)
+	}
+
+	if fc.Admin.Listen != "" {
+		host, _, err := net.SplitHostPort(fc.Admin.Listen)
+		switch {
+		case err != nil:
+			probs.add("admin.listen", "%q is not host:port", fc.Admin.Listen)
+		case !isLoopback(host) && !fc.Admin.AllowNonLoopback:
+			probs.add("admin.listen", "%q is not a loopback address; set admin.allow_non_loopback to expose the admin API (and protect it)", fc.Admin.Listen)
+		case !isLoopback(host):
+			l.warnings = append(l.warnings, "admin.allow_non_loopback")
+		}
+	}
+	if fc.Listen != "" {
+		if _, _, err := net.SplitHostPort(fc.Listen); err != nil {
+			probs.add("listen", "%q is not host:port", fc.Listen)
+		}
+	}
+
+	level := slog.LevelInfo
+	if err := level.UnmarshalText([]byte(fc.Log.Level)); fc.Log.Level != "" && err != nil {
+		probs.add("log.level", "%q is not debug, info, warn or error", fc.Log.Level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch fc.Log.Format {
+	case "", "json":
+		l.logger = slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	case "text":
+		l.logger = slog.New(slog.NewTextHandler(os.Stderr, opts))
+	default:
+		probs.add("log.format", "%q is not json or text", fc.Log.Format)
+	}
+	c.Logger = l.logger
+	return c
+}
+
+func lastPart(field string) string {
+	return field[strings.LastIndexByte(field, '.')+1:]
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+// readPrivateKey reads a PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+func readPrivateKey(path string) (crypto.Signer, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %v", path, errors.Unwrap(err))
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, fmt.Errorf("%s holds no PEM block", path)
+	}
+	var key any
+	switch block.Type {
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("%s: PEM block %q is not a private key", path, block.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	s, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("%s: unsupported key type %T", path, key)
+	}
+	return s, nil
+}

@@ -1,0 +1,490 @@
+package gatehouse
+
+import (
+	"crypto"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatehouse-bff/gatehouse/session"
+)
+
+// Config configures a Gateway. Field comments give the YAML key of the binary's config
+// file (see docs/configuration.md) and the default. Validation errors name fields by
+// those keys, so a library user and a YAML user read the same messages.
+type Config struct {
+	// PublicURL is the origin the browser uses (public_url), e.g. https://app.example.com.
+	// It is the base of the redirect URI and decides the cookie policy. It must be https,
+	// or http on a loopback host for local development.
+	PublicURL string
+
+	Provider ProviderConfig
+	Session  SessionConfig
+	Cookie   CookieConfig
+	CSRF     CSRFConfig
+	Routes   []Route
+	Frontend FrontendConfig
+	Admin    AdminConfig
+
+	// TrustedProxies are the addresses (proxies, load balancers) whose X-Forwarded-For
+	// and X-Forwarded-Proto headers are believed (trusted_proxies). Default: none.
+	TrustedProxies []netip.Prefix
+	// WebSocketOrigins are extra origins allowed to open WebSockets through routes
+	// (websocket_origins). The public origin is always allowed.
+	WebSocketOrigins []string
+
+	// Logger receives structured logs; it never receives a token, secret or cookie value.
+	// Default: slog.Default().
+	Logger *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// ProviderHTTPClient makes the requests to the identity provider. Default: a client
+	// with a 10 s timeout.
+	ProviderHTTPClient *http.Client
+	// UpstreamTransport carries proxied requests. Default: a transport tuned for many
+	// concurrent requests to few upstreams.
+	UpstreamTransport http.RoundTripper
+	// Metrics registers Gatehouse's Prometheus metrics. Default: a private registry,
+	// served by the admin handler.
+	Metrics prometheus.Registerer
+}
+
+// ProviderConfig is the OpenID Connect provider and this gateway's client registration
+// (provider:).
+type ProviderConfig struct {
+	Issuer       string // issuer; compared exactly, a trailing slash matters
+	DiscoveryURL string // discovery_url; default <issuer>/.well-known/openid-configuration
+	ClientID     string // client_id
+	ClientSecret string // client_secret (or client_secret_file)
+	// ClientKey enables private_key_jwt (client_key_file, PEM); ClientKeyID is its kid
+	// (client_key_id), ClientKeyAlg its algorithm (client_key_alg, default by key type).
+	ClientKey    crypto.Signer
+	ClientKeyID  string
+	ClientKeyAlg string
+	// AuthMethod: client_secret_basic, client_secret_post or private_key_jwt
+	// (token_endpoint_auth_method). Default: chosen from the credentials and discovery.
+	AuthMethod string
+	// Scopes requested at login (scopes). Default: openid profile email offline_access.
+	Scopes []string
+	// AuthParams are extra authorization request parameters (auth_params), e.g.
+	// {prompt: consent} for providers that only grant offline_access with consent, or
+	// {audience: …} for Auth0.
+	AuthParams map[string]string
+	// AllowedAuthParams may be passed through from /bff/login's query string
+	// (allowed_auth_params); only prompt, max_age, acr_values, login_hint, ui_locales and
+	// display are eligible.
+	AllowedAuthParams []string
+	// EndSessionURL replaces the provider's end_session_endpoint (end_session_url); it
+	// may use {id_token_hint}, {client_id}, {post_logout_redirect_uri}, {state}.
+	EndSessionURL string
+	// RequireIssuerParam refuses authorization responses without iss (RFC 9207) even if
+	// the provider does not advertise it (require_iss_param).
+	RequireIssuerParam bool
+	// SigningAlgs limits ID/logout token algorithms (signing_algs). Default: advertised.
+	SigningAlgs []string
+	// ClockSkew tolerated on token expiry (clock_skew). Default 0.
+	ClockSkew time.Duration
+	// SkipUserinfo does not call userinfo after login (skip_userinfo).
+	SkipUserinfo bool
+	// DefaultTokenLifetime is assumed for access tokens of unknown lifetime
+	// (default_token_lifetime). Default 5 minutes.
+	DefaultTokenLifetime time.Duration
+	// RefreshLead refreshes an access token this long before it expires (refresh_lead).
+	// Default 30 s; never more than half the token's lifetime.
+	RefreshLead time.Duration
+	// BackchannelLogoutAllSessions makes a back-channel logout that names a subject end
+	// every session of that subject, not only those of the named provider session
+	// (backchannel_logout_all_sessions).
+	BackchannelLogoutAllSessions bool
+}
+
+// SessionConfig configures server-side sessions (session:).
+type SessionConfig struct {
+	// Store keeps the sessions (store: memory, bolt://…, redis://…). Default: a new
+	// in-memory store, closed by Gateway.Close.
+	Store session.Store
+	// Keys is the server key ring, newest first, each 32 bytes (keys / keys_file). It
+	// seals session metadata and logout state. Default: a key derived from the client
+	// secret (or client key), so replicas sharing a store agree without configuration.
+	Keys [][]byte
+	// IdleTimeout ends unused sessions (idle_timeout). Default 30 minutes.
+	IdleTimeout time.Duration
+	// AbsoluteTimeout ends sessions this long after login (absolute_timeout). Default 12 h.
+	AbsoluteTimeout time.Duration
+	// FlowTimeout is how long a started login may take (flow_timeout). Default 10 minutes.
+	FlowTimeout time.Duration
+}
+
+// CookieConfig configures the session cookie (cookie:).
+type CookieConfig struct {
+	// Name of the session cookie (name). Default __Host-gatehouse. It must keep the
+	// __Host- prefix unless AllowNonHostPrefix.
+	Name string
+	// SameSite is Strict by default (same_site: strict|lax).
+	SameSite http.SameSite
+	// AllowNonHostPrefix permits a name without the __Host- prefix
+	// (allow_non_host_prefix). Weaker: a sibling subdomain could then overwrite it.
+	AllowNonHostPrefix bool
+}
+
+// CSRFConfig configures the CSRF defences (csrf:).
+type CSRFConfig struct {
+	Header string // header (default X-CSRF)
+	Value  string // value (default 1)
+	// TrustedOrigins may make cross-origin state-changing requests (trusted_origins).
+	TrustedOrigins []string
+}
+
+// TokenMode says which access token a route attaches.
+type TokenMode string
+
+const (
+	TokenUser         TokenMode = "user"           // the session's token; 401 without a session
+	TokenClient       TokenMode = "client"         // the gateway's own client-credentials token
+	TokenUserOrClient TokenMode = "user_or_client" // the session's token, else the client's
+	TokenUserOrNone   TokenMode = "user_or_none"   // the session's token, else none
+	TokenNone         TokenMode = "none"           // no token
+)
+
+// Route sends requests under a path prefix to an upstream API (routes:).
+type Route struct {
+	Path     string    // path prefix, e.g. /api/ (matches /api and /api/…, never /apix)
+	Upstream string    // upstream base URL; its path is prepended
+	Token    TokenMode // token; default user
+	// StripPrefix removes Path before forwarding (strip_prefix).
+	StripPrefix bool
+	// Methods allowed (methods). Default: any.
+	Methods []string
+	// Timeout for the upstream's response headers (timeout). Default 30 s. Streams
+	// (SSE, WebSockets) may last longer once the headers arrived.
+	Timeout time.Duration
+	// Headers are set on every forwarded request (headers).
+	Headers map[string]string
+	// Require are rules on the session's claims; all must hold (require). A route with
+	// rules needs a session.
+	Require []Rule
+	// Audience and Resource ask the provider for a token for this API (audience /
+	// resource, RFC 8707). One token per session per audience is kept.
+	Audience string
+	Resource string
+	// Scopes down-scope the token for this route (scopes).
+	Scopes []string
+	// ForwardCookies are browser cookies passed to the upstream (forward_cookies).
+	// Gatehouse's own cookies never are. Default: none.
+	ForwardCookies []string
+}
+
+// Rule requires a claim to contain values (require: - claim: groups, contains: [admin]).
+// A claim that is an array contains its elements; a string claim contains its
+// space-separated words (as "scope" does). The claim "scope" falls back to the scope the
+// access token was granted.
+type Rule struct {
+	Claim    string
+	Contains []string // all of these (contains)
+	AnyOf    []string // at least one of these (any_of)
+}
+
+// FrontendConfig serves the SPA from the same origin (frontend:).
+type FrontendConfig struct {
+	// Dir is a directory of static files (dir), with index.html served for paths that
+	// are not files (client-side routes).
+	Dir string
+	// Upstream is a development server to proxy instead (upstream), e.g. Vite on
+	// http://127.0.0.1:5173, including its hot-reload WebSocket.
+	Upstream string
+	// CSP is the Content-Security-Policy of what Gatehouse serves (csp). Default a strict
+	// same-origin policy; see docs/configuration.md.
+	CSP string
+	// RequireLogin redirects navigations to the SPA to login when there is no session
+	// (require_login).
+	RequireLogin bool
+}
+
+// AdminConfig configures the admin API (admin:). The admin handler itself is
+// Gateway.AdminHandler; the binary serves it on admin.listen.
+type AdminConfig struct {
+	// Token guards /admin/* (token / token_file). Without it the admin API is off;
+	// /healthz, /readyz and /metrics stay available.
+	Token string
+}
+
+var eligibleAuthParams = []string{"prompt", "max_age", "acr_values", "login_hint", "ui_locales", "display"}
+
+// DefaultCSP is the Content-Security-Policy of pages Gatehouse serves when none is set.
+const DefaultCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+
+// withDefaults returns a copy of c with defaults filled in.
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if len(c.Provider.Scopes) == 0 {
+		c.Provider.Scopes = []string{"openid", "profile", "email", "offline_access"}
+	}
+	if c.Provider.RefreshLead <= 0 {
+		c.Provider.RefreshLead = 30 * time.Second
+	}
+	if c.Session.IdleTimeout <= 0 {
+		c.Session.IdleTimeout = 30 * time.Minute
+	}
+	if c.Session.AbsoluteTimeout <= 0 {
+		c.Session.AbsoluteTimeout = 12 * time.Hour
+	}
+	if c.Session.FlowTimeout <= 0 {
+		c.Session.FlowTimeout = 10 * time.Minute
+	}
+	if c.Cookie.Name == "" {
+		c.Cookie.Name = "__Host-gatehouse"
+	}
+	if c.Cookie.SameSite == 0 || c.Cookie.SameSite == http.SameSiteDefaultMode {
+		c.Cookie.SameSite = http.SameSiteStrictMode
+	}
+	if c.CSRF.Header == "" {
+		c.CSRF.Header = "X-CSRF"
+	}
+	if c.CSRF.Value == "" {
+		c.CSRF.Value = "1"
+	}
+	if c.Frontend.CSP == "" {
+		c.Frontend.CSP = DefaultCSP
+	}
+	routes := make([]Route, len(c.Routes))
+	for i, r := range c.Routes {
+		if r.Token == "" {
+			r.Token = TokenUser
+		}
+		if r.Timeout <= 0 {
+			r.Timeout = 30 * time.Second
+		}
+		for j, m := range r.Methods {
+			r.Methods = slices.Clone(r.Methods)
+			r.Methods[j] = strings.ToUpper(m)
+		}
+		routes[i] = r
+	}
+	c.Routes = routes
+	return c
+}
+
+// Validate checks c (with defaults applied) and returns every problem at once, each
+// naming its field by its YAML key. It changes nothing.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+
+	pub, err := url.Parse(c.PublicURL)
+	switch {
+	case c.PublicURL == "":
+		bad("public_url", "is required (the origin browsers use, e.g. https://app.example.com)")
+	case err != nil || pub.Host == "" || (pub.Scheme != "https" && pub.Scheme != "http"):
+		bad("public_url", "%q is not an absolute http(s) URL", c.PublicURL)
+	case pub.Path != "" && pub.Path != "/" || pub.RawQuery != "" || pub.Fragment != "":
+		bad("public_url", "must be an origin without path, query or fragment (Gatehouse serves the whole origin)")
+	case pub.Scheme == "http" && !isLoopbackHost(pub.Hostname()):
+		bad("public_url", "http is only allowed on a loopback host (127.0.0.1, ::1, localhost): browsers drop Secure cookies on other http origins")
+	}
+
+	p := c.Provider
+	if p.Issuer == "" {
+		bad("provider.issuer", "is required")
+	} else if u, err := url.Parse(p.Issuer); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		bad("provider.issuer", "%q is not an absolute http(s) URL", p.Issuer)
+	} else if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+		bad("provider.issuer", "http is only allowed on a loopback host; use https")
+	}
+	if p.ClientID == "" {
+		bad("provider.client_id", "is required")
+	}
+	switch p.AuthMethod {
+	case "", "client_secret_basic", "client_secret_post":
+		if p.ClientSecret == "" && p.ClientKey == nil {
+			bad("provider.client_secret", "is required (or client_key_file for private_key_jwt): Gatehouse is a confidential client")
+		}
+	case "private_key_jwt":
+		if p.ClientKey == nil {
+			bad("provider.client_key_file", "is required for private_key_jwt")
+		}
+	default:
+		bad("provider.token_endpoint_auth_method", "%q is not one of client_secret_basic, client_secret_post, private_key_jwt", p.AuthMethod)
+	}
+	if !slices.Contains(p.Scopes, "openid") {
+		bad("provider.scopes", "must include openid")
+	}
+	for _, a := range p.AllowedAuthParams {
+		if !slices.Contains(eligibleAuthParams, a) {
+			bad("provider.allowed_auth_params", "%q cannot be passed through (allowed: %s)", a, strings.Join(eligibleAuthParams, ", "))
+		}
+	}
+	for k := range p.AuthParams {
+		switch k {
+		case "state", "nonce", "code_challenge", "code_challenge_method", "client_id", "redirect_uri", "response_type", "scope":
+			bad("provider.auth_params", "%q is set by Gatehouse itself and cannot be overridden", k)
+		}
+	}
+	if p.EndSessionURL != "" {
+		if u, err := url.Parse(strings.NewReplacer("{", "", "}", "").Replace(p.EndSessionURL)); err != nil || u.Host == "" {
+			bad("provider.end_session_url", "%q is not an absolute URL", p.EndSessionURL)
+		}
+	}
+	if p.ClockSkew < 0 || p.ClockSkew > 5*time.Minute {
+		bad("provider.clock_skew", "must be between 0 and 5m")
+	}
+
+	s := c.Session
+	for i, k := range s.Keys {
+		if len(k) != session.KeySize {
+			bad(fmt.Sprintf("session.keys[%d]", i), "is %d bytes, want %d (generate one with `gatehouse keygen`)", len(k), session.KeySize)
+		}
+	}
+	if s.AbsoluteTimeout < s.IdleTimeout {
+		bad("session.absolute_timeout", "(%s) is shorter than idle_timeout (%s)", s.AbsoluteTimeout, s.IdleTimeout)
+	}
+
+	ck := c.Cookie
+	if !strings.HasPrefix(ck.Name, "__Host-") && !ck.AllowNonHostPrefix {
+		bad("cookie.name", "%q lacks the __Host- prefix (set cookie.allow_non_host_prefix to accept the weaker cookie)", ck.Name)
+	}
+	if !validCookieName(ck.Name) {
+		bad("cookie.name", "%q is not a valid cookie name", ck.Name)
+	}
+	if ck.SameSite != http.SameSiteStrictMode && ck.SameSite != http.SameSiteLaxMode {
+		bad("cookie.same_site", "must be strict or lax (none would send the cookie on cross-site requests)")
+	}
+
+	if !validHeaderName(c.CSRF.Header) {
+		bad("csrf.header", "%q is not a valid header name", c.CSRF.Header)
+	}
+	for _, o := range append(slices.Clone(c.CSRF.TrustedOrigins), c.WebSocketOrigins...) {
+		if u, err := url.Parse(o); err != nil || u.Host == "" || u.Path != "" || u.RawQuery != "" {
+			bad("csrf.trusted_origins", "%q is not an origin (scheme://host[:port])", o)
+		}
+	}
+
+	seen := map[string]int{}
+	for i, r := range c.Routes {
+		f := func(name string) string { return fmt.Sprintf("routes[%d].%s", i, name) }
+		switch {
+		case r.Path == "" || r.Path[0] != '/':
+			bad(f("path"), "%q must start with /", r.Path)
+		case routePrefix(r.Path) == "/bff/" || strings.HasPrefix(routePrefix(r.Path), "/bff/") || routePrefix(r.Path) == "/":
+			bad(f("path"), "%q would shadow Gatehouse's own endpoints or the whole site", r.Path)
+		case cleanPath(r.Path) != strings.TrimSuffix(r.Path, "/") && cleanPath(r.Path)+"/" != r.Path:
+			bad(f("path"), "%q is not a clean path", r.Path)
+		}
+		if j, dup := seen[routePrefix(r.Path)]; dup {
+			bad(f("path"), "%q repeats routes[%d]", r.Path, j)
+		}
+		seen[routePrefix(r.Path)] = i
+		if u, err := url.Parse(r.Upstream); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || u.RawQuery != "" || u.User != nil {
+			bad(f("upstream"), "%q is not an absolute http(s) URL without query or credentials", r.Upstream)
+		}
+		switch r.Token {
+		case TokenUser, TokenClient, TokenUserOrClient, TokenUserOrNone, TokenNone:
+		default:
+			bad(f("token"), "%q is not one of user, client, user_or_client, user_or_none, none", r.Token)
+		}
+		if (r.Audience != "" || r.Resource != "" || len(r.Scopes) > 0) && r.Token == TokenNone {
+			bad(f("token"), "none cannot be combined with audience, resource or scopes")
+		}
+		if r.Resource != "" {
+			if u, err := url.Parse(r.Resource); err != nil || !u.IsAbs() || u.Fragment != "" {
+				bad(f("resource"), "%q must be an absolute URI without fragment (RFC 8707)", r.Resource)
+			}
+		}
+		for _, m := range r.Methods {
+			if !validMethod(m) {
+				bad(f("methods"), "%q is not an HTTP method", m)
+			}
+		}
+		for h := range r.Headers {
+			switch {
+			case !validHeaderName(h):
+				bad(f("headers"), "%q is not a valid header name", h)
+			case strings.EqualFold(h, "Authorization") || strings.EqualFold(h, "Cookie") || strings.EqualFold(h, "Host"):
+				bad(f("headers"), "%q is managed by Gatehouse", h)
+			}
+		}
+		for j, rule := range r.Require {
+			if rule.Claim == "" {
+				bad(f(fmt.Sprintf("require[%d].claim", j)), "is required")
+			}
+			if len(rule.Contains) == 0 && len(rule.AnyOf) == 0 {
+				bad(f(fmt.Sprintf("require[%d]", j)), "needs contains or any_of")
+			}
+		}
+		if len(r.Require) > 0 && (r.Token == TokenClient || r.Token == TokenNone) {
+			bad(f("require"), "rules on the user's claims need a route whose token involves the user")
+		}
+		for _, name := range r.ForwardCookies {
+			if !validCookieName(name) || name == ck.Name || strings.HasPrefix(name, ck.Name+"-") {
+				bad(f("forward_cookies"), "%q cannot be forwarded", name)
+			}
+		}
+	}
+
+	fe := c.Frontend
+	if fe.Dir != "" && fe.Upstream != "" {
+		bad("frontend", "set dir or upstream, not both")
+	}
+	if fe.Upstream != "" {
+		if u, err := url.Parse(fe.Upstream); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			bad("frontend.upstream", "%q is not an absolute http(s) URL", fe.Upstream)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// routePrefix normalises a route path to the prefix it matches: "/api" and "/api/" both
+// become "/api/".
+func routePrefix(p string) string {
+	if !strings.HasSuffix(p, "/") {
+		return p + "/"
+	}
+	return p
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+func validCookieName(s string) bool {
+	return s != "" && validToken(s)
+}
+
+func validHeaderName(s string) bool {
+	return s != "" && validToken(s)
+}
+
+func validMethod(s string) bool {
+	return s != "" && validToken(s)
+}
+
+// validToken reports whether s is an RFC 7230 token.
+func validToken(s string) bool {
+	for _, r := range s {
+		if r > 0x7e || r <= 0x20 || strings.ContainsRune("\"(),/:;<=>?@[\\]{}", r) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,424 @@
+// Package gatehouse is a Backend-for-Frontend (BFF) authentication gateway for
+// single-page apps, as described in "OAuth 2.0 for Browser-Based Applications" §6.1.
+//
+// The Gateway is an http.Handler that sits on the SPA's own origin. It logs users in
+// against any OpenID Connect provider as a confidential client (authorization code with
+// PKCE, state, nonce, RFC 9207 iss check), keeps the access, refresh and ID tokens
+// server-side in an encrypted session store, and gives the browser only an opaque
+// __Host- cookie. The SPA learns who is logged in from /bff/user, and calls its APIs
+// through configured routes: the gateway checks the session and the CSRF defences,
+// refreshes the access token when it is about to expire (once, even under concurrent
+// requests and across replicas sharing a store), and forwards the call with an
+// Authorization: Bearer header.
+//
+// The binary in cmd/gatehouse reads a YAML file into a Config; Go programs can embed
+// the gateway directly:
+//
+//	gw, err := gatehouse.New(gatehouse.Config{
+//		PublicURL: "https://app.example.com",
+//		Provider: gatehouse.ProviderConfig{
+//			Issuer:       "https://id.example.com",
+//			ClientID:     "spa-bff",
+//			ClientSecret: os.Getenv("CLIENT_SECRET"),
+//		},
+//		Routes: []gatehouse.Route{{Path: "/api/", Upstream: "http://127.0.0.1:9000"}},
+//	})
+//	if err != nil { … }
+//	defer gw.Close()
+//	http.ListenAndServe(":8080", gw)
+//
+// Go handlers of the embedding program can require a session with
+// [Gateway.RequireSession] and read it with [SessionFrom].
+package gatehouse
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gatehouse-bff/gatehouse/idp"
+	"github.com/gatehouse-bff/gatehouse/internal/flight"
+	"github.com/gatehouse-bff/gatehouse/session"
+	"github.com/gatehouse-bff/gatehouse/session/memstore"
+	"github.com/gatehouse-bff/gatehouse/upstream"
+)
+
+// Version is the gateway's version, set at build time by the binary.
+var Version = "dev"
+
+// Gateway is the BFF. It is an http.Handler for the public listener; AdminHandler serves
+// the admin listener. Safe for concurrent use. Call Close when done.
+type Gateway struct {
+	cfg      Config
+	log      *slog.Logger
+	now      func() time.Time
+	public   *url.URL
+	origin   string
+	idp      *idp.Client
+	store    session.Store
+	ownStore bool
+	keys     *session.KeyRing
+	sessions *session.Manager
+	proxy    *upstream.Proxy
+	routes   []*route // longest prefix first
+	cop      *http.CrossOriginProtection
+	frontend http.Handler
+	metrics  *metrics
+
+	refreshes    flight.Group[*session.Session]
+	clientTokens clientTokens
+
+	cspConfigured bool // frontend.csp was set explicitly
+
+	stop     context.CancelFunc
+	done     chan struct{}
+	closeMu  sync.Once
+	warnings []string
+}
+
+type route struct {
+	Route
+	prefix string // "/api/"
+	target *upstream.Target
+}
+
+// New validates cfg and returns a Gateway. It does not contact the provider: discovery
+// runs in the background and /readyz reports when it succeeded.
+func New(cfg Config) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cspConfigured := cfg.Frontend.CSP != ""
+	cfg = cfg.withDefaults()
+	g := &Gateway{cfg: cfg, log: cfg.Logger, now: cfg.Now, cspConfigured: cspConfigured}
+	g.public, _ = url.Parse(cfg.PublicURL)
+	g.public.Path = ""
+	g.origin = g.public.Scheme + "://" + g.public.Host
+
+	p := cfg.Provider
+	var err error
+	g.idp, err = idp.New(idp.Config{
+		Issuer: p.Issuer, DiscoveryURL: p.DiscoveryURL, ClientID: p.ClientID, ClientSecret: p.ClientSecret,
+		ClientKey: p.ClientKey, ClientKeyID: p.ClientKeyID, ClientKeyAlg: p.ClientKeyAlg, AuthMethod: p.AuthMethod,
+		RedirectURL: g.origin + "/bff/callback", Scopes: p.Scopes, EndSessionURL: p.EndSessionURL,
+		RequireIssuerParam: p.RequireIssuerParam, SigningAlgs: p.SigningAlgs, ClockSkew: p.ClockSkew,
+		SkipUserinfo: p.SkipUserinfo, DefaultTokenLifetime: p.DefaultTokenLifetime,
+		HTTPClient: cfg.ProviderHTTPClient, Now: cfg.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	keys := cfg.Session.Keys
+	if len(keys) == 0 {
+		keys = [][]byte{derivedServerKey(p)}
+	}
+	if g.keys, err = session.NewKeyRing(keys...); err != nil {
+		return nil, fmt.Errorf("session.keys: %w", err)
+	}
+	g.store = cfg.Session.Store
+	if g.store == nil {
+		g.store = memstore.New(memstore.Options{Now: cfg.Now})
+		g.ownStore = true
+	}
+	g.sessions = &session.Manager{
+		Store: g.store, Keys: g.keys, Now: cfg.Now,
+		IdleTimeout: cfg.Session.IdleTimeout, AbsoluteTimeout: cfg.Session.AbsoluteTimeout,
+	}
+
+	g.cop = http.NewCrossOriginProtection()
+	for _, o := range append([]string{g.origin}, cfg.CSRF.TrustedOrigins...) {
+		if err := g.cop.AddTrustedOrigin(o); err != nil {
+			return nil, fmt.Errorf("csrf.trusted_origins: %w", err)
+		}
+	}
+
+	g.metrics = newMetrics(cfg.Metrics)
+	g.proxy = upstream.New(upstream.Config{
+		Transport: cfg.UpstreamTransport, PublicURL: g.public, TrustedProxies: cfg.TrustedProxies,
+		ProtectedCookie: g.isOwnCookie, DropHeaders: []string{cfg.CSRF.Header}, Logger: g.log,
+		Observe: g.metrics.observeUpstream,
+	})
+	for _, r := range cfg.Routes {
+		u, _ := url.Parse(r.Upstream)
+		hdr := http.Header{}
+		for k, v := range r.Headers {
+			hdr.Set(k, v)
+		}
+		rt := &route{Route: r, prefix: routePrefix(r.Path)}
+		rt.target = &upstream.Target{Name: rt.prefix, Prefix: rt.prefix, StripPrefix: r.StripPrefix, URL: u,
+			Timeout: r.Timeout, Headers: hdr, ForwardCookies: r.ForwardCookies}
+		g.routes = append(g.routes, rt)
+	}
+	slices.SortFunc(g.routes, func(a, b *route) int { return len(b.prefix) - len(a.prefix) })
+
+	if g.frontend, err = g.newFrontend(); err != nil {
+		return nil, err
+	}
+	g.warnings = cfg.weakerOptions()
+	for _, w := range g.warnings {
+		g.log.Warn("weaker security option in use", "option", w)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	g.stop, g.done = cancel, make(chan struct{})
+	go g.discoverLoop(ctx)
+	return g, nil
+}
+
+// derivedServerKey gives replicas sharing a store the same server key without extra
+// configuration: it is derived from the client's credentials, which they share anyway.
+func derivedServerKey(p ProviderConfig) []byte {
+	material := p.Issuer + "\x00" + p.ClientID + "\x00" + p.ClientSecret
+	if p.ClientKey != nil {
+		if der, err := x509.MarshalPKCS8PrivateKey(p.ClientKey); err == nil {
+			material += "\x00" + string(der)
+		}
+	}
+	return session.DeriveKey([]byte(material), "server key ring (derived)")
+}
+
+// weakerOptions lists the options in use that weaken the defaults, for a startup warning.
+func (c Config) weakerOptions() []string {
+	var w []string
+	if c.Cookie.AllowNonHostPrefix && !strings.HasPrefix(c.Cookie.Name, "__Host-") {
+		w = append(w, "cookie.allow_non_host_prefix")
+	}
+	if c.Cookie.SameSite == http.SameSiteLaxMode {
+		w = append(w, "cookie.same_site=lax")
+	}
+	if len(c.CSRF.TrustedOrigins) > 0 {
+		w = append(w, "csrf.trusted_origins")
+	}
+	if c.Provider.SkipUserinfo {
+		w = append(w, "provider.skip_userinfo")
+	}
+	return w
+}
+
+// discoverLoop loads the provider metadata at start and retries with backoff until it
+// works, so that /readyz turns green by itself when the provider comes up.
+func (g *Gateway) discoverLoop(ctx context.Context) {
+	defer close(g.done)
+	wait := 500 * time.Millisecond
+	for {
+		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := g.idp.Discover(dctx)
+		cancel()
+		if err == nil {
+			g.log.Info("provider metadata loaded", "issuer", g.cfg.Provider.Issuer)
+			return
+		}
+		g.log.Warn("provider discovery failed; retrying", "issuer", g.cfg.Provider.Issuer, "error", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 30*time.Second)
+	}
+}
+
+// Close stops background work and closes the session store if the Gateway created it.
+func (g *Gateway) Close() error {
+	var err error
+	g.closeMu.Do(func() {
+		g.stop()
+		<-g.done
+		if c, ok := g.store.(session.Closer); ok && g.ownStore {
+			err = c.Close()
+		}
+	})
+	return err
+}
+
+// Ready reports whether the gateway can serve logins: provider metadata loaded and the
+// store answering. The error says what is missing.
+func (g *Gateway) Ready(ctx context.Context) error {
+	var errs []error
+	if ok, err := g.idp.Ready(); !ok {
+		if err == nil {
+			err = errors.New("discovery has not finished")
+		}
+		errs = append(errs, fmt.Errorf("provider: %w", err))
+	}
+	if p, ok := g.store.(session.Pinger); ok {
+		if err := p.Ping(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("session store: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ServeHTTP dispatches on the cleaned path: Gatehouse's own /bff/ endpoints, then the
+// routes (longest prefix first), then the frontend.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := g.now()
+	sw := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	kind := g.serve(sw, r)
+	g.metrics.observeRequest(kind, r.Method, sw.status, g.now().Sub(start))
+}
+
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) string {
+	p, ok := requestPath(r)
+	if !ok {
+		g.fail(w, r, errBadPath)
+		return "invalid"
+	}
+	if strings.HasPrefix(p, "/bff/") || p == "/bff" {
+		g.serveBFF(w, r, p)
+		return "bff"
+	}
+	for _, rt := range g.routes {
+		if p == strings.TrimSuffix(rt.prefix, "/") || strings.HasPrefix(p, rt.prefix) {
+			g.serveRoute(w, r, rt, p)
+			return "route"
+		}
+	}
+	if g.frontend != nil {
+		g.serveFrontend(w, r)
+		return "frontend"
+	}
+	g.fail(w, r, errNotFound)
+	return "none"
+}
+
+func (g *Gateway) serveBFF(w http.ResponseWriter, r *http.Request, p string) {
+	var h func(http.ResponseWriter, *http.Request) error
+	allowed := "GET, HEAD"
+	switch p {
+	case "/bff/login":
+		h = g.handleLogin
+	case "/bff/callback":
+		h = g.handleCallback
+	case "/bff/user":
+		h = g.handleUser
+	case "/bff/logout":
+		allowed = "GET, POST"
+		h = g.handleLogout
+	case "/bff/logout/callback":
+		h = g.handleLogoutCallback
+	case "/bff/sessions":
+		allowed = "GET, DELETE"
+		h = g.handleSessions
+	case "/bff/backchannel":
+		allowed = "POST"
+		h = g.handleBackchannel
+	case "/bff/client.js":
+		h = g.handleClientJS
+	default:
+		if sid, ok := strings.CutPrefix(p, "/bff/sessions/"); ok && !strings.Contains(sid, "/") {
+			allowed = "DELETE"
+			h = func(w http.ResponseWriter, r *http.Request) error { return g.handleSessionDelete(w, r, sid) }
+		}
+	}
+	if h == nil {
+		g.fail(w, r, errNotFound)
+		return
+	}
+	if !slices.Contains(strings.Split(allowed, ", "), r.Method) {
+		w.Header().Set("Allow", allowed)
+		g.fail(w, r, errMethod)
+		return
+	}
+	if err := h(w, r); err != nil {
+		g.fail(w, r, err)
+	}
+}
+
+// requestPath returns the cleaned, decoded request path, refusing paths no browser
+// sends for a good reason (NUL, backslashes).
+func requestPath(r *http.Request) (string, bool) {
+	p := r.URL.Path
+	if p == "" || p[0] != '/' || strings.ContainsAny(p, "\x00\\") {
+		return "", false
+	}
+	return cleanPath(p), true
+}
+
+// cleanPath is path.Clean keeping a trailing slash, so /app/ and /app stay distinct for
+// the frontend.
+func cleanPath(p string) string {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
+}
+
+// clientIP is the browser's address: the peer, or the last address a trusted proxy put
+// in X-Forwarded-For.
+func (g *Gateway) clientIP(r *http.Request) string {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return ""
+	}
+	addr := ap.Addr().Unmap()
+	for g.trusted(addr) {
+		xff := r.Header.Values("X-Forwarded-For")
+		if len(xff) == 0 {
+			break
+		}
+		hops := strings.Split(strings.Join(xff, ","), ",")
+		// Walk from the nearest hop back, skipping our own trusted proxies.
+		found := false
+		for i := len(hops) - 1; i >= 0; i-- {
+			a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+			if err != nil {
+				break
+			}
+			addr, found = a.Unmap(), true
+			if !g.trusted(addr) {
+				break
+			}
+		}
+		if !found {
+			break
+		}
+		return addr.String()
+	}
+	return addr.String()
+}
+
+func (g *Gateway) trusted(a netip.Addr) bool {
+	for _, p := range g.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// statusRecorder remembers the status for metrics; Unwrap keeps Flush and Hijack
+// reachable through http.ResponseController.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if !s.wrote && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		s.status, s.wrote = code, true
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	s.wrote = true
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusRecorder) Flush() { http.NewResponseController(s.ResponseWriter).Flush() }

@@ -1,0 +1,469 @@
+// Package idptest is a fake OpenID Connect provider over real HTTP (httptest), for
+// tests of the protocol's edge cases that a real provider will not produce on demand:
+// forged signatures, "alg: none", wrong audience or issuer, expired tokens, a wrong
+// nonce, a missing iss parameter, token endpoint failures. Authorization is automatic:
+// /authorize redirects straight back with a code for the configured user.
+//
+// It is a test double, not a provider: use npm oidc-provider (e2e/) or gatehouse devidp
+// for anything else.
+package idptest
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// Provider is the fake. Change its knobs with Set; read counters with the methods.
+type Provider struct {
+	Server       *httptest.Server
+	Issuer       string
+	ClientID     string
+	ClientSecret string
+	Key          *rsa.PrivateKey // signs tokens; published in the JWKS
+	KeyID        string
+	ForgedKey    *rsa.PrivateKey // not in the JWKS
+
+	mu      sync.Mutex
+	knobs   Knobs
+	codes   map[string]codeGrant
+	grants  map[string]*grant // by refresh token
+	revoked map[string]bool
+	counts  map[string]int
+	now     func() time.Time
+}
+
+// Knobs change the fake's behaviour. The zero value is a correct provider.
+type Knobs struct {
+	Subject string         // default "alice"
+	Claims  map[string]any // extra ID token and userinfo claims
+	SID     string         // "sid" claim; default "provider-session-1"
+
+	AccessTokenTTL time.Duration // default 1 minute
+	OmitExpiresIn  bool
+	RotateRefresh  bool // default false: the same refresh token keeps working
+	NoRefreshToken bool
+	TokenType      string // default "Bearer"
+
+	// IDTokenMutate changes the ID token's claims before signing.
+	IDTokenMutate func(claims map[string]any)
+	// SignWith: "" (the published key), "forged" (an unpublished key), "none", "HS256".
+	SignWith string
+	// IssParam: "" sends the right iss on the authorization response; "omit" sends
+	// none; anything else is sent as is.
+	IssParam string
+	// AdvertiseIss sets authorization_response_iss_parameter_supported (default true via New).
+	AdvertiseIss bool
+	// AuthorizeError makes /authorize answer with this error code.
+	AuthorizeError string
+	// TokenStatus forces the token endpoint to answer this status with TokenError.
+	TokenStatus int
+	TokenError  string
+	// RefreshStatus forces only refresh requests to fail this way.
+	RefreshStatus int
+	RefreshError  string
+	// UserinfoStatus forces userinfo to fail; UserinfoSubject makes it answer about
+	// another subject.
+	UserinfoStatus  int
+	UserinfoSubject string
+	// NoEndSession and NoRevocation remove those endpoints from discovery.
+	NoEndSession bool
+	NoRevocation bool
+	// TokenDelay delays token responses.
+	TokenDelay time.Duration
+}
+
+type codeGrant struct {
+	challenge, nonce, redirect string
+	extra                      url.Values
+}
+
+type grant struct {
+	subject string
+	rt      string
+}
+
+// New starts the fake provider. The client is "gatehouse-test" / "test-secret".
+func New(t testing.TB) *Provider {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Provider{
+		ClientID: "gatehouse-test", ClientSecret: "test-secret", Key: key, KeyID: "test-key", ForgedKey: forged,
+		codes: map[string]codeGrant{}, grants: map[string]*grant{}, revoked: map[string]bool{}, counts: map[string]int{},
+		knobs: Knobs{AdvertiseIss: true}, now: time.Now,
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/openid-configuration", p.discovery)
+	mux.HandleFunc("GET /jwks", p.jwks)
+	mux.HandleFunc("GET /authorize", p.authorize)
+	mux.HandleFunc("POST /token", p.token)
+	mux.HandleFunc("GET /userinfo", p.userinfo)
+	mux.HandleFunc("POST /revoke", p.revoke)
+	mux.HandleFunc("GET /end_session", func(w http.ResponseWriter, r *http.Request) {
+		p.count("end_session")
+		fmt.Fprintln(w, "signed out")
+	})
+	p.Server = httptest.NewServer(mux)
+	p.Issuer = p.Server.URL
+	t.Cleanup(p.Server.Close)
+	return p
+}
+
+// Set changes the knobs.
+func (p *Provider) Set(f func(k *Knobs)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f(&p.knobs)
+}
+
+// Count returns how many requests of a kind the fake served: "authorize",
+// "authorization_code", "refresh_token", "client_credentials", "userinfo", "revoke",
+// "end_session".
+func (p *Provider) Count(kind string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.counts[kind]
+}
+
+// Revoked reports whether a token was revoked at /revoke.
+func (p *Provider) Revoked(token string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.revoked[token]
+}
+
+// RevokeAll makes every refresh token invalid (as if an admin revoked the grants).
+func (p *Provider) RevokeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for rt := range p.grants {
+		p.revoked[rt] = true
+	}
+}
+
+func (p *Provider) count(kind string) {
+	p.mu.Lock()
+	p.counts[kind]++
+	p.mu.Unlock()
+}
+
+func (p *Provider) knobsCopy() Knobs {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := p.knobs
+	k.Claims = maps.Clone(k.Claims)
+	if k.Subject == "" {
+		k.Subject = "alice"
+	}
+	if k.SID == "" {
+		k.SID = "provider-session-1"
+	}
+	if k.AccessTokenTTL == 0 {
+		k.AccessTokenTTL = time.Minute
+	}
+	if k.TokenType == "" {
+		k.TokenType = "Bearer"
+	}
+	return k
+}
+
+func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
+	k := p.knobsCopy()
+	meta := map[string]any{
+		"issuer": p.Issuer, "authorization_endpoint": p.Issuer + "/authorize", "token_endpoint": p.Issuer + "/token",
+		"userinfo_endpoint": p.Issuer + "/userinfo", "jwks_uri": p.Issuer + "/jwks",
+		"id_token_signing_alg_values_supported":          []string{"RS256"},
+		"code_challenge_methods_supported":               []string{"S256"},
+		"token_endpoint_auth_methods_supported":          []string{"client_secret_basic", "client_secret_post"},
+		"authorization_response_iss_parameter_supported": k.AdvertiseIss,
+		"backchannel_logout_supported":                   true,
+	}
+	if !k.NoEndSession {
+		meta["end_session_endpoint"] = p.Issuer + "/end_session"
+	}
+	if !k.NoRevocation {
+		meta["revocation_endpoint"] = p.Issuer + "/revoke"
+	}
+	writeJSON(w, http.StatusOK, meta)
+}
+
+func (p *Provider) jwks(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &p.Key.PublicKey, KeyID: p.KeyID, Algorithm: "RS256", Use: "sig"}}})
+}
+
+func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
+	p.count("authorize")
+	q := r.URL.Query()
+	k := p.knobsCopy()
+	redirect := q.Get("redirect_uri")
+	if q.Get("client_id") != p.ClientID || redirect == "" {
+		http.Error(w, "unknown client or redirect_uri", http.StatusBadRequest)
+		return
+	}
+	back, _ := url.Parse(redirect)
+	rq := back.Query()
+	rq.Set("state", q.Get("state"))
+	switch k.IssParam {
+	case "":
+		rq.Set("iss", p.Issuer)
+	case "omit":
+	default:
+		rq.Set("iss", k.IssParam)
+	}
+	if k.AuthorizeError != "" {
+		rq.Set("error", k.AuthorizeError)
+		rq.Set("error_description", "<script>alert('provider text')</script>")
+	} else {
+		if q.Get("code_challenge_method") != "S256" || q.Get("code_challenge") == "" {
+			http.Error(w, "PKCE S256 required", http.StatusBadRequest)
+			return
+		}
+		code := random()
+		p.mu.Lock()
+		p.codes[code] = codeGrant{challenge: q.Get("code_challenge"), nonce: q.Get("nonce"), redirect: redirect, extra: q}
+		p.mu.Unlock()
+		rq.Set("code", code)
+	}
+	back.RawQuery = rq.Encode()
+	http.Redirect(w, r, back.String(), http.StatusFound)
+}
+
+// LastAuthorizeParams returns the query of the last authorization request.
+func (p *Provider) LastAuthorizeParams() url.Values {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.codes {
+		return c.extra
+	}
+	return nil
+}
+
+func (p *Provider) clientOK(r *http.Request) bool {
+	id, secret, ok := r.BasicAuth()
+	if ok {
+		id, _ = url.QueryUnescape(id)
+		secret, _ = url.QueryUnescape(secret)
+	} else {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	return id == p.ClientID && secret == p.ClientSecret
+}
+
+func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
+	r.ParseForm()
+	grantType := r.PostForm.Get("grant_type")
+	p.count(grantType)
+	k := p.knobsCopy()
+	if k.TokenDelay > 0 {
+		time.Sleep(k.TokenDelay)
+	}
+	if !p.clientOK(r) {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client"})
+		return
+	}
+	if k.TokenStatus != 0 {
+		writeJSON(w, k.TokenStatus, map[string]string{"error": k.TokenError, "error_description": "forced failure with secret-looking text"})
+		return
+	}
+	switch grantType {
+	case "authorization_code":
+		code := r.PostForm.Get("code")
+		p.mu.Lock()
+		c, ok := p.codes[code]
+		delete(p.codes, code)
+		p.mu.Unlock()
+		sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
+		switch {
+		case !ok:
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_grant"})
+			return
+		case base64.RawURLEncoding.EncodeToString(sum[:]) != c.challenge:
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_grant", "error_description": "PKCE"})
+			return
+		case r.PostForm.Get("redirect_uri") != c.redirect:
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_grant", "error_description": "redirect_uri"})
+			return
+		}
+		p.issue(w, k, c.nonce, true, "")
+	case "refresh_token":
+		if k.RefreshStatus != 0 {
+			writeJSON(w, k.RefreshStatus, map[string]string{"error": k.RefreshError})
+			return
+		}
+		rt := r.PostForm.Get("refresh_token")
+		p.mu.Lock()
+		g, ok := p.grants[rt]
+		bad := !ok || p.revoked[rt]
+		if ok && !bad && k.RotateRefresh {
+			p.revoked[rt] = true // used once
+		}
+		p.mu.Unlock()
+		if bad {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_grant"})
+			return
+		}
+		if k.RotateRefresh {
+			p.issue(w, k, "", false, "")
+		} else {
+			p.issue(w, k, "", false, g.rt)
+		}
+	case "client_credentials":
+		writeJSON(w, http.StatusOK, map[string]any{"access_token": "client-" + random(), "token_type": k.TokenType,
+			"expires_in": int(k.AccessTokenTTL.Seconds()), "scope": r.PostForm.Get("scope")})
+	default:
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type"})
+	}
+}
+
+// issue answers a token request. keepRT reuses a refresh token instead of a new one.
+func (p *Provider) issue(w http.ResponseWriter, k Knobs, nonce string, withID bool, keepRT string) {
+	at := "at-" + random()
+	resp := map[string]any{"access_token": at, "token_type": k.TokenType}
+	if !k.OmitExpiresIn {
+		resp["expires_in"] = int(k.AccessTokenTTL.Seconds())
+	}
+	if !k.NoRefreshToken {
+		rt := keepRT
+		if rt == "" {
+			rt = "rt-" + random()
+			p.mu.Lock()
+			p.grants[rt] = &grant{subject: k.Subject, rt: rt}
+			p.mu.Unlock()
+		}
+		resp["refresh_token"] = rt
+	}
+	if withID {
+		resp["id_token"] = p.IDToken(k, nonce)
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// IDToken signs an ID token with the current knobs.
+func (p *Provider) IDToken(k Knobs, nonce string) string {
+	now := p.now()
+	claims := map[string]any{"iss": p.Issuer, "sub": k.Subject, "aud": p.ClientID, "iat": now.Unix(),
+		"exp": now.Add(time.Hour).Unix(), "nonce": nonce, "sid": k.SID, "auth_time": now.Unix(),
+		"name": "Alice Example", "email": "alice@example.com"}
+	maps.Copy(claims, k.Claims)
+	if k.IDTokenMutate != nil {
+		k.IDTokenMutate(claims)
+	}
+	return p.sign(k.SignWith, claims, "")
+}
+
+// LogoutToken signs a back-channel logout token. mutate may change the claims; typ sets
+// the typ header ("" omits it).
+func (p *Provider) LogoutToken(sub, sid, typ string, mutate func(map[string]any)) string {
+	now := p.now()
+	claims := map[string]any{"iss": p.Issuer, "aud": p.ClientID, "iat": now.Unix(), "exp": now.Add(2 * time.Minute).Unix(),
+		"jti": random(), "events": map[string]any{"http://schemas.openid.net/event/backchannel-logout": map[string]any{}}}
+	if sub != "" {
+		claims["sub"] = sub
+	}
+	if sid != "" {
+		claims["sid"] = sid
+	}
+	if mutate != nil {
+		mutate(claims)
+	}
+	return p.sign(p.knobsCopy().SignWith, claims, typ)
+}
+
+// SignWithForgedKey signs claims with a key that is not in the JWKS.
+func (p *Provider) sign(how string, claims map[string]any, typ string) string {
+	switch how {
+	case "none":
+		header := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`))
+		body, _ := json.Marshal(claims)
+		return header + "." + base64.RawURLEncoding.EncodeToString(body) + "."
+	case "HS256":
+		// An attacker signing with the RSA public key as an HMAC secret.
+		s, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: []byte(p.ClientSecret)}, nil)
+		raw, _ := jwt.Signed(s).Claims(claims).Serialize()
+		return raw
+	}
+	key := p.Key
+	if how == "forged" {
+		key = p.ForgedKey
+	}
+	opts := (&jose.SignerOptions{}).WithHeader("kid", p.KeyID)
+	if typ != "" {
+		opts = opts.WithType(jose.ContentType(typ))
+	}
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key}, opts)
+	if err != nil {
+		panic(err)
+	}
+	raw, err := jwt.Signed(s).Claims(claims).Serialize()
+	if err != nil {
+		panic(err)
+	}
+	return raw
+}
+
+func (p *Provider) userinfo(w http.ResponseWriter, r *http.Request) {
+	p.count("userinfo")
+	k := p.knobsCopy()
+	if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer at-") {
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	if k.UserinfoStatus != 0 {
+		w.WriteHeader(k.UserinfoStatus)
+		return
+	}
+	sub := k.Subject
+	if k.UserinfoSubject != "" {
+		sub = k.UserinfoSubject
+	}
+	claims := map[string]any{"sub": sub, "email": "alice@example.com", "email_verified": true, "groups": []string{"staff"}}
+	maps.Copy(claims, k.Claims)
+	writeJSON(w, http.StatusOK, claims)
+}
+
+func (p *Provider) revoke(w http.ResponseWriter, r *http.Request) {
+	r.ParseForm()
+	p.count("revoke")
+	if !p.clientOK(r) {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client"})
+		return
+	}
+	p.mu.Lock()
+	p.revoked[r.PostForm.Get("token")] = true
+	p.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func random() string {
+	b := make([]byte, 18)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}

@@ -1,0 +1,466 @@
+package idp
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+)
+
+// Tokens is what the token endpoint handed out, with expiries on our clock.
+type Tokens struct {
+	AccessToken   string
+	TokenType     string // always "Bearer": other types are refused
+	Expiry        time.Time
+	RefreshToken  string    // empty when the provider issued none (or, on refresh, kept the old one)
+	RefreshExpiry time.Time // zero when the provider does not say (refresh_expires_in)
+	Scope         string
+	IDToken       string // raw, when the response carried one
+}
+
+// Identity is the verified result of a login.
+type Identity struct {
+	Subject string
+	SID     string         // the provider's session id ("sid"), if any
+	Claims  map[string]any // ID token claims merged with userinfo
+}
+
+// Exchange redeems an authorization code with its PKCE verifier, verifies the ID token
+// (signature, iss, aud, exp, and that its nonce equals nonce), checks at_hash, and
+// fetches userinfo (unless disabled). Errors wrap ErrRefused, ErrInvalidToken or
+// ErrUnavailable.
+func (c *Client) Exchange(ctx context.Context, code, verifier, nonce string) (*Tokens, *Identity, error) {
+	d, err := c.discovered(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := []oauth2.AuthCodeOption{oauth2.VerifierOption(verifier)}
+	for k, v := range c.assertionParams(d) {
+		opts = append(opts, oauth2.SetAuthURLParam(k, v[0]))
+	}
+	tok, err := d.oauth.Exchange(c.oauthContext(ctx), code, opts...)
+	if err != nil {
+		return nil, nil, classify("exchanging the authorization code", err)
+	}
+	tokens, err := c.tokens(tok)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tokens.IDToken == "" {
+		return nil, nil, fmt.Errorf("%w: the token response has no id_token (is the openid scope requested?)", ErrRefused)
+	}
+	idt, err := d.verifier.Verify(ctx, tokens.IDToken)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: ID token: %v", ErrInvalidToken, err)
+	}
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
+		return nil, nil, fmt.Errorf("%w: ID token: nonce does not match this login", ErrInvalidToken)
+	}
+	if idt.AccessTokenHash != "" {
+		if err := idt.VerifyAccessToken(tokens.AccessToken); err != nil {
+			return nil, nil, fmt.Errorf("%w: ID token: at_hash does not match the access token", ErrInvalidToken)
+		}
+	}
+	claims := map[string]any{}
+	if err := idt.Claims(&claims); err != nil {
+		return nil, nil, fmt.Errorf("%w: ID token claims: %v", ErrInvalidToken, err)
+	}
+	id := &Identity{Subject: idt.Subject, Claims: claims}
+	id.SID, _ = claims["sid"].(string)
+	if !c.cfg.SkipUserinfo && d.meta.UserinfoEndpoint != "" {
+		info, err := c.userinfo(ctx, d, tokens.AccessToken, idt.Subject)
+		if err != nil {
+			return nil, nil, err
+		}
+		for k, v := range info {
+			if k != "sub" {
+				id.Claims[k] = v
+			}
+		}
+	}
+	return tokens, id, nil
+}
+
+func (c *Client) userinfo(ctx context.Context, d *discovered, accessToken, subject string) (map[string]any, error) {
+	ui, err := d.provider.UserInfo(c.oauthContext(ctx), oauth2.StaticTokenSource(&oauth2.Token{AccessToken: accessToken, TokenType: "Bearer"}))
+	if err != nil {
+		return nil, classifyUserinfo(err)
+	}
+	if ui.Subject != subject {
+		return nil, fmt.Errorf("%w: userinfo is about another subject than the ID token", ErrInvalidToken)
+	}
+	claims := map[string]any{}
+	if err := ui.Claims(&claims); err != nil {
+		return nil, fmt.Errorf("%w: userinfo claims: %v", ErrRefused, err)
+	}
+	return claims, nil
+}
+
+// RefreshOptions are extra parameters of a refresh or client-credentials request.
+type RefreshOptions struct {
+	Resource string   // RFC 8707 resource indicator
+	Audience string   // "audience" parameter (Auth0 and others)
+	Scopes   []string // down-scoping
+}
+
+func (o RefreshOptions) params(v url.Values) {
+	if o.Resource != "" {
+		v.Set("resource", o.Resource)
+	}
+	if o.Audience != "" {
+		v.Set("audience", o.Audience)
+	}
+	if len(o.Scopes) > 0 {
+		v.Set("scope", strings.Join(o.Scopes, " "))
+	}
+}
+
+// Refresh uses a refresh token. The result's RefreshToken is the token to keep: the
+// rotated one, or the old one when the provider did not rotate. A new ID token in the
+// response is verified (signature, iss, aud, and the same subject as before).
+func (c *Client) Refresh(ctx context.Context, refreshToken, subject string, opts RefreshOptions) (*Tokens, error) {
+	if refreshToken == "" {
+		return nil, fmt.Errorf("%w: no refresh token", ErrRefused)
+	}
+	d, err := c.discovered(ctx)
+	if err != nil {
+		return nil, err
+	}
+	params := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshToken}}
+	opts.params(params)
+	tok, err := c.tokenRequest(ctx, d, params)
+	if err != nil {
+		return nil, classify("refreshing", err)
+	}
+	t, err := c.tokens(tok)
+	if err != nil {
+		return nil, err
+	}
+	if t.RefreshToken == "" {
+		t.RefreshToken = refreshToken
+	}
+	if t.IDToken != "" {
+		idt, err := d.verifier.Verify(ctx, t.IDToken)
+		if err != nil {
+			return nil, fmt.Errorf("%w: refreshed ID token: %v", ErrInvalidToken, err)
+		}
+		if idt.Subject != subject {
+			return nil, fmt.Errorf("%w: refreshed ID token is about another subject", ErrInvalidToken)
+		}
+	}
+	return t, nil
+}
+
+// ClientCredentials gets a token for the gateway's own client (no user).
+func (c *Client) ClientCredentials(ctx context.Context, opts RefreshOptions) (*Tokens, error) {
+	d, err := c.discovered(ctx)
+	if err != nil {
+		return nil, err
+	}
+	params := url.Values{"grant_type": {"client_credentials"}}
+	opts.params(params)
+	tok, err := c.tokenRequest(ctx, d, params)
+	if err != nil {
+		return nil, classify("client credentials", err)
+	}
+	return c.tokens(tok)
+}
+
+// tokenRequest posts params to the token endpoint with the client's authentication.
+// x/oauth2's clientcredentials config is used as a generic token request: it lets the
+// grant_type be set, which refresh requests with extra parameters (RFC 8707) need.
+func (c *Client) tokenRequest(ctx context.Context, d *discovered, params url.Values) (*oauth2.Token, error) {
+	for k, v := range c.assertionParams(d) {
+		params[k] = v
+	}
+	cc := clientcredentials.Config{
+		ClientID: d.oauth.ClientID, ClientSecret: d.oauth.ClientSecret, TokenURL: d.meta.TokenEndpoint,
+		EndpointParams: params, AuthStyle: d.oauth.Endpoint.AuthStyle,
+	}
+	return cc.Token(c.oauthContext(ctx))
+}
+
+func (c *Client) oauthContext(ctx context.Context) context.Context {
+	return context.WithValue(ctx, oauth2.HTTPClient, c.http)
+}
+
+// tokens converts and checks a token response.
+func (c *Client) tokens(tok *oauth2.Token) (*Tokens, error) {
+	if tt := tok.TokenType; tt != "" && !strings.EqualFold(tt, "bearer") {
+		return nil, fmt.Errorf("%w: token_type %q is not Bearer", ErrRefused, tt)
+	}
+	now := c.now()
+	t := &Tokens{AccessToken: tok.AccessToken, TokenType: "Bearer", RefreshToken: tok.RefreshToken}
+	t.IDToken, _ = tok.Extra("id_token").(string)
+	t.Scope, _ = tok.Extra("scope").(string)
+	switch {
+	case tok.ExpiresIn > 0:
+		t.Expiry = now.Add(time.Duration(tok.ExpiresIn) * time.Second)
+	case !tok.Expiry.IsZero():
+		t.Expiry = tok.Expiry
+	default:
+		if exp, ok := jwtExpiry(tok.AccessToken); ok {
+			t.Expiry = exp
+		} else {
+			t.Expiry = now.Add(c.cfg.DefaultTokenLifetime)
+		}
+	}
+	if n := number(tok.Extra("refresh_expires_in")); n > 0 {
+		t.RefreshExpiry = now.Add(time.Duration(n) * time.Second)
+	}
+	return t, nil
+}
+
+// jwtExpiry reads the "exp" of a JWT access token without verifying it: it only decides
+// when to refresh, never whether to trust the token.
+func jwtExpiry(raw string) (time.Time, bool) {
+	if strings.Count(raw, ".") != 2 {
+		return time.Time{}, false
+	}
+	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256, jose.RS384, jose.RS512, jose.ES256,
+		jose.ES384, jose.ES512, jose.PS256, jose.PS384, jose.PS512, jose.EdDSA, jose.HS256, jose.HS384, jose.HS512})
+	if err != nil {
+		return time.Time{}, false
+	}
+	var cl jwt.Claims
+	if err := tok.UnsafeClaimsWithoutVerification(&cl); err != nil || cl.Expiry == nil {
+		return time.Time{}, false
+	}
+	return cl.Expiry.Time(), true
+}
+
+func number(v any) int64 {
+	switch n := v.(type) {
+	case float64:
+		return int64(n)
+	case string:
+		i, _ := strconv.ParseInt(n, 10, 64)
+		return i
+	}
+	return 0
+}
+
+// TokenError describes a refusal from the token endpoint. Code is the RFC 6749 error
+// code (safe to log); the provider's description is kept out on purpose.
+type TokenError struct {
+	Op     string
+	Status int
+	Code   string
+}
+
+func (e *TokenError) Error() string {
+	if e.Code != "" {
+		return fmt.Sprintf("idp: %s: the provider answered %d %s", e.Op, e.Status, e.Code)
+	}
+	return fmt.Sprintf("idp: %s: the provider answered %d", e.Op, e.Status)
+}
+
+// Unwrap classifies: a 4xx (or an error in a 2xx body) is a refusal, anything else a
+// failure to try again.
+func (e *TokenError) Unwrap() error {
+	if e.Status < 500 {
+		return ErrRefused
+	}
+	return ErrUnavailable
+}
+
+func classify(op string, err error) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		status := http.StatusBadRequest
+		if re.Response != nil {
+			status = re.Response.StatusCode
+		}
+		return &TokenError{Op: op, Status: status, Code: safeCode(re.ErrorCode)}
+	}
+	if strings.Contains(err.Error(), "server response missing access_token") {
+		return fmt.Errorf("%w: %s: the response has no access_token", ErrRefused, op)
+	}
+	return fmt.Errorf("%w: %s: %v", ErrUnavailable, op, redactURLError(err))
+}
+
+// safeCode keeps an error code only if it looks like one (RFC 6749 §5.2 charset, short).
+func safeCode(code string) string {
+	if len(code) > 64 {
+		return ""
+	}
+	for _, r := range code {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return ""
+		}
+	}
+	return code
+}
+
+// Revoke revokes a token at the provider's revocation endpoint (RFC 7009). It does
+// nothing when the provider has none.
+func (c *Client) Revoke(ctx context.Context, token, hint string) error {
+	d, err := c.discovered(ctx)
+	if err != nil {
+		return err
+	}
+	if d.meta.RevocationEndpoint == "" || token == "" {
+		return nil
+	}
+	form := url.Values{"token": {token}}
+	if hint != "" {
+		form.Set("token_type_hint", hint)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.meta.RevocationEndpoint, nil)
+	if err != nil {
+		return err
+	}
+	switch d.authMethod {
+	case AuthClientSecretBasic:
+		req.SetBasicAuth(url.QueryEscape(c.cfg.ClientID), url.QueryEscape(c.cfg.ClientSecret))
+	case AuthClientSecretPost:
+		form.Set("client_id", c.cfg.ClientID)
+		form.Set("client_secret", c.cfg.ClientSecret)
+	default:
+		form.Set("client_id", c.cfg.ClientID)
+		maps.Copy(form, c.assertionParamsFor(d.meta.RevocationEndpoint))
+	}
+	body := form.Encode()
+	req.Body = readCloser(body)
+	req.ContentLength = int64(len(body))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: revocation: %v", ErrUnavailable, redactURLError(err))
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	return &TokenError{Op: "revocation", Status: resp.StatusCode}
+}
+
+// EndSessionURL builds the RP-initiated logout URL (OpenID Connect RP-Initiated Logout
+// 1.0), or reports false when the provider has no end-session endpoint and none is
+// configured.
+func (c *Client) EndSessionURL(ctx context.Context, idTokenHint, postLogoutRedirect, state string) (string, bool, error) {
+	endpoint := c.cfg.EndSessionURL
+	if endpoint == "" {
+		d, err := c.discovered(ctx)
+		if err != nil {
+			return "", false, err
+		}
+		endpoint = d.meta.EndSessionEndpoint
+	}
+	if endpoint == "" {
+		return "", false, nil
+	}
+	if strings.Contains(endpoint, "{") {
+		r := strings.NewReplacer(
+			"{id_token_hint}", url.QueryEscape(idTokenHint),
+			"{client_id}", url.QueryEscape(c.cfg.ClientID),
+			"{post_logout_redirect_uri}", url.QueryEscape(postLogoutRedirect),
+			"{state}", url.QueryEscape(state),
+		)
+		return r.Replace(endpoint), true, nil
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return "", false, fmt.Errorf("idp: end-session URL: %w", err)
+	}
+	q := u.Query()
+	if idTokenHint != "" {
+		q.Set("id_token_hint", idTokenHint)
+	}
+	q.Set("client_id", c.cfg.ClientID)
+	if postLogoutRedirect != "" {
+		q.Set("post_logout_redirect_uri", postLogoutRedirect)
+	}
+	if state != "" {
+		q.Set("state", state)
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), true, nil
+}
+
+// LogoutToken is a verified back-channel logout token.
+type LogoutToken struct {
+	Subject  string
+	SID      string
+	JTI      string
+	IssuedAt time.Time
+	Expiry   time.Time
+}
+
+// VerifyLogoutToken verifies a back-channel logout token (OpenID Connect Back-Channel
+// Logout 1.0 §2.6): signature with the provider's keys, iss, aud, iat, exp, the events
+// claim, sub and/or sid, jti, and no nonce. The "typ" header is accepted when absent
+// (Dex omits it) or "logout+jwt"; a token typed as anything else (an access token, "at+jwt")
+// is refused.
+func (c *Client) VerifyLogoutToken(ctx context.Context, raw string) (*LogoutToken, error) {
+	d, err := c.discovered(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkLogoutTyp(raw, d.algs); err != nil {
+		return nil, err
+	}
+	lt, err := d.logout.VerifyLogout(ctx, raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: logout token: %v", ErrInvalidToken, err)
+	}
+	if lt.IssuedAt.IsZero() {
+		return nil, fmt.Errorf("%w: logout token: no iat", ErrInvalidToken)
+	}
+	if lt.IssuedAt.After(c.now().Add(c.cfg.ClockSkew + time.Minute)) {
+		return nil, fmt.Errorf("%w: logout token: issued in the future", ErrInvalidToken)
+	}
+	return &LogoutToken{Subject: lt.Subject, SID: lt.SessionID, JTI: lt.TokenID, IssuedAt: lt.IssuedAt, Expiry: lt.Expiry}, nil
+}
+
+// checkLogoutTyp looks at the header only; the signature is verified by go-oidc next.
+func checkLogoutTyp(raw string, algs []string) error {
+	var allowed []jose.SignatureAlgorithm
+	for _, a := range algs {
+		allowed = append(allowed, jose.SignatureAlgorithm(a))
+	}
+	jws, err := jose.ParseSigned(raw, allowed)
+	if err != nil {
+		return fmt.Errorf("%w: logout token: malformed: %v", ErrInvalidToken, err)
+	}
+	if len(jws.Signatures) != 1 {
+		return fmt.Errorf("%w: logout token: want exactly one signature", ErrInvalidToken)
+	}
+	typ, _ := jws.Signatures[0].Protected.ExtraHeaders[jose.HeaderType].(string)
+	switch strings.ToLower(typ) {
+	case "", "logout+jwt", "application/logout+jwt", "jwt":
+		return nil
+	}
+	return fmt.Errorf("%w: logout token: typ %q", ErrInvalidToken, typ)
+}
+
+// classifyUserinfo turns a go-oidc userinfo error into ours without its text, which
+// carries the provider's response body. go-oidc formats HTTP failures as "<status>: …".
+func classifyUserinfo(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%w: userinfo: %v", ErrUnavailable, redactURLError(err))
+	}
+	code, _, _ := strings.Cut(err.Error(), " ")
+	status, convErr := strconv.Atoi(code)
+	switch {
+	case convErr != nil:
+		return fmt.Errorf("%w: userinfo: unreadable response", ErrRefused)
+	case status >= 500:
+		return &TokenError{Op: "userinfo", Status: status}
+	default:
+		// 401 from most providers, 403 from some: the fresh access token was refused.
+		return &TokenError{Op: "userinfo", Status: status}
+	}
+}

@@ -1,0 +1,182 @@
+package gatehouse
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/gatehouse-bff/gatehouse/session"
+)
+
+// flow is a login in progress. It is sealed with a key that only the browser's flow
+// cookie holds and stored under a hash of its state, so a store dump cannot complete it
+// and a stolen state cannot either.
+type flow struct {
+	Verifier  string    `json:"v"`
+	Nonce     string    `json:"n"`
+	ReturnURL string    `json:"r"`
+	Created   time.Time `json:"c"`
+}
+
+// maxFlowCookies bounds the flow cookies one browser may hold (one per tab logging in).
+const maxFlowCookies = 8
+
+func flowStoreKey(state string) string {
+	sum := sha256.Sum256([]byte("gatehouse flow\x00" + state))
+	return "f:" + base64.RawURLEncoding.EncodeToString(sum[:18])
+}
+
+func randomString(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// handleLogin starts a login: GET /bff/login?returnUrl=/path.
+func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	f := flow{
+		Verifier:  oauth2.GenerateVerifier(),
+		Nonce:     randomString(24),
+		ReturnURL: localPath(q.Get("returnUrl")),
+		Created:   g.now(),
+	}
+	state := randomString(24)
+	key := session.NewRandomKey()
+	plain, _ := json.Marshal(f)
+	sealed, err := session.Seal(key, []byte(flowStoreKey(state)), plain)
+	if err != nil {
+		return err
+	}
+
+	authURL, err := g.idp.AuthCodeURL(r.Context(), state, f.Nonce, f.Verifier, g.authParams(q))
+	if err != nil {
+		return errProviderDown.with(err)
+	}
+	if err := g.store.Set(r.Context(), flowStoreKey(state), sealed, g.cfg.Session.FlowTimeout); err != nil {
+		return errStoreDown.with(err)
+	}
+
+	// One cookie per flow lets several tabs log in at once; past a handful the oldest
+	// logins are abandoned anyway, so clear them rather than grow the Cookie header.
+	var flows []string
+	for _, c := range r.Cookies() {
+		if strings.HasPrefix(c.Name, g.cfg.Cookie.Name+"-flow-") {
+			flows = append(flows, c.Name)
+		}
+	}
+	if len(flows) >= maxFlowCookies {
+		for _, name := range flows {
+			g.clearCookie(w, name, http.SameSiteLaxMode)
+		}
+	}
+	g.setFlowCookie(w, g.flowCookieName(state), base64.RawURLEncoding.EncodeToString(key))
+	g.metrics.logins.WithLabelValues("started").Inc()
+
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, r, authURL, http.StatusFound)
+	return nil
+}
+
+// authParams merges the configured authorization parameters with those the login
+// request may pass through. prompt values are combined (prompt=consent from config plus
+// prompt=login from the SPA gives "consent login"); others from the request win.
+func (g *Gateway) authParams(q url.Values) url.Values {
+	out := url.Values{}
+	for k, v := range g.cfg.Provider.AuthParams {
+		out.Set(k, v)
+	}
+	for _, name := range g.cfg.Provider.AllowedAuthParams {
+		v := q.Get(name)
+		if v == "" || len(v) > 256 || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			continue
+		}
+		switch name {
+		case "max_age":
+			if n, err := strconv.Atoi(v); err != nil || n < 0 {
+				continue
+			}
+		case "prompt":
+			words := strings.Fields(out.Get("prompt"))
+			for _, p := range strings.Fields(v) {
+				if !slices.Contains([]string{"none", "login", "consent", "select_account", "create"}, p) {
+					continue
+				}
+				if !slices.Contains(words, p) {
+					words = append(words, p)
+				}
+			}
+			if len(words) > 0 {
+				out.Set("prompt", strings.Join(words, " "))
+			}
+			continue
+		}
+		out.Set(name, v)
+	}
+	return out
+}
+
+var (
+	errLoginNoFlow = errBadRequest("login_no_flow",
+		"This sign-in did not start in this browser, or it took too long. Please sign in again.")
+	errLoginUsed = errBadRequest("login_replayed",
+		"This sign-in was already completed or has expired. Please sign in again.")
+	errLoginMalformed = errBadRequest("login_invalid_response",
+		"The sign-in service sent an incomplete answer. Please sign in again.")
+)
+
+// takeFlow finds the flow a callback completes, checks that this browser started it,
+// and consumes it: a flow completes once, even when two callbacks race.
+func (g *Gateway) takeFlow(w http.ResponseWriter, r *http.Request, state string) (*flow, error) {
+	if state == "" || len(state) > 128 {
+		return nil, errLoginMalformed
+	}
+	name := g.flowCookieName(state)
+	c, err := r.Cookie(name)
+	if err != nil {
+		return nil, errLoginNoFlow
+	}
+	g.clearCookie(w, name, http.SameSiteLaxMode)
+	key, err := base64.RawURLEncoding.DecodeString(c.Value)
+	if err != nil || len(key) != session.KeySize {
+		return nil, errLoginNoFlow
+	}
+	storeKey := flowStoreKey(state)
+	sealed, err := g.store.Get(r.Context(), storeKey)
+	if errors.Is(err, session.ErrNotFound) {
+		return nil, errLoginUsed
+	}
+	if err != nil {
+		return nil, errStoreDown.with(err)
+	}
+	plain, err := session.Open(key, []byte(storeKey), sealed)
+	if err != nil {
+		return nil, errLoginNoFlow
+	}
+	existed, err := g.store.Delete(r.Context(), storeKey)
+	if err != nil {
+		return nil, errStoreDown.with(err)
+	}
+	if !existed {
+		return nil, errLoginUsed
+	}
+	var f flow
+	if err := json.Unmarshal(plain, &f); err != nil {
+		return nil, errLoginNoFlow
+	}
+	if g.now().Sub(f.Created) > g.cfg.Session.FlowTimeout {
+		return nil, errLoginUsed
+	}
+	return &f, nil
+}

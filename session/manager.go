@@ -1,0 +1,358 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gatehouse-bff/gatehouse/internal/keylock"
+)
+
+// Manager creates, loads, saves and ends sessions over any Store. It owns the encryption
+// (see the package documentation), the expiry rules and the locking that serialises the
+// writes to one session.
+//
+// A Manager is safe for concurrent use. Its fields must not change after first use.
+type Manager struct {
+	Store Store
+	Keys  *KeyRing
+	// IdleTimeout ends a session that has not been used for that long.
+	IdleTimeout time.Duration
+	// AbsoluteTimeout ends a session that long after login, however active.
+	AbsoluteTimeout time.Duration
+	// LockTTL bounds how long a crashed holder of a session's lock blocks the others.
+	// It must exceed the longest token request. Default 30 s.
+	LockTTL time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+
+	locks keylock.Map
+}
+
+func (m *Manager) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}
+
+// Create stores a new session and returns the cookie value that opens it. It fills in
+// Handle, CreatedAt, LastSeen, and caps ExpiresAt (when set) by the absolute timeout.
+func (m *Manager) Create(ctx context.Context, s *Session) (cookie string, err error) {
+	t := newTicket()
+	now := m.now()
+	s.Handle = t.handle()
+	s.key = append([]byte(nil), t.key[:]...)
+	s.CreatedAt, s.LastSeen = now, now
+	abs := now.Add(m.AbsoluteTimeout)
+	if s.ExpiresAt.IsZero() || s.ExpiresAt.After(abs) {
+		s.ExpiresAt = abs
+	}
+	if err := m.write(ctx, s); err != nil {
+		return "", err
+	}
+	return t.encode(), nil
+}
+
+// Load returns the session that cookie opens, or ErrNoSession, ErrExpired, ErrRevoked,
+// ErrRefreshFailed, or an error wrapping ErrUnavailable when the store cannot answer.
+func (m *Manager) Load(ctx context.Context, cookie string) (*Session, error) {
+	t, ok := parseTicket(cookie)
+	if !ok {
+		return nil, ErrNoSession
+	}
+	return m.load(ctx, t.handle(), t.key[:], false)
+}
+
+// Reload reads s again from the store, bypassing any client-side cache: the step after
+// taking a session's lock, before deciding whether work is still needed.
+func (m *Manager) Reload(ctx context.Context, s *Session) (*Session, error) {
+	return m.load(ctx, s.Handle, s.key, true)
+}
+
+func (m *Manager) load(ctx context.Context, h string, key []byte, fresh bool) (*Session, error) {
+	b, err := m.get(ctx, recordKey(h), fresh)
+	if errors.Is(err, ErrNotFound) {
+		return nil, m.whyGone(ctx, h)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s, err := decodeRecord(m.Keys, recordKey(h), key, b)
+	if err != nil {
+		// A cookie for this handle whose key does not open the record was not made by us.
+		return nil, ErrNoSession
+	}
+	if m.expired(s) {
+		return nil, ErrExpired
+	}
+	return s, nil
+}
+
+// Peek returns a session's metadata by handle, without its cookie: no claims, no tokens.
+func (m *Manager) Peek(ctx context.Context, h string) (*Session, error) {
+	if !ValidHandle(h) {
+		return nil, ErrNotFound
+	}
+	b, err := m.Store.Get(ctx, recordKey(h))
+	if err != nil {
+		return nil, err
+	}
+	s, err := decodeMeta(m.Keys, recordKey(h), b)
+	if err != nil {
+		return nil, err
+	}
+	if m.expired(s) {
+		return nil, ErrNotFound
+	}
+	return s, nil
+}
+
+func (m *Manager) get(ctx context.Context, key string, fresh bool) ([]byte, error) {
+	if f, ok := m.Store.(Fresher); ok && fresh {
+		return f.GetFresh(ctx, key)
+	}
+	return m.Store.Get(ctx, key)
+}
+
+// whyGone tells an ended session from an expired one by its tombstone.
+func (m *Manager) whyGone(ctx context.Context, h string) error {
+	b, err := m.Store.Get(ctx, tombstoneKey(h))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return ErrExpired
+	case err != nil:
+		return err
+	case string(b) == ReasonRefreshFailed:
+		return ErrRefreshFailed
+	default:
+		return ErrRevoked
+	}
+}
+
+func (m *Manager) expired(s *Session) bool {
+	now := m.now()
+	return !now.Before(s.ExpiresAt) || !now.Before(s.LastSeen.Add(m.IdleTimeout))
+}
+
+// IdleExpiry is when s ends if it is not used again.
+func (m *Manager) IdleExpiry(s *Session) time.Time {
+	idle := s.LastSeen.Add(m.IdleTimeout)
+	if idle.After(s.ExpiresAt) {
+		return s.ExpiresAt
+	}
+	return idle
+}
+
+// Save writes s back (new tokens, a later LastSeen). Call it while holding s's lock. A
+// session ended meanwhile (logout on another replica, back-channel logout) stays ended:
+// Save then returns the reason, as Load would.
+func (m *Manager) Save(ctx context.Context, s *Session) error {
+	if s.key == nil {
+		return errors.New("session: Save of a session that was not created or loaded")
+	}
+	if m.expired(s) {
+		return ErrExpired
+	}
+	if err := m.write(ctx, s); err != nil {
+		return err
+	}
+	// The tombstone is written before a session is deleted, so a save that raced with an
+	// ending sees it here and undoes itself.
+	if _, err := m.get(ctx, tombstoneKey(s.Handle), true); err == nil {
+		if _, err := m.Store.Delete(ctx, recordKey(s.Handle)); err != nil {
+			return err
+		}
+		return m.whyGone(ctx, s.Handle)
+	} else if !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// Touch records use of s, extending its idle timeout. To keep the hot path free of
+// writes it only writes when the last recorded use is older than interval, and it skips
+// the write when another request holds the session's lock (that one will save anyway).
+func (m *Manager) Touch(ctx context.Context, s *Session, interval time.Duration) error {
+	if m.now().Sub(s.LastSeen) < interval {
+		return nil
+	}
+	release, ok := m.locks.TryLock(s.Handle)
+	if !ok {
+		return nil
+	}
+	defer release()
+	if l, ok := m.Store.(Locker); ok {
+		// Another replica may be refreshing: wait briefly rather than overwrite its tokens.
+		lctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		r, err := l.Lock(lctx, lockName(s.Handle), m.lockTTL())
+		cancel()
+		if err != nil {
+			return nil
+		}
+		defer r()
+	}
+	cur, err := m.Reload(ctx, s)
+	if err != nil {
+		return err
+	}
+	cur.LastSeen = m.now()
+	if err := m.Save(ctx, cur); err != nil {
+		return err
+	}
+	s.LastSeen = cur.LastSeen
+	return nil
+}
+
+// Lock serialises writers of one session: in this process, and across processes when
+// the store is a Locker. After Lock returns, Reload before deciding anything.
+func (m *Manager) Lock(ctx context.Context, s *Session) (release func(), err error) {
+	local, err := m.locks.Lock(ctx, s.Handle)
+	if err != nil {
+		return nil, err
+	}
+	l, ok := m.Store.(Locker)
+	if !ok {
+		return local, nil
+	}
+	remote, err := l.Lock(ctx, lockName(s.Handle), m.lockTTL())
+	if err != nil {
+		local()
+		return nil, err
+	}
+	return func() { remote(); local() }, nil
+}
+
+func (m *Manager) lockTTL() time.Duration {
+	if m.LockTTL > 0 {
+		return m.LockTTL
+	}
+	return 30 * time.Second
+}
+
+// End deletes the session with handle h and remembers why, so that its cookie, if used
+// again, gets reason instead of a bare "expired". It reports whether a live session was
+// ended.
+func (m *Manager) End(ctx context.Context, h, reason string) (bool, error) {
+	if !ValidHandle(h) {
+		return false, nil
+	}
+	b, err := m.Store.Get(ctx, recordKey(h))
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	s, err := decodeMeta(m.Keys, recordKey(h), b)
+	if err != nil {
+		// Unreadable metadata (keys rotated away): delete without its index entries,
+		// which then point at nothing and are skipped.
+		s = &Session{Handle: h, ExpiresAt: m.now().Add(m.AbsoluteTimeout)}
+	}
+	ttl := s.ExpiresAt.Sub(m.now())
+	if ttl <= 0 {
+		ttl = time.Second
+	}
+	if err := m.Store.Set(ctx, tombstoneKey(h), []byte(reason), ttl); err != nil {
+		return false, err
+	}
+	if ix, ok := m.Store.(Indexer); ok {
+		return ix.DeleteIndexed(ctx, recordKey(h), m.indexes(s)...)
+	}
+	return m.Store.Delete(ctx, recordKey(h))
+}
+
+// ListSubject returns the metadata of the live sessions of a subject.
+func (m *Manager) ListSubject(ctx context.Context, subject string) ([]*Session, error) {
+	return m.list(ctx, m.Keys.IndexNames("sub", subject))
+}
+
+// ListProviderSession returns the metadata of the live sessions created under a
+// provider's session id ("sid") at issuer.
+func (m *Manager) ListProviderSession(ctx context.Context, issuer, sid string) ([]*Session, error) {
+	return m.list(ctx, m.Keys.IndexNames("psid", issuer+"\x00"+sid))
+}
+
+// ErrNoIndex is returned by the list methods when the store is not an Indexer.
+var ErrNoIndex = errors.New("session: the store cannot list sessions (not an Indexer)")
+
+func (m *Manager) list(ctx context.Context, indexes []string) ([]*Session, error) {
+	ix, ok := m.Store.(Indexer)
+	if !ok {
+		return nil, ErrNoIndex
+	}
+	seen := map[string]bool{}
+	var out []*Session
+	for _, name := range indexes {
+		keys, err := ix.Members(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			h, ok := handleFromRecordKey(k)
+			if !ok || seen[h] {
+				continue
+			}
+			seen[h] = true
+			s, err := m.Peek(ctx, h)
+			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrDecrypt) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// indexes are the index sets a session belongs to, under the newest key.
+func (m *Manager) indexes(s *Session) []string {
+	var ix []string
+	if s.Subject != "" {
+		ix = append(ix, m.Keys.IndexNames("sub", s.Subject)...)
+	}
+	if s.ProviderSID != "" {
+		ix = append(ix, m.Keys.IndexNames("psid", s.Issuer+"\x00"+s.ProviderSID)...)
+	}
+	return ix
+}
+
+// write stores s with a ttl of its idle expiry. Every write refreshes the index entries
+// too, so that they live exactly as long as the record.
+func (m *Manager) write(ctx context.Context, s *Session) error {
+	key := recordKey(s.Handle)
+	b, err := encodeRecord(m.Keys, key, s)
+	if err != nil {
+		return err
+	}
+	ttl := m.IdleExpiry(s).Sub(m.now())
+	if ttl <= 0 {
+		return ErrExpired
+	}
+	if ix, ok := m.Store.(Indexer); ok {
+		if err := ix.SetIndexed(ctx, key, b, ttl, m.newestIndexes(s)...); err != nil {
+			return fmt.Errorf("session: saving: %w", err)
+		}
+		return nil
+	}
+	if err := m.Store.Set(ctx, key, b, ttl); err != nil {
+		return fmt.Errorf("session: saving: %w", err)
+	}
+	return nil
+}
+
+// newestIndexes are the index sets a new session is added to (newest key only).
+func (m *Manager) newestIndexes(s *Session) []string {
+	var ix []string
+	if s.Subject != "" {
+		ix = append(ix, m.Keys.IndexNames("sub", s.Subject)[0])
+	}
+	if s.ProviderSID != "" {
+		ix = append(ix, m.Keys.IndexNames("psid", s.Issuer+"\x00"+s.ProviderSID)[0])
+	}
+	return ix
+}

@@ -1,0 +1,330 @@
+package sessiontest
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-bff/gatehouse/session"
+)
+
+func newManager(t *testing.T, s session.Store, idle, absolute time.Duration, keys ...[]byte) *session.Manager {
+	t.Helper()
+	if len(keys) == 0 {
+		keys = [][]byte{session.NewRandomKey()}
+	}
+	ring, err := session.NewKeyRing(keys...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &session.Manager{Store: s, Keys: ring, IdleTimeout: idle, AbsoluteTimeout: absolute, LockTTL: 10 * time.Second}
+}
+
+func sample(sub string) *session.Session {
+	return &session.Session{
+		Subject: sub, Issuer: "https://idp.example", ProviderSID: "psid-" + sub,
+		UserAgent: "TestAgent/1.0", IP: "192.0.2.1",
+		Claims:  map[string]any{"sub": sub, "email": sub + "@mail.example", "groups": []any{"staff"}},
+		IDToken: "eyJ.idtoken-" + sub,
+		Token: session.Token{AccessToken: "access-" + sub, TokenType: "Bearer",
+			Expiry: time.Now().Add(time.Hour).Round(time.Second), RefreshToken: "refresh-" + sub},
+	}
+}
+
+func testManager(t *testing.T, open func(*testing.T) session.Store) {
+	t.Run("CreateLoad", func(t *testing.T) {
+		st := open(t)
+		m := newManager(t, st, time.Minute, time.Hour)
+		in := sample("alice")
+		cookie, err := m.Create(ctx(t), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cookie) < 43 || strings.Contains(cookie, in.Handle) {
+			t.Fatalf("cookie %q is too short or contains the public handle", cookie)
+		}
+		if !session.ValidHandle(in.Handle) {
+			t.Fatalf("handle %q is not valid", in.Handle)
+		}
+		got, err := m.Load(ctx(t), cookie)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Handle != in.Handle || got.Subject != "alice" || got.ProviderSID != "psid-alice" ||
+			got.Token.AccessToken != "access-alice" || got.Token.RefreshToken != "refresh-alice" ||
+			!got.Token.Expiry.Equal(in.Token.Expiry) || got.IDToken != in.IDToken ||
+			got.Claims["email"] != "alice@mail.example" || got.UserAgent != "TestAgent/1.0" {
+			t.Fatalf("loaded session differs: %+v", got)
+		}
+		// Encrypted at rest: the store's bytes hold no token, claim or metadata in clear.
+		raw, err := st.Get(ctx(t), "s:{"+in.Handle+"}")
+		if err != nil {
+			t.Fatalf("record not under its documented key: %v", err)
+		}
+		for _, secret := range []string{"access-alice", "refresh-alice", "idtoken-alice", "alice@mail.example", "alice", "TestAgent", "192.0.2.1"} {
+			if strings.Contains(string(raw), secret) {
+				t.Fatalf("stored record contains %q in clear", secret)
+			}
+		}
+	})
+	t.Run("BadCookies", func(t *testing.T) {
+		m := newManager(t, open(t), time.Minute, time.Hour)
+		cookie, err := m.Create(ctx(t), sample("bob"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, c := range map[string]string{
+			"empty": "", "garbage": "not-a-cookie", "truncated": cookie[:len(cookie)-2],
+			"padded": cookie + "AA", "bad base64": strings.Repeat("!", len(cookie)),
+		} {
+			if _, err := m.Load(ctx(t), c); !errors.Is(err, session.ErrNoSession) {
+				t.Errorf("%s cookie: err = %v, want ErrNoSession", name, err)
+			}
+		}
+		// Same id, flipped key bit: the record exists but does not open.
+		tampered := []byte(cookie)
+		last := len(tampered) - 3
+		if tampered[last] == 'A' {
+			tampered[last] = 'B'
+		} else {
+			tampered[last] = 'A'
+		}
+		if _, err := m.Load(ctx(t), string(tampered)); !errors.Is(err, session.ErrNoSession) {
+			t.Errorf("tampered key: err = %v, want ErrNoSession", err)
+		}
+		// A well-formed cookie for a session that does not exist.
+		other := newManager(t, open(t), time.Minute, time.Hour)
+		foreign, _ := other.Create(ctx(t), sample("eve"))
+		if _, err := m.Load(ctx(t), foreign); !errors.Is(err, session.ErrExpired) {
+			t.Errorf("unknown session: err = %v, want ErrExpired", err)
+		}
+	})
+	t.Run("IdleExpiry", func(t *testing.T) {
+		m := newManager(t, open(t), 600*time.Millisecond, time.Hour)
+		s := sample("carol")
+		cookie, err := m.Create(ctx(t), s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 { // kept alive by use
+			time.Sleep(300 * time.Millisecond)
+			cur, err := m.Load(ctx(t), cookie)
+			if err != nil {
+				t.Fatalf("active session ended: %v", err)
+			}
+			if err := m.Touch(ctx(t), cur, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(900 * time.Millisecond)
+		if _, err := m.Load(ctx(t), cookie); !errors.Is(err, session.ErrExpired) {
+			t.Fatalf("idle session: err = %v, want ErrExpired", err)
+		}
+	})
+	t.Run("AbsoluteExpiry", func(t *testing.T) {
+		m := newManager(t, open(t), time.Minute, 800*time.Millisecond)
+		cookie, err := m.Create(ctx(t), sample("dave"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			time.Sleep(300 * time.Millisecond)
+			cur, err := m.Load(ctx(t), cookie)
+			if err != nil {
+				t.Fatalf("session ended before its absolute timeout: %v", err)
+			}
+			if err := m.Touch(ctx(t), cur, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+		if _, err := m.Load(ctx(t), cookie); !errors.Is(err, session.ErrExpired) {
+			t.Fatalf("session past its absolute timeout: err = %v, want ErrExpired", err)
+		}
+		// ExpiresAt set by the caller (a refresh token's end) is honoured when sooner.
+		s := sample("dave2")
+		s.ExpiresAt = time.Now().Add(300 * time.Millisecond)
+		c2, err := m.Create(ctx(t), s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		if _, err := m.Load(ctx(t), c2); !errors.Is(err, session.ErrExpired) {
+			t.Fatalf("session past its own ExpiresAt: err = %v", err)
+		}
+	})
+	t.Run("EndAndTombstones", func(t *testing.T) {
+		m := newManager(t, open(t), time.Minute, time.Hour)
+		s1, s2 := sample("erin"), sample("erin")
+		c1, _ := m.Create(ctx(t), s1)
+		c2, _ := m.Create(ctx(t), s2)
+		ended, err := m.End(ctx(t), s1.Handle, session.ReasonRevoked)
+		if err != nil || !ended {
+			t.Fatalf("End = %v, %v", ended, err)
+		}
+		if _, err := m.Load(ctx(t), c1); !errors.Is(err, session.ErrRevoked) {
+			t.Fatalf("ended session: err = %v, want ErrRevoked", err)
+		}
+		if ended, _ := m.End(ctx(t), s1.Handle, session.ReasonRevoked); ended {
+			t.Fatal("ending an ended session reported success")
+		}
+		if _, err := m.End(ctx(t), s2.Handle, session.ReasonRefreshFailed); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Load(ctx(t), c2); !errors.Is(err, session.ErrRefreshFailed) {
+			t.Fatalf("err = %v, want ErrRefreshFailed", err)
+		}
+		if ended, err := m.End(ctx(t), "not a handle", session.ReasonRevoked); ended || err != nil {
+			t.Fatalf("End(garbage) = %v, %v", ended, err)
+		}
+	})
+	t.Run("SaveDoesNotResurrect", func(t *testing.T) {
+		m := newManager(t, open(t), time.Minute, time.Hour)
+		s := sample("frank")
+		cookie, _ := m.Create(ctx(t), s)
+		loaded, err := m.Load(ctx(t), cookie)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.End(ctx(t), s.Handle, session.ReasonRevoked); err != nil {
+			t.Fatal(err)
+		}
+		loaded.Token.AccessToken = "new"
+		if err := m.Save(ctx(t), loaded); !errors.Is(err, session.ErrRevoked) {
+			t.Fatalf("Save of an ended session: err = %v, want ErrRevoked", err)
+		}
+		if _, err := m.Load(ctx(t), cookie); !errors.Is(err, session.ErrRevoked) {
+			t.Fatalf("ended session came back: err = %v", err)
+		}
+	})
+	t.Run("Lists", func(t *testing.T) {
+		st := open(t)
+		if _, ok := st.(session.Indexer); !ok {
+			t.Skip("store is not a session.Indexer")
+		}
+		m := newManager(t, st, time.Minute, time.Hour)
+		a1, a2, b := sample("gina"), sample("gina"), sample("hank")
+		a2.ProviderSID = "other-psid"
+		for _, s := range []*session.Session{a1, a2, b} {
+			if _, err := m.Create(ctx(t), s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		list, err := m.ListSubject(ctx(t), "gina")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) != 2 {
+			t.Fatalf("ListSubject(gina) = %d sessions, want 2", len(list))
+		}
+		for _, s := range list {
+			if s.Token.AccessToken != "" || s.Claims != nil || s.IDToken != "" {
+				t.Fatal("listing exposed a session's secrets")
+			}
+			if s.Subject != "gina" || s.UserAgent != "TestAgent/1.0" || s.CreatedAt.IsZero() {
+				t.Fatalf("listed metadata incomplete: %+v", s)
+			}
+		}
+		byPSID, err := m.ListProviderSession(ctx(t), "https://idp.example", "psid-gina")
+		if err != nil || len(byPSID) != 1 || byPSID[0].Handle != a1.Handle {
+			t.Fatalf("ListProviderSession = %v, %v", byPSID, err)
+		}
+		if other, _ := m.ListProviderSession(ctx(t), "https://other.example", "psid-gina"); len(other) != 0 {
+			t.Fatal("provider session ids of another issuer matched")
+		}
+		if _, err := m.End(ctx(t), a1.Handle, session.ReasonRevoked); err != nil {
+			t.Fatal(err)
+		}
+		list, _ = m.ListSubject(ctx(t), "gina")
+		if len(list) != 1 || list[0].Handle != a2.Handle {
+			t.Fatalf("after End, ListSubject = %v", list)
+		}
+		if l, _ := m.ListProviderSession(ctx(t), "https://idp.example", "psid-gina"); len(l) != 0 {
+			t.Fatal("ended session still listed by provider session id")
+		}
+	})
+	t.Run("KeyRotation", func(t *testing.T) {
+		st := open(t)
+		k1, k2 := session.NewRandomKey(), session.NewRandomKey()
+		before := newManager(t, st, time.Minute, time.Hour, k1)
+		s := sample("ivy")
+		cookie, _ := before.Create(ctx(t), s)
+		after := newManager(t, st, time.Minute, time.Hour, k2, k1)
+		got, err := after.Load(ctx(t), cookie)
+		if err != nil {
+			t.Fatalf("rotated ring cannot load an older session: %v", err)
+		}
+		if err := after.Save(ctx(t), got); err != nil { // re-sealed under k2
+			t.Fatal(err)
+		}
+		if _, ok := st.(session.Indexer); ok {
+			if l, err := after.ListSubject(ctx(t), "ivy"); err != nil || len(l) != 1 {
+				t.Fatalf("after rotation ListSubject = %v, %v", l, err)
+			}
+		}
+		onlyNew := newManager(t, st, time.Minute, time.Hour, k2)
+		if _, err := onlyNew.Load(ctx(t), cookie); err != nil {
+			t.Fatalf("re-saved session does not open with the new key alone: %v", err)
+		}
+		if _, err := after.End(ctx(t), s.Handle, session.ReasonRevoked); err != nil {
+			t.Fatal(err)
+		}
+		if l, _ := after.ListSubject(ctx(t), "ivy"); len(l) != 0 {
+			t.Fatalf("ended session still listed under an old index name: %v", l)
+		}
+	})
+	t.Run("LockSerialisesWriters", func(t *testing.T) {
+		st := open(t)
+		if _, shared := st.(session.Locker); !shared {
+			t.Skip("store is not a session.Locker")
+		}
+		key := session.NewRandomKey()
+		m := newManager(t, st, time.Minute, time.Hour, key)
+		// A second manager over the same store stands for another replica.
+		m2 := newManager(t, st, time.Minute, time.Hour, key)
+		s := sample("jack")
+		s.Claims["n"] = float64(0)
+		cookie, _ := m.Create(ctx(t), s)
+		var wg sync.WaitGroup
+		for i := range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				mgr := m
+				if i%2 == 1 {
+					mgr = m2
+				}
+				cur, err := mgr.Load(ctx(t), cookie)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				release, err := mgr.Lock(ctx(t), cur)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer release()
+				cur, err = mgr.Reload(ctx(t), cur)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				cur.Claims["n"] = cur.Claims["n"].(float64) + 1
+				if err := mgr.Save(ctx(t), cur); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		got, err := m.Load(ctx(t), cookie)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Claims["n"] != float64(20) {
+			t.Fatalf("after 20 locked increments n = %v: updates were lost", got.Claims["n"])
+		}
+	})
+}

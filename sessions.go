@@ -1,0 +1,120 @@
+package gatehouse
+
+import (
+	"errors"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/gatehouse-bff/gatehouse/session"
+)
+
+type sessionInfo struct {
+	SID        string    `json:"sid"`
+	CreatedAt  time.Time `json:"created_at"`
+	LastSeenAt time.Time `json:"last_seen_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	UserAgent  string    `json:"user_agent,omitempty"`
+	IP         string    `json:"ip,omitempty"`
+	Current    bool      `json:"current"`
+}
+
+func infoOf(s *session.Session, current string) sessionInfo {
+	return sessionInfo{SID: s.Handle, CreatedAt: s.CreatedAt.UTC(), LastSeenAt: s.LastSeen.UTC(), ExpiresAt: s.ExpiresAt.UTC(),
+		UserAgent: s.UserAgent, IP: s.IP, Current: s.Handle == current}
+}
+
+// subjectSessions lists the live sessions of s's subject at our issuer.
+func (g *Gateway) subjectSessions(r *http.Request, subject string) ([]*session.Session, error) {
+	list, err := g.sessions.ListSubject(r.Context(), subject)
+	if errors.Is(err, session.ErrNoIndex) {
+		return nil, &httpError{status: http.StatusNotImplemented, code: "not_implemented", reason: "store_cannot_list",
+			title: "Not available", message: "This installation's session store cannot list sessions."}
+	}
+	if err != nil {
+		return nil, errStoreDown.with(err)
+	}
+	list = slices.DeleteFunc(list, func(x *session.Session) bool { return x.Issuer != g.idp.Issuer() })
+	slices.SortFunc(list, func(a, b *session.Session) int { return b.LastSeen.Compare(a.LastSeen) })
+	return list, nil
+}
+
+// handleSessions: GET /bff/sessions lists the caller's sessions; DELETE
+// /bff/sessions?others=true ends all but the current one.
+func (g *Gateway) handleSessions(w http.ResponseWriter, r *http.Request) error {
+	if r.Method == http.MethodDelete {
+		if err := g.checkCSRF(r); err != nil {
+			return jsonOnly(err)
+		}
+	}
+	s, err := g.sessionOrFail(w, r)
+	if err != nil {
+		return jsonOnly(err)
+	}
+	list, err := g.subjectSessions(r, s.Subject)
+	if err != nil {
+		return jsonOnly(err)
+	}
+	if r.Method == http.MethodDelete {
+		if r.URL.Query().Get("others") != "true" {
+			return jsonOnly(errBadRequest("others_required", "DELETE /bff/sessions needs ?others=true."))
+		}
+		ended := 0
+		for _, other := range list {
+			if other.Handle == s.Handle {
+				continue
+			}
+			ok, err := g.sessions.End(r.Context(), other.Handle, session.ReasonRevoked)
+			if err != nil {
+				return jsonOnly(errStoreDown.with(err))
+			}
+			if ok {
+				ended++
+			}
+		}
+		g.metrics.sessions.WithLabelValues("revoked_by_user").Add(float64(ended))
+		writeJSON(w, http.StatusOK, map[string]int{"ended": ended})
+		return nil
+	}
+	out := make([]sessionInfo, 0, len(list))
+	for _, x := range list {
+		out = append(out, infoOf(x, s.Handle))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+	return nil
+}
+
+var errSessionNotFound = &httpError{status: http.StatusNotFound, code: "not_found", reason: "session",
+	title: "Not found", message: "There is no such session.", forceJSON: true}
+
+// handleSessionDelete: DELETE /bff/sessions/{sid} ends one of the caller's sessions.
+func (g *Gateway) handleSessionDelete(w http.ResponseWriter, r *http.Request, sid string) error {
+	if err := g.checkCSRF(r); err != nil {
+		return jsonOnly(err)
+	}
+	s, err := g.sessionOrFail(w, r)
+	if err != nil {
+		return jsonOnly(err)
+	}
+	target, err := g.sessions.Peek(r.Context(), sid)
+	if errors.Is(err, session.ErrNotFound) || errors.Is(err, session.ErrDecrypt) {
+		return errSessionNotFound
+	}
+	if err != nil {
+		return jsonOnly(errStoreDown.with(err))
+	}
+	// Someone else's session looks exactly like a missing one.
+	if target.Subject != s.Subject || target.Issuer != s.Issuer {
+		return errSessionNotFound
+	}
+	if _, err := g.sessions.End(r.Context(), sid, session.ReasonRevoked); err != nil {
+		return jsonOnly(errStoreDown.with(err))
+	}
+	g.metrics.sessions.WithLabelValues("revoked_by_user").Inc()
+	if sid == s.Handle {
+		g.clearSessionCookie(w)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
