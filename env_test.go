@@ -111,7 +111,9 @@ func (b *browser) do(method, target string, body io.Reader, headers ...string) *
 	return &resp{Response: r, body: string(data)}
 }
 
-func (b *browser) get(target string, headers ...string) *resp { return b.do("GET", target, nil, headers...) }
+func (b *browser) get(target string, headers ...string) *resp {
+	return b.do("GET", target, nil, headers...)
+}
 
 // api calls like the SPA: JSON, the CSRF header, same-origin fetch metadata.
 func (b *browser) api(method, target string) *resp {

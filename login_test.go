@@ -281,7 +281,9 @@ func TestCallbackBadInputs(t *testing.T) {
 		}, 400},
 		{"ID token wrong nonce", func(k *idptest.Knobs) { k.IDTokenMutate = func(c map[string]any) { c["nonce"] = "other" } }, 400},
 		{"ID token without nonce", func(k *idptest.Knobs) { k.IDTokenMutate = func(c map[string]any) { delete(c, "nonce") } }, 400},
-		{"ID token at_hash mismatch", func(k *idptest.Knobs) { k.IDTokenMutate = func(c map[string]any) { c["at_hash"] = "AAAAAAAAAAAAAAAAAAAAAA" } }, 400},
+		{"ID token at_hash mismatch", func(k *idptest.Knobs) {
+			k.IDTokenMutate = func(c map[string]any) { c["at_hash"] = "AAAAAAAAAAAAAAAAAAAAAA" }
+		}, 400},
 		{"userinfo about another subject", func(k *idptest.Knobs) { k.UserinfoSubject = "mallory" }, 400},
 		{"token endpoint refuses", func(k *idptest.Knobs) { k.TokenStatus, k.TokenError = 400, "invalid_grant" }, 400},
 		{"token endpoint fails", func(k *idptest.Knobs) { k.TokenStatus, k.TokenError = 500, "server_error" }, 502},

@@ -38,10 +38,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		return c
 	}
 	m.requests = f(prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "gatehouse_http_requests_seconds",
-		Help: "Requests on the public listener by kind (bff, route, frontend), method and status.",
+		Help:    "Requests on the public listener by kind (bff, route, frontend), method and status.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"kind", "method", "status"})).(*prometheus.HistogramVec)
 	m.upstream = f(prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "gatehouse_upstream_seconds",
-		Help: "Proxied requests by route and status sent to the browser.",
+		Help:    "Proxied requests by route and status sent to the browser.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"route", "status"})).(*prometheus.HistogramVec)
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)).(*prometheus.CounterVec)
