@@ -384,7 +384,7 @@ func (c Config) Validate() error {
 			bad(f("path"), "%q must start with /", r.Path)
 		case routePrefix(r.Path) == "/bff/" || strings.HasPrefix(routePrefix(r.Path), "/bff/") || routePrefix(r.Path) == "/":
 			bad(f("path"), "%q would shadow Gatehouse's own endpoints or the whole site", r.Path)
-		case cleanPath(r.Path) != strings.TrimSuffix(r.Path, "/") && cleanPath(r.Path)+"/" != r.Path:
+		case cleanPath(r.Path) != r.Path:
 			bad(f("path"), "%q is not a clean path", r.Path)
 		}
 		if j, dup := seen[routePrefix(r.Path)]; dup {

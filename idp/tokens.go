@@ -204,9 +204,15 @@ func (c *Client) tokens(tok *oauth2.Token) (*Tokens, error) {
 	t := &Tokens{AccessToken: tok.AccessToken, TokenType: "Bearer", RefreshToken: tok.RefreshToken}
 	t.IDToken, _ = tok.Extra("id_token").(string)
 	t.Scope, _ = tok.Extra("scope").(string)
+	// expires_in is read from the raw response: x/oauth2 converts it with its own clock
+	// (and its clientcredentials source drops ExpiresIn), and ours is Config.Now.
+	expiresIn := number(tok.Extra("expires_in"))
+	if expiresIn == 0 {
+		expiresIn = tok.ExpiresIn
+	}
 	switch {
-	case tok.ExpiresIn > 0:
-		t.Expiry = now.Add(time.Duration(tok.ExpiresIn) * time.Second)
+	case expiresIn > 0:
+		t.Expiry = now.Add(time.Duration(expiresIn) * time.Second)
 	case !tok.Expiry.IsZero():
 		t.Expiry = tok.Expiry
 	default:

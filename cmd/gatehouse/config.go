@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -197,16 +198,15 @@ func loadConfig(path string) (*loaded, error) {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
 	var fc fileConfig
-	decodeStrict(data, &fc, &probs)
-	if len(probs) > 0 {
+	if !decodeStrict(data, &fc, &probs) {
 		return nil, configError(probs)
 	}
 	l := &loaded{file: fc}
 	base := filepath.Dir(path)
 	l.gw = l.convert(base, &probs)
-	if len(probs) == 0 {
-		if err := l.gw.Validate(); err != nil {
-			for _, line := range strings.Split(err.Error(), "\n") {
+	if err := l.gw.Validate(); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			if !slices.Contains(probs, line) {
 				probs = append(probs, line)
 			}
 		}
@@ -334,14 +334,13 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 		c.TrustedProxies = append(c.TrustedProxies, pfx)
 	}
 
-	for i, r := range fc.Routes {
+	for _, r := range fc.Routes {
 		rt := gatehouse.Route{Path: r.Path, Upstream: r.Upstream, Token: gatehouse.TokenMode(r.Token), StripPrefix: r.StripPrefix,
 			Methods: r.Methods, Timeout: time.Duration(r.Timeout), Headers: r.Headers, Audience: r.Audience,
 			Resource: r.Resource, Scopes: r.Scopes, ForwardCookies: r.ForwardCookies}
 		for _, rule := range r.Require {
 			rt.Require = append(rt.Require, gatehouse.Rule{Claim: rule.Claim, Contains: rule.Contains, AnyOf: rule.AnyOf})
 		}
-		_ = i
 		c.Routes = append(c.Routes, rt)
 	}
 

@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -217,17 +218,6 @@ func durationOr(d duration, def time.Duration) time.Duration {
 }
 
 func storeKind(u string) string {
-	if i := indexOf(u, "://"); i > 0 {
-		return u[:i]
-	}
-	return u
-}
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
+	kind, _, _ := strings.Cut(u, "://")
+	return kind
 }

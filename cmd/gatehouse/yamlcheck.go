@@ -22,25 +22,30 @@ func (p *problems) add(path, format string, args ...any) {
 // keys, wrong kinds and unparsable values are reported with their field paths and
 // lines; ${VAR} and ${VAR:-default} in values are expanded from the environment
 // ("$${" stands for a literal "${").
-func decodeStrict(data []byte, out any, probs *problems) {
+// It reports false when the file is not YAML at all.
+func decodeStrict(data []byte, out any, probs *problems) bool {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		probs.add("(file)", "not valid YAML: %v", strings.TrimPrefix(err.Error(), "yaml: "))
-		return
+		return false
 	}
 	if len(doc.Content) == 0 {
 		probs.add("(file)", "is empty")
-		return
+		return false
 	}
 	root := doc.Content[0]
-	before := len(*probs)
+	// walk reports each bad field and blanks it, so that the rest still decodes and the
+	// semantic checks can report their problems in the same run.
 	walk(root, reflect.TypeOf(out).Elem(), "", probs)
-	if len(*probs) > before {
-		return
-	}
 	if err := root.Decode(out); err != nil {
 		probs.add("(file)", "%v", err)
 	}
+	return true
+}
+
+// blank turns a node the walker rejected into null, which decodes to the zero value.
+func blank(n *yaml.Node) {
+	*n = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Line: n.Line, Column: n.Column}
 }
 
 var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
@@ -67,6 +72,7 @@ func walk(node *yaml.Node, t reflect.Type, path string, probs *problems) {
 		expandAll(node, at(), probs)
 		if err := node.Decode(reflect.New(t).Interface()); err != nil {
 			probs.add(at(), "%s (line %d)", cleanYAMLError(err), node.Line)
+			blank(node)
 		}
 		return
 	}
@@ -74,6 +80,7 @@ func walk(node *yaml.Node, t reflect.Type, path string, probs *problems) {
 	case reflect.Struct:
 		if node.Kind != yaml.MappingNode {
 			probs.add(at(), "must be a mapping of keys to values (line %d)", node.Line)
+			blank(node)
 			return
 		}
 		fields := map[string]reflect.StructField{}
@@ -88,6 +95,7 @@ func walk(node *yaml.Node, t reflect.Type, path string, probs *problems) {
 			names = append(names, name)
 		}
 		seen := map[string]bool{}
+		var kept []*yaml.Node
 		for i := 0; i+1 < len(node.Content); i += 2 {
 			k, v := node.Content[i], node.Content[i+1]
 			child := join(path, k.Value)
@@ -102,10 +110,13 @@ func walk(node *yaml.Node, t reflect.Type, path string, probs *problems) {
 			}
 			seen[k.Value] = true
 			walk(v, f.Type, child, probs)
+			kept = append(kept, k, v)
 		}
+		node.Content = kept
 	case reflect.Slice:
 		if node.Kind != yaml.SequenceNode {
 			probs.add(at(), "must be a list (line %d)", node.Line)
+			blank(node)
 			return
 		}
 		for i, item := range node.Content {
@@ -114,6 +125,7 @@ func walk(node *yaml.Node, t reflect.Type, path string, probs *problems) {
 	case reflect.Map:
 		if node.Kind != yaml.MappingNode {
 			probs.add(at(), "must be a mapping (line %d)", node.Line)
+			blank(node)
 			return
 		}
 		for i := 0; i+1 < len(node.Content); i += 2 {
@@ -122,11 +134,13 @@ func walk(node *yaml.Node, t reflect.Type, path string, probs *problems) {
 	default:
 		if node.Kind != yaml.ScalarNode {
 			probs.add(at(), "must be a single value (line %d)", node.Line)
+			blank(node)
 			return
 		}
 		expandAll(node, at(), probs)
 		if err := node.Decode(reflect.New(t).Interface()); err != nil {
 			probs.add(at(), "%s (line %d)", cleanYAMLError(err), node.Line)
+			blank(node)
 		}
 	}
 }

@@ -44,6 +44,7 @@ type Provider struct {
 	grants  map[string]*grant // by refresh token
 	revoked map[string]bool
 	counts  map[string]int
+	issued  []string // access tokens, in order
 	now     func() time.Time
 }
 
@@ -144,6 +145,13 @@ func (p *Provider) Count(kind string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.counts[kind]
+}
+
+// AccessTokens returns the user access tokens issued so far, oldest first.
+func (p *Provider) AccessTokens() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.issued...)
 }
 
 // Revoked reports whether a token was revoked at /revoke.
@@ -339,6 +347,9 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 // issue answers a token request. keepRT reuses a refresh token instead of a new one.
 func (p *Provider) issue(w http.ResponseWriter, k Knobs, nonce string, withID bool, keepRT string) {
 	at := "at-" + random()
+	p.mu.Lock()
+	p.issued = append(p.issued, at)
+	p.mu.Unlock()
 	resp := map[string]any{"access_token": at, "token_type": k.TokenType}
 	if !k.OmitExpiresIn {
 		resp["expires_in"] = int(k.AccessTokenTTL.Seconds())

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func runCmd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestCheckMinimalConfig(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("GH_TEST_SECRET", "s3cret")
+	p := writeFile(t, dir, "gatehouse.yaml", `
+public_url: http://127.0.0.1:9080
+provider:
+  issuer: http://127.0.0.1:9000
+  client_id: bff
+  client_secret: ${GH_TEST_SECRET}
+`)
+	code, out, errOut := runCmd(t, "check", "--config", p)
+	if code != 0 || !strings.Contains(out, "configuration OK") {
+		t.Fatalf("check = %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	l, err := loadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.gw.Provider.ClientSecret != "s3cret" || l.storeURL != "memory" {
+		t.Fatalf("loaded %+v", l.gw.Provider)
+	}
+}
+
+func TestCheckListsEveryProblemWithFieldPaths(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "gatehouse.yaml", `
+public_url: http://127.0.0.1:9080
+provder:
+  issuer: x
+provider:
+  issuer: http://127.0.0.1:9000
+  client_id: bff
+  client_secret: ${GH_TEST_UNSET_VARIABLE}
+  clock_skew: soon
+  scopes: openid
+session:
+  idle_timeout: 30 minutes
+routes:
+  - path: /api/
+    upstream: http://127.0.0.1:9001
+    tokn: user
+    require:
+      - claim: groups
+        contains: [admin]
+        extra: 1
+cookie:
+  same_site: none
+`)
+	code, _, errOut := runCmd(t, "check", "--config", p)
+	if code != 1 {
+		t.Fatalf("check of a broken file = %d", code)
+	}
+	for _, want := range []string{
+		`provder: unknown field (line 3); did you mean "provider"?`,
+		"provider.client_secret: environment variable GH_TEST_UNSET_VARIABLE is not set",
+		`provider.clock_skew: "soon" is not a duration`,
+		"provider.scopes: must be a list",
+		`session.idle_timeout: "30 minutes" is not a duration`,
+		`routes[0].tokn: unknown field`,
+		`did you mean "token"?`,
+		"routes[0].require[0].extra: unknown field",
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("missing %q in:\n%s", want, errOut)
+		}
+	}
+	if strings.Count(errOut, "\n  ") < 8 {
+		t.Errorf("not every problem was listed at once:\n%s", errOut)
+	}
+}
+
+func TestCheckSemanticProblemsAndSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "secret.txt", "from-file\n")
+	p := writeFile(t, dir, "gatehouse.yaml", `
+public_url: http://example.com
+provider:
+  issuer: http://127.0.0.1:9000
+  client_id: bff
+  client_secret_file: secret.txt
+admin:
+  listen: 0.0.0.0:9090
+  token: a
+  token_file: secret.txt
+cookie:
+  same_site: none
+session:
+  store: mongodb://x
+  keys: [not-base64!]
+`)
+	code, _, errOut := runCmd(t, "check", "--config", p)
+	if code != 1 {
+		t.Fatalf("check = %d", code)
+	}
+	for _, want := range []string{
+		"admin.token: set either token or token_file, not both",
+		"admin.listen: \"0.0.0.0:9090\" is not a loopback address",
+		"cookie.same_site:",
+		"session.store:",
+		"session.keys[0]: must be 32 random bytes",
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("missing %q in:\n%s", want, errOut)
+		}
+	}
+
+	p = writeFile(t, dir, "ok.yaml", `
+public_url: http://example.com
+provider: {issuer: "http://127.0.0.1:9000", client_id: bff, client_secret_file: secret.txt}
+`)
+	code, _, errOut = runCmd(t, "check", "--config", p)
+	if code != 1 || !strings.Contains(errOut, "public_url: http is only allowed on a loopback host") {
+		t.Fatalf("library validation not reported: %d %s", code, errOut)
+	}
+	if strings.Contains(errOut, "from-file") {
+		t.Fatal("a secret's value appears in the error output")
+	}
+	p = writeFile(t, dir, "ok2.yaml", `
+public_url: http://127.0.0.1:9080
+provider: {issuer: "http://127.0.0.1:9000", client_id: bff, client_secret_file: secret.txt}
+`)
+	l, err := loadConfig(p)
+	if err != nil || l.gw.Provider.ClientSecret != "from-file" {
+		t.Fatalf("client_secret_file: %v %q", err, l.gw.Provider.ClientSecret)
+	}
+}
+
+func TestEnvExpansion(t *testing.T) {
+	t.Setenv("GH_A", "alpha")
+	t.Setenv("GH_EMPTY", "")
+	for in, want := range map[string]string{
+		"${GH_A}":          "alpha",
+		"x-${GH_A}-y":      "x-alpha-y",
+		"${GH_NOPE:-dflt}": "dflt",
+		"${GH_EMPTY:-d}":   "d",
+		"$${GH_A}":         "${GH_A}",
+		"plain $HOME":      "plain $HOME",
+	} {
+		got, missing := expandEnv(in)
+		if got != want || len(missing) != 0 {
+			t.Errorf("expandEnv(%q) = %q %v, want %q", in, got, missing, want)
+		}
+	}
+	if _, missing := expandEnv("${GH_NOPE}"); len(missing) != 1 || missing[0] != "GH_NOPE" {
+		t.Errorf("missing variable not reported: %v", missing)
+	}
+}
+
+func TestCommands(t *testing.T) {
+	if code, out, _ := runCmd(t, "version"); code != 0 || !strings.HasPrefix(out, "gatehouse ") {
+		t.Fatalf("version = %d %q", code, out)
+	}
+	code, out, _ := runCmd(t, "keygen")
+	if code != 0 || len(strings.TrimSpace(out)) != 44 {
+		t.Fatalf("keygen = %d %q", code, out)
+	}
+	if code, _, errOut := runCmd(t, "frobnicate"); code != 2 || !strings.Contains(errOut, "unknown command") {
+		t.Fatalf("unknown command = %d %q", code, errOut)
+	}
+	if code, _, errOut := runCmd(t, "check", "--config", "/nonexistent.yaml"); code != 1 || !strings.Contains(errOut, "no such file") {
+		t.Fatalf("missing file = %d %q", code, errOut)
+	}
+}
