@@ -97,6 +97,13 @@ func (g *Gateway) authParams(q url.Values) url.Values {
 	for k, v := range g.cfg.Provider.AuthParams {
 		out.Set(k, v)
 	}
+	// RFC 8707: the resources that routes will ask tokens for are named at authorization,
+	// so that the grant covers them and the refresh requests for them are allowed.
+	for _, r := range g.routes {
+		if r.Resource != "" && !slices.Contains(out["resource"], r.Resource) {
+			out.Add("resource", r.Resource)
+		}
+	}
 	for _, name := range g.cfg.Provider.AllowedAuthParams {
 		v := q.Get(name)
 		if v == "" || len(v) > 256 || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {

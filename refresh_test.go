@@ -235,3 +235,20 @@ func TestNoTokenInResponsesOrLogs(t *testing.T) {
 		t.Fatal("the log check saw no logs at all")
 	}
 }
+
+func TestAudienceRefusedKeepsSession(t *testing.T) {
+	up := newUpstream(t)
+	e := routesEnv(t, up, func(c *gatehouse.Config) {
+		c.Routes = append(c.Routes, gatehouse.Route{Path: "/orders/", Upstream: up.srv.URL, Resource: "https://orders.example"})
+	})
+	b := e.browser()
+	r := b.get("/bff/login")
+	if !strings.Contains(r.Header.Get("Location"), "resource=https%3A%2F%2Forders.example") {
+		t.Fatalf("the authorization request does not name the route's resource: %s", r.Header.Get("Location"))
+	}
+	b.login()
+	e.idp.Set(func(k *idptest.Knobs) { k.RefreshStatus, k.RefreshError = 400, "invalid_target" })
+	wantJSONError(t, b.api("GET", "/orders/1"), 502, "bad_gateway", "audience_refused")
+	wantStatus(t, b.api("GET", "/bff/user"), 200)
+	wantStatus(t, b.api("GET", "/api/1"), 200)
+}

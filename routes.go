@@ -3,6 +3,7 @@ package gatehouse
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -242,7 +243,14 @@ func (g *Gateway) refresh(ctx context.Context, s *session.Session, key string, o
 	}
 
 	t, err := g.idp.Refresh(ctx, cur.Token.RefreshToken, cur.Subject, opts)
+	var te *idp.TokenError
 	switch {
+	case key != "" && errors.As(err, &te) && (te.Code == "invalid_target" || te.Code == "invalid_scope"):
+		// The provider will not mint a token for this route's audience: a configuration
+		// problem of that route, not the end of the user's session.
+		g.metrics.refreshes.WithLabelValues("refused_audience").Inc()
+		return nil, &httpError{status: http.StatusBadGateway, code: "bad_gateway", reason: "audience_refused",
+			title: "Not available", message: "The sign-in service refused a token for this service.", cause: err, level: slog.LevelWarn}
 	case errors.Is(err, idp.ErrRefused), errors.Is(err, idp.ErrInvalidToken):
 		g.metrics.refreshes.WithLabelValues("refused").Inc()
 		g.log.Warn("the provider refused to refresh; ending the session", "session", cur.Handle, "error", err)

@@ -222,13 +222,13 @@ func TestProxyPathEscapes(t *testing.T) {
 		{"/api/../admin", 404, "", true},
 		{"/api/%2e%2e/admin", 404, "", true},
 		{"/api/%2E%2E/%2e%2e/etc/passwd", 404, "", true},
-		{"/api/x/../../ro/y", 403, "", true},        // lands on /ro/, which has its own (GET-only) rules: method POST
-		{"/api//x", 200, "/api/x", false},           // cleaned, then matched and forwarded clean
-		{"/api/./x", 200, "/api/x", false},          // cleaned
-		{"/api/a%2Fb", 200, "/api/a/b", false},      // an encoded slash keeps its encoding upstream
-		{"/api/x%23/../../admin", 404, "", true},    // %23 is part of a segment, not a fragment
+		{"/api/x/../../ro/y", 403, "", true},     // lands on /ro/, which has its own (GET-only) rules: method POST
+		{"/api//x", 200, "/api/x", false},        // cleaned, then matched and forwarded clean
+		{"/api/./x", 200, "/api/x", false},       // cleaned
+		{"/api/a%2Fb", 200, "/api/a/b", false},   // an encoded slash keeps its encoding upstream
+		{"/api/x%23/../../admin", 404, "", true}, // %23 is part of a segment, not a fragment
 		{"/api/admin/../orders", 200, "/api/orders", false},
-		{"/api/admin/users", 403, "", true},         // claim rule: alice is not in "admin"
+		{"/api/admin/users", 403, "", true},          // claim rule: alice is not in "admin"
 		{"/api/%2e%2e%2fadmin/users", 404, "", true}, // encoded ../ decodes to the admin route's parent
 		{"//api/orders", 200, "/api/orders", false},
 		{"/API/orders", 404, "", true},

@@ -357,16 +357,20 @@ func (c *Client) AuthCodeURL(ctx context.Context, state, nonce, verifier string,
 		return "", err
 	}
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("nonce", nonce)}
+	u, err := url.Parse(d.oauth.AuthCodeURL(state, opts...))
+	if err != nil {
+		return "", fmt.Errorf("idp: authorization endpoint: %w", err)
+	}
+	q := u.Query()
 	for k, vs := range extra {
 		switch k {
 		case "state", "nonce", "code_challenge", "code_challenge_method", "client_id", "redirect_uri", "response_type", "scope":
 			continue // never overridable
 		}
-		if len(vs) > 0 {
-			opts = append(opts, oauth2.SetAuthURLParam(k, vs[0]))
-		}
+		q[k] = vs // several values allowed: resource (RFC 8707) may repeat
 	}
-	return d.oauth.AuthCodeURL(state, opts...), nil
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }
 
 // CheckIssuerParam applies RFC 9207 to an authorization response's "iss" parameter

@@ -1,0 +1,209 @@
+// Type declarations for the Gatehouse browser client (gatehouse.js, served at /bff/client.js).
+// Hand-written; gatehouse.js is type-checked against these declarations (see tsconfig.json).
+
+/** Claims of the signed-in user: the ID token's claims merged with the userinfo response. */
+export interface GatehouseClaims {
+  sub: string;
+  [name: string]: unknown;
+}
+
+/** Timing of the current session, as reported by `GET /bff/user`. */
+export interface GatehouseSessionTiming {
+  /** RFC 3339 time the session was created. */
+  created_at: string;
+  /** RFC 3339 time of the absolute expiry. */
+  expires_at: string;
+  /** Seconds until the absolute expiry. */
+  expires_in: number;
+  /** Seconds until the idle expiry if nothing else happens. */
+  idle_expires_in: number;
+}
+
+/** The body of `GET /bff/user` (200). */
+export interface GatehouseUser {
+  claims: GatehouseClaims;
+  /** The session's public handle (not the cookie value). */
+  sid: string;
+  session: GatehouseSessionTiming;
+  /** A `GET` logout link carrying `sid` (for plain `<a href>` logout). */
+  logout_url: string;
+}
+
+/** One entry of `GET /bff/sessions`. */
+export interface GatehouseSession {
+  sid: string;
+  created_at: string;
+  last_seen_at: string;
+  expires_at: string;
+  user_agent: string;
+  ip: string;
+  /** True for the session making the request. */
+  current: boolean;
+}
+
+/**
+ * Why a session ended: a `reason` from Gatehouse's `401` body, `logged_out` after `logout()`,
+ * `session_revoked` after `endSession()` of the current session, or `unauthenticated` when the
+ * `401` body carried no reason.
+ */
+export type SessionEndReason =
+  | 'no_session'
+  | 'session_expired'
+  | 'session_revoked'
+  | 'refresh_failed'
+  | 'logged_out'
+  | 'unauthenticated'
+  | (string & {});
+
+/** `detail` of the `sessionend` event. */
+export interface SessionEndDetail {
+  reason: SessionEndReason;
+  /** Gatehouse's login URL (the `login_url` of the 401 body, or `${basePath}/login`). */
+  loginUrl: string;
+}
+
+/** `detail` of the `sessionexpiring` event. */
+export interface SessionExpiringDetail {
+  /** Seconds until the session expires (as far as the client knows). */
+  expiresIn: number;
+  /** True when the idle timeout comes first, so activity (e.g. `getUser()`) would extend the session. */
+  idle: boolean;
+}
+
+/** Argument of `onUnauthenticated`. */
+export interface UnauthenticatedInfo extends SessionEndDetail {
+  /** The `401` response (its body is still unread: the client read a clone). */
+  response: Response;
+}
+
+/** The parts of `window.location` the client uses. */
+export interface GatehouseLocation {
+  readonly origin: string;
+  readonly pathname: string;
+  readonly search: string;
+  readonly hash: string;
+  /** Used to resolve relative URLs; defaults to `origin + pathname + search`. */
+  readonly href?: string;
+  assign(url: string): void;
+}
+
+/** A `fetch`-compatible function. */
+export type GatehouseFetch = (input: RequestInfo | URL, init?: RequestInit) => Promise<Response>;
+
+export interface GatehouseOptions {
+  /** Where Gatehouse's endpoints live (a same-origin path). Default `'/bff'`. */
+  basePath?: string;
+  /** Name of the CSRF header. Default `'X-CSRF'`. */
+  csrfHeader?: string;
+  /** Value of the CSRF header. Default `'1'`. */
+  csrfValue?: string;
+  /**
+   * Called when a request made through the client gets Gatehouse's `401 unauthenticated`
+   * (not for `getUser()`). Default: `client.login()` back to the current page.
+   * `null` turns the default off.
+   */
+  onUnauthenticated?: ((info: UnauthenticatedInfo) => void) | null;
+  /** Seconds before expiry at which `sessionexpiring` fires. Default `60`. */
+  expiringThreshold?: number;
+  /** The `fetch` to use. Default `globalThis.fetch`. */
+  fetch?: GatehouseFetch;
+  /** The location to read and navigate. Default `globalThis.location`. */
+  location?: GatehouseLocation;
+}
+
+export interface GetUserOptions {
+  /** `false` reads the user without extending the idle timeout (`?slide=false`). Default `true`. */
+  slide?: boolean;
+}
+
+export interface LogoutOptions {
+  /** Local path where the logout finally lands. Anything else becomes `/`. */
+  returnUrl?: string;
+}
+
+export interface GatehouseEventMap {
+  sessionend: CustomEvent<SessionEndDetail>;
+  sessionexpiring: CustomEvent<SessionExpiringDetail>;
+  user: CustomEvent<GatehouseUser>;
+}
+
+export interface GatehouseClient extends EventTarget {
+  /** The user returned by the last `getUser()`, or `null` (unknown, anonymous, or ended). */
+  readonly user: GatehouseUser | null;
+
+  /**
+   * `fetch` with Gatehouse's conventions: same-origin requests get `credentials: 'same-origin'`
+   * and the CSRF header; cross-origin requests are passed through untouched. Resolves with the
+   * response also on `401` (after emitting `sessionend` and calling `onUnauthenticated`).
+   */
+  fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
+
+  /** The current user, or `null` when there is no session. Throws `GatehouseError` otherwise. */
+  getUser(options?: GetUserOptions): Promise<GatehouseUser | null>;
+
+  /** The login URL for a local `returnUrl` (default: the current path, query and hash). */
+  loginUrl(returnUrl?: string): string;
+
+  /** Navigates to the login URL (`location.assign`). */
+  login(returnUrl?: string): void;
+
+  /** `POST /bff/logout`, emits `sessionend` (`logged_out`), then navigates to the provider's logout. */
+  logout(options?: LogoutOptions): Promise<void>;
+
+  /** The caller's sessions (`GET /bff/sessions`). */
+  sessions(): Promise<GatehouseSession[]>;
+
+  /** Ends one of the caller's sessions (`DELETE /bff/sessions/{sid}`). */
+  endSession(sid: string): Promise<void>;
+
+  /** Ends all of the caller's sessions except the current one. */
+  endOtherSessions(): Promise<void>;
+
+  /** Stops the session timers. The client can still make requests but schedules nothing. */
+  dispose(): void;
+
+  addEventListener<K extends keyof GatehouseEventMap>(
+    type: K,
+    listener: (this: GatehouseClient, event: GatehouseEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  removeEventListener<K extends keyof GatehouseEventMap>(
+    type: K,
+    listener: (this: GatehouseClient, event: GatehouseEventMap[K]) => unknown,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void;
+}
+
+export interface GatehouseErrorDetails {
+  status: number;
+  code?: string | null;
+  reason?: string | null;
+  body?: unknown;
+}
+
+/** A Gatehouse endpoint answered with an unexpected status. */
+export class GatehouseError extends Error {
+  constructor(message: string, details: GatehouseErrorDetails);
+  readonly name: 'GatehouseError';
+  /** HTTP status. */
+  readonly status: number;
+  /** The JSON body's `error`, if any. */
+  readonly code: string | null;
+  /** The JSON body's `reason`, if any. */
+  readonly reason: string | null;
+  /** The parsed JSON body, or `null`. */
+  readonly body: unknown;
+}
+
+/** Creates a client. */
+export function createClient(options?: GatehouseOptions): GatehouseClient;
