@@ -27,7 +27,8 @@ type Manager struct {
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 
-	locks keylock.Map
+	locks   keylock.Map
+	decoded decodedCache
 }
 
 func (m *Manager) now() time.Time {
@@ -57,6 +58,10 @@ func (m *Manager) Create(ctx context.Context, s *Session) (cookie string, err er
 
 // Load returns the session that cookie opens, or ErrNoSession, ErrExpired, ErrRevoked,
 // ErrRefreshFailed, or an error wrapping ErrUnavailable when the store cannot answer.
+//
+// The store is read on every call, so an ended session is seen at once; decrypting and
+// decoding an unchanged record is done once and cached. The returned Session may be
+// shared with other callers: treat it as read-only, and Reload it to change it.
 func (m *Manager) Load(ctx context.Context, cookie string) (*Session, error) {
 	t, ok := parseTicket(cookie)
 	if !ok {
@@ -66,7 +71,8 @@ func (m *Manager) Load(ctx context.Context, cookie string) (*Session, error) {
 }
 
 // Reload reads s again from the store, bypassing any client-side cache: the step after
-// taking a session's lock, before deciding whether work is still needed.
+// taking a session's lock, before deciding whether work is still needed. The result is
+// the caller's own copy, free to modify and Save.
 func (m *Manager) Reload(ctx context.Context, s *Session) (*Session, error) {
 	return m.load(ctx, s.Handle, s.key, true)
 }
@@ -79,10 +85,20 @@ func (m *Manager) load(ctx context.Context, h string, key []byte, fresh bool) (*
 	if err != nil {
 		return nil, err
 	}
-	s, err := decodeRecord(m.Keys, recordKey(h), key, b)
-	if err != nil {
-		// A cookie for this handle whose key does not open the record was not made by us.
-		return nil, ErrNoSession
+	var s *Session
+	if cached, ok := m.decoded.get(h, key, b); ok && !fresh {
+		s = cached
+	} else {
+		s, err = decodeRecord(m.Keys, recordKey(h), key, b)
+		if err != nil {
+			// A cookie for this handle whose key does not open the record was not made by us.
+			return nil, ErrNoSession
+		}
+		m.decoded.put(h, key, b, s)
+		if fresh {
+			// The caller is about to modify it: hand out a copy the cache does not share.
+			s = s.clone()
+		}
 	}
 	if m.expired(s) {
 		return nil, ErrExpired
@@ -198,11 +214,7 @@ func (m *Manager) Touch(ctx context.Context, s *Session, interval time.Duration)
 		return err
 	}
 	cur.LastSeen = m.now()
-	if err := m.Save(ctx, cur); err != nil {
-		return err
-	}
-	s.LastSeen = cur.LastSeen
-	return nil
+	return m.Save(ctx, cur)
 }
 
 // Lock serialises writers of one session: in this process, and across processes when
@@ -255,6 +267,7 @@ func (m *Manager) End(ctx context.Context, h, reason string) (bool, error) {
 	if ttl <= 0 {
 		ttl = time.Second
 	}
+	m.decoded.drop(h)
 	if err := m.Store.Set(ctx, tombstoneKey(h), []byte(reason), ttl); err != nil {
 		return false, err
 	}

@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -115,9 +116,19 @@ func New(cfg Config) *Proxy {
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
 		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		BufferPool:     bufferPool{},
 	}
 	return p
 }
+
+// bufferPool reuses the 32 KiB copy buffers ReverseProxy would otherwise allocate for
+// every response.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 
 // Serve forwards r to t with token as its bearer token ("" for none). path is the
 // cleaned request path the caller matched t with; rawPath, when not empty, is the

@@ -29,6 +29,7 @@ type Store struct {
 	values  map[string]entry
 	indexes map[string]map[string]time.Time // index -> member -> expiry
 	leases  map[string]*lease
+	leaseN  uint64 // numbers leases store-wide, so a stale release never matches a new lease
 
 	stop chan struct{}
 	done chan struct{}
@@ -171,7 +172,8 @@ func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (func(
 			s.leases[name] = l
 		}
 		if !l.held || !now.Before(l.expires) {
-			l.gen++
+			s.leaseN++
+			l.gen = s.leaseN
 			l.held, l.expires = true, now.Add(ttl)
 			gen := l.gen
 			s.mu.Unlock()

@@ -452,6 +452,33 @@ func testLocker(t *testing.T, s session.Store) {
 			t.Fatal("a stale release freed someone else's lease")
 		}
 	})
+	t.Run("StaleReleaseOfEarlierLease", func(t *testing.T) {
+		// A's lease expires; B takes and releases the name; C takes it. A's late release
+		// must not free C's lease (a store that numbers leases per entry, restarting when
+		// the entry is re-created, gets this wrong).
+		stale, err := l.Lock(ctx(t), "l:{gen}", 50*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(150 * time.Millisecond)
+		taker, err := l.Lock(ctx(t), "l:{gen}", time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		taker()
+		holder, err := l.Lock(ctx(t), "l:{gen}", time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer holder()
+		stale()
+		c, cancel := context.WithTimeout(ctx(t), 200*time.Millisecond)
+		defer cancel()
+		if r, err := l.Lock(c, "l:{gen}", time.Hour); err == nil {
+			r()
+			t.Fatal("a stale release freed the current holder's lease")
+		}
+	})
 	t.Run("ReleaseWakesWaiter", func(t *testing.T) {
 		r, err := l.Lock(ctx(t), "l:{w}", 30*time.Second)
 		if err != nil {
