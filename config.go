@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -198,6 +199,9 @@ type FrontendConfig struct {
 	// Dir is a directory of static files (dir), with index.html served for paths that
 	// are not files (client-side routes).
 	Dir string
+	// FS serves the SPA from a file system instead of a directory, e.g. an embed.FS
+	// (library only).
+	FS fs.FS
 	// Upstream is a development server to proxy instead (upstream), e.g. Vite on
 	// http://127.0.0.1:5173, including its hot-reload WebSocket.
 	Upstream string
@@ -439,8 +443,8 @@ func (c Config) Validate() error {
 	}
 
 	fe := c.Frontend
-	if fe.Dir != "" && fe.Upstream != "" {
-		bad("frontend", "set dir or upstream, not both")
+	if (fe.Dir != "") && fe.Upstream != "" || fe.FS != nil && (fe.Dir != "" || fe.Upstream != "") {
+		bad("frontend", "set one of dir, upstream (or FS), not several")
 	}
 	if fe.Upstream != "" {
 		if u, err := url.Parse(fe.Upstream); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {

@@ -58,7 +58,7 @@ func TestValidateListsEveryProblem(t *testing.T) {
 		"routes[3].require: rules on the user's claims",
 		`routes[4].path: "/c" repeats routes[3]`,
 		"routes[4].upstream:",
-		"frontend: set dir or upstream, not both",
+		"frontend: set one of dir, upstream",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing problem %q in:\n%v", want, err)

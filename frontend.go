@@ -25,6 +25,11 @@ import (
 func (g *Gateway) newFrontend() (http.Handler, error) {
 	fe := g.cfg.Frontend
 	switch {
+	case fe.FS != nil:
+		if _, err := fs.Stat(fe.FS, "index.html"); err != nil {
+			g.log.Warn("frontend FS has no index.html: client-side routes will get 404")
+		}
+		return &staticFiles{fsys: fe.FS}, nil
 	case fe.Dir != "":
 		// os.Root keeps every file access inside the directory, symlinks included.
 		root, err := os.OpenRoot(fe.Dir)
@@ -75,7 +80,7 @@ func (g *Gateway) serveFrontend(w http.ResponseWriter, r *http.Request) {
 	h.Set("Referrer-Policy", "strict-origin-when-cross-origin")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
-	if g.cfg.Frontend.Dir != "" || g.cspConfigured {
+	if g.cfg.Frontend.Dir != "" || g.cfg.Frontend.FS != nil || g.cspConfigured {
 		h.Set("Content-Security-Policy", g.cfg.Frontend.CSP)
 	} else {
 		// A dev server injects inline scripts; keep at least framing closed.

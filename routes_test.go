@@ -393,27 +393,7 @@ func TestProxyStreamsAndWebSockets(t *testing.T) {
 		t.Fatalf("first event took %v: the proxy buffered the stream", d)
 	}
 
-	ws := func(origin string) string {
-		conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprintf(conn, "GET /api/ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: %s\r\nCookie: __Host-gatehouse=%s\r\n\r\n",
-			strings.TrimPrefix(e.url, "http://"), origin, b.cookie("__Host-gatehouse").Value)
-		br := bufio.NewReader(conn)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.StatusCode != 101 {
-			return resp.Status
-		}
-		fmt.Fprint(conn, "hello\n")
-		echo, _ := br.ReadString('\n')
-		return echo
-	}
+	ws := func(origin string) string { return wsEcho(t, e, "/api/ws", origin, b.cookie("__Host-gatehouse").Value) }
 	if got := ws(e.url); got != "echo:hello\n" {
 		t.Fatalf("same-origin WebSocket: %q", got)
 	}
@@ -423,4 +403,29 @@ func TestProxyStreamsAndWebSockets(t *testing.T) {
 	if got := ws("https://evil.example"); !strings.HasPrefix(got, "403") {
 		t.Fatalf("foreign-origin WebSocket: %q, want 403", got)
 	}
+}
+
+// wsEcho opens a WebSocket-style upgrade through the gateway, sends a line and returns
+// the echo, or the status line when the upgrade was refused.
+func wsEcho(t *testing.T, e *env, path, origin, cookie string) string {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: %s\r\nCookie: __Host-gatehouse=%s\r\n\r\n",
+		path, strings.TrimPrefix(e.url, "http://"), origin, cookie)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 {
+		return resp.Status
+	}
+	fmt.Fprint(conn, "hello\n")
+	echo, _ := br.ReadString('\n')
+	return echo
 }
