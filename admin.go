@@ -22,10 +22,7 @@ func (g *Gateway) AdminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := g.Ready(r.Context()); err != nil {
-			var problems []string
-			for _, line := range strings.Split(err.Error(), "\n") {
-				problems = append(problems, line)
-			}
+			problems := strings.Split(err.Error(), "\n")
 			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "problems": problems})
 			return
 		}

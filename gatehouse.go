@@ -364,28 +364,21 @@ func (g *Gateway) clientIP(r *http.Request) string {
 		return ""
 	}
 	addr := ap.Addr().Unmap()
-	for g.trusted(addr) {
-		xff := r.Header.Values("X-Forwarded-For")
-		if len(xff) == 0 {
-			break
-		}
-		hops := strings.Split(strings.Join(xff, ","), ",")
-		// Walk from the nearest hop back, skipping our own trusted proxies.
-		found := false
-		for i := len(hops) - 1; i >= 0; i-- {
-			a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-			if err != nil {
-				break
-			}
-			addr, found = a.Unmap(), true
-			if !g.trusted(addr) {
-				break
-			}
-		}
-		if !found {
-			break
-		}
+	if !g.trusted(addr) {
 		return addr.String()
+	}
+	// Walk X-Forwarded-For from the nearest hop back, skipping our own trusted proxies:
+	// the first address that is not one of them is the client.
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		addr = a.Unmap()
+		if !g.trusted(addr) {
+			break
+		}
 	}
 	return addr.String()
 }

@@ -115,8 +115,11 @@ func TestLoginUserLogout(t *testing.T) {
 	// A forged state lands on / instead.
 	b2 := e.browser()
 	b2.login()
-	r = b2.api("POST", "/bff/logout?returnUrl=/bye")
-	wantStatus(t, b2.get("/bff/logout/callback?state=forged"), http.StatusFound)
+	wantStatus(t, b2.api("POST", "/bff/logout?returnUrl=/bye"), 200)
+	r = b2.get("/bff/logout/callback?state=forged")
+	if r.StatusCode != http.StatusFound || r.Header.Get("Location") != "/" {
+		t.Fatalf("a forged logout state led to %d %q, want / ", r.StatusCode, r.Header.Get("Location"))
+	}
 }
 
 func TestReusedSessionCookieAfterLogout(t *testing.T) {

@@ -436,7 +436,7 @@ func checkLogoutTyp(raw string, algs []string) error {
 	for _, a := range algs {
 		allowed = append(allowed, jose.SignatureAlgorithm(a))
 	}
-	jws, err := jose.ParseSigned(raw, allowed)
+	jws, err := jose.ParseSignedCompact(raw, allowed)
 	if err != nil {
 		return fmt.Errorf("%w: logout token: malformed: %v", ErrInvalidToken, err)
 	}

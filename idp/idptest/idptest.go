@@ -21,7 +21,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -98,8 +97,15 @@ type grant struct {
 	rt      string
 }
 
+// TB is the part of testing.TB that New uses, so that examples can start the fake too.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Cleanup(func())
+}
+
 // New starts the fake provider. The client is "gatehouse-test" / "test-secret".
-func New(t testing.TB) *Provider {
+func New(t TB) *Provider {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
