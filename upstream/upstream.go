@@ -201,11 +201,8 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 
 	// Forwarding headers: ReverseProxy already removed the inbound X-Forwarded-For/Host/
 	// Proto and Forwarded; remove the other spoofable ones too, then set our own.
-	for _, name := range []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server",
-		"X-Forwarded-Ssl", "X-Original-Url", "X-Original-Forwarded-For", "X-Rewrite-Url", "X-Client-Ip", "True-Client-Ip",
-		"Cf-Connecting-Ip", "X-Cluster-Client-Ip", "Client-Ip", "X-Forwarded-User", "X-Forwarded-Email",
-		"X-Forwarded-Access-Token", "X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Access-Token", "X-Remote-User"} {
-		h.Del(name)
+	for _, name := range spoofable {
+		delete(h, name)
 	}
 	if p.trusted(pr.In.RemoteAddr) {
 		if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {
@@ -230,14 +227,22 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
+// spoofable are request headers a browser could set to pass for a proxy or for an
+// authenticated user, in canonical form.
+var spoofable = []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server",
+	"X-Forwarded-Ssl", "X-Original-Url", "X-Original-Forwarded-For", "X-Rewrite-Url", "X-Client-Ip", "True-Client-Ip",
+	"Cf-Connecting-Ip", "X-Cluster-Client-Ip", "Client-Ip", "X-Forwarded-User", "X-Forwarded-Email",
+	"X-Forwarded-Access-Token", "X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Access-Token", "X-Remote-User"}
+
 // filterCookies keeps only the browser cookies the target may see, and never the
 // gateway's own.
 func (p *Proxy) filterCookies(out *http.Request, t *Target) {
-	cookies := out.Cookies()
-	out.Header.Del("Cookie")
 	if len(t.ForwardCookies) == 0 {
+		delete(out.Header, "Cookie")
 		return
 	}
+	cookies := out.Cookies()
+	delete(out.Header, "Cookie")
 	var kept []string
 	for _, c := range cookies {
 		if p.cfg.ProtectedCookie(c.Name) {
