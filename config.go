@@ -87,6 +87,10 @@ type ProviderConfig struct {
 	// EndSessionURL replaces the provider's end_session_endpoint (end_session_url); it
 	// may use {id_token_hint}, {client_id}, {post_logout_redirect_uri}, {state}.
 	EndSessionURL string
+	// OmitIDTokenHint sends RP-initiated logout with client_id only, without the ID
+	// token as id_token_hint (omit_id_token_hint): the ID token then never travels
+	// through the browser, at the price of a confirmation page at some providers.
+	OmitIDTokenHint bool
 	// RequireIssuerParam refuses authorization responses without iss (RFC 9207) even if
 	// the provider does not advertise it (require_iss_param).
 	RequireIssuerParam bool

@@ -374,3 +374,13 @@ func mustURL(s string) *url.URL {
 	}
 	return u
 }
+
+func TestLogoutWithoutIDTokenHint(t *testing.T) {
+	e := newEnv(t, func(c *gatehouse.Config) { c.Provider.OmitIDTokenHint = true })
+	b := e.browser()
+	b.login()
+	end, _ := url.Parse(decode(t, b.api("POST", "/bff/logout"))["redirect_url"].(string))
+	if end.Query().Has("id_token_hint") || end.Query().Get("client_id") != e.idp.ClientID {
+		t.Fatalf("end-session URL = %s", end)
+	}
+}

@@ -53,7 +53,11 @@ func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) error {
 		g.metrics.sessions.WithLabelValues("logout").Inc()
 		g.revokeAtProvider(r.Context(), s)
 		state := randomString(24)
-		end, ok, err := g.idp.EndSessionURL(r.Context(), s.IDToken, g.origin+"/bff/logout/callback", state)
+		hint := s.IDToken
+		if g.cfg.Provider.OmitIDTokenHint {
+			hint = ""
+		}
+		end, ok, err := g.idp.EndSessionURL(r.Context(), hint, g.origin+"/bff/logout/callback", state)
 		if err != nil {
 			g.log.Warn("no end-session URL: the provider session stays", "error", err)
 		}

@@ -55,6 +55,7 @@ type fileProvider struct {
 	AuthParams                   map[string]string `yaml:"auth_params"`
 	AllowedAuthParams            []string          `yaml:"allowed_auth_params"`
 	EndSessionURL                string            `yaml:"end_session_url"`
+	OmitIDTokenHint              bool              `yaml:"omit_id_token_hint"`
 	RequireIssParam              bool              `yaml:"require_iss_param"`
 	SigningAlgs                  []string          `yaml:"signing_algs"`
 	ClockSkew                    duration          `yaml:"clock_skew"`
@@ -253,6 +254,7 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			ClientKeyID:  fc.Provider.ClientKeyID, ClientKeyAlg: fc.Provider.ClientKeyAlg,
 			AuthMethod: fc.Provider.TokenEndpointAuthMethod, Scopes: fc.Provider.Scopes, AuthParams: fc.Provider.AuthParams,
 			AllowedAuthParams: fc.Provider.AllowedAuthParams, EndSessionURL: fc.Provider.EndSessionURL,
+			OmitIDTokenHint:    fc.Provider.OmitIDTokenHint,
 			RequireIssuerParam: fc.Provider.RequireIssParam, SigningAlgs: fc.Provider.SigningAlgs,
 			ClockSkew: time.Duration(fc.Provider.ClockSkew), SkipUserinfo: fc.Provider.SkipUserinfo,
 			DefaultTokenLifetime:         time.Duration(fc.Provider.DefaultTokenLifetime),
