@@ -80,6 +80,9 @@ type fileRedis struct {
 	Username              string   `yaml:"username"`
 	Password              string   `yaml:"password"`
 	PasswordFile          string   `yaml:"password_file"`
+	SentinelUsername      string   `yaml:"sentinel_username"`
+	SentinelPassword      string   `yaml:"sentinel_password"`
+	SentinelPasswordFile  string   `yaml:"sentinel_password_file"`
 	KeyPrefix             string   `yaml:"key_prefix"`
 	DialTimeout           duration `yaml:"dial_timeout"`
 	Timeout               duration `yaml:"timeout"`
@@ -187,6 +190,7 @@ type loaded struct {
 	file     fileConfig
 	gw       gatehouse.Config
 	storeURL string
+	redis    redisOptions // resolved secrets and files of session.redis
 	logger   *slog.Logger
 	warnings []string
 }
@@ -322,6 +326,21 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 		l.storeURL = "memory"
 	}
 	checkStoreURL(l.storeURL, probs)
+	rd := fc.Session.Redis
+	l.redis = redisOptions{
+		password:         secret("session.redis.password", rd.Password, rd.PasswordFile),
+		sentinelPassword: secret("session.redis.sentinel_password", rd.SentinelPassword, rd.SentinelPasswordFile),
+	}
+	if rd.TLSCAFile != "" {
+		b, err := os.ReadFile(resolve(rd.TLSCAFile))
+		if err != nil {
+			probs.add("session.redis.tls_ca_file", "cannot read %s: %v", rd.TLSCAFile, errors.Unwrap(err))
+		}
+		l.redis.caPEM = b
+	}
+	if rd.InsecureSkipTLSVerify {
+		l.warnings = append(l.warnings, "session.redis.insecure_skip_tls_verify")
+	}
 
 	for i, p := range fc.TrustedProxies {
 		pfx, err := netip.ParsePrefix(p)

@@ -139,7 +139,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, w := range l.warnings {
 		log.Warn("weaker security option in use", "option", w)
 	}
-	store, err := openStore(l, filepath.Dir(path))
+	store, err := openStore(ctx, l, filepath.Dir(path))
 	if err != nil {
 		log.Error("cannot open the session store", "error", err)
 		return 1

@@ -188,3 +188,33 @@ func TestCommands(t *testing.T) {
 		t.Fatalf("missing file = %d %q", code, errOut)
 	}
 }
+
+func TestStoreURLs(t *testing.T) {
+	for _, tc := range []struct {
+		url string
+		ok  bool
+	}{
+		{"memory", true},
+		{"bolt:///var/lib/gatehouse/sessions.db", true},
+		{"bolt://sessions.db", true},
+		{"bolt://", false},
+		{"redis://127.0.0.1:6379/0", true},
+		{"rediss://user:pw@redis.example:6380/1", true},
+		{"redis-sentinel://h1:26379,h2:26379/mymaster?db=2", true},
+		{"redis-cluster://h1:7000,h2:7001", true},
+		{"redis://h:6379/0?tyop=1", false},
+		{"mongodb://x", false},
+		{"sessions.db", false},
+	} {
+		var probs problems
+		checkStoreURL(tc.url, &probs)
+		if (len(probs) == 0) != tc.ok {
+			t.Errorf("%s: problems %v, want ok=%v", tc.url, probs, tc.ok)
+		}
+		for _, p := range probs {
+			if strings.Contains(p, ":pw@") {
+				t.Errorf("a password is printed: %s", p)
+			}
+		}
+	}
+}

@@ -1,0 +1,156 @@
+package redisstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// acquireScript takes the lease (SET NX PX) or returns how long the holder keeps it.
+// It is idempotent, so that rueidis may retry it after a lost reply.
+var acquireScript = rueidis.NewLuaScriptRetryable(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return -1 end
+local t = redis.call('PTTL', KEYS[1])
+if t == -1 then return 2147483647 end
+if t < 0 then return 0 end
+return t
+`)
+
+// releaseScript deletes the lease only if it still holds our token: a holder whose
+// lease expired, and passed to someone else, must not free the new holder's.
+var releaseScript = rueidis.NewLuaScriptRetryable(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+const (
+	lockMinBackoff = 5 * time.Millisecond
+	lockMaxBackoff = 100 * time.Millisecond
+)
+
+// Lock takes the lease on name: a key holding a random token, set with SET NX PX ttl
+// and deleted on release only if it still holds that token. A waiter retries with a
+// backoff growing to 100 ms, capped by the holder's remaining ttl, and at once when a
+// holder in this process releases. rueidislock does not fit: its leases are renewed
+// in the background for as long as the holder's process lives, whereas a lease here
+// must end after ttl even if its holder hangs.
+//
+// If Redis fails or times out while the lease is being taken, Lock returns an error
+// wrapping session.ErrUnavailable; a lease that Redis granted without our seeing it
+// ends after ttl.
+func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (func(), error) {
+	k := s.prefix + name
+	var b [16]byte
+	rand.Read(b[:])
+	token := hex.EncodeToString(b[:])
+	pttl := strconv.FormatInt(ms(ttl), 10)
+
+	backoff := lockMinBackoff
+	for {
+		woken, done := s.wakes.add(k)
+		remaining, err := s.tryLock(ctx, k, token, pttl)
+		if err != nil {
+			done()
+			return nil, err
+		}
+		if remaining < 0 {
+			done()
+			var once sync.Once
+			return func() { once.Do(func() { s.unlock(k, token) }) }, nil
+		}
+		wait := min(backoff, max(time.Millisecond, time.Duration(remaining)*time.Millisecond))
+		backoff = min(2*backoff, lockMaxBackoff)
+		timer := time.NewTimer(wait)
+		select {
+		case <-woken:
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			done()
+			return nil, fmt.Errorf("redisstore: lock: %w", context.Cause(ctx))
+		}
+		timer.Stop()
+		done()
+	}
+}
+
+// tryLock returns -1 when it took the lease, else the holder's remaining ttl in ms
+// (0 when the lease just ended).
+func (s *Store) tryLock(ctx context.Context, k, token, pttl string) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("redisstore: lock: %w", context.Cause(ctx))
+	}
+	octx, cancel, c, err := s.op(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer cancel()
+	n, err := acquireScript.Exec(octx, c, []string{k}, []string{token, pttl}).AsInt64()
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("redisstore: lock: %w", context.Cause(ctx))
+		}
+		return 0, wrap("lock", err)
+	}
+	return n, nil
+}
+
+func (s *Store) unlock(k, token string) {
+	// The caller has nothing to do about a failed release: the lease then ends by
+	// its ttl. Release on a fresh context, since the caller's may be done.
+	ctx, cancel, c, err := s.op(context.Background())
+	if err == nil {
+		releaseScript.Exec(ctx, c, []string{k}, []string{token})
+		cancel()
+	}
+	s.wakes.wake(k)
+}
+
+// wakeups lets a release in this process wake the waiters for the same name at once.
+// Entries exist only while someone waits.
+type wakeups struct {
+	mu sync.Mutex
+	m  map[string]*waiters
+}
+
+type waiters struct {
+	ch chan struct{} // closed by wake
+	n  int
+}
+
+func (w *wakeups) add(name string) (<-chan struct{}, func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m == nil {
+		w.m = map[string]*waiters{}
+	}
+	x := w.m[name]
+	if x == nil {
+		x = &waiters{ch: make(chan struct{})}
+		w.m[name] = x
+	}
+	x.n++
+	return x.ch, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if x.n--; x.n == 0 && w.m[name] == x {
+			delete(w.m, name)
+		}
+	}
+}
+
+func (w *wakeups) wake(name string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if x := w.m[name]; x != nil {
+		close(x.ch)
+		delete(w.m, name)
+	}
+}
