@@ -295,7 +295,8 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) string {
 
 func (g *Gateway) serveBFF(w http.ResponseWriter, r *http.Request, p string) {
 	var h func(http.ResponseWriter, *http.Request) error
-	allowed := "GET, HEAD"
+	// GET only: a HEAD must not start or complete a login, or end a session.
+	allowed := "GET"
 	switch p {
 	case "/bff/login":
 		h = g.handleLogin
@@ -315,6 +316,7 @@ func (g *Gateway) serveBFF(w http.ResponseWriter, r *http.Request, p string) {
 		allowed = "POST"
 		h = g.handleBackchannel
 	case "/bff/client.js":
+		allowed = "GET, HEAD"
 		h = g.handleClientJS
 	default:
 		if sid, ok := strings.CutPrefix(p, "/bff/sessions/"); ok && !strings.Contains(sid, "/") {

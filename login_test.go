@@ -384,3 +384,12 @@ func TestLogoutWithoutIDTokenHint(t *testing.T) {
 		t.Fatalf("end-session URL = %s", end)
 	}
 }
+
+func TestHeadDoesNotConsumeAFlow(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	cb := b.startLogin("/")
+	wantStatus(t, b.do("HEAD", cb, nil), http.StatusMethodNotAllowed)
+	wantStatus(t, b.do("HEAD", "/bff/login", nil), http.StatusMethodNotAllowed)
+	wantStatus(t, b.get(cb), 200)
+}
