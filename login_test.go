@@ -393,3 +393,26 @@ func TestHeadDoesNotConsumeAFlow(t *testing.T) {
 	wantStatus(t, b.do("HEAD", "/bff/login", nil), http.StatusMethodNotAllowed)
 	wantStatus(t, b.get(cb), 200)
 }
+
+func TestUserSlidesIdleTimeout(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	b.login()
+	e.clock.Advance(10 * time.Minute)
+	idle := func(slide bool) float64 {
+		q := ""
+		if !slide {
+			q = "?slide=false"
+		}
+		return decode(t, b.api("GET", "/bff/user"+q))["session"].(map[string]any)["idle_expires_in"].(float64)
+	}
+	if got := idle(false); got != 20*60 {
+		t.Fatalf("idle_expires_in without sliding = %v, want 1200", got)
+	}
+	if got := idle(true); got != 30*60 {
+		t.Fatalf("idle_expires_in after sliding = %v, want the full 1800", got)
+	}
+	if got := idle(false); got != 30*60 {
+		t.Fatalf("the slide was not saved: %v", got)
+	}
+}

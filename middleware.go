@@ -82,7 +82,7 @@ func (g *Gateway) RequireSession(next http.Handler) http.Handler {
 				return
 			}
 		}
-		g.touch(r.Context(), s)
+		s = g.touch(r.Context(), s)
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, &Session{g: g, s: s})))
 	})
 }

@@ -42,14 +42,19 @@ func (g *Gateway) touchInterval() time.Duration {
 }
 
 // touch extends the idle timeout of an active session, rarely enough that the hot path
-// almost never writes.
-func (g *Gateway) touch(ctx context.Context, s *session.Session) {
+// almost never writes. It returns the session as it now is.
+func (g *Gateway) touch(ctx context.Context, s *session.Session) *session.Session {
 	if g.now().Sub(s.LastSeen) < g.touchInterval() {
-		return
+		return s
 	}
-	if err := g.sessions.Touch(ctx, s, g.touchInterval()); err != nil && !isSessionEnd(err) {
-		g.log.Warn("could not extend a session", "session", s.Handle, "error", err)
+	cur, err := g.sessions.Touch(ctx, s, g.touchInterval())
+	if err != nil {
+		if !isSessionEnd(err) {
+			g.log.Warn("could not extend a session", "session", s.Handle, "error", err)
+		}
+		return s
 	}
+	return cur
 }
 
 func isSessionEnd(err error) bool {
@@ -78,7 +83,7 @@ func (g *Gateway) handleUser(w http.ResponseWriter, r *http.Request) error {
 		return jsonOnly(err)
 	}
 	if r.URL.Query().Get("slide") != "false" {
-		g.touch(r.Context(), s)
+		s = g.touch(r.Context(), s)
 	}
 	now := g.now()
 	writeJSON(w, http.StatusOK, userResponse{

@@ -187,16 +187,18 @@ func (m *Manager) Save(ctx context.Context, s *Session) error {
 	return nil
 }
 
-// Touch records use of s, extending its idle timeout. To keep the hot path free of
-// writes it only writes when the last recorded use is older than interval, and it skips
-// the write when another request holds the session's lock (that one will save anyway).
-func (m *Manager) Touch(ctx context.Context, s *Session, interval time.Duration) error {
+// Touch records use of s, extending its idle timeout, and returns the session as it now
+// is (s itself when nothing was written). To keep the hot path free of writes it only
+// writes when the last recorded use is older than interval, and it skips the write when
+// another request holds the session's lock (that one will save anyway). s is not
+// modified: it may be shared (see Load).
+func (m *Manager) Touch(ctx context.Context, s *Session, interval time.Duration) (*Session, error) {
 	if m.now().Sub(s.LastSeen) < interval {
-		return nil
+		return s, nil
 	}
 	release, ok := m.locks.TryLock(s.Handle)
 	if !ok {
-		return nil
+		return s, nil
 	}
 	defer release()
 	if l, ok := m.Store.(Locker); ok {
@@ -205,16 +207,19 @@ func (m *Manager) Touch(ctx context.Context, s *Session, interval time.Duration)
 		r, err := l.Lock(lctx, lockName(s.Handle), m.lockTTL())
 		cancel()
 		if err != nil {
-			return nil
+			return s, nil
 		}
 		defer r()
 	}
 	cur, err := m.Reload(ctx, s)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cur.LastSeen = m.now()
-	return m.Save(ctx, cur)
+	if err := m.Save(ctx, cur); err != nil {
+		return nil, err
+	}
+	return cur, nil
 }
 
 // Lock serialises writers of one session: in this process, and across processes when

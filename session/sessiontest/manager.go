@@ -114,8 +114,12 @@ func testManager(t *testing.T, open func(*testing.T) session.Store) {
 			if err != nil {
 				t.Fatalf("active session ended: %v", err)
 			}
-			if err := m.Touch(ctx(t), cur, 0); err != nil {
+			touched, err := m.Touch(ctx(t), cur, 0)
+			if err != nil {
 				t.Fatal(err)
+			}
+			if !touched.LastSeen.After(cur.LastSeen) || m.IdleExpiry(touched).Sub(time.Now()) < 500*time.Millisecond {
+				t.Fatalf("Touch did not report the extended idle expiry: %v", m.IdleExpiry(touched))
 			}
 		}
 		time.Sleep(900 * time.Millisecond)
@@ -135,7 +139,7 @@ func testManager(t *testing.T, open func(*testing.T) session.Store) {
 			if err != nil {
 				t.Fatalf("session ended before its absolute timeout: %v", err)
 			}
-			if err := m.Touch(ctx(t), cur, 0); err != nil {
+			if _, err := m.Touch(ctx(t), cur, 0); err != nil {
 				t.Fatal(err)
 			}
 		}
