@@ -118,7 +118,7 @@ func testManager(t *testing.T, open func(*testing.T) session.Store) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !touched.LastSeen.After(cur.LastSeen) || m.IdleExpiry(touched).Sub(time.Now()) < 500*time.Millisecond {
+			if !touched.LastSeen.After(cur.LastSeen) || time.Until(m.IdleExpiry(touched)) < 500*time.Millisecond {
 				t.Fatalf("Touch did not report the extended idle expiry: %v", m.IdleExpiry(touched))
 			}
 		}
