@@ -250,5 +250,8 @@ func localPath(p string) string {
 	if strings.ContainsFunc(rest, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return "/"
 	}
+	if u, err := url.Parse(p); err != nil || u.Scheme != "" || u.Host != "" {
+		return "/"
+	}
 	return p
 }
