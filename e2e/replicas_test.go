@@ -248,25 +248,3 @@ func lastSessionCookie(t *testing.T, b *browser) string {
 	t.Fatal("no session cookie was ever set")
 	return ""
 }
-
-// assertNoSecretLeakIn is assertNoSecretLeak for a given log text.
-func assertNoSecretLeakIn(t *testing.T, idp *harness.Provider, logs string, browsers ...*browser) {
-	t.Helper()
-	for _, sec := range idp.IssuedTokens(t) {
-		if sec.Kind == "authorization_code" {
-			continue
-		}
-		if strings.Contains(logs, sec.Value) {
-			t.Errorf("a replica's logs contain a %s", sec.Kind)
-		}
-		for _, b := range browsers {
-			seen := b.rec.all()
-			if sec.Kind == "id_token" {
-				seen = strings.ReplaceAll(seen, "id_token_hint="+sec.Value, "")
-			}
-			if strings.Contains(seen, sec.Value) {
-				t.Errorf("a response contains a %s", sec.Kind)
-			}
-		}
-	}
-}

@@ -1,7 +1,6 @@
 package devidp
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+
+	"github.com/gatehouse-bff/gatehouse/internal/testutil"
 )
 
 const (
@@ -49,31 +50,13 @@ func (c *clock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // env is a running provider plus a relying party configured for it.
 type env struct {
 	t        *testing.T
 	srv      *Server
 	ts       *httptest.Server
 	clock    *clock
-	logs     *syncBuffer
+	logs     *testutil.SyncBuffer
 	provider *oidc.Provider
 	verifier *oidc.IDTokenVerifier
 	oauth    *oauth2.Config
@@ -100,7 +83,7 @@ func newEnv(t *testing.T, issuerPath string, configure func(*Config)) *env {
 	t.Helper()
 	ts := httptest.NewUnstartedServer(nil)
 	cfg := testConfig()
-	e := &env{t: t, ts: ts, clock: newClock(), logs: &syncBuffer{}}
+	e := &env{t: t, ts: ts, clock: newClock(), logs: &testutil.SyncBuffer{}}
 	cfg.Listen = ts.Listener.Addr().String()
 	cfg.Issuer = "http://" + cfg.Listen + issuerPath
 	cfg.Now = e.clock.Now

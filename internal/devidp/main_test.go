@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-bff/gatehouse/internal/testutil"
 )
 
 var issuerLine = regexp.MustCompile(`issuer (\S+) listening on (\S+)`)
@@ -40,7 +42,7 @@ func TestMainServes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
-			var stdout, stderr syncBuffer
+			var stdout, stderr testutil.SyncBuffer
 			code := make(chan int, 1)
 			go func() { code <- Main(ctx, tc.args(t), &stdout, &stderr) }()
 
@@ -124,7 +126,7 @@ func TestMainRefuses(t *testing.T) {
 			// its exit code 0 fails the test instead of hanging it.
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 			defer cancel()
-			var stdout, stderr syncBuffer
+			var stdout, stderr testutil.SyncBuffer
 			if code := Main(ctx, tc.args(t), &stdout, &stderr); code != tc.wantCode {
 				t.Errorf("exit code %d, want %d; stderr:\n%s", code, tc.wantCode, stderr.String())
 			}

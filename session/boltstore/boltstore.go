@@ -44,6 +44,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/gatehouse-bff/gatehouse/internal/leases"
 	"github.com/gatehouse-bff/gatehouse/session"
 )
 
@@ -103,9 +104,7 @@ type Store struct {
 	db  *bolt.DB
 	now func() time.Time
 
-	mu       sync.Mutex
-	leases   map[string]*lease
-	leaseGen uint64
+	leases *leases.Table
 
 	quit      chan struct{} // closed by Close
 	sweepDone chan struct{}
@@ -149,13 +148,13 @@ func Open(opts Options) (*Store, error) {
 	s := &Store{
 		db:        db,
 		now:       opts.Now,
-		leases:    map[string]*lease{},
 		quit:      make(chan struct{}),
 		sweepDone: make(chan struct{}),
 	}
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.leases = leases.New(s.now)
 	go s.sweepLoop(every)
 	return s, nil
 }
@@ -350,6 +349,7 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.quit)
+		s.leases.Close()
 		<-s.sweepDone
 		s.closeErr = s.db.Close()
 	})

@@ -55,7 +55,7 @@ func (s *Store) Sweep() (deleted int, err error) {
 			return deleted, s.fail("sweep", err)
 		}
 	}
-	s.sweepLeases(at)
+	s.leases.Sweep()
 	return deleted, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gatehouse-bff/gatehouse/internal/leases"
 	"github.com/gatehouse-bff/gatehouse/session"
 )
 
@@ -28,8 +29,7 @@ type Store struct {
 	mu      sync.Mutex
 	values  map[string]entry
 	indexes map[string]map[string]time.Time // index -> member -> expiry
-	leases  map[string]*lease
-	leaseN  uint64 // numbers leases store-wide, so a stale release never matches a new lease
+	leases  *leases.Table
 
 	stop chan struct{}
 	done chan struct{}
@@ -38,13 +38,6 @@ type Store struct {
 type entry struct {
 	value   []byte
 	expires time.Time
-}
-
-type lease struct {
-	gen     uint64
-	held    bool
-	expires time.Time
-	freed   chan struct{} // closed when the lease is released; nil when nobody waits
 }
 
 // Options tune a Store. The zero value is fine.
@@ -61,13 +54,13 @@ func New(opts Options) *Store {
 		now:     opts.Now,
 		values:  map[string]entry{},
 		indexes: map[string]map[string]time.Time{},
-		leases:  map[string]*lease{},
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.leases = leases.New(s.now)
 	every := opts.SweepInterval
 	if every <= 0 {
 		every = time.Minute
@@ -163,54 +156,7 @@ func (s *Store) Members(_ context.Context, index string) ([]string, error) {
 
 // Lock grants leases in this process only; that is all a memory store can share.
 func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (func(), error) {
-	for {
-		now := s.now()
-		s.mu.Lock()
-		l := s.leases[name]
-		if l == nil {
-			l = &lease{}
-			s.leases[name] = l
-		}
-		if !l.held || !now.Before(l.expires) {
-			s.leaseN++
-			l.gen = s.leaseN
-			l.held, l.expires = true, now.Add(ttl)
-			gen := l.gen
-			s.mu.Unlock()
-			var once sync.Once
-			return func() { once.Do(func() { s.release(name, gen) }) }, nil
-		}
-		if l.freed == nil {
-			l.freed = make(chan struct{})
-		}
-		freed, wait := l.freed, l.expires.Sub(now)
-		s.mu.Unlock()
-
-		timer := time.NewTimer(wait)
-		select {
-		case <-freed:
-		case <-timer.C:
-		case <-ctx.Done():
-			timer.Stop()
-			return nil, ctx.Err()
-		}
-		timer.Stop()
-	}
-}
-
-func (s *Store) release(name string, gen uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.leases[name]
-	if l == nil || l.gen != gen || !l.held {
-		return // expired and taken by someone else meanwhile
-	}
-	l.held = false
-	if l.freed != nil {
-		close(l.freed)
-		l.freed = nil
-	}
-	delete(s.leases, name)
+	return s.leases.Lock(ctx, name, ttl)
 }
 
 func (s *Store) Ping(context.Context) error { return nil }
@@ -267,4 +213,5 @@ func (s *Store) Sweep() {
 			delete(s.indexes, ix)
 		}
 	}
+	s.leases.Sweep()
 }

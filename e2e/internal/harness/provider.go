@@ -16,7 +16,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"os/exec"
@@ -28,6 +27,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-bff/gatehouse/internal/testutil"
 )
 
 // Default credentials of the user created when ProviderConfig.Users is empty.
@@ -180,7 +181,7 @@ type Provider struct {
 	configPath string
 	tokenLog   string
 	pid        int
-	stderr     *syncBuffer
+	stderr     *testutil.SyncBuffer
 	stop       func() error
 }
 
@@ -358,7 +359,7 @@ func startProvider(t testing.TB, root string, cfg ProviderConfig, port int) (*Pr
 
 	cmd := exec.Command("node", filepath.Join(root, "e2e", "provider", "server.mjs"), configPath)
 	cmd.Dir = root
-	stderr := &syncBuffer{}
+	stderr := &testutil.SyncBuffer{}
 	cmd.Stderr = stderr
 	ready := make(chan string, 1)
 	cmd.Stdout = &readyWriter{ready: ready, other: stderr}
@@ -471,24 +472,6 @@ func (w *readyWriter) Write(p []byte) (int, error) {
 			_, _ = w.other.Write([]byte("stdout: " + line + "\n"))
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -713,39 +696,7 @@ func ConfirmLogout(t testing.TB, client *http.Client, endSessionURL string) *htt
 // http://127.0.0.1 and http://localhost as secure contexts, so this jar stores and sends
 // cookies for those hosts as if the scheme were https (Gatehouse's cookies are __Host- and
 // Secure). Cookies are still per host, not per port, as in a browser.
-func NewLoopbackJar() http.CookieJar {
-	inner, err := cookiejar.New(nil)
-	if err != nil {
-		panic(err) // cookiejar.New(nil) never fails
-	}
-	return &loopbackJar{inner: inner}
-}
-
-type loopbackJar struct {
-	inner http.CookieJar
-}
-
-func (j *loopbackJar) SetCookies(u *url.URL, cookies []*http.Cookie) {
-	j.inner.SetCookies(secureLoopback(u), cookies)
-}
-
-func (j *loopbackJar) Cookies(u *url.URL) []*http.Cookie {
-	return j.inner.Cookies(secureLoopback(u))
-}
-
-func secureLoopback(u *url.URL) *url.URL {
-	if u.Scheme != "http" {
-		return u
-	}
-	host := u.Hostname()
-	ip := net.ParseIP(host)
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") || (ip != nil && ip.IsLoopback()) {
-		c := *u
-		c.Scheme = "https"
-		return &c
-	}
-	return u
-}
+func NewLoopbackJar() http.CookieJar { return testutil.NewLoopbackJar() }
 
 // StopRedirectsAt is a CheckRedirect policy that follows redirects until the next one goes to
 // a URL starting with prefix (for example a gateway's callback), and returns that redirect.
