@@ -32,7 +32,17 @@ type env struct {
 
 func newEnv(t *testing.T, mutate ...func(*gatehouse.Config)) *env {
 	t.Helper()
+	return newEnvKnobs(t, nil, mutate...)
+}
+
+// newEnvKnobs sets the fake provider's knobs before the gateway starts (and discovers
+// its metadata in the background).
+func newEnvKnobs(t *testing.T, knobs func(*idptest.Knobs), mutate ...func(*gatehouse.Config)) *env {
+	t.Helper()
 	e := &env{t: t, idp: idptest.New(t), logs: &testutil.SyncBuffer{}, clock: &testutil.Clock{}}
+	if knobs != nil {
+		e.idp.Set(knobs)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -309,13 +309,12 @@ func TestCallbackBadInputs(t *testing.T) {
 }
 
 func TestIssuerParamOptionalWhenNotAdvertised(t *testing.T) {
-	e := newEnv(t)
-	e.idp.Set(func(k *idptest.Knobs) { k.IssParam, k.AdvertiseIss = "omit", false })
+	noIss := func(k *idptest.Knobs) { k.IssParam, k.AdvertiseIss = "omit", false }
+	e := newEnvKnobs(t, noIss)
 	b := e.browser()
 	wantStatus(t, b.get(b.startLogin("/")), 200)
 
-	strict := newEnv(t, func(c *gatehouse.Config) { c.Provider.RequireIssuerParam = true })
-	strict.idp.Set(func(k *idptest.Knobs) { k.IssParam, k.AdvertiseIss = "omit", false })
+	strict := newEnvKnobs(t, noIss, func(c *gatehouse.Config) { c.Provider.RequireIssuerParam = true })
 	b = strict.browser()
 	wantStatus(t, b.get(b.startLogin("/")), 400)
 }
