@@ -415,3 +415,23 @@ func TestUserSlidesIdleTimeout(t *testing.T) {
 		t.Fatalf("the slide was not saved: %v", got)
 	}
 }
+
+func TestUserRefusesOtherOrigins(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	b.login()
+	before := decode(t, b.api("GET", "/bff/user?slide=false"))["session"].(map[string]any)["idle_expires_in"]
+	e.clock.Advance(5 * time.Minute)
+	// A page on a sibling origin of the same site (or another site) cannot slide the
+	// session through /bff/user, nor list sessions.
+	for _, site := range []string{"same-site", "cross-site"} {
+		wantJSONError(t, b.get("/bff/user", "Sec-Fetch-Site", site, "Sec-Fetch-Mode", "cors"), 403, "csrf_rejected", "cross_origin")
+		wantJSONError(t, b.get("/bff/sessions", "Sec-Fetch-Site", site, "Sec-Fetch-Mode", "cors"), 403, "csrf_rejected", "cross_origin")
+	}
+	wantJSONError(t, b.get("/bff/user", "Origin", "http://evil.example"), 403, "csrf_rejected", "cross_origin")
+	after := decode(t, b.api("GET", "/bff/user?slide=false"))["session"].(map[string]any)["idle_expires_in"]
+	if after.(float64) != before.(float64)-300 {
+		t.Fatalf("idle_expires_in went from %v to %v: a refused request slid the session", before, after)
+	}
+	wantStatus(t, b.get("/bff/user"), 200) // no fetch metadata (curl, old clients): allowed
+}

@@ -91,8 +91,15 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 	return nil
 }
 
-// isNavigation reports whether r is a person's top-level page load.
+// isNavigation reports whether r is a person's top-level page load: only those may be
+// redirected to login. A frame is not one (Sec-Fetch-Dest: iframe), so a page on another
+// site cannot start logins by framing protected addresses.
 func isNavigation(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Dest") {
+	case "", "document":
+	default:
+		return false
+	}
 	return (r.Method == http.MethodGet || r.Method == http.MethodHead) && wantsHTML(r) && !isWebSocket(r)
 }
 

@@ -303,6 +303,10 @@ func TestProxyRouteRules(t *testing.T) {
 		t.Fatalf("navigation redirected to %q", r.Header.Get("Location"))
 	}
 
+	// A frame is not a top-level navigation: no login flow for framed API addresses.
+	r = anon.get("/api/report", "Sec-Fetch-Mode", "navigate", "Sec-Fetch-Dest", "iframe", "Accept", "text/html")
+	wantJSONError(t, r, 401, "unauthenticated", "no_session")
+
 	// token: client works without a session, with one cached token.
 	r = anon.api("GET", "/client/items")
 	wantStatus(t, r, 200)

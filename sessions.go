@@ -42,10 +42,12 @@ func (g *Gateway) subjectSessions(r *http.Request, subject string) ([]*session.S
 // handleSessions: GET /bff/sessions lists the caller's sessions; DELETE
 // /bff/sessions?others=true ends all but the current one.
 func (g *Gateway) handleSessions(w http.ResponseWriter, r *http.Request) error {
+	check := g.checkSameOrigin
 	if r.Method == http.MethodDelete {
-		if err := g.checkCSRF(r); err != nil {
-			return jsonOnly(err)
-		}
+		check = g.checkCSRF
+	}
+	if err := check(r); err != nil {
+		return jsonOnly(err)
 	}
 	s, err := g.sessionOrFail(w, r)
 	if err != nil {

@@ -78,6 +78,9 @@ type sessionTimes struct {
 
 // handleUser answers GET /bff/user: who is logged in. Never a token.
 func (g *Gateway) handleUser(w http.ResponseWriter, r *http.Request) error {
+	if err := g.checkSameOrigin(r); err != nil {
+		return jsonOnly(err)
+	}
 	s, err := g.sessionOrFail(w, r)
 	if err != nil {
 		return jsonOnly(err)

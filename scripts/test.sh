@@ -49,6 +49,7 @@ go vet ./...
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 if $quick; then
+  command -v redis-server >/dev/null || { echo "the Redis store's tests need redis-server: run scripts/test.sh once, or apt-get install -y redis-server" >&2; exit 1; }
   step "unit tests (-race)"
   go test -race $(go list ./... | grep -v /e2e)
   exit 0
