@@ -71,7 +71,7 @@ func (g *Gateway) serveFrontend(w http.ResponseWriter, r *http.Request) {
 				g.fail(w, r, sessionError(err))
 				return
 			}
-			http.Redirect(w, r, "/bff/login?returnUrl="+url.QueryEscape(localPath(r.URL.RequestURI())), http.StatusFound)
+			g.redirectToLogin(w, r)
 			return
 		}
 	}

@@ -80,10 +80,9 @@ type Gateway struct {
 
 	cspConfigured bool // frontend.csp was set explicitly
 
-	stop     context.CancelFunc
-	done     chan struct{}
-	closeMu  sync.Once
-	warnings []string
+	stop    context.CancelFunc
+	done    chan struct{}
+	closeMu sync.Once
 }
 
 type route struct {
@@ -165,8 +164,7 @@ func New(cfg Config) (*Gateway, error) {
 	if g.frontend, err = g.newFrontend(); err != nil {
 		return nil, err
 	}
-	g.warnings = cfg.weakerOptions()
-	for _, w := range g.warnings {
+	for _, w := range cfg.weakerOptions() {
 		g.log.Warn("weaker security option in use", "option", w)
 	}
 

@@ -3,7 +3,6 @@ package gatehouse
 import (
 	"context"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/gatehouse-bff/gatehouse/session"
@@ -67,7 +66,7 @@ func (g *Gateway) RequireSession(next http.Handler) http.Handler {
 		if err != nil {
 			he := sessionError(err)
 			if he.status == http.StatusUnauthorized && isNavigation(r) {
-				http.Redirect(w, r, "/bff/login?returnUrl="+url.QueryEscape(localPath(r.URL.RequestURI())), http.StatusFound)
+				g.redirectToLogin(w, r)
 				return
 			}
 			if he.status == http.StatusUnauthorized && g.sessionCookie(r) != "" {

@@ -146,10 +146,8 @@ func TestProviderDownDuringRefreshKeepsSession(t *testing.T) {
 	// Unreachable altogether.
 	e.idp.Server.CloseClientConnections()
 	e.clock.Advance(2 * time.Minute)
-	saved := e.idp.Server.Listener
 	e.idp.Server.Listener.Close()
 	wantJSONError(t, b.api("GET", "/api/x"), 503, "unavailable", "provider_unavailable")
-	_ = saved
 	wantStatus(t, b.api("GET", "/bff/user"), 200)
 }
 

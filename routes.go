@@ -43,7 +43,7 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 			if needUser {
 				if isNavigation(r) {
 					// A person opened a protected address: send them to log in and back.
-					http.Redirect(w, r, "/bff/login?returnUrl="+url.QueryEscape(localPath(r.URL.RequestURI())), http.StatusFound)
+					g.redirectToLogin(w, r)
 					return nil
 				}
 				if g.sessionCookie(r) != "" {
@@ -89,6 +89,11 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 	}
 	g.proxy.Serve(w, r, rt.target, token, p, rawPath, g.clientIP(r))
 	return nil
+}
+
+// redirectToLogin sends a person who opened a protected address to log in, and back.
+func (g *Gateway) redirectToLogin(w http.ResponseWriter, r *http.Request) {
+	http.Redirect(w, r, "/bff/login?returnUrl="+url.QueryEscape(localPath(r.URL.RequestURI())), http.StatusFound)
 }
 
 // isNavigation reports whether r is a person's top-level page load: only those may be
