@@ -164,7 +164,7 @@ func New(cfg Config) (*Gateway, error) {
 	if g.frontend, err = g.newFrontend(); err != nil {
 		return nil, err
 	}
-	for _, w := range cfg.weakerOptions() {
+	for _, w := range cfg.WeakerOptions() {
 		g.log.Warn("weaker security option in use", "option", w)
 	}
 
@@ -186,8 +186,10 @@ func derivedServerKey(p ProviderConfig) []byte {
 	return session.DeriveKey([]byte(material), "server key ring (derived)")
 }
 
-// weakerOptions lists the options in use that weaken the defaults, for a startup warning.
-func (c Config) weakerOptions() []string {
+// WeakerOptions lists the options in use that weaken the secure defaults, by their YAML
+// names. New logs each as a warning; `gatehouse check` prints them.
+func (c Config) WeakerOptions() []string {
+	c = c.withDefaults()
 	var w []string
 	if c.Cookie.AllowNonHostPrefix && !strings.HasPrefix(c.Cookie.Name, "__Host-") {
 		w = append(w, "cookie.allow_non_host_prefix")

@@ -108,21 +108,10 @@ func check(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: configuration OK (%d route(s), session store %s, provider %s)\n",
 		path, len(l.gw.Routes), storeKind(l.storeURL), l.gw.Provider.Issuer)
-	for _, w := range append(l.warnings, weaker(l)...) {
+	for _, w := range append(l.warnings, l.gw.WeakerOptions()...) {
 		fmt.Fprintf(stdout, "warning: %s weakens the defaults\n", w)
 	}
 	return 0
-}
-
-func weaker(l *loaded) []string {
-	var w []string
-	if l.gw.Cookie.AllowNonHostPrefix {
-		w = append(w, "cookie.allow_non_host_prefix")
-	}
-	if len(l.gw.CSRF.TrustedOrigins) > 0 {
-		w = append(w, "csrf.trusted_origins")
-	}
-	return w
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {

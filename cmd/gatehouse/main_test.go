@@ -218,3 +218,24 @@ func TestStoreURLs(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckWarnsAboutEveryWeakerOption(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "gatehouse.yaml", `
+public_url: http://127.0.0.1:9080
+provider: {issuer: "http://127.0.0.1:9000", client_id: bff, client_secret: s, skip_userinfo: true}
+cookie: {name: gatehouse, allow_non_host_prefix: true, same_site: lax}
+csrf: {trusted_origins: ["https://partner.example"]}
+admin: {listen: "0.0.0.0:9090", allow_non_loopback: true}
+`)
+	code, out, errOut := runCmd(t, "check", "--config", p)
+	if code != 0 {
+		t.Fatalf("check = %d: %s", code, errOut)
+	}
+	for _, w := range []string{"cookie.allow_non_host_prefix", "cookie.same_site=lax", "csrf.trusted_origins",
+		"provider.skip_userinfo", "admin.allow_non_loopback"} {
+		if !strings.Contains(out, "warning: "+w+" weakens the defaults") {
+			t.Errorf("check does not warn about %s:\n%s", w, out)
+		}
+	}
+}
