@@ -144,6 +144,16 @@ func (t ticket) handle() string {
 	return base64.RawURLEncoding.EncodeToString(sum[:16])
 }
 
+// HandleOf returns the handle of the session a cookie value names, without reading the
+// store (for logging which session an expired or refused cookie was for).
+func HandleOf(cookie string) (string, bool) {
+	t, ok := parseTicket(cookie)
+	if !ok {
+		return "", false
+	}
+	return t.handle(), true
+}
+
 // ValidHandle reports whether h has the shape of a session handle, so that garbage from
 // a URL never reaches a store.
 func ValidHandle(h string) bool {

@@ -16,8 +16,9 @@
 // (a lease so that only one replica refreshes a session's tokens), [Indexer] (the
 // sessions of a subject or of a provider session, for back-channel logout and session
 // lists), [Adder] (insert-if-absent, for replay detection), [Pinger] (readiness) and
-// [Fresher] (a read that bypasses a client-side cache). Every built-in store implements
-// all of them and passes the conformance suite in package sessiontest.
+// [Fresher] (a read that bypasses a client-side cache), and [Counter] (how many sessions
+// there are, for a gauge). Every built-in store implements all of them and passes the
+// conformance suite in package sessiontest.
 package session
 
 import (
@@ -95,6 +96,21 @@ type Pinger interface {
 type Fresher interface {
 	GetFresh(ctx context.Context, key string) ([]byte, error)
 }
+
+// Counter reports how many sessions the store holds (for the active-sessions gauge); it may
+// be approximate and may be slow, callers cache it.
+//
+// Only session records count: the keys made by [RecordKeyPrefix] ("s:{handle}"), not
+// tombstones ("t:"), locks ("l:"), login flows ("f:"), used logout tokens ("j:") or index
+// sets ("sub:", "psid:"). An expired record does not count, though a store may count one
+// that expires while it is counting.
+type Counter interface {
+	CountSessions(ctx context.Context) (int, error)
+}
+
+// RecordKeyPrefix starts the store key of every session record, and no other key: a
+// Counter counts the keys that start with it.
+const RecordKeyPrefix = "s:{"
 
 // Closer is a Store holding resources (connections, files) that Close releases.
 type Closer interface {

@@ -55,6 +55,7 @@ var (
 	_ session.Indexer = (*Store)(nil)
 	_ session.Pinger  = (*Store)(nil)
 	_ session.Closer  = (*Store)(nil)
+	_ session.Counter = (*Store)(nil)
 )
 
 var (
@@ -329,6 +330,31 @@ func (s *Store) Members(ctx context.Context, index string) ([]string, error) {
 		return nil, s.fail("members", err)
 	}
 	return out, nil
+}
+
+// CountSessions counts the live session records: the keys of the values bucket that start
+// with session.RecordKeyPrefix, which bolt keeps together in key order, so the other keys
+// are not read. It is one read transaction, which does not block writers.
+func (s *Store) CountSessions(ctx context.Context) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	now := s.now().UnixNano()
+	prefix := []byte(session.RecordKeyPrefix)
+	n := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketValues).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if exp, ok := expiryOf(v); ok && exp > now {
+				n++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, s.fail("count", err)
+	}
+	return n, nil
 }
 
 // Ping reports whether the file is open and readable.

@@ -249,6 +249,59 @@ func testManager(t *testing.T, open func(*testing.T) session.Store) {
 			t.Fatal("ended session still listed by provider session id")
 		}
 	})
+	t.Run("CountSessions", func(t *testing.T) {
+		st := open(t)
+		c, ok := st.(session.Counter)
+		if !ok {
+			t.Skip("store is not a session.Counter")
+		}
+		count := func(want int) {
+			t.Helper()
+			n, err := c.CountSessions(ctx(t))
+			if err != nil {
+				t.Fatalf("CountSessions: %v", err)
+			}
+			if n != want {
+				t.Fatalf("CountSessions = %d, want %d", n, want)
+			}
+		}
+		count(0)
+		m := newManager(t, st, time.Minute, time.Hour)
+		var handles []string
+		for _, sub := range []string{"kate", "kate", "liam"} {
+			s := sample(sub)
+			if _, err := m.Create(ctx(t), s); err != nil {
+				t.Fatal(err)
+			}
+			handles = append(handles, s.Handle)
+		}
+		// Keys of every other kind the gateway stores do not count: a login flow, a used
+		// logout token, a lease, look-alikes of a record key.
+		for _, k := range []string{"f:flow", "j:jti", "t:{x}", "sub:x", "psid:x", "s:", "s{x}", "xs:{x}", "S:{x}"} {
+			if err := st.Set(ctx(t), k, []byte("v"), time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if l, ok := st.(session.Locker); ok {
+			release, err := l.Lock(ctx(t), "l:{"+handles[0]+"}", time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer release()
+		}
+		count(3)
+		if ended, err := m.End(ctx(t), handles[0], session.ReasonRevoked); err != nil || !ended {
+			t.Fatalf("End = %v, %v", ended, err)
+		}
+		count(2) // and its tombstone does not count
+		// An expired record does not count.
+		if err := st.Set(ctx(t), "s:{short}", []byte("v"), 200*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		count(3)
+		time.Sleep(400 * time.Millisecond)
+		count(2)
+	})
 	t.Run("KeyRotation", func(t *testing.T) {
 		st := open(t)
 		k1, k2 := session.NewRandomKey(), session.NewRandomKey()

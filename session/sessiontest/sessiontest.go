@@ -6,8 +6,8 @@
 //	}
 //
 // The suite checks the Store contract and every optional capability the store declares
-// (Adder, Indexer, Locker, Pinger), then drives a session.Manager over the store: expiry,
-// ending, listing and the lock → reload → save cycle. It uses real time with short ttls,
+// (Adder, Indexer, Locker, Pinger, Counter), then drives a session.Manager over the store:
+// expiry, ending, listing, counting and the lock → reload → save cycle. It uses real time with short ttls,
 // so it needs no control over the store's clock.
 package sessiontest
 

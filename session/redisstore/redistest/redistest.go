@@ -1,6 +1,6 @@
 // Package redistest starts throwaway redis-server processes for tests: a standalone
 // server (optionally persistent, password-protected or TLS-only) with Start, or a Redis
-// Cluster with StartCluster. Each server listens on a free 127.0.0.1 port, keeps its
+// Cluster (optionally with replicas) with StartCluster. Each server listens on a free 127.0.0.1 port, keeps its
 // files in a t.TempDir(), and is stopped by PID when the test ends.
 //
 // It needs the redis-server binary (and redis-cli for a cluster) on PATH. A test that
@@ -43,6 +43,7 @@ type config struct {
 	password   string
 	args       []string
 	cluster    bool
+	replicas   int         // replicas per master of a cluster
 	sentinel   *sentinelOf // this server is a sentinel monitoring that master
 }
 
@@ -163,6 +164,12 @@ func (s *Server) buildArgs() []string {
 			"--cluster-config-file", filepath.Join(s.Dir, "nodes.conf"),
 			"--cluster-node-timeout", "2000",
 		)
+		if s.cfg.replicas > 0 {
+			// Replicas sync at once, not after the default 5 s wait for more replicas;
+			// and a master pings them every second, not 10: until a replica's offset
+			// moves past 0, CLUSTER SLOTS does not list it, so clients do not see it.
+			a = append(a, "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1")
+		}
 	}
 	return append(a, s.cfg.args...)
 }
