@@ -3,6 +3,7 @@ package gatehouse
 import (
 	"crypto/subtle"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 
@@ -43,6 +44,10 @@ var errAdminAuth = &httpError{status: http.StatusUnauthorized, code: "unauthoriz
 // the admin API does not exist.
 func (g *Gateway) adminAuth(h func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := g.limitByIP(w, r, limitAdmin); err != nil {
+			g.fail(w, r, jsonOnly(err))
+			return
+		}
 		if g.cfg.Admin.Token == "" {
 			g.fail(w, r, &httpError{status: http.StatusNotFound, code: "not_found", reason: "admin_api_disabled", forceJSON: true})
 			return
@@ -50,6 +55,7 @@ func (g *Gateway) adminAuth(h func(http.ResponseWriter, *http.Request) error) ht
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(g.cfg.Admin.Token)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse-admin"`)
+			g.audit(r, evAdminDenied, nil, slog.String("route", r.URL.Path))
 			g.fail(w, r, errAdminAuth)
 			return
 		}
@@ -93,6 +99,7 @@ func (g *Gateway) adminEndSubject(w http.ResponseWriter, r *http.Request) error 
 		}
 		if ok {
 			ended++
+			g.audit(r, evSessionRevoked, s, slog.String("by", "admin"))
 		}
 	}
 	g.metrics.sessions.WithLabelValues("revoked_by_admin").Add(float64(ended))
@@ -103,6 +110,10 @@ func (g *Gateway) adminEndSubject(w http.ResponseWriter, r *http.Request) error 
 
 func (g *Gateway) adminEndSession(w http.ResponseWriter, r *http.Request) error {
 	sid := r.PathValue("sid")
+	target, _ := g.sessions.Peek(r.Context(), sid) // for the audit log's subject
+	if target == nil {
+		target = &session.Session{Handle: sid}
+	}
 	ok, err := g.sessions.End(r.Context(), sid, session.ReasonRevoked)
 	if err != nil && !errors.Is(err, session.ErrNotFound) {
 		return errStoreDown.with(err)
@@ -112,6 +123,7 @@ func (g *Gateway) adminEndSession(w http.ResponseWriter, r *http.Request) error 
 	}
 	g.metrics.sessions.WithLabelValues("revoked_by_admin").Inc()
 	g.log.Info("admin revoked a session", "session", sid)
+	g.audit(r, evSessionRevoked, target, slog.String("by", "admin"))
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -20,6 +20,7 @@ func (g *Gateway) handleBackchannel(w http.ResponseWriter, r *http.Request) erro
 	w.Header().Set("Cache-Control", "no-store")
 	invalid := func(cause error) error {
 		g.metrics.backchannel.WithLabelValues("rejected").Inc()
+		g.audit(r, evBackchannelLogout, nil, slog.String("outcome", "rejected"))
 		return &httpError{status: http.StatusBadRequest, code: "invalid_request", forceJSON: true, cause: cause, level: slog.LevelWarn}
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
@@ -55,12 +56,13 @@ func (g *Gateway) handleBackchannel(w http.ResponseWriter, r *http.Request) erro
 	ended, err := g.endProviderSessions(r.Context(), lt)
 	if err != nil {
 		// Forget the jti so the provider (or an operator) can retry.
-		g.store.Delete(context.WithoutCancel(r.Context()), jtiKey)
+		g.kv.Delete(context.WithoutCancel(r.Context()), jtiKey)
 		return &httpError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", forceJSON: true, cause: err, level: slog.LevelError}
 	}
 	g.metrics.backchannel.WithLabelValues("accepted").Inc()
 	g.metrics.sessions.WithLabelValues("backchannel").Add(float64(ended))
 	g.log.Info("back-channel logout", "sessions_ended", ended, "by_sid", lt.SID != "")
+	g.audit(r, evBackchannelLogout, &session.Session{Subject: lt.Subject}, slog.String("outcome", "accepted"), slog.Int("sessions_ended", ended), slog.Bool("by_sid", lt.SID != ""))
 	w.WriteHeader(http.StatusOK)
 	return nil
 }
@@ -112,13 +114,5 @@ func jtiStoreKey(issuer, jti string) string {
 
 // addOnce records key unless present: atomically when the store is an Adder.
 func (g *Gateway) addOnce(ctx context.Context, key string, ttl time.Duration) (bool, error) {
-	if a, ok := g.store.(session.Adder); ok {
-		return a.Add(ctx, key, []byte{1}, ttl)
-	}
-	if _, err := g.store.Get(ctx, key); err == nil {
-		return false, nil
-	} else if !errors.Is(err, session.ErrNotFound) {
-		return false, err
-	}
-	return true, g.store.Set(ctx, key, []byte{1}, ttl)
+	return g.kv.Add(ctx, key, []byte{1}, ttl)
 }

@@ -16,6 +16,23 @@ var protocolClaims = []string{"aud", "azp", "nonce", "at_hash", "c_hash", "s_has
 
 // handleCallback completes a login: GET /bff/callback?code=…&state=…&iss=….
 func (g *Gateway) handleCallback(w http.ResponseWriter, r *http.Request) error {
+	err := g.callback(w, r)
+	var he *httpError
+	if err != nil && errors.As(err, &he) {
+		reason := he.reason
+		if he.code == "login_refused" {
+			reason = "provider_" + reason // provider_access_denied, …
+		}
+		if reason == "" {
+			reason = he.code
+		}
+		g.metrics.loginFailures.WithLabelValues(reason).Inc()
+		g.audit(r, evLoginFailed, nil, slog.String("reason", reason))
+	}
+	return err
+}
+
+func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Referrer-Policy", "no-referrer") // the URL holds the code
 	q := r.URL.Query()
 	f, err := g.takeFlow(w, r, q.Get("state"))
@@ -76,7 +93,9 @@ func (g *Gateway) handleCallback(w http.ResponseWriter, r *http.Request) error {
 	// A fresh id for every login (no fixation); the browser's previous session ends.
 	if old := g.sessionCookie(r); old != "" {
 		if prev, err := g.sessions.Load(r.Context(), old); err == nil {
-			g.sessions.End(r.Context(), prev.Handle, session.ReasonRevoked)
+			if ended, _ := g.sessions.End(r.Context(), prev.Handle, session.ReasonRevoked); ended {
+				g.audit(r, evSessionRevoked, prev, slog.String("by", "login"), slog.String("reason", "replaced"))
+			}
 		}
 	}
 	cookie, err := g.sessions.Create(r.Context(), s)
@@ -87,6 +106,7 @@ func (g *Gateway) handleCallback(w http.ResponseWriter, r *http.Request) error {
 	g.metrics.logins.WithLabelValues("completed").Inc()
 	g.metrics.sessions.WithLabelValues("created").Inc()
 	g.log.Info("login", "session", s.Handle, "refresh_token", s.Token.RefreshToken != "")
+	g.audit(r, evLoginSucceeded, s)
 
 	// The browser arrived here by a cross-site redirect from the provider, and a
 	// SameSite=Strict cookie is not sent on any request of that navigation, redirects

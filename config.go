@@ -10,12 +10,14 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gatehouse-bff/gatehouse/ratelimit"
 	"github.com/gatehouse-bff/gatehouse/session"
 )
 
@@ -46,6 +48,21 @@ type Config struct {
 	// Logger receives structured logs; it never receives a token, secret or cookie value.
 	// Default: slog.Default().
 	Logger *slog.Logger
+	// AuditLogger receives the audit events (logins, logouts, refreshes, expired and
+	// revoked sessions, back-channel logouts, CSRF refusals, rate limiting, denied
+	// routes), one record each, with no token, code, secret or cookie value. Default:
+	// JSON lines on standard error. See docs/operations.md.
+	AuditLogger *slog.Logger
+	// RateLimits bound logins, callbacks, back-channel logouts, session management and
+	// the admin API per client IP (and per user for session management) (rate_limits).
+	RateLimits RateLimitConfig
+	// RateLimiter keeps the rate limits' buckets. Default: in this process's memory. The
+	// binary shares them through Redis when the session store is Redis.
+	RateLimiter ratelimit.Limiter
+	// InsecureDiagnostics serves GET /bff/diagnostics, a page for developers about the
+	// configuration, the provider and the caller's session (insecure_diagnostics). It is
+	// refused unless public_url is a loopback address.
+	InsecureDiagnostics bool
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// ProviderHTTPClient makes the requests to the identity provider. Default: a client
@@ -127,6 +144,36 @@ type SessionConfig struct {
 	AbsoluteTimeout time.Duration
 	// FlowTimeout is how long a started login may take (flow_timeout). Default 10 minutes.
 	FlowTimeout time.Duration
+	// BindUserAgent ends a session used by another browser than the one that logged in
+	// (bind_user_agent): its User-Agent, version numbers aside, must not change. Off by
+	// default.
+	BindUserAgent bool
+	// BindIPv4Prefix and BindIPv6Prefix end a session used from another network than the
+	// one it logged in from: the client address masked to this many bits must not change
+	// (bind_ipv4_prefix, e.g. 24; bind_ipv6_prefix, e.g. 64). 0, the default, does not
+	// bind. Behind a proxy, set trusted_proxies so that the client's address is known.
+	BindIPv4Prefix int
+	BindIPv6Prefix int
+}
+
+// RateLimitConfig bounds the endpoints an attacker can call without a session
+// (rate_limits:). Each is a token bucket per client IP, except Sessions, which is per
+// user. A refused request gets 429 with Retry-After and a rate_limited audit event.
+type RateLimitConfig struct {
+	Login       RateLimit // login: GET /bff/login. Default 60/min, burst 60.
+	Callback    RateLimit // callback: GET /bff/callback. Default 60/min, burst 60.
+	Backchannel RateLimit // backchannel: POST /bff/backchannel. Default 600/min, burst 200.
+	Admin       RateLimit // admin: /admin/* on the admin listener. Default 60/min, burst 30.
+	Sessions    RateLimit // sessions: /bff/sessions, per user. Default 30/min, burst 20.
+	// InsecureDisable turns rate limiting off (insecure_disable), e.g. behind an edge that
+	// limits already.
+	InsecureDisable bool
+}
+
+// RateLimit is a token bucket: Burst requests at once, refilled at PerMinute.
+type RateLimit struct {
+	PerMinute float64 // per_minute
+	Burst     int     // burst
 }
 
 // CookieConfig configures the session cookie (cookie:).
@@ -235,6 +282,22 @@ const DefaultCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img
 func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.AuditLogger == nil {
+		c.AuditLogger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	rl := &c.RateLimits
+	for _, d := range []struct {
+		l         *RateLimit
+		perMinute float64
+		burst     int
+	}{{&rl.Login, 60, 60}, {&rl.Callback, 60, 60}, {&rl.Backchannel, 600, 200}, {&rl.Admin, 60, 30}, {&rl.Sessions, 30, 20}} {
+		if d.l.PerMinute == 0 {
+			d.l.PerMinute = d.perMinute
+		}
+		if d.l.Burst == 0 {
+			d.l.Burst = d.burst
+		}
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -362,6 +425,28 @@ func (c Config) Validate() error {
 	}
 	if s.AbsoluteTimeout < s.IdleTimeout {
 		bad("session.absolute_timeout", "(%s) is shorter than idle_timeout (%s)", s.AbsoluteTimeout, s.IdleTimeout)
+	}
+	if s.BindIPv4Prefix < 0 || s.BindIPv4Prefix > 32 {
+		bad("session.bind_ipv4_prefix", "must be between 0 (off) and 32")
+	}
+	if s.BindIPv6Prefix < 0 || s.BindIPv6Prefix > 128 {
+		bad("session.bind_ipv6_prefix", "must be between 0 (off) and 128")
+	}
+
+	for _, l := range []struct {
+		name string
+		l    RateLimit
+	}{{"login", c.RateLimits.Login}, {"callback", c.RateLimits.Callback}, {"backchannel", c.RateLimits.Backchannel},
+		{"admin", c.RateLimits.Admin}, {"sessions", c.RateLimits.Sessions}} {
+		if l.l.PerMinute < 0 {
+			bad("rate_limits."+l.name+".per_minute", "must be positive")
+		}
+		if l.l.Burst < 0 {
+			bad("rate_limits."+l.name+".burst", "must be positive")
+		}
+	}
+	if c.InsecureDiagnostics && (pub == nil || !isLoopbackHost(pub.Hostname())) {
+		bad("insecure_diagnostics", "is only allowed when public_url is a loopback address (it shows configuration details)")
 	}
 
 	ck := c.Cookie

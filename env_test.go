@@ -25,6 +25,7 @@ type env struct {
 	gw     *gatehouse.Gateway
 	url    string // the gateway's public URL
 	logs   *testutil.SyncBuffer
+	audit  *testutil.SyncBuffer // the audit log, JSON lines
 	clock  *testutil.Clock
 	store  *memstore.Store
 	bodies []string // every response body a browser received, for leak checks
@@ -39,7 +40,7 @@ func newEnv(t *testing.T, mutate ...func(*gatehouse.Config)) *env {
 // its metadata in the background).
 func newEnvKnobs(t *testing.T, knobs func(*idptest.Knobs), mutate ...func(*gatehouse.Config)) *env {
 	t.Helper()
-	e := &env{t: t, idp: idptest.New(t), logs: &testutil.SyncBuffer{}, clock: &testutil.Clock{}}
+	e := &env{t: t, idp: idptest.New(t), logs: &testutil.SyncBuffer{}, audit: &testutil.SyncBuffer{}, clock: &testutil.Clock{}}
 	if knobs != nil {
 		e.idp.Set(knobs)
 	}
@@ -55,9 +56,10 @@ func newEnvKnobs(t *testing.T, knobs func(*idptest.Knobs), mutate ...func(*gateh
 		Provider: gatehouse.ProviderConfig{
 			Issuer: e.idp.Issuer, ClientID: e.idp.ClientID, ClientSecret: e.idp.ClientSecret,
 		},
-		Session: gatehouse.SessionConfig{Store: e.store},
-		Logger:  slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Now:     e.clock.Now,
+		Session:     gatehouse.SessionConfig{Store: e.store},
+		Logger:      slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		AuditLogger: slog.New(slog.NewJSONHandler(e.audit, nil)),
+		Now:         e.clock.Now,
 	}
 	for _, m := range mutate {
 		m(&cfg)

@@ -31,6 +31,8 @@ type httpError struct {
 	// cause is logged, never shown.
 	cause error
 	level slog.Level
+	// sess is the session the request had, if any, for the audit log.
+	sess *session.Session
 }
 
 func (e *httpError) Error() string {
@@ -45,6 +47,23 @@ func (e *httpError) Unwrap() error { return e.cause }
 func (e *httpError) with(cause error) *httpError {
 	c := *e
 	c.cause = cause
+	return &c
+}
+
+// withSession records the request's session on err, when it is an httpError, for the
+// audit log.
+func withSession(err error, s *session.Session) error {
+	var he *httpError
+	if errors.As(err, &he) {
+		return he.of(s)
+	}
+	return err
+}
+
+// of records the request's session for the audit log.
+func (e *httpError) of(s *session.Session) *httpError {
+	c := *e
+	c.sess = s
 	return &c
 }
 

@@ -41,13 +41,16 @@ import (
 	"net/netip"
 	"net/url"
 	"path"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatehouse-bff/gatehouse/idp"
 	"github.com/gatehouse-bff/gatehouse/internal/flight"
+	"github.com/gatehouse-bff/gatehouse/ratelimit"
 	"github.com/gatehouse-bff/gatehouse/session"
 	"github.com/gatehouse-bff/gatehouse/session/memstore"
 	"github.com/gatehouse-bff/gatehouse/upstream"
@@ -65,15 +68,21 @@ type Gateway struct {
 	public   *url.URL
 	origin   string
 	idp      *idp.Client
-	store    session.Store
+	store    session.Store  // as configured: for Close, readiness and counting
+	kv       *observedStore // the store with metrics: every read and write goes through it
 	ownStore bool
 	keys     *session.KeyRing
 	sessions *session.Manager
 	proxy    *upstream.Proxy
-	routes   []*route // longest prefix first
+	tab      atomic.Pointer[table] // routes and rate limits: Reload swaps them
+	limiter  ratelimit.Limiter
+	limitLog limitLog
+	bound    bool // session binding is on
+	drain    drainer
 	cop      *http.CrossOriginProtection
 	frontend http.Handler
 	metrics  *metrics
+	auditLog *slog.Logger
 
 	refreshes    flight.Group[*session.Session]
 	clientTokens clientTokens
@@ -83,6 +92,78 @@ type Gateway struct {
 	stop    context.CancelFunc
 	done    chan struct{}
 	closeMu sync.Once
+}
+
+// table is the part of the configuration that Reload may change while serving.
+type table struct {
+	routes []*route // longest prefix first
+	limits RateLimitConfig
+}
+
+func (g *Gateway) table() *table { return g.tab.Load() }
+
+// newTable builds the routes of cfg (with defaults applied).
+func newTable(cfg Config) *table {
+	t := &table{limits: cfg.RateLimits}
+	for _, r := range cfg.Routes {
+		u, _ := url.Parse(r.Upstream)
+		hdr := http.Header{}
+		for k, v := range r.Headers {
+			hdr.Set(k, v)
+		}
+		rt := &route{Route: r, prefix: routePrefix(r.Path)}
+		rt.target = &upstream.Target{Name: rt.prefix, Prefix: rt.prefix, StripPrefix: r.StripPrefix, URL: u,
+			Timeout: r.Timeout, Headers: hdr, ForwardCookies: r.ForwardCookies}
+		t.routes = append(t.routes, rt)
+	}
+	slices.SortFunc(t.routes, func(a, b *route) int { return len(b.prefix) - len(a.prefix) })
+	return t
+}
+
+// Reload applies the routes and rate limits of cfg while serving: requests already
+// under way finish with the old ones, sessions are untouched. Everything else in cfg is
+// ignored, as it can only change with a restart; Reload returns the names of such
+// changed settings that it can detect, for a warning. cfg is validated first, and
+// nothing changes when it is invalid.
+func (g *Gateway) Reload(cfg Config) (needRestart []string, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if cfg.PublicURL != g.cfg.PublicURL {
+		needRestart = append(needRestart, "public_url")
+	}
+	if !reflect.DeepEqual(cfg.Provider, g.cfg.Provider) {
+		needRestart = append(needRestart, "provider")
+	}
+	if cfg.Session.IdleTimeout != g.cfg.Session.IdleTimeout || cfg.Session.AbsoluteTimeout != g.cfg.Session.AbsoluteTimeout ||
+		cfg.Session.BindUserAgent != g.cfg.Session.BindUserAgent || cfg.Session.BindIPv4Prefix != g.cfg.Session.BindIPv4Prefix ||
+		cfg.Session.BindIPv6Prefix != g.cfg.Session.BindIPv6Prefix || !reflect.DeepEqual(cfg.Session.Keys, g.cfg.Session.Keys) {
+		needRestart = append(needRestart, "session")
+	}
+	if !reflect.DeepEqual(cfg.Cookie, g.cfg.Cookie) {
+		needRestart = append(needRestart, "cookie")
+	}
+	if !reflect.DeepEqual(cfg.CSRF, g.cfg.CSRF) {
+		needRestart = append(needRestart, "csrf")
+	}
+	if !reflect.DeepEqual(cfg.TrustedProxies, g.cfg.TrustedProxies) {
+		needRestart = append(needRestart, "trusted_proxies")
+	}
+	if cfg.Frontend.Dir != g.cfg.Frontend.Dir || cfg.Frontend.Upstream != g.cfg.Frontend.Upstream ||
+		cfg.Frontend.CSP != g.cfg.Frontend.CSP || cfg.Frontend.RequireLogin != g.cfg.Frontend.RequireLogin {
+		needRestart = append(needRestart, "frontend")
+	}
+	if cfg.Admin != g.cfg.Admin {
+		needRestart = append(needRestart, "admin")
+	}
+	old := g.table()
+	g.tab.Store(newTable(cfg))
+	g.log.Info("configuration reloaded", "routes", len(cfg.Routes), "routes_before", len(old.routes))
+	if cfg.RateLimits.InsecureDisable && !old.limits.InsecureDisable {
+		g.log.Warn("weaker security option in use", "option", "rate_limits.insecure_disable")
+	}
+	return needRestart, nil
 }
 
 type route struct {
@@ -104,6 +185,18 @@ func New(cfg Config) (*Gateway, error) {
 	g.public.Path = ""
 	g.origin = g.public.Scheme + "://" + g.public.Host
 
+	g.auditLog = cfg.AuditLogger
+	g.metrics = newMetrics(cfg.Metrics, scrapeGauges(g)...)
+	hc := http.Client{Timeout: 10 * time.Second}
+	if cfg.ProviderHTTPClient != nil {
+		hc = *cfg.ProviderHTTPClient
+	}
+	base := hc.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	hc.Transport = &providerTransport{base: base, m: g.metrics, endpoint: func(r *http.Request) string { return g.idp.EndpointName(r.URL) }}
+
 	p := cfg.Provider
 	var err error
 	g.idp, err = idp.New(idp.Config{
@@ -112,7 +205,7 @@ func New(cfg Config) (*Gateway, error) {
 		RedirectURL: g.origin + "/bff/callback", Scopes: p.Scopes, EndSessionURL: p.EndSessionURL,
 		RequireIssuerParam: p.RequireIssuerParam, SigningAlgs: p.SigningAlgs, ClockSkew: p.ClockSkew,
 		SkipUserinfo: p.SkipUserinfo, DefaultTokenLifetime: p.DefaultTokenLifetime,
-		HTTPClient: cfg.ProviderHTTPClient, Now: cfg.Now,
+		HTTPClient: &hc, Now: cfg.Now,
 	})
 	if err != nil {
 		return nil, err
@@ -130,8 +223,9 @@ func New(cfg Config) (*Gateway, error) {
 		g.store = memstore.New(memstore.Options{Now: cfg.Now})
 		g.ownStore = true
 	}
+	g.kv = &observedStore{s: g.store, m: g.metrics}
 	g.sessions = &session.Manager{
-		Store: g.store, Keys: g.keys, Now: cfg.Now,
+		Store: g.kv, Keys: g.keys, Now: cfg.Now,
 		IdleTimeout: cfg.Session.IdleTimeout, AbsoluteTimeout: cfg.Session.AbsoluteTimeout,
 	}
 
@@ -142,24 +236,17 @@ func New(cfg Config) (*Gateway, error) {
 		}
 	}
 
-	g.metrics = newMetrics(cfg.Metrics)
 	g.proxy = upstream.New(upstream.Config{
 		Transport: cfg.UpstreamTransport, PublicURL: g.public, TrustedProxies: cfg.TrustedProxies,
 		ProtectedCookie: g.isOwnCookie, DropHeaders: []string{cfg.CSRF.Header}, Logger: g.log,
-		Observe: g.metrics.observeUpstream,
+		Observe: g.metrics.observeProxy,
 	})
-	for _, r := range cfg.Routes {
-		u, _ := url.Parse(r.Upstream)
-		hdr := http.Header{}
-		for k, v := range r.Headers {
-			hdr.Set(k, v)
-		}
-		rt := &route{Route: r, prefix: routePrefix(r.Path)}
-		rt.target = &upstream.Target{Name: rt.prefix, Prefix: rt.prefix, StripPrefix: r.StripPrefix, URL: u,
-			Timeout: r.Timeout, Headers: hdr, ForwardCookies: r.ForwardCookies}
-		g.routes = append(g.routes, rt)
+	g.tab.Store(newTable(cfg))
+	g.bound = cfg.Session.BindUserAgent || cfg.Session.BindIPv4Prefix > 0 || cfg.Session.BindIPv6Prefix > 0
+	g.limiter = cfg.RateLimiter
+	if g.limiter == nil {
+		g.limiter = ratelimit.NewMemory(ratelimit.MemoryOptions{Now: cfg.Now})
 	}
-	slices.SortFunc(g.routes, func(a, b *route) int { return len(b.prefix) - len(a.prefix) })
 
 	if g.frontend, err = g.newFrontend(); err != nil {
 		return nil, err
@@ -203,6 +290,12 @@ func (c Config) WeakerOptions() []string {
 	if c.Provider.SkipUserinfo {
 		w = append(w, "provider.skip_userinfo")
 	}
+	if c.RateLimits.InsecureDisable {
+		w = append(w, "rate_limits.insecure_disable")
+	}
+	if c.InsecureDiagnostics {
+		w = append(w, "insecure_diagnostics")
+	}
 	return w
 }
 
@@ -242,20 +335,42 @@ func (g *Gateway) Close() error {
 	return err
 }
 
-// Ready reports whether the gateway can serve logins: provider metadata loaded and the
-// store answering. The error says what is missing.
-func (g *Gateway) Ready(ctx context.Context) error {
-	var errs []error
+// Readiness is the state of what the gateway depends on; a nil field is ready.
+type Readiness struct {
+	Provider error // provider metadata not loaded (yet)
+	Store    error // session store not answering
+	Draining bool  // Drain was called: shutting down
+}
+
+// Readiness checks the provider's metadata and pings the session store.
+func (g *Gateway) Readiness(ctx context.Context) Readiness {
+	var rd Readiness
 	if ok, err := g.idp.Ready(); !ok {
 		if err == nil {
 			err = errors.New("discovery has not finished")
 		}
-		errs = append(errs, fmt.Errorf("provider: %w", err))
+		rd.Provider = err
 	}
 	if p, ok := g.store.(session.Pinger); ok {
-		if err := p.Ping(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("session store: %w", err))
-		}
+		rd.Store = p.Ping(ctx)
+	}
+	rd.Draining = g.drain.isDraining()
+	return rd
+}
+
+// Ready reports whether the gateway can serve logins: provider metadata loaded, the
+// store answering, not shutting down. The error says what is missing.
+func (g *Gateway) Ready(ctx context.Context) error {
+	rd := g.Readiness(ctx)
+	var errs []error
+	if rd.Draining {
+		errs = append(errs, errDraining)
+	}
+	if rd.Provider != nil {
+		errs = append(errs, fmt.Errorf("provider: %w", rd.Provider))
+	}
+	if rd.Store != nil {
+		errs = append(errs, fmt.Errorf("session store: %w", rd.Store))
 	}
 	return errors.Join(errs...)
 }
@@ -279,7 +394,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) string {
 		g.serveBFF(w, r, p)
 		return "bff"
 	}
-	for _, rt := range g.routes {
+	for _, rt := range g.table().routes {
 		if p == strings.TrimSuffix(rt.prefix, "/") || strings.HasPrefix(p, rt.prefix) {
 			g.serveRoute(w, r, rt, p)
 			return "route"
@@ -315,6 +430,8 @@ func (g *Gateway) serveBFF(w http.ResponseWriter, r *http.Request, p string) {
 	case "/bff/backchannel":
 		allowed = "POST"
 		h = g.handleBackchannel
+	case "/bff/diagnostics":
+		h = g.handleDiagnostics
 	case "/bff/client.js":
 		allowed = "GET, HEAD"
 		h = g.handleClientJS
@@ -333,7 +450,20 @@ func (g *Gateway) serveBFF(w http.ResponseWriter, r *http.Request, p string) {
 		g.fail(w, r, errMethod)
 		return
 	}
-	if err := h(w, r); err != nil {
+	var err error
+	switch p {
+	case "/bff/login":
+		err = g.limitByIP(w, r, limitLogin)
+	case "/bff/callback":
+		err = g.limitByIP(w, r, limitCallback)
+	case "/bff/backchannel":
+		err = g.limitByIP(w, r, limitBackchannel)
+	}
+	if err == nil {
+		err = h(w, r)
+	}
+	if err != nil {
+		g.auditFailure(r, p, err)
 		g.fail(w, r, err)
 	}
 }

@@ -63,7 +63,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return errProviderDown.with(err)
 	}
-	if err := g.store.Set(r.Context(), flowStoreKey(state), sealed, g.cfg.Session.FlowTimeout); err != nil {
+	if err := g.kv.Set(r.Context(), flowStoreKey(state), sealed, g.cfg.Session.FlowTimeout); err != nil {
 		return errStoreDown.with(err)
 	}
 
@@ -82,6 +82,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	}
 	g.setFlowCookie(w, g.flowCookieName(state), base64.RawURLEncoding.EncodeToString(key))
 	g.metrics.logins.WithLabelValues("started").Inc()
+	g.audit(r, evLoginStarted, nil)
 
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
@@ -99,7 +100,7 @@ func (g *Gateway) authParams(q url.Values) url.Values {
 	}
 	// RFC 8707: the resources that routes will ask tokens for are named at authorization,
 	// so that the grant covers them and the refresh requests for them are allowed.
-	for _, r := range g.routes {
+	for _, r := range g.table().routes {
 		if r.Resource != "" && !slices.Contains(out["resource"], r.Resource) {
 			out.Add("resource", r.Resource)
 		}
@@ -160,7 +161,7 @@ func (g *Gateway) takeFlow(w http.ResponseWriter, r *http.Request, state string)
 		return nil, errLoginNoFlow
 	}
 	storeKey := flowStoreKey(state)
-	sealed, err := g.store.Get(r.Context(), storeKey)
+	sealed, err := g.kv.Get(r.Context(), storeKey)
 	if errors.Is(err, session.ErrNotFound) {
 		return nil, errLoginUsed
 	}
@@ -171,7 +172,7 @@ func (g *Gateway) takeFlow(w http.ResponseWriter, r *http.Request, state string)
 	if err != nil {
 		return nil, errLoginNoFlow
 	}
-	existed, err := g.store.Delete(r.Context(), storeKey)
+	existed, err := g.kv.Delete(r.Context(), storeKey)
 	if err != nil {
 		return nil, errStoreDown.with(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -70,6 +71,7 @@ func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) error {
 			http.SetCookie(w, c)
 		}
 		g.log.Info("logout", "session", s.Handle)
+		g.audit(r, evLogout, s, slog.Bool("provider_logout", ok))
 	}
 	if g.sessionCookie(r) != "" {
 		g.clearSessionCookie(w)

@@ -47,7 +47,7 @@ func (s *Session) AccessToken(ctx context.Context) (string, error) {
 // audience parameter), obtained with the session's refresh token and cached in it.
 func (s *Session) AccessTokenFor(ctx context.Context, resource, audience string) (string, error) {
 	rt := &route{Route: Route{Resource: resource, Audience: audience}}
-	tok, cur, err := s.g.userToken(ctx, s.s, rt.tokenKey(), rt.refreshOptions())
+	tok, cur, err := s.g.userToken(ctx, nil, s.s, rt.tokenKey(), rt.refreshOptions())
 	if err != nil {
 		return "", err
 	}

@@ -217,7 +217,7 @@ func TestNoTokenInResponsesOrLogs(t *testing.T) {
 	b.api("GET", "/bff/sessions")
 	cookie := b.cookie("__Host-gatehouse").Value
 	b.api("POST", "/bff/logout")
-	logs := e.logs.String()
+	logs := e.logs.String() + e.audit.String()
 	secrets := append(e.idp.AccessTokens(), cookie, e.idp.ClientSecret)
 	for _, s := range secrets {
 		if strings.Contains(logs, s) {

@@ -20,6 +20,7 @@ import (
 // token, then forward.
 func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route, p string) {
 	if err := g.routeRequest(w, r, rt, p); err != nil {
+		g.auditFailure(r, rt.prefix, err)
 		g.fail(w, r, jsonOnly(err))
 	}
 }
@@ -56,20 +57,22 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 	}
 	if isWebSocket(r) {
 		if err := g.checkWebSocketOrigin(r); err != nil {
-			return err
+			return withSession(err, s)
 		}
+		g.drain.add()
+		defer g.drain.done()
 	} else if err := g.checkCSRF(r); err != nil {
-		return err
+		return withSession(err, s)
 	}
 	if len(rt.Require) > 0 && !rulesHold(rt.Require, s) {
-		return errForbiddenClaims
+		return errForbiddenClaims.of(s)
 	}
 
 	var token string
 	var err error
 	switch {
 	case s != nil:
-		token, s, err = g.userToken(r.Context(), s, rt.tokenKey(), rt.refreshOptions())
+		token, s, err = g.userToken(r.Context(), r, s, rt.tokenKey(), rt.refreshOptions())
 	case rt.Token == TokenClient || rt.Token == TokenUserOrClient:
 		token, err = g.clientToken(r.Context(), rt.tokenKey(), rt.refreshOptions())
 	}
@@ -210,12 +213,14 @@ func claimValues(s *session.Session, name string) []string {
 
 // userToken returns the session's access token for key, refreshing it first when it is
 // about to expire. Concurrent requests of one session share one refresh.
-func (g *Gateway) userToken(ctx context.Context, s *session.Session, key string, opts idp.RefreshOptions) (string, *session.Session, error) {
+//
+// r, when not nil, is the request that needs the token: the audit log names its client.
+func (g *Gateway) userToken(ctx context.Context, r *http.Request, s *session.Session, key string, opts idp.RefreshOptions) (string, *session.Session, error) {
 	if tok := s.AccessTokenFor(key); g.fresh(tok) {
 		return tok.AccessToken, s, nil
 	}
 	cur, err, _ := g.refreshes.Do(ctx, s.Handle+"\x00"+key, func(ctx context.Context) (*session.Session, error) {
-		return g.refresh(ctx, s, key, opts)
+		return g.refresh(ctx, r, s, key, opts)
 	})
 	if err != nil {
 		return "", nil, err
@@ -227,10 +232,12 @@ func (g *Gateway) userToken(ctx context.Context, s *session.Session, key string,
 // has one, so replicas sharing a store refresh a session once; a waiter that reloads
 // after the winner saved finds a fresh token and uses it. A rotated refresh token is
 // saved before the lock is released, so nobody uses the old one again.
-func (g *Gateway) refresh(ctx context.Context, s *session.Session, key string, opts idp.RefreshOptions) (*session.Session, error) {
+func (g *Gateway) refresh(ctx context.Context, r *http.Request, s *session.Session, key string, opts idp.RefreshOptions) (*session.Session, error) {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
+	waitStart := time.Now()
 	release, err := g.sessions.Lock(ctx, s)
+	g.metrics.lockWait.Observe(time.Since(waitStart).Seconds())
 	if err != nil {
 		return nil, err
 	}
@@ -251,6 +258,7 @@ func (g *Gateway) refresh(ctx context.Context, s *session.Session, key string, o
 		if _, err := g.sessions.End(ctx, cur.Handle, "expired"); err != nil {
 			return nil, err
 		}
+		g.audit(r, evSessionExpired, cur, slog.String("reason", "no_refresh_token"))
 		return nil, session.ErrExpired
 	}
 
@@ -261,10 +269,12 @@ func (g *Gateway) refresh(ctx context.Context, s *session.Session, key string, o
 		// The provider will not mint a token for this route's audience: a configuration
 		// problem of that route, not the end of the user's session.
 		g.metrics.refreshes.WithLabelValues("refused_audience").Inc()
+		g.audit(r, evRefreshFailed, cur, slog.String("reason", "audience_refused"), slog.String("token", tokenLabel(key)))
 		return nil, &httpError{status: http.StatusBadGateway, code: "bad_gateway", reason: "audience_refused",
 			title: "Not available", message: "The sign-in service refused a token for this service.", cause: err, level: slog.LevelWarn}
 	case errors.Is(err, idp.ErrRefused), errors.Is(err, idp.ErrInvalidToken):
 		g.metrics.refreshes.WithLabelValues("refused").Inc()
+		g.audit(r, evRefreshFailed, cur, slog.String("reason", "refused"), slog.String("token", tokenLabel(key)))
 		g.log.Warn("the provider refused to refresh; ending the session", "session", cur.Handle, "error", err)
 		if _, endErr := g.sessions.End(ctx, cur.Handle, session.ReasonRefreshFailed); endErr != nil {
 			return nil, endErr
@@ -273,9 +283,11 @@ func (g *Gateway) refresh(ctx context.Context, s *session.Session, key string, o
 		return nil, session.ErrRefreshFailed
 	case err != nil:
 		g.metrics.refreshes.WithLabelValues("error").Inc()
+		g.audit(r, evRefreshFailed, cur, slog.String("reason", "provider_unavailable"), slog.String("token", tokenLabel(key)))
 		return nil, err
 	}
 	g.metrics.refreshes.WithLabelValues("ok").Inc()
+	g.audit(r, evRefreshSucceeded, cur, slog.String("token", tokenLabel(key)))
 
 	nt := tokenFrom(t, g.now())
 	if key == "" {
@@ -309,6 +321,15 @@ func (g *Gateway) refresh(ctx context.Context, s *session.Session, key string, o
 		return nil, err
 	}
 	return cur, nil
+}
+
+// tokenLabel names a route's token for the audit log: "session" for the login's token,
+// else its audience, resource and scopes (configuration, never a token).
+func tokenLabel(key string) string {
+	if key == "" {
+		return "session"
+	}
+	return key
 }
 
 // clientTokens caches client-credentials tokens, one per key, shared by all users.

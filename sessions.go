@@ -2,6 +2,7 @@ package gatehouse
 
 import (
 	"errors"
+	"log/slog"
 	"net/http"
 	"slices"
 	"time"
@@ -53,6 +54,9 @@ func (g *Gateway) handleSessions(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return jsonOnly(err)
 	}
+	if err := g.limitBySubject(w, r, limitSessions, s); err != nil {
+		return jsonOnly(err)
+	}
 	list, err := g.subjectSessions(r, s.Subject)
 	if err != nil {
 		return jsonOnly(err)
@@ -72,6 +76,7 @@ func (g *Gateway) handleSessions(w http.ResponseWriter, r *http.Request) error {
 			}
 			if ok {
 				ended++
+				g.audit(r, evSessionRevoked, other, slog.String("by", "user"), slog.String("reason", "other_sessions"))
 			}
 		}
 		g.metrics.sessions.WithLabelValues("revoked_by_user").Add(float64(ended))
@@ -98,6 +103,9 @@ func (g *Gateway) handleSessionDelete(w http.ResponseWriter, r *http.Request, si
 	if err != nil {
 		return jsonOnly(err)
 	}
+	if err := g.limitBySubject(w, r, limitSessions, s); err != nil {
+		return jsonOnly(err)
+	}
 	target, err := g.sessions.Peek(r.Context(), sid)
 	if errors.Is(err, session.ErrNotFound) || errors.Is(err, session.ErrDecrypt) {
 		return errSessionNotFound
@@ -113,6 +121,7 @@ func (g *Gateway) handleSessionDelete(w http.ResponseWriter, r *http.Request, si
 		return jsonOnly(errStoreDown.with(err))
 	}
 	g.metrics.sessions.WithLabelValues("revoked_by_user").Inc()
+	g.audit(r, evSessionRevoked, target, slog.String("by", "user"))
 	if sid == s.Handle {
 		g.clearSessionCookie(w)
 	}

@@ -3,6 +3,7 @@ package gatehouse
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"time"
@@ -17,7 +18,25 @@ func (g *Gateway) loadSession(r *http.Request) (*session.Session, error) {
 	if c == "" {
 		return nil, session.ErrNoSession
 	}
-	return g.sessions.Load(r.Context(), c)
+	s, err := g.sessions.Load(r.Context(), c)
+	if errors.Is(err, session.ErrExpired) {
+		h, _ := session.HandleOf(c)
+		g.audit(r, evSessionExpired, nil, slog.String("session", h))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if g.bound {
+		if why := g.bindingHolds(r, s); why != "" {
+			if _, err := g.sessions.End(r.Context(), s.Handle, session.ReasonRevoked); err != nil {
+				return nil, err
+			}
+			g.metrics.sessions.WithLabelValues("revoked_binding").Inc()
+			g.audit(r, evSessionRevoked, s, slog.String("by", "gatehouse"), slog.String("reason", why))
+			return nil, session.ErrRevoked
+		}
+	}
+	return s, nil
 }
 
 // sessionOrFail loads the session, turning failures into responses. A cookie that no

@@ -59,8 +59,8 @@ type Config struct {
 	// Logger receives upstream errors (never URLs with queries, never headers).
 	Logger *slog.Logger
 	// Observe, when set, is called after each proxied request with the target name, the
-	// status sent to the client and the time taken.
-	Observe func(target string, status int, d time.Duration)
+	// request method, the status sent to the client and the time taken.
+	Observe func(target, method string, status int, d time.Duration)
 }
 
 // Proxy forwards requests to Targets. Safe for concurrent use.
@@ -156,7 +156,7 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t *Target, token, 
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	p.rp.ServeHTTP(sw, r.WithContext(ctx))
 	if p.cfg.Observe != nil {
-		p.cfg.Observe(t.Name, sw.status, time.Since(start))
+		p.cfg.Observe(t.Name, r.Method, sw.status, time.Since(start))
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -38,7 +39,30 @@ type fileConfig struct {
 	TrustedProxies   []string       `yaml:"trusted_proxies"`
 	WebSocketOrigins []string       `yaml:"websocket_origins"`
 	Log              fileLog        `yaml:"log"`
+	AuditLog         fileAuditLog   `yaml:"audit_log"`
+	RateLimits       fileRateLimits `yaml:"rate_limits"`
 	Server           fileServerOpts `yaml:"server"`
+	// InsecureDiagnostics serves /bff/diagnostics (loopback public_url only).
+	InsecureDiagnostics bool `yaml:"insecure_diagnostics"`
+}
+
+type fileAuditLog struct {
+	// Output is stderr (default), stdout, or a file path (appended to, reopened on SIGHUP).
+	Output string `yaml:"output"`
+}
+
+type fileRateLimits struct {
+	Login           fileRateLimit `yaml:"login"`
+	Callback        fileRateLimit `yaml:"callback"`
+	Backchannel     fileRateLimit `yaml:"backchannel"`
+	Admin           fileRateLimit `yaml:"admin"`
+	Sessions        fileRateLimit `yaml:"sessions"`
+	InsecureDisable bool          `yaml:"insecure_disable"`
+}
+
+type fileRateLimit struct {
+	PerMinute float64 `yaml:"per_minute"`
+	Burst     int     `yaml:"burst"`
 }
 
 type fileProvider struct {
@@ -73,6 +97,9 @@ type fileSession struct {
 	IdleTimeout     duration  `yaml:"idle_timeout"`
 	AbsoluteTimeout duration  `yaml:"absolute_timeout"`
 	FlowTimeout     duration  `yaml:"flow_timeout"`
+	BindUserAgent   bool      `yaml:"bind_user_agent"`
+	BindIPv4Prefix  int       `yaml:"bind_ipv4_prefix"`
+	BindIPv6Prefix  int       `yaml:"bind_ipv6_prefix"`
 	Redis           fileRedis `yaml:"redis"`
 }
 
@@ -148,6 +175,7 @@ type fileServerOpts struct {
 	ReadHeaderTimeout duration `yaml:"read_header_timeout"`
 	IdleTimeout       duration `yaml:"idle_timeout"`
 	ShutdownTimeout   duration `yaml:"shutdown_timeout"`
+	ShutdownDelay     duration `yaml:"shutdown_delay"`
 }
 
 // duration accepts Go durations ("30s", "12h", "1h30m").
@@ -187,12 +215,14 @@ func (s *stringList) UnmarshalYAML(n *yaml.Node) error {
 // loaded is a configuration ready to run: the library config plus what only the binary
 // needs.
 type loaded struct {
-	file     fileConfig
-	gw       gatehouse.Config
-	storeURL string
-	redis    redisOptions // resolved secrets and files of session.redis
-	logger   *slog.Logger
-	warnings []string
+	file      fileConfig
+	gw        gatehouse.Config
+	storeURL  string
+	redis     redisOptions // resolved secrets and files of session.redis
+	logger    *slog.Logger
+	auditOut  io.Writer // stderr or stdout
+	auditPath string    // or this file
+	warnings  []string
 }
 
 // loadConfig reads and checks a configuration file. It returns every problem at once.
@@ -267,10 +297,17 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 		},
 		Session: gatehouse.SessionConfig{
 			IdleTimeout: time.Duration(fc.Session.IdleTimeout), AbsoluteTimeout: time.Duration(fc.Session.AbsoluteTimeout),
-			FlowTimeout: time.Duration(fc.Session.FlowTimeout),
+			FlowTimeout:   time.Duration(fc.Session.FlowTimeout),
+			BindUserAgent: fc.Session.BindUserAgent, BindIPv4Prefix: fc.Session.BindIPv4Prefix, BindIPv6Prefix: fc.Session.BindIPv6Prefix,
 		},
-		Cookie: gatehouse.CookieConfig{Name: fc.Cookie.Name, AllowNonHostPrefix: fc.Cookie.AllowNonHostPrefix},
-		CSRF:   gatehouse.CSRFConfig{Header: fc.CSRF.Header, Value: fc.CSRF.Value, TrustedOrigins: fc.CSRF.TrustedOrigins},
+		RateLimits: gatehouse.RateLimitConfig{
+			Login: rateLimit(fc.RateLimits.Login), Callback: rateLimit(fc.RateLimits.Callback),
+			Backchannel: rateLimit(fc.RateLimits.Backchannel), Admin: rateLimit(fc.RateLimits.Admin),
+			Sessions: rateLimit(fc.RateLimits.Sessions), InsecureDisable: fc.RateLimits.InsecureDisable,
+		},
+		InsecureDiagnostics: fc.InsecureDiagnostics,
+		Cookie:              gatehouse.CookieConfig{Name: fc.Cookie.Name, AllowNonHostPrefix: fc.Cookie.AllowNonHostPrefix},
+		CSRF:                gatehouse.CSRFConfig{Header: fc.CSRF.Header, Value: fc.CSRF.Value, TrustedOrigins: fc.CSRF.TrustedOrigins},
 		Frontend: gatehouse.FrontendConfig{Dir: resolve(fc.Frontend.Dir), Upstream: fc.Frontend.Upstream,
 			CSP: fc.Frontend.CSP, RequireLogin: fc.Frontend.RequireLogin},
 		Admin:            gatehouse.AdminConfig{Token: secret("admin.token", fc.Admin.Token, fc.Admin.TokenFile)},
@@ -396,7 +433,28 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 		probs.add("log.format", "%q is not json or text", fc.Log.Format)
 	}
 	c.Logger = l.logger
+	switch out := fc.AuditLog.Output; out {
+	case "", "stderr":
+		l.auditOut = os.Stderr
+	case "stdout":
+		l.auditOut = os.Stdout
+	default:
+		l.auditPath = resolve(out) // opened by serve, so that check creates no file
+	}
+	if l.auditOut != nil {
+		c.AuditLogger = auditLogger(l.auditOut)
+	}
 	return c
+}
+
+// auditLogger writes audit events as JSON lines marked "log":"audit", so that they can
+// share standard error with the other logs and still be told apart.
+func auditLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, nil)).With("log", "audit")
+}
+
+func rateLimit(f fileRateLimit) gatehouse.RateLimit {
+	return gatehouse.RateLimit{PerMinute: f.PerMinute, Burst: f.Burst}
 }
 
 func lastPart(field string) string {

@@ -3,6 +3,7 @@
 //	gatehouse serve  --config gatehouse.yaml   run the gateway
 //	gatehouse check  --config gatehouse.yaml   validate a configuration, listing every problem
 //	gatehouse devidp [flags]                   a local OpenID Connect provider for development
+//	gatehouse probe [URL]                      exit 0 if URL (the admin /readyz) answers 2xx
 //	gatehouse keygen                           print a new random session key (session.keys)
 //	gatehouse version                          print the version
 package main
@@ -20,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -42,6 +44,7 @@ const usage = `Usage:
   gatehouse serve  --config FILE   run the gateway
   gatehouse check  --config FILE   validate a configuration file and list every problem
   gatehouse devidp [flags]         run a local OpenID Connect provider for development (see gatehouse devidp -h)
+  gatehouse probe  [URL]           GET URL (default http://127.0.0.1:9090/readyz); exit 0 on 2xx (container health checks)
   gatehouse keygen                 print a new random 32-byte key for session.keys
   gatehouse version                print the version
 `
@@ -55,9 +58,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "serve":
 		return serve(ctx, args[1:], stdout, stderr)
 	case "check":
-		return check(args[1:], stdout, stderr)
+		return check(ctx, args[1:], stdout, stderr)
 	case "devidp":
 		return devidp.Main(ctx, args[1:], stdout, stderr)
+	case "probe":
+		return probe(ctx, args[1:], stdout, stderr)
 	case "keygen":
 		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(session.NewRandomKey()))
 		return 0
@@ -82,10 +87,13 @@ func version() string {
 	return "dev"
 }
 
-func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
+func configFlag(name string, args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (string, bool) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "gatehouse.yaml", "configuration file")
+	for _, f := range extra {
+		f(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		return "", false
 	}
@@ -96,8 +104,13 @@ func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
 	return *path, true
 }
 
-func check(args []string, stdout, stderr io.Writer) int {
-	path, ok := configFlag("check", args, stderr)
+func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var online bool
+	var timeout time.Duration
+	path, ok := configFlag("check", args, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&online, "online", false, "also contact the provider (discovery), the session store and the upstreams")
+		fs.DurationVar(&timeout, "timeout", 15*time.Second, "how long --online waits for each")
+	})
 	if !ok {
 		return 2
 	}
@@ -110,6 +123,9 @@ func check(args []string, stdout, stderr io.Writer) int {
 		path, len(l.gw.Routes), storeKind(l.storeURL), l.gw.Provider.Issuer)
 	for _, w := range append(l.warnings, l.gw.WeakerOptions()...) {
 		fmt.Fprintf(stdout, "warning: %s weakens the defaults\n", w)
+	}
+	if online {
+		return checkOnline(ctx, l, path, timeout, stdout, stderr)
 	}
 	return 0
 }
@@ -128,12 +144,22 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, w := range l.warnings {
 		log.Warn("weaker security option in use", "option", w)
 	}
+	var audit *auditFile
+	if l.auditPath != "" {
+		if audit, err = openAuditFile(l.auditPath); err != nil {
+			log.Error("cannot open the audit log", "field", "audit_log.output", "error", err)
+			return 1
+		}
+		defer audit.Close()
+		l.gw.AuditLogger = auditLogger(audit)
+	}
 	store, err := openStore(ctx, l, filepath.Dir(path))
 	if err != nil {
 		log.Error("cannot open the session store", "error", err)
 		return 1
 	}
 	l.gw.Session.Store = store
+	l.gw.RateLimiter = limiterFor(store, l)
 	gw, err := gatehouse.New(l.gw)
 	if err != nil {
 		log.Error("invalid configuration", "error", err)
@@ -150,8 +176,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if listen == "" {
 		listen = "127.0.0.1:9080"
 	}
+	// Requests' contexts derive from base: cancelling it at the end of the drain closes
+	// the WebSockets that are still open.
+	base, cancelBase := context.WithCancel(context.Background())
+	defer cancelBase()
 	srv := &http.Server{
 		Handler:           gw,
+		BaseContext:       func(net.Listener) context.Context { return base },
 		ReadHeaderTimeout: durationOr(l.file.Server.ReadHeaderTimeout, 10*time.Second),
 		IdleTimeout:       durationOr(l.file.Server.IdleTimeout, 120*time.Second),
 		MaxHeaderBytes:    64 << 10,
@@ -183,21 +214,102 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, s := range servers {
 		go func() { errc <- s.Serve(listeners[s]) }()
 	}
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down")
-	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
-			log.Error("server failed", "error", err)
-			return 1
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-hup:
+			reload(path, l, gw, audit, log)
+		case err := <-errc:
+			if !errors.Is(err, http.ErrServerClosed) {
+				log.Error("server failed", "error", err)
+				return 1
+			}
 		}
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), durationOr(l.file.Server.ShutdownTimeout, 10*time.Second))
+
+	// Graceful shutdown: /readyz turns 503, the listeners close, requests in flight
+	// finish and WebSockets get until the drain timeout to close by themselves.
+	timeout := durationOr(l.file.Server.ShutdownTimeout, 30*time.Second)
+	log.Info("shutting down: draining requests and WebSockets", "timeout", timeout)
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	for _, s := range servers {
-		s.Shutdown(sctx)
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		gw.Drain(sctx)
+	}()
+	if d := time.Duration(l.file.Server.ShutdownDelay); d > 0 {
+		// Keep serving while /readyz says "draining", so that load balancers stop sending
+		// new requests here before the listener closes.
+		log.Info("shutting down: waiting before closing the listener", "shutdown_delay", d)
+		time.Sleep(d)
 	}
+	forced := servers[0].Shutdown(sctx) != nil
+	<-drained
+	// The admin listener goes last, so /readyz says "draining" while the public one drains.
+	for _, s := range servers[1:] {
+		if s.Shutdown(sctx) != nil {
+			forced = true
+		}
+	}
+	if sctx.Err() != nil {
+		forced = true
+	}
+	if forced {
+		cancelBase()
+		for _, s := range servers {
+			s.Close()
+		}
+		log.Warn("shutdown: the drain timeout passed; remaining connections were closed", "timeout", timeout)
+	}
+	log.Info("stopped", "drain", time.Since(start).Round(time.Millisecond).String())
 	return 0
+}
+
+// reload applies a changed configuration file on SIGHUP: routes and rate limits change
+// at once, and the audit log file is reopened (for logrotate). Other changes need a
+// restart and are logged as such; an invalid file changes nothing.
+func reload(path string, cur *loaded, gw *gatehouse.Gateway, audit *auditFile, log *slog.Logger) {
+	if audit != nil {
+		if err := audit.Reopen(); err != nil {
+			log.Error("cannot reopen the audit log", "error", err)
+		}
+	}
+	next, err := loadConfig(path)
+	if err != nil {
+		log.Error("configuration not reloaded: the file has problems; the running configuration stays", "error", err)
+		return
+	}
+	restart, err := gw.Reload(next.gw)
+	if err != nil {
+		log.Error("configuration not reloaded", "error", err)
+		return
+	}
+	a, b := cur.file, next.file
+	if a.Listen != b.Listen || a.Admin.Listen != b.Admin.Listen {
+		restart = append(restart, "listen")
+	}
+	if a.Session.Store != b.Session.Store || !reflect.DeepEqual(a.Session.Redis, b.Session.Redis) {
+		restart = append(restart, "session.store")
+	}
+	if a.Log != b.Log || a.AuditLog != b.AuditLog {
+		restart = append(restart, "log")
+	}
+	if a.Server != b.Server {
+		restart = append(restart, "server")
+	}
+	if a.InsecureDiagnostics != b.InsecureDiagnostics {
+		restart = append(restart, "insecure_diagnostics")
+	}
+	if len(restart) > 0 {
+		log.Warn("configuration reloaded, but these changes need a restart to apply", "settings", strings.Join(restart, ", "))
+	}
 }
 
 func durationOr(d duration, def time.Duration) time.Duration {
@@ -210,4 +322,36 @@ func durationOr(d duration, def time.Duration) time.Duration {
 func storeKind(u string) string {
 	kind, _, _ := strings.Cut(u, "://")
 	return kind
+}
+
+// probe is `gatehouse probe [URL]`: a health check for images without a shell or curl.
+func probe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	target := "http://127.0.0.1:9090/readyz"
+	switch len(args) {
+	case 0:
+	case 1:
+		target = args[0]
+	default:
+		fmt.Fprint(stderr, "usage: gatehouse probe [URL]\n")
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "gatehouse probe: %v\n", err)
+		return 2
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "gatehouse probe: %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	fmt.Fprintf(stdout, "%s %s\n", resp.Status, strings.TrimSpace(string(body)))
+	if resp.StatusCode/100 != 2 {
+		return 1
+	}
+	return 0
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -227,15 +229,82 @@ provider: {issuer: "http://127.0.0.1:9000", client_id: bff, client_secret: s, sk
 cookie: {name: gatehouse, allow_non_host_prefix: true, same_site: lax}
 csrf: {trusted_origins: ["https://partner.example"]}
 admin: {listen: "0.0.0.0:9090", allow_non_loopback: true}
+rate_limits: {insecure_disable: true}
+insecure_diagnostics: true
 `)
 	code, out, errOut := runCmd(t, "check", "--config", p)
 	if code != 0 {
 		t.Fatalf("check = %d: %s", code, errOut)
 	}
 	for _, w := range []string{"cookie.allow_non_host_prefix", "cookie.same_site=lax", "csrf.trusted_origins",
-		"provider.skip_userinfo", "admin.allow_non_loopback"} {
+		"provider.skip_userinfo", "admin.allow_non_loopback", "rate_limits.insecure_disable", "insecure_diagnostics"} {
 		if !strings.Contains(out, "warning: "+w+" weakens the defaults") {
 			t.Errorf("check does not warn about %s:\n%s", w, out)
 		}
+	}
+}
+
+func TestHardeningKeys(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "gatehouse.yaml", `
+public_url: http://127.0.0.1:9080
+provider: {issuer: "http://127.0.0.1:9000", client_id: bff, client_secret: s}
+session: {bind_user_agent: true, bind_ipv4_prefix: 24, bind_ipv6_prefix: 64}
+rate_limits:
+  login: {per_minute: 10, burst: 5}
+  admin: {per_minute: 2.5, burst: 1}
+audit_log: {output: audit.log}
+`)
+	l, err := loadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := l.gw
+	if !c.Session.BindUserAgent || c.Session.BindIPv4Prefix != 24 || c.Session.BindIPv6Prefix != 64 ||
+		c.RateLimits.Login.PerMinute != 10 || c.RateLimits.Login.Burst != 5 || c.RateLimits.Admin.PerMinute != 2.5 {
+		t.Fatalf("loaded %+v %+v", c.Session, c.RateLimits)
+	}
+	if l.auditPath != filepath.Join(dir, "audit.log") {
+		t.Fatalf("audit path %q", l.auditPath)
+	}
+	if _, err := os.Stat(l.auditPath); err == nil {
+		t.Fatal("check created the audit log file")
+	}
+
+	bad := writeFile(t, dir, "bad.yaml", `
+public_url: https://app.example.com
+provider: {issuer: "https://id.example.com", client_id: bff, client_secret: s}
+session: {bind_ipv4_prefix: 40}
+rate_limits:
+  login: {per_minute: -1, burst: many}
+  callbak: {}
+insecure_diagnostics: true
+`)
+	code, _, errOut := runCmd(t, "check", "--config", bad)
+	for _, want := range []string{"session.bind_ipv4_prefix", "rate_limits.login.per_minute", "rate_limits.login.burst",
+		"rate_limits.callbak: unknown field", "insecure_diagnostics: is only allowed"} {
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("check = %d, want a problem with %s:\n%s", code, want, errOut)
+		}
+	}
+}
+
+func TestProbe(t *testing.T) {
+	status := http.StatusOK
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(status)
+		w.Write([]byte(`{"ready":true}`))
+	}))
+	defer srv.Close()
+	if code, out, _ := runCmd(t, "probe", srv.URL); code != 0 || !strings.Contains(out, "200 OK") {
+		t.Fatalf("probe of a ready server = %d %q", code, out)
+	}
+	status = http.StatusServiceUnavailable
+	if code, _, _ := runCmd(t, "probe", srv.URL); code != 1 {
+		t.Fatalf("probe of an unready server = %d, want 1", code)
+	}
+	srv.Close()
+	if code, _, errOut := runCmd(t, "probe", srv.URL); code != 1 || errOut == "" {
+		t.Fatalf("probe of a closed port = %d %q", code, errOut)
 	}
 }
