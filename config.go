@@ -233,7 +233,14 @@ type Route struct {
 	// ForwardCookies are browser cookies passed to the upstream (forward_cookies).
 	// Gatehouse's own cookies never are. Default: none.
 	ForwardCookies []string
+	// MaxBody bounds a request's body, in bytes (max_body: 10MiB). A larger declared
+	// Content-Length gets 413 before the upstream is called; a chunked body is cut off at
+	// the limit. Default 10 MiB.
+	MaxBody int64
 }
+
+// DefaultMaxBody is a route's request body limit when none is set.
+const DefaultMaxBody = 10 << 20
 
 // Rule requires a claim to contain values (require: - claim: groups, contains: [admin]).
 // A claim that is an array contains its elements; a string claim contains its
@@ -339,6 +346,9 @@ func (c Config) withDefaults() Config {
 		}
 		if r.Timeout <= 0 {
 			r.Timeout = 30 * time.Second
+		}
+		if r.MaxBody == 0 {
+			r.MaxBody = DefaultMaxBody
 		}
 		for j, m := range r.Methods {
 			r.Methods = slices.Clone(r.Methods)
@@ -499,6 +509,9 @@ func (c Config) Validate() error {
 			if u, err := url.Parse(r.Resource); err != nil || !u.IsAbs() || u.Fragment != "" {
 				bad(f("resource"), "%q must be an absolute URI without fragment (RFC 8707)", r.Resource)
 			}
+		}
+		if r.MaxBody < 0 {
+			bad(f("max_body"), "must be a positive size such as 10MiB")
 		}
 		for _, m := range r.Methods {
 			if !validMethod(m) {

@@ -80,6 +80,8 @@ var (
 		title: "Temporarily unavailable", message: "The sign-in service cannot be reached right now. Please try again in a moment.", level: slog.LevelWarn}
 	errProviderBadGateway = &httpError{status: http.StatusBadGateway, code: "bad_gateway", reason: "provider_unavailable",
 		title: "Temporarily unavailable", message: "The sign-in service cannot be reached right now. Please try again in a moment.", level: slog.LevelWarn}
+	errBodyTooLarge = &httpError{status: http.StatusRequestEntityTooLarge, code: "payload_too_large", reason: "max_body",
+		title: "Too large", message: "The request is larger than this service accepts.", level: slog.LevelInfo}
 	errForbiddenClaims = &httpError{status: http.StatusForbidden, code: "forbidden", reason: "claims",
 		title: "Access denied", message: "Your account does not have access to this."}
 )

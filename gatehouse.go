@@ -379,6 +379,13 @@ func (g *Gateway) Ready(ctx context.Context) error {
 // routes (longest prefix first), then the frontend.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := g.now()
+	if len(r.TransferEncoding) > 0 && r.ProtoMajor == 1 {
+		// net/http honours Transfer-Encoding over a Content-Length sent alongside it and
+		// drops the latter, so a front proxy that believed the Content-Length would see
+		// the rest of this body as another request: never keep such a connection
+		// (RFC 9112 §6.1).
+		w.Header().Set("Connection", "close")
+	}
 	sw := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	kind := g.serve(sw, r)
 	g.metrics.observeRequest(kind, r.Method, sw.status, g.now().Sub(start))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -487,4 +488,79 @@ func TestNewConfigFieldsValidate(t *testing.T) {
 			t.Errorf("Validate = %v, want a problem with %s", err, want)
 		}
 	}
+}
+
+// Findings of the end-to-end security suite, pinned here too.
+func TestProxyHardening(t *testing.T) {
+	up := newUpstream(t)
+	e := routesEnv(t, up, func(c *gatehouse.Config) {
+		c.Routes = append(c.Routes, gatehouse.Route{Path: "/small/", Upstream: up.srv.URL, MaxBody: 1000})
+	})
+	b := e.browser()
+	b.login()
+	cookie := b.cookie("__Host-gatehouse").Value
+	raw := func(req string) string {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprint(conn, strings.ReplaceAll(req, "COOKIE", cookie))
+		all, _ := io.ReadAll(conn) // until the gateway closes the connection
+		return string(all)
+	}
+	host := strings.TrimPrefix(e.url, "http://")
+
+	// Bodies: a declared size over the limit never reaches the upstream; a chunked one is cut off.
+	before := up.count()
+	r := b.do("POST", "/small/x", strings.NewReader(strings.Repeat("a", 1001)), "X-CSRF", "1", "Accept", "application/json")
+	wantJSONError(t, r, 413, "payload_too_large", "max_body")
+	if up.count() != before {
+		t.Fatal("an oversized body reached the upstream")
+	}
+	wantStatus(t, b.do("POST", "/small/x", strings.NewReader(strings.Repeat("a", 1000)), "X-CSRF", "1"), 200)
+	if up.last(t).BodyLen != 1000 {
+		t.Fatalf("upstream body = %d bytes", up.last(t).BodyLen)
+	}
+	chunked := raw("POST /small/x HTTP/1.1\r\nHost: " + host + "\r\nCookie: __Host-gatehouse=COOKIE\r\nX-CSRF: 1\r\nTransfer-Encoding: chunked\r\n\r\n" +
+		"7d0\r\n" + strings.Repeat("b", 2000) + "\r\n0\r\n\r\n")
+	if !strings.HasPrefix(chunked, "HTTP/1.1 413") {
+		t.Fatalf("chunked oversized body: %.200q", chunked)
+	}
+	// The default limit applies to routes without one.
+	if got := (gatehouse.Route{}); got.MaxBody != 0 || gatehouse.DefaultMaxBody != 10<<20 {
+		t.Fatal("default max_body changed: update the docs")
+	}
+
+	// A chunked request never keeps its connection: bytes after its body are not a request.
+	before = up.count()
+	smuggle := raw("POST /api/outer HTTP/1.1\r\nHost: " + host + "\r\nCookie: __Host-gatehouse=COOKIE\r\nX-CSRF: 1\r\nContent-Length: 48\r\nTransfer-Encoding: chunked\r\n\r\n" +
+		"0\r\n\r\nGET /api/smuggled HTTP/1.1\r\nHost: " + host + "\r\n\r\n")
+	if !strings.Contains(smuggle, "Connection: close") || strings.Count(smuggle, "HTTP/1.1 ") != 1 {
+		t.Fatalf("smuggling attempt answered: %.400q", smuggle)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if up.count() != before+1 || up.last(t).Path != "/api/outer" {
+		t.Fatalf("upstream saw %d requests, last %q", up.count()-before, up.last(t).Path)
+	}
+
+	// Only WebSockets are tunnelled; spoofed forwarding headers are dropped.
+	b.do("GET", "/api/x", nil, "X-CSRF", "1", "Upgrade", "h2c", "Connection", "Upgrade, HTTP2-Settings", "HTTP2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA",
+		"X-Forwarded-Uri", "/api/admin/x")
+	if s := up.last(t); s.Upgrade != "" || s.XFUri != "" {
+		t.Fatalf("upstream saw Upgrade %q, X-Forwarded-Uri %q", s.Upgrade, s.XFUri)
+	}
+}
+
+func TestIDTokenIssuedInTheFuture(t *testing.T) {
+	e := newEnvKnobs(t, func(k *idptest.Knobs) {
+		k.IDTokenMutate = func(c map[string]any) {
+			c["iat"] = time.Now().Add(time.Hour).Unix()
+			c["exp"] = time.Now().Add(2 * time.Hour).Unix()
+		}
+	})
+	b := e.browser()
+	r := b.get(b.startLogin("/"), "Accept", "application/json")
+	wantJSONError(t, r, 400, "login_failed", "token_exchange")
 }

@@ -55,6 +55,12 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 			s = nil
 		}
 	}
+	if r.ContentLength > rt.MaxBody {
+		return errBodyTooLarge
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(w, r.Body, rt.MaxBody)
+	}
 	if isWebSocket(r) {
 		if err := g.checkWebSocketOrigin(r); err != nil {
 			return withSession(err, s)
@@ -81,6 +87,11 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 	}
 	if s != nil {
 		g.touch(r.Context(), s)
+	}
+	if !isWebSocket(r) && r.Header.Get("Upgrade") != "" {
+		// Only WebSockets are tunnelled: an h2c (or any other) upgrade would hand the
+		// browser a raw connection to the upstream past every check of later requests.
+		r.Header.Del("Upgrade")
 	}
 
 	// Forward the path that was matched. The request's own escaped form is kept only

@@ -23,6 +23,8 @@ type seen struct {
 	Auth, Cookie, CSRF           string
 	XFF, XFHost, XFProto, XReal  string
 	Forwarded, Custom            string
+	Upgrade, XFUri               string
+	BodyLen                      int64
 }
 
 type upstreamRecorder struct {
@@ -39,7 +41,11 @@ func newUpstream(t *testing.T) *upstreamRecorder {
 			Auth: r.Header.Get("Authorization"), Cookie: r.Header.Get("Cookie"), CSRF: r.Header.Get("X-CSRF"),
 			XFF: r.Header.Get("X-Forwarded-For"), XFHost: r.Header.Get("X-Forwarded-Host"),
 			XFProto: r.Header.Get("X-Forwarded-Proto"), XReal: r.Header.Get("X-Real-Ip"),
-			Forwarded: r.Header.Get("Forwarded"), Custom: r.Header.Get("X-Route")}
+			Forwarded: r.Header.Get("Forwarded"), Custom: r.Header.Get("X-Route"),
+			Upgrade: r.Header.Get("Upgrade"), XFUri: r.Header.Get("X-Forwarded-Uri")}
+		if !strings.HasSuffix(r.URL.Path, "/ws") {
+			s.BodyLen, _ = io.Copy(io.Discard, r.Body)
+		}
 		u.mu.Lock()
 		u.reqs = append(u.reqs, s)
 		u.mu.Unlock()

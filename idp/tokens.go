@@ -64,6 +64,9 @@ func (c *Client) Exchange(ctx context.Context, code, verifier, nonce string) (*T
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: ID token: %v", ErrInvalidToken, err)
 	}
+	if err := c.checkIssuedAt("ID token", idt.IssuedAt); err != nil {
+		return nil, nil, err
+	}
 	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
 		return nil, nil, fmt.Errorf("%w: ID token: nonce does not match this login", ErrInvalidToken)
 	}
@@ -154,6 +157,9 @@ func (c *Client) Refresh(ctx context.Context, refreshToken, subject string, opts
 		idt, err := d.verifier.Verify(ctx, t.IDToken)
 		if err != nil {
 			return nil, fmt.Errorf("%w: refreshed ID token: %v", ErrInvalidToken, err)
+		}
+		if err := c.checkIssuedAt("refreshed ID token", idt.IssuedAt); err != nil {
+			return nil, err
 		}
 		if idt.Subject != subject {
 			return nil, fmt.Errorf("%w: refreshed ID token is about another subject", ErrInvalidToken)
@@ -421,11 +427,8 @@ func (c *Client) VerifyLogoutToken(ctx context.Context, raw string) (*LogoutToke
 	if err != nil {
 		return nil, fmt.Errorf("%w: logout token: %v", ErrInvalidToken, err)
 	}
-	if lt.IssuedAt.IsZero() {
-		return nil, fmt.Errorf("%w: logout token: no iat", ErrInvalidToken)
-	}
-	if lt.IssuedAt.After(c.now().Add(c.cfg.ClockSkew + time.Minute)) {
-		return nil, fmt.Errorf("%w: logout token: issued in the future", ErrInvalidToken)
+	if err := c.checkIssuedAt("logout token", lt.IssuedAt); err != nil {
+		return nil, err
 	}
 	return &LogoutToken{Subject: lt.Subject, SID: lt.SessionID, JTI: lt.TokenID, IssuedAt: lt.IssuedAt, Expiry: lt.Expiry}, nil
 }
@@ -469,4 +472,17 @@ func classifyUserinfo(err error) error {
 		// 401 from most providers, 403 from some: the fresh access token was refused.
 		return &TokenError{Op: "userinfo", Status: status}
 	}
+}
+
+// checkIssuedAt refuses a token issued in the future (go-oidc checks exp, not iat): more
+// than the clock skew plus a minute ahead of this clock. A token without iat is refused
+// too, as OpenID Connect Core §2 makes iat required.
+func (c *Client) checkIssuedAt(what string, iat time.Time) error {
+	if iat.IsZero() {
+		return fmt.Errorf("%w: %s: no iat", ErrInvalidToken, what)
+	}
+	if iat.After(c.now().Add(c.cfg.ClockSkew + time.Minute)) {
+		return fmt.Errorf("%w: %s: issued in the future (iat %s)", ErrInvalidToken, what, iat.UTC().Format(time.RFC3339))
+	}
+	return nil
 }

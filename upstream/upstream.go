@@ -19,6 +19,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -201,8 +202,10 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 
 	// Forwarding headers: ReverseProxy already removed the inbound X-Forwarded-For/Host/
 	// Proto and Forwarded; remove the other spoofable ones too, then set our own.
-	for _, name := range spoofable {
-		delete(h, name)
+	for name := range h {
+		if strings.HasPrefix(name, "X-Forwarded-") || slices.Contains(spoofable, name) {
+			delete(h, name)
+		}
 	}
 	if p.trusted(pr.In.RemoteAddr) {
 		if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {
@@ -309,6 +312,8 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	case f != nil && f.timedOut.Load():
 		p.cfg.Logger.Warn("upstream timed out", "route", name, "timeout", f.target.Timeout)
 		WriteError(w, http.StatusGatewayTimeout, "gateway_timeout", "upstream_timeout")
+	case errors.As(err, new(*http.MaxBytesError)):
+		WriteError(w, http.StatusRequestEntityTooLarge, "payload_too_large", "max_body")
 	case errors.Is(r.Context().Err(), context.Canceled):
 		// The browser went away; nobody reads an answer. 499 in the access log, as nginx.
 		w.WriteHeader(499)

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -144,6 +145,7 @@ type fileRoute struct {
 	Resource       string            `yaml:"resource"`
 	Scopes         []string          `yaml:"scopes"`
 	ForwardCookies []string          `yaml:"forward_cookies"`
+	MaxBody        byteSize          `yaml:"max_body"`
 }
 
 type fileRule struct {
@@ -190,6 +192,34 @@ func (d *duration) UnmarshalYAML(n *yaml.Node) error {
 		return fmt.Errorf("%q is not a duration such as 30s, 15m or 12h", n.Value)
 	}
 	*d = duration(v)
+	return nil
+}
+
+// byteSize accepts a number of bytes, or a number with a unit: 512KiB, 10MiB, 1GiB
+// (also KB, MB, GB as powers of 1000).
+type byteSize int64
+
+func (b *byteSize) UnmarshalYAML(n *yaml.Node) error {
+	bad := fmt.Errorf("%q is not a size such as 1048576, 512KiB or 10MiB", n.Value)
+	if n.Kind != yaml.ScalarNode {
+		return bad
+	}
+	s := strings.TrimSpace(n.Value)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}} {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(num), u.m
+			break
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v <= 0 || v > (1<<62)/mult {
+		return bad
+	}
+	*b = byteSize(v * mult)
 	return nil
 }
 
@@ -395,7 +425,7 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 	for _, r := range fc.Routes {
 		rt := gatehouse.Route{Path: r.Path, Upstream: r.Upstream, Token: gatehouse.TokenMode(r.Token), StripPrefix: r.StripPrefix,
 			Methods: r.Methods, Timeout: time.Duration(r.Timeout), Headers: r.Headers, Audience: r.Audience,
-			Resource: r.Resource, Scopes: r.Scopes, ForwardCookies: r.ForwardCookies}
+			Resource: r.Resource, Scopes: r.Scopes, ForwardCookies: r.ForwardCookies, MaxBody: int64(r.MaxBody)}
 		for _, rule := range r.Require {
 			rt.Require = append(rt.Require, gatehouse.Rule{Claim: rule.Claim, Contains: rule.Contains, AnyOf: rule.AnyOf})
 		}

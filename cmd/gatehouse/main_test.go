@@ -254,6 +254,9 @@ rate_limits:
   login: {per_minute: 10, burst: 5}
   admin: {per_minute: 2.5, burst: 1}
 audit_log: {output: audit.log}
+routes:
+  - {path: /a/, upstream: "http://127.0.0.1:1", max_body: 512KiB}
+  - {path: /b/, upstream: "http://127.0.0.1:1", max_body: 2048}
 `)
 	l, err := loadConfig(p)
 	if err != nil {
@@ -263,6 +266,9 @@ audit_log: {output: audit.log}
 	if !c.Session.BindUserAgent || c.Session.BindIPv4Prefix != 24 || c.Session.BindIPv6Prefix != 64 ||
 		c.RateLimits.Login.PerMinute != 10 || c.RateLimits.Login.Burst != 5 || c.RateLimits.Admin.PerMinute != 2.5 {
 		t.Fatalf("loaded %+v %+v", c.Session, c.RateLimits)
+	}
+	if c.Routes[0].MaxBody != 512<<10 || c.Routes[1].MaxBody != 2048 {
+		t.Fatalf("max_body = %d, %d", c.Routes[0].MaxBody, c.Routes[1].MaxBody)
 	}
 	if l.auditPath != filepath.Join(dir, "audit.log") {
 		t.Fatalf("audit path %q", l.auditPath)
@@ -279,9 +285,11 @@ rate_limits:
   login: {per_minute: -1, burst: many}
   callbak: {}
 insecure_diagnostics: true
+routes:
+  - {path: /a/, upstream: "http://127.0.0.1:1", max_body: lots}
 `)
 	code, _, errOut := runCmd(t, "check", "--config", bad)
-	for _, want := range []string{"session.bind_ipv4_prefix", "rate_limits.login.per_minute", "rate_limits.login.burst",
+	for _, want := range []string{"routes[0].max_body", "session.bind_ipv4_prefix", "rate_limits.login.per_minute", "rate_limits.login.burst",
 		"rate_limits.callbak: unknown field", "insecure_diagnostics: is only allowed"} {
 		if code != 1 || !strings.Contains(errOut, want) {
 			t.Errorf("check = %d, want a problem with %s:\n%s", code, want, errOut)
