@@ -240,6 +240,12 @@ func startBrowserTokenTap(t testing.TB) *browserTokenTap {
 			r.Out.Host = r.In.Host
 		},
 		ModifyResponse: func(resp *http.Response) error {
+			// Authorization codes (in the redirect back to the gateway), for the log audit.
+			if loc, err := url.Parse(resp.Header.Get("Location")); err == nil && loc.Query().Get("code") != "" {
+				tap.mu.Lock()
+				tap.tokens = append(tap.tokens, harness.IssuedSecret{Kind: "authorization_code", Value: loc.Query().Get("code")})
+				tap.mu.Unlock()
+			}
 			if resp.Request.Method != http.MethodPost || !strings.HasSuffix(resp.Request.URL.Path, "/token") {
 				return nil
 			}
@@ -263,6 +269,7 @@ func startBrowserTokenTap(t testing.TB) *browserTokenTap {
 		},
 	}
 	tap.URL = serveLoopback(t, rp)
+	registerAuditSource(tap.issued) // devidp has no token log: the log audit reads the tap
 	return tap
 }
 

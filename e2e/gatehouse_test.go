@@ -92,18 +92,24 @@ func (l *lockedBuffer) String() string {
 }
 
 // startGatehouse writes config (YAML, with {{PORT}} and {{ADMIN}} already substituted by
-// the caller) and runs `gatehouse serve` until the test ends.
+// the caller) and runs `gatehouse serve` until the test ends. Every gatehouse logs at debug
+// (added when config has no log section); when the test ends its logs are audited for
+// secrets (see leakaudit_test.go).
 func startGatehouse(t testing.TB, port int, config string) *gatehouseProc {
 	t.Helper()
 	adminPort := freePort(t)
 	config = strings.ReplaceAll(config, "{{ADMIN}}", fmt.Sprintf("127.0.0.1:%d", adminPort))
+	config = withDebugLogging(t, config)
 	path := filepath.Join(t.TempDir(), "gatehouse.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	g := &gatehouseProc{t: t, URL: fmt.Sprintf("http://127.0.0.1:%d", port), AdminURL: fmt.Sprintf("http://127.0.0.1:%d", adminPort), cfgPath: path}
 	g.start()
-	t.Cleanup(g.Stop)
+	t.Cleanup(func() {
+		g.Stop()
+		auditGatehouseLogs(t, g)
+	})
 	return g
 }
 

@@ -9,11 +9,14 @@
 package idptest
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"maps"
 	"net/http"
@@ -44,6 +47,7 @@ type Provider struct {
 	revoked map[string]bool
 	counts  map[string]int
 	issued  []string // access tokens, in order
+	secrets []string // every code and token handed out, in order
 	now     func() time.Time
 }
 
@@ -61,7 +65,9 @@ type Knobs struct {
 
 	// IDTokenMutate changes the ID token's claims before signing.
 	IDTokenMutate func(claims map[string]any)
-	// SignWith: "" (the published key), "forged" (an unpublished key), "none", "HS256".
+	// SignWith: "" (the published key), "forged" (an unpublished key), "none", "HS256"
+	// (HMAC keyed with the client secret), "HS256-publickey" (HMAC keyed with the PEM of
+	// the published RSA public key: the classic algorithm confusion).
 	SignWith string
 	// IssParam: "" sends the right iss on the authorization response; "omit" sends
 	// none; anything else is sent as is.
@@ -160,6 +166,15 @@ func (p *Provider) AccessTokens() []string {
 	return append([]string(nil), p.issued...)
 }
 
+// IssuedSecrets returns every authorization code, access, refresh, ID and client
+// credentials token the fake handed out, oldest first: what must never appear in a
+// gateway's logs or responses.
+func (p *Provider) IssuedSecrets() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.secrets...)
+}
+
 // Revoked reports whether a token was revoked at /revoke.
 func (p *Provider) Revoked(token string) bool {
 	p.mu.Lock()
@@ -256,6 +271,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		code := random()
 		p.mu.Lock()
 		p.codes[code] = codeGrant{challenge: q.Get("code_challenge"), nonce: q.Get("nonce"), redirect: redirect, extra: q}
+		p.secrets = append(p.secrets, code)
 		p.mu.Unlock()
 		rq.Set("code", code)
 	}
@@ -343,7 +359,11 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 			p.issue(w, k, "", false, g.rt)
 		}
 	case "client_credentials":
-		writeJSON(w, http.StatusOK, map[string]any{"access_token": "client-" + random(), "token_type": k.TokenType,
+		tok := "client-" + random()
+		p.mu.Lock()
+		p.secrets = append(p.secrets, tok)
+		p.mu.Unlock()
+		writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "token_type": k.TokenType,
 			"expires_in": int(k.AccessTokenTTL.Seconds()), "scope": r.PostForm.Get("scope")})
 	default:
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type"})
@@ -373,6 +393,13 @@ func (p *Provider) issue(w http.ResponseWriter, k Knobs, nonce string, withID bo
 	if withID {
 		resp["id_token"] = p.IDToken(k, nonce)
 	}
+	p.mu.Lock()
+	for _, name := range []string{"access_token", "refresh_token", "id_token"} {
+		if v, _ := resp[name].(string); v != "" {
+			p.secrets = append(p.secrets, v)
+		}
+	}
+	p.mu.Unlock()
 	writeJSON(w, http.StatusOK, resp)
 }
 
@@ -415,10 +442,14 @@ func (p *Provider) sign(how string, claims map[string]any, typ string) string {
 		body, _ := json.Marshal(claims)
 		return header + "." + base64.RawURLEncoding.EncodeToString(body) + "."
 	case "HS256":
-		// An attacker signing with the RSA public key as an HMAC secret.
-		s, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: []byte(p.ClientSecret)}, nil)
-		raw, _ := jwt.Signed(s).Claims(claims).Serialize()
-		return raw
+		// An attacker who knows the client secret signing with it as an HMAC key. Signed
+		// by hand: go-jose refuses HMAC keys shorter than the hash, and client secrets
+		// often are.
+		return hmacJWT([]byte(p.ClientSecret), "", claims)
+	case "HS256-publickey":
+		// An attacker signing with the published RSA public key as an HMAC secret.
+		der, _ := x509.MarshalPKIXPublicKey(&p.Key.PublicKey)
+		return hmacJWT(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), p.KeyID, claims)
 	}
 	key := p.Key
 	if how == "forged" {
@@ -437,6 +468,20 @@ func (p *Provider) sign(how string, claims map[string]any, typ string) string {
 		panic(err)
 	}
 	return raw
+}
+
+// hmacJWT signs claims as an HS256 JWS with key, whatever its length.
+func hmacJWT(key []byte, kid string, claims map[string]any) string {
+	header := map[string]any{"alg": "HS256", "typ": "JWT"}
+	if kid != "" {
+		header["kid"] = kid
+	}
+	h, _ := json.Marshal(header)
+	c, _ := json.Marshal(claims)
+	input := base64.RawURLEncoding.EncodeToString(h) + "." + base64.RawURLEncoding.EncodeToString(c)
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(input))
+	return input + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
 
 func (p *Provider) userinfo(w http.ResponseWriter, r *http.Request) {

@@ -183,6 +183,39 @@ type Provider struct {
 	pid        int
 	stderr     *testutil.SyncBuffer
 	stop       func() error
+
+	// final is the token log as it was when the provider stopped: the log lives in a
+	// temporary directory that goes away with the test, and the e2e log audit reads every
+	// provider's secrets after that.
+	finalMu sync.Mutex
+	final   []byte
+	stopped bool
+}
+
+var (
+	registryMu sync.Mutex
+	registry   []*Provider
+)
+
+// AllProviders returns every provider started by this test binary so far, running or
+// stopped, oldest first. Their IssuedTokens stay readable after they stopped (the token log
+// is kept in memory at stop), so that a check at the end of a test can compare every secret
+// any provider ever issued with, for example, every gateway's logs.
+func AllProviders() []*Provider {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	return append([]*Provider(nil), registry...)
+}
+
+// keepTokenLog reads the token log into memory, once, when the provider stops.
+func (p *Provider) keepTokenLog() {
+	p.finalMu.Lock()
+	defer p.finalMu.Unlock()
+	if p.stopped {
+		return
+	}
+	p.stopped = true
+	p.final, _ = os.ReadFile(p.tokenLog)
 }
 
 // Issuer is the provider's exact issuer identifier.
@@ -402,6 +435,7 @@ func startProvider(t testing.TB, root string, cfg ProviderConfig, port int) (*Pr
 				stopErr = fmt.Errorf("provider did not exit within %s of SIGTERM and was killed", stopTimeout)
 			}
 			_ = stdin.Close()
+			p.keepTokenLog()
 		})
 		return stopErr
 	}
@@ -433,6 +467,9 @@ func startProvider(t testing.TB, root string, cfg ProviderConfig, port int) (*Pr
 			t.Logf("provider %s stderr:\n%s", issuer, stderr.String())
 		}
 	})
+	registryMu.Lock()
+	registry = append(registry, p)
+	registryMu.Unlock()
 	return p, nil
 }
 
@@ -606,10 +643,19 @@ type IssuedSecret struct {
 	Value string `json:"value"`
 }
 
-// IssuedTokens returns the token log: every secret the provider handed out, in order.
+// IssuedTokens returns the token log: every secret the provider handed out, in order. After
+// the provider stopped it returns the log as it was then.
 func (p *Provider) IssuedTokens(t testing.TB) []IssuedSecret {
 	t.Helper()
-	data, err := os.ReadFile(p.tokenLog)
+	var data []byte
+	var err error
+	p.finalMu.Lock()
+	if p.stopped {
+		data = p.final
+	} else {
+		data, err = os.ReadFile(p.tokenLog)
+	}
+	p.finalMu.Unlock()
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
