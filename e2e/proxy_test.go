@@ -28,7 +28,9 @@ func checkUpstreamHygiene(t *testing.T, h http.Header) {
 }
 
 func TestE2ERefreshAndBurst(t *testing.T) {
-	s := startStack(t, stackOpts{accessTTL: 5 * time.Second})
+	// 10 s tokens, refreshed 2 s before expiry: a burst would have to last 8 s for a
+	// second, legitimate refresh to happen, even with -race on a busy machine.
+	s := startStack(t, stackOpts{accessTTL: 10 * time.Second})
 	b := newBrowser(t, s.gw.URL)
 	expect(t, b.login("alice", "wonderland", "/"), 200)
 
@@ -42,7 +44,7 @@ func TestE2ERefreshAndBurst(t *testing.T) {
 	}
 
 	// After expiry calls still succeed, with a new token.
-	time.Sleep(4 * time.Second) // inside the 2 s lead of a 5 s token
+	time.Sleep(8500 * time.Millisecond) // inside the 2 s lead of a 10 s token
 	s.idp.Reset(t)
 	expect(t, b.do("GET", "/api/b", nil, hostile...), 200)
 	second := s.api.last(t)
@@ -60,7 +62,7 @@ func TestE2ERefreshAndBurst(t *testing.T) {
 	// 200 concurrent calls at the moment of expiry: one refresh at the provider, 200
 	// successes. (oidc-provider revokes the whole grant if a rotated refresh token is
 	// used twice, so a double refresh would turn into failures here.)
-	time.Sleep(4 * time.Second)
+	time.Sleep(8500 * time.Millisecond)
 	s.idp.Reset(t)
 	before := len(s.api.all())
 	const n = 200
