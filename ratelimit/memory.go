@@ -17,7 +17,7 @@ type MemoryOptions struct {
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// MaxKeys bounds how many buckets are held at once. Default 100 000. Each costs about
-	// 150 bytes plus its key.
+	// 80 bytes plus its key.
 	MaxKeys int
 }
 
@@ -38,14 +38,15 @@ type MemoryOptions struct {
 // its owner gets back the few tokens it was still missing, and nobody else gains anything.
 //
 // The trade-off: under a flood of new keys (many addresses) some legitimate clients get a
-// little more than their limit, but an attacker cannot reset his own bucket by flooding.
-// His bucket is forgotten only once every other bucket of its shard would take longer to
-// refill than his: while the other buckets are fresh keys that each used one token, that
-// is when his bucket is at most one token short of full. To have it forgotten earlier, when it is
-// d tokens short, he must first drain more than d tokens from each of the other buckets in
-// its shard (MaxKeys/shards of them, and he cannot tell which): more requests than the d
-// he would win back. Evicting the least recently used bucket instead, as a plain LRU
-// cache would, lets anyone with MaxKeys addresses reset any bucket at once.
+// little more than their limit, but an attacker cannot reset his own bucket cheaply by
+// flooding. His bucket is forgotten only once every other bucket of its shard would take
+// longer to refill than his. While the others are fresh keys that used one token each,
+// that is when his bucket is at most one token short of full. To have it forgotten when
+// it is d tokens short, every other bucket of its shard must be at least d tokens short:
+// he must spend d requests on each of them, and since he cannot tell which keys share
+// his shard, on about MaxKeys keys; that is far more requests than the d he would win
+// back. Evicting the least recently used bucket instead, as a plain LRU cache would,
+// lets anyone with MaxKeys addresses reset any bucket at once.
 type Memory struct {
 	now    func() time.Time
 	origin time.Time

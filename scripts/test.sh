@@ -64,6 +64,9 @@ npm ci --prefix clients/js --no-audit --no-fund --loglevel=error
 step "unit and integration tests (-race)"
 go test -race -timeout 15m $(go list ./... | grep -v /e2e)
 
+step "fuzzing: every fuzz target for a few seconds (scripts/fuzz.sh)"
+FUZZTIME=${FUZZTIME:-4s} scripts/fuzz.sh
+
 step "JavaScript client tests"
 npm test --prefix clients/js
 

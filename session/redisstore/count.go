@@ -25,21 +25,18 @@ const scanCount = 1000
 // every command. It bounds nothing by the Store's Timeout: callers set their own
 // deadlines.
 //
-// When no connection has been made yet, Client waits for one attempt (at most about
-// Options.DialTimeout). A redis:// or rediss:// URL always gives a client, which keeps
-// redialling by itself while Redis is down. A sentinel or cluster deployment that has
-// been unreachable since Open gives nil; call Client again later. After Close it returns
-// nil unless a client had been made.
+// Client never waits. It returns nil while the Store has no client yet: Open starts
+// making one in the background, which for a redis:// or rediss:// URL succeeds even while
+// Redis is down (that client redials by itself), and for a sentinel or cluster URL only
+// once Redis answers. A call that finds no client starts another attempt in the
+// background (one at a time) and returns nil at once, so it can be called on a request's
+// path: treat nil as "Redis unavailable" and call again on the next request.
 func (s *Store) Client() rueidis.Client {
 	if c := s.client.Load(); c != nil {
 		return c.Client
 	}
-	if s.closed.Load() {
-		return nil
-	}
-	<-s.startDial()
-	if c := s.client.Load(); c != nil {
-		return c.Client
+	if !s.closed.Load() {
+		s.startDial()
 	}
 	return nil
 }
