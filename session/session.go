@@ -129,8 +129,10 @@ func parseTicket(v string) (ticket, bool) {
 	if base64.RawURLEncoding.DecodedLen(len(v)) != 1+idSize+KeySize {
 		return t, false
 	}
-	b, err := base64.RawURLEncoding.DecodeString(v)
-	if err != nil || b[0] != cookieVersion {
+	// Strict: one spelling per cookie (no stray bits in the last character); the decoded
+	// length is checked too, as the decoder skips CR and LF.
+	b, err := base64.RawURLEncoding.Strict().DecodeString(v)
+	if err != nil || len(b) != 1+idSize+KeySize || b[0] != cookieVersion {
 		return t, false
 	}
 	copy(t.id[:], b[1:])

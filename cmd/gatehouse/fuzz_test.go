@@ -13,13 +13,16 @@ func FuzzConfig(f *testing.F) {
 	f.Add("provider: ${X}\n")
 	f.Add("a: &a [*a]\n")
 	f.Add("session: {idle_timeout: 5m, store: 'redis://:${FUZZ_SECRET}@h/0'}\n")
+	f.Add("session: {idle_timeout: '${FUZZ_SECRET}'}\n")
+	f.Add("provider: {skip_userinfo: '${FUZZ_SECRET}', clock_skew: '${FUZZ_SECRET}'}\n")
 	f.Fuzz(func(t *testing.T, doc string) {
 		t.Setenv("FUZZ_SECRET", "fuzz-secret-value")
 		var fc fileConfig
 		var probs problems
 		decodeStrict([]byte(doc), &fc, &probs)
 		for _, p := range probs {
-			if strings.Contains(p, "fuzz-secret-value") && !strings.Contains(doc, "fuzz-secret-value") {
+			// yaml.v3 shortens long values in its errors ("fuzz-se..."): look for a prefix.
+			if strings.Contains(p, "fuzz-se") && !strings.Contains(doc, "fuzz-se") {
 				t.Fatalf("a problem echoes an environment secret: %s", p)
 			}
 		}

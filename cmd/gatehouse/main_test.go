@@ -316,3 +316,21 @@ func TestProbe(t *testing.T) {
 		t.Fatalf("probe of a closed port = %d %q", code, errOut)
 	}
 }
+
+// A secret put in the wrong field by an environment variable is not echoed.
+func TestEnvValuesNotEchoedInProblems(t *testing.T) {
+	t.Setenv("GH_TEST_LEAKY", "super-secret-value")
+	p := writeFile(t, t.TempDir(), "gatehouse.yaml", `
+public_url: http://127.0.0.1:9080
+provider: {issuer: "http://127.0.0.1:9000", client_id: bff, client_secret: s, clock_skew: "${GH_TEST_LEAKY}", skip_userinfo: "${GH_TEST_LEAKY}"}
+session: {idle_timeout: "${GH_TEST_LEAKY}"}
+`)
+	code, out, errOut := runCmd(t, "check", "--config", p)
+	if code != 1 || !strings.Contains(errOut, "session.idle_timeout: the value from the environment variable is not valid") ||
+		!strings.Contains(errOut, "provider.skip_userinfo") {
+		t.Fatalf("check = %d: %s", code, errOut)
+	}
+	if strings.Contains(out+errOut, "super-se") {
+		t.Fatalf("the problems echo the environment value:\n%s", errOut)
+	}
+}

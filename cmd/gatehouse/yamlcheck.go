@@ -69,9 +69,9 @@ func walk(node *yaml.Node, t reflect.Type, path string, probs *problems) {
 	}
 	// Types with their own YAML decoding (durations, string-or-list) check themselves.
 	if reflect.PointerTo(t).Implements(unmarshalerType) {
-		expandAll(node, at(), probs)
+		fromEnv := expandAll(node, at(), probs)
 		if err := node.Decode(reflect.New(t).Interface()); err != nil {
-			probs.add(at(), "%s (line %d)", cleanYAMLError(err), node.Line)
+			probs.add(at(), "%s (line %d)", decodeProblem(err, fromEnv), node.Line)
 			blank(node)
 		}
 		return
@@ -137,16 +137,26 @@ func walk(node *yaml.Node, t reflect.Type, path string, probs *problems) {
 			blank(node)
 			return
 		}
-		expandAll(node, at(), probs)
+		fromEnv := expandAll(node, at(), probs)
 		if err := node.Decode(reflect.New(t).Interface()); err != nil {
-			probs.add(at(), "%s (line %d)", cleanYAMLError(err), node.Line)
+			probs.add(at(), "%s (line %d)", decodeProblem(err, fromEnv), node.Line)
 			blank(node)
 		}
 	}
 }
 
-// expandAll expands environment variables in every scalar under node.
-func expandAll(node *yaml.Node, path string, probs *problems) {
+// decodeProblem describes a value that does not decode. A value that came from an
+// environment variable is not quoted: it may be a secret put in the wrong field.
+func decodeProblem(err error, fromEnv bool) string {
+	if fromEnv {
+		return "the value from the environment variable is not valid here (not shown, it may be a secret)"
+	}
+	return cleanYAMLError(err)
+}
+
+// expandAll expands environment variables in every scalar under node, and reports
+// whether it expanded any.
+func expandAll(node *yaml.Node, path string, probs *problems) (expanded bool) {
 	if node.Kind == yaml.ScalarNode {
 		v, missing := expandEnv(node.Value)
 		for _, name := range missing {
@@ -158,12 +168,16 @@ func expandAll(node *yaml.Node, path string, probs *problems) {
 				node.Tag = "" // let the expanded text be resolved like a literal value
 			}
 			node.Style = 0
+			return true
 		}
-		return
+		return false
 	}
 	for _, c := range node.Content {
-		expandAll(c, path, probs)
+		if expandAll(c, path, probs) {
+			expanded = true
+		}
 	}
+	return expanded
 }
 
 // expandEnv replaces ${NAME} and ${NAME:-default}; "$${" is a literal "${".
