@@ -2,15 +2,16 @@ package e2e
 
 // TestSecurity is Gatehouse's security suite: attacks on the real gatehouse binary, signed in
 // through the real npm oidc-provider, with a recording upstream on loopback. The fake
-// provider of idp/idptest is used only where a real provider cannot be made to misbehave:
-// ID tokens with forged signatures and wrong claims. Every case is a named subtest
+// provider of idp/idptest is used only where a real provider cannot be made to misbehave
+// (ID tokens with forged signatures and wrong claims) and for the rate-limit and binding
+// category, which starts gateways of its own (security_limits_test.go). Every case is a named subtest
 // (TestSecurity/<category>/<case>) whose assertions can fail; at the end the suite writes
 // every case with its result to e2e/artifacts/security-report.md and logs the same list.
 // docs/security-tests.md describes the cases and how to run them:
 //
 //	go test ./e2e -run Security -v
 //
-// One provider, one upstream and three gateways serve all cases:
+// One provider, one upstream and three gateways serve the other cases:
 //
 //	gw1  oidc-provider client "bff": routes, read_header_timeout 2s; most cases
 //	gw2  oidc-provider client "bff-short": idle_timeout 2s (expired cookies), default
@@ -94,6 +95,7 @@ func TestSecurity(t *testing.T) {
 	t.Run("logout token", func(t *testing.T) { secLogoutTokens(t, suite, e) })
 	t.Run("proxy", func(t *testing.T) { secProxy(t, suite, e) })
 	t.Run("cookies", func(t *testing.T) { secCookies(t, suite, e) })
+	t.Run("rate limits and binding", func(t *testing.T) { secRateLimits(t, suite, e) })
 	t.Run("logs", func(t *testing.T) { secLogs(t, suite, e) })
 }
 
