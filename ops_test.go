@@ -1,7 +1,6 @@
 package gatehouse_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -398,17 +397,10 @@ func TestDrainWaitsForWebSockets(t *testing.T) {
 	b.login()
 	cookie := b.cookie("__Host-gatehouse").Value
 
-	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, br, resp := openWebSocket(t, e, "/api/ws", e.url, cookie, 10*time.Second)
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "GET /api/ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: %s\r\nCookie: __Host-gatehouse=%s\r\n\r\n",
-		strings.TrimPrefix(e.url, "http://"), e.url, cookie)
-	br := bufio.NewReader(conn)
-	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
-		t.Fatalf("upgrade: %v %v", resp, err)
+	if resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %s", resp.Status)
 	}
 
 	// Drain waits while the WebSocket is open…

@@ -272,6 +272,25 @@ func TestProxyPathEscapes(t *testing.T) {
 	}
 }
 
+// openWebSocket sends a WebSocket upgrade through the gateway and reads the answer's head.
+func openWebSocket(t *testing.T, e *env, path, origin, cookie string, deadline time.Duration) (net.Conn, *bufio.Reader, *http.Response) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(deadline))
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: %s\r\nCookie: __Host-gatehouse=%s\r\n\r\n",
+		path, strings.TrimPrefix(e.url, "http://"), origin, cookie)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	return conn, br, resp
+}
+
 // rawRequest sends a request line exactly as given, with the browser's cookie and the
 // CSRF header.
 func rawRequest(t *testing.T, e *env, b *browser, method, target string) (int, string) {
@@ -420,19 +439,8 @@ func TestProxyStreamsAndWebSockets(t *testing.T) {
 // the echo, or the status line when the upgrade was refused.
 func wsEcho(t *testing.T, e *env, path, origin, cookie string) string {
 	t.Helper()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, br, resp := openWebSocket(t, e, path, origin, cookie, 5*time.Second)
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: %s\r\nCookie: __Host-gatehouse=%s\r\n\r\n",
-		path, strings.TrimPrefix(e.url, "http://"), origin, cookie)
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if resp.StatusCode != 101 {
 		return resp.Status
 	}
