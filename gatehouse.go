@@ -223,7 +223,7 @@ func New(cfg Config) (*Gateway, error) {
 		g.store = memstore.New(memstore.Options{Now: cfg.Now})
 		g.ownStore = true
 	}
-	g.kv = &observedStore{s: g.store, m: g.metrics}
+	g.kv = newObservedStore(g.store, g.metrics)
 	g.sessions = &session.Manager{
 		Store: g.kv, Keys: g.keys, Now: cfg.Now,
 		IdleTimeout: cfg.Session.IdleTimeout, AbsoluteTimeout: cfg.Session.AbsoluteTimeout,

@@ -85,7 +85,22 @@ func newMetrics(reg prometheus.Registerer, gauges ...prometheus.Collector) *metr
 }
 
 func (m *metrics) observeRequest(kind, method string, status int, d time.Duration) {
-	m.requests.WithLabelValues(kind, methodLabel(method), strconv.Itoa(status)).Observe(d.Seconds())
+	m.requests.WithLabelValues(kind, methodLabel(method), statusLabel(status)).Observe(d.Seconds())
+}
+
+// statusTexts are the status codes as label values, made once.
+var statusTexts = func() (t [600]string) {
+	for i := 100; i < 600; i++ {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+}()
+
+func statusLabel(status int) string {
+	if status >= 100 && status < 600 {
+		return statusTexts[status]
+	}
+	return strconv.Itoa(status)
 }
 
 func (m *metrics) observeProxy(route, method string, status int, d time.Duration) {

@@ -18,8 +18,19 @@ import (
 // in-process lock backs, Get for GetFresh, Get-then-Set for Add, Set and Delete without
 // indexes), so wrapping changes nothing but the metrics.
 type observedStore struct {
-	s session.Store
-	m *metrics
+	s      session.Store
+	m      *metrics
+	timers map[string]prometheus.Observer // by operation, resolved once: no label work per call
+}
+
+var storeOps = []string{"get", "get_fresh", "set", "delete", "add", "lock", "set_indexed", "delete_indexed", "members", "ping"}
+
+func newObservedStore(s session.Store, m *metrics) *observedStore {
+	o := &observedStore{s: s, m: m, timers: map[string]prometheus.Observer{}}
+	for _, op := range storeOps {
+		o.timers[op] = m.storeOps.WithLabelValues(op)
+	}
+	return o
 }
 
 var (
@@ -32,7 +43,7 @@ var (
 )
 
 func (o *observedStore) done(op string, start time.Time, err error) {
-	o.m.storeOps.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	o.timers[op].Observe(time.Since(start).Seconds())
 	if err != nil && !errors.Is(err, session.ErrNotFound) && !errors.Is(err, context.Canceled) {
 		o.m.storeErrors.WithLabelValues(op).Inc()
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -526,15 +527,20 @@ func TestProxyHardening(t *testing.T) {
 	}
 
 	// A chunked request never keeps its connection: bytes after its body are not a request.
-	before = up.count()
 	smuggle := raw("POST /api/outer HTTP/1.1\r\nHost: " + host + "\r\nCookie: __Host-gatehouse=COOKIE\r\nX-CSRF: 1\r\nContent-Length: 48\r\nTransfer-Encoding: chunked\r\n\r\n" +
 		"0\r\n\r\nGET /api/smuggled HTTP/1.1\r\nHost: " + host + "\r\n\r\n")
 	if !strings.Contains(smuggle, "Connection: close") || strings.Count(smuggle, "HTTP/1.1 ") != 1 {
 		t.Fatalf("smuggling attempt answered: %.400q", smuggle)
 	}
 	time.Sleep(100 * time.Millisecond)
-	if up.count() != before+1 || up.last(t).Path != "/api/outer" {
-		t.Fatalf("upstream saw %d requests, last %q", up.count()-before, up.last(t).Path)
+	var paths []string
+	up.mu.Lock()
+	for _, r := range up.reqs {
+		paths = append(paths, r.Path)
+	}
+	up.mu.Unlock()
+	if !slices.Contains(paths, "/api/outer") || slices.Contains(paths, "/api/smuggled") {
+		t.Fatalf("upstream saw %v", paths)
 	}
 
 	// Only WebSockets are tunnelled; spoofed forwarding headers are dropped.

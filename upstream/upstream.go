@@ -19,7 +19,6 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -203,7 +202,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	// Forwarding headers: ReverseProxy already removed the inbound X-Forwarded-For/Host/
 	// Proto and Forwarded; remove the other spoofable ones too, then set our own.
 	for name := range h {
-		if strings.HasPrefix(name, "X-Forwarded-") || slices.Contains(spoofable, name) {
+		if strings.HasPrefix(name, "X-Forwarded-") || spoofable[name] {
 			delete(h, name)
 		}
 	}
@@ -232,10 +231,16 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 
 // spoofable are request headers a browser could set to pass for a proxy or for an
 // authenticated user, in canonical form.
-var spoofable = []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server",
-	"X-Forwarded-Ssl", "X-Original-Url", "X-Original-Forwarded-For", "X-Rewrite-Url", "X-Client-Ip", "True-Client-Ip",
-	"Cf-Connecting-Ip", "X-Cluster-Client-Ip", "Client-Ip", "X-Forwarded-User", "X-Forwarded-Email",
-	"X-Forwarded-Access-Token", "X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Access-Token", "X-Remote-User"}
+var spoofable = map[string]bool{}
+
+func init() {
+	for _, name := range []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server",
+		"X-Forwarded-Ssl", "X-Original-Url", "X-Original-Forwarded-For", "X-Rewrite-Url", "X-Client-Ip", "True-Client-Ip",
+		"Cf-Connecting-Ip", "X-Cluster-Client-Ip", "Client-Ip", "X-Forwarded-User", "X-Forwarded-Email",
+		"X-Forwarded-Access-Token", "X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Access-Token", "X-Remote-User"} {
+		spoofable[name] = true
+	}
+}
 
 // filterCookies keeps only the browser cookies the target may see, and never the
 // gateway's own.
