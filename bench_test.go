@@ -51,6 +51,7 @@ func benchGateway(b *testing.B, transport http.RoundTripper, upstreamURL string)
 		},
 		UpstreamTransport: transport,
 		Logger:            slog.New(slog.DiscardHandler),
+		AuditLogger:       slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -100,6 +101,8 @@ func (pool) Put(b []byte) { poolBuffers.Put(&b) }
 // BenchmarkProxy compares the authenticated hot path with a bare ReverseProxy doing the
 // same forwarding, in memory (no network): the difference is Gatehouse's own cost per
 // request (cookie, store lookup, decryption, CSRF checks, token attach, header hygiene).
+// BenchmarkProxyLoopback does the same over real HTTP on loopback with the default
+// transport. bench/run.sh runs both; see docs/benchmarks.md.
 func BenchmarkProxy(b *testing.B) {
 	const upstreamURL = "http://upstream.invalid"
 	target, _ := url.Parse(upstreamURL)

@@ -1,4 +1,8 @@
 #!/usr/bin/env bash
+# The in-process `go test -bench` figures of the proxy hot path only. The published
+# benchmark (wrk against the real binary with every store, the refresh storm, memory per
+# session, logins per second) is bench/run.sh: see docs/benchmarks.md.
+#
 # Runs Gatehouse's benchmarks and reports each result as a ratio to the baseline measured
 # in the same run (the bare httputil.ReverseProxy, or the store's in-memory twin), so the
 # figures mean something on any machine.
