@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -142,16 +143,23 @@ func (e *env) probe(v *variant) error {
 	return nil
 }
 
+// runs numbers the wrk runs.
+var runs int
+
 // measure runs wrk against v once (after a warm-up run) and checks every answer: all
 // 2xx, no socket errors, and every request wrk counted seen by the upstream with the
 // expected bearer token.
 func (e *env) measure(v *variant) (sample, error) {
 	o := e.o
+	// Each wrk run marks its requests (X-Bench-Run), so that stragglers of the warm-up
+	// that reach the upstream after the counters were reset are not counted.
+	runs++
+	warm, measured := fmt.Sprintf("%d-warm", runs), fmt.Sprintf("%d", runs)
 	if o.warmup > 0 {
-		if err := e.expect(v.token); err != nil {
+		if err := e.expectRun(v.token, warm); err != nil {
 			return sample{}, err
 		}
-		w, err := wrkRun(o.loadCPUs, e.script, v.target, o.conns, o.warmup, v.headers)
+		w, err := wrkRun(o.loadCPUs, e.script, v.target, o.conns, o.warmup, append(slices.Clip(v.headers), "X-Bench-Run: "+warm))
 		if err != nil {
 			return sample{}, err
 		}
@@ -163,7 +171,7 @@ func (e *env) measure(v *variant) (sample, error) {
 	if _, err := e.settle(); err != nil {
 		return sample{}, err
 	}
-	if err := e.expect(v.token); err != nil {
+	if err := e.expectRun(v.token, measured); err != nil {
 		return sample{}, err
 	}
 	var p0, p1 int64
@@ -178,7 +186,7 @@ func (e *env) measure(v *variant) (sample, error) {
 		return sample{}, err
 	}
 	busy0, ours0 := busyTicks(), e.ps.ourTicks()
-	w, err := wrkRun(o.loadCPUs, e.script, v.target, o.conns, o.duration, v.headers)
+	w, err := wrkRun(o.loadCPUs, e.script, v.target, o.conns, o.duration, append(slices.Clip(v.headers), "X-Bench-Run: "+measured))
 	if err != nil {
 		return sample{}, err
 	}

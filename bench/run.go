@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -435,8 +436,12 @@ func redisCmd(addr string, args ...string) string {
 
 // upstream control
 
-func (e *env) expect(token string) error {
-	resp, err := http.Post(e.ctlURL+"/__bench/expect", "text/plain", strings.NewReader(token))
+func (e *env) expect(token string) error { return e.expectRun(token, "") }
+
+// expectRun resets the upstream's counters; from now on it expects token and counts
+// only the requests whose X-Bench-Run header is run (all when run is "").
+func (e *env) expectRun(token, run string) error {
+	resp, err := http.Post(e.ctlURL+"/__bench/expect?run="+url.QueryEscape(run), "text/plain", strings.NewReader(token))
 	if err != nil {
 		return err
 	}
