@@ -20,7 +20,7 @@ import (
 	"sync"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/gatehouse-bff/gatehouse/e2e/internal/harness"
 )

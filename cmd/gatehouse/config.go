@@ -19,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	gatehouse "github.com/gatehouse-bff/gatehouse"
 	"github.com/gatehouse-bff/gatehouse/session"

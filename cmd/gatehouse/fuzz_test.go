@@ -21,7 +21,7 @@ func FuzzConfig(f *testing.F) {
 		var probs problems
 		decodeStrict([]byte(doc), &fc, &probs)
 		for _, p := range probs {
-			// yaml.v3 shortens long values in its errors ("fuzz-se..."): look for a prefix.
+			// go.yaml.in/yaml/v3 shortens long values in its errors ("fuzz-se..."): look for a prefix.
 			if strings.Contains(p, "fuzz-se") && !strings.Contains(doc, "fuzz-se") {
 				t.Fatalf("a problem echoes an environment secret: %s", p)
 			}

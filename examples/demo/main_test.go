@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	gatehouse "github.com/gatehouse-bff/gatehouse"
 	"github.com/gatehouse-bff/gatehouse/internal/devidp"
