@@ -296,6 +296,8 @@ func classify(op string, err error) error {
 		}
 		return &TokenError{Op: op, Status: status, Code: safeCode(re.ErrorCode)}
 	}
+	// x/oauth2 (internal/token.go, doTokenRoundTrip) reports a 2xx answer without an
+	// access_token with a plain errors.New: v0.37.0 exports no sentinel or type for it.
 	if strings.Contains(err.Error(), "server response missing access_token") {
 		return fmt.Errorf("%w: %s: the response has no access_token", ErrRefused, op)
 	}
@@ -461,6 +463,9 @@ func classifyUserinfo(err error) error {
 	if errors.As(err, &ue) {
 		return fmt.Errorf("%w: userinfo: %v", ErrUnavailable, redactURLError(err))
 	}
+	// go-oidc's Provider.UserInfo returns fmt.Errorf("%s: %s", resp.Status, body) for a
+	// non-200 answer: v3.21.0 has no typed error with the status (only IssuerMismatchError
+	// and TokenExpiredError), so the status is read back from the text.
 	code, _, _ := strings.Cut(err.Error(), " ")
 	status, convErr := strconv.Atoi(code)
 	switch {

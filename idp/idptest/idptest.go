@@ -9,6 +9,7 @@
 package idptest
 
 import (
+	"crypto"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
@@ -49,6 +50,8 @@ type Provider struct {
 	issued  []string // access tokens, in order
 	secrets []string // every code and token handed out, in order
 	now     func() time.Time
+	forms   map[string]url.Values // the last form posted to "token" and "revoke"
+	jtis    map[string]bool       // client assertion ids seen, to refuse replays
 }
 
 // Knobs change the fake's behaviour. The zero value is a correct provider.
@@ -91,6 +94,16 @@ type Knobs struct {
 	NoRevocation bool
 	// TokenDelay delays token responses.
 	TokenDelay time.Duration
+
+	// ClientKey, when set, is the public key of the client's private_key_jwt assertions
+	// (RFC 7523): the token and revocation endpoints then also accept a client that
+	// sends a signed assertion (iss and sub the client id, aud the endpoint's URL, an
+	// unexpired exp, a jti never seen before) and no secret.
+	ClientKey crypto.PublicKey
+	// IDTokenOnRefresh adds an ID token (without nonce) to refresh responses.
+	IDTokenOnRefresh bool
+	// NoAccessToken leaves access_token out of successful token responses.
+	NoAccessToken bool
 }
 
 type codeGrant struct {
@@ -180,6 +193,24 @@ func (p *Provider) Revoked(token string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.revoked[token]
+}
+
+// LastForm returns the form of the last request to an endpoint, "token" or "revoke",
+// or nil if there was none.
+func (p *Provider) LastForm(endpoint string) url.Values {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.forms[endpoint])
+}
+
+// recordForm keeps a copy of a parsed request form for LastForm.
+func (p *Provider) recordForm(endpoint string, r *http.Request) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.forms == nil {
+		p.forms = map[string]url.Values{}
+	}
+	p.forms[endpoint] = maps.Clone(r.PostForm)
 }
 
 // RevokeAll makes every refresh token invalid (as if an admin revoked the grants).
@@ -290,6 +321,9 @@ func (p *Provider) LastAuthorizeParams() url.Values {
 }
 
 func (p *Provider) clientOK(r *http.Request) bool {
+	if key := p.knobsCopy().ClientKey; key != nil && r.PostForm.Has("client_assertion") {
+		return p.assertionOK(r, key)
+	}
 	id, secret, ok := r.BasicAuth()
 	if ok {
 		id, _ = url.QueryUnescape(id)
@@ -300,8 +334,46 @@ func (p *Provider) clientOK(r *http.Request) bool {
 	return id == p.ClientID && secret == p.ClientSecret
 }
 
+// assertionOK checks a private_key_jwt client authentication (RFC 7523 §3). A request
+// that also carries a secret uses two methods at once, which RFC 6749 §2.3 forbids.
+func (p *Provider) assertionOK(r *http.Request, key crypto.PublicKey) bool {
+	if _, _, basic := r.BasicAuth(); basic || r.PostForm.Has("client_secret") {
+		return false
+	}
+	if r.PostForm.Get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
+		return false
+	}
+	if id := r.PostForm.Get("client_id"); id != "" && id != p.ClientID {
+		return false
+	}
+	tok, err := jwt.ParseSigned(r.PostForm.Get("client_assertion"), []jose.SignatureAlgorithm{jose.RS256, jose.RS384,
+		jose.RS512, jose.PS256, jose.PS384, jose.PS512, jose.ES256, jose.ES384, jose.ES512})
+	if err != nil {
+		return false
+	}
+	var cl jwt.Claims
+	if err := tok.Claims(key, &cl); err != nil || cl.ID == "" || cl.Expiry == nil {
+		return false
+	}
+	want := jwt.Expected{Issuer: p.ClientID, Subject: p.ClientID, AnyAudience: jwt.Audience{p.Issuer + r.URL.Path}, Time: p.now()}
+	if cl.Validate(want) != nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.jtis == nil {
+		p.jtis = map[string]bool{}
+	}
+	if p.jtis[cl.ID] {
+		return false
+	}
+	p.jtis[cl.ID] = true
+	return true
+}
+
 func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	r.ParseForm()
+	p.recordForm("token", r)
 	grantType := r.PostForm.Get("grant_type")
 	p.count(grantType)
 	k := p.knobsCopy()
@@ -354,17 +426,20 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if k.RotateRefresh {
-			p.issue(w, k, "", false, "")
+			p.issue(w, k, "", k.IDTokenOnRefresh, "")
 		} else {
-			p.issue(w, k, "", false, g.rt)
+			p.issue(w, k, "", k.IDTokenOnRefresh, g.rt)
 		}
 	case "client_credentials":
 		tok := "client-" + random()
 		p.mu.Lock()
 		p.secrets = append(p.secrets, tok)
 		p.mu.Unlock()
-		writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "token_type": k.TokenType,
-			"expires_in": int(k.AccessTokenTTL.Seconds()), "scope": r.PostForm.Get("scope")})
+		resp := map[string]any{"token_type": k.TokenType, "expires_in": int(k.AccessTokenTTL.Seconds()), "scope": r.PostForm.Get("scope")}
+		if !k.NoAccessToken {
+			resp["access_token"] = tok
+		}
+		writeJSON(w, http.StatusOK, resp)
 	default:
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type"})
 	}
@@ -373,10 +448,13 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 // issue answers a token request. keepRT reuses a refresh token instead of a new one.
 func (p *Provider) issue(w http.ResponseWriter, k Knobs, nonce string, withID bool, keepRT string) {
 	at := "at-" + random()
-	p.mu.Lock()
-	p.issued = append(p.issued, at)
-	p.mu.Unlock()
-	resp := map[string]any{"access_token": at, "token_type": k.TokenType}
+	resp := map[string]any{"token_type": k.TokenType}
+	if !k.NoAccessToken {
+		resp["access_token"] = at
+		p.mu.Lock()
+		p.issued = append(p.issued, at)
+		p.mu.Unlock()
+	}
 	if !k.OmitExpiresIn {
 		resp["expires_in"] = int(k.AccessTokenTTL.Seconds())
 	}
@@ -506,6 +584,7 @@ func (p *Provider) userinfo(w http.ResponseWriter, r *http.Request) {
 
 func (p *Provider) revoke(w http.ResponseWriter, r *http.Request) {
 	r.ParseForm()
+	p.recordForm("revoke", r)
 	p.count("revoke")
 	if !p.clientOK(r) {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client"})
