@@ -118,7 +118,7 @@ func newMemory(opts MemoryOptions, n int) *Memory {
 // Allow takes a token from key's bucket if it has one. It returns an error only for an
 // invalid Limit; ctx is not used.
 func (m *Memory) Allow(_ context.Context, key string, l Limit) (Result, error) {
-	iv, err := l.interval(time.Nanosecond)
+	iv, err := l.interval()
 	if err != nil {
 		return Result{}, err
 	}

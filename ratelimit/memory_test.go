@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-bff/gatehouse/ratelimit"
+	"github.com/gatehouse-bff/gatehouse/ratelimit/ratelimittest"
 )
 
 // clock is a settable MemoryOptions.Now, safe for concurrent use.
@@ -30,7 +31,7 @@ func (c *clock) Advance(d time.Duration) {
 }
 
 func TestMemoryConformance(t *testing.T) {
-	runConformance(t, backend{open: func(t *testing.T) (ratelimit.Limiter, func(time.Duration)) {
+	ratelimittest.Run(t, ratelimittest.Backend{Open: func(t *testing.T) (ratelimit.Limiter, func(time.Duration)) {
 		c := newClock()
 		return ratelimit.NewMemory(ratelimit.MemoryOptions{Now: c.Now}), c.Advance
 	}})
@@ -39,13 +40,13 @@ func TestMemoryConformance(t *testing.T) {
 func TestMemoryRealClock(t *testing.T) {
 	m := ratelimit.NewMemory(ratelimit.MemoryOptions{})
 	l := ratelimit.Limit{Rate: 20, Burst: 1}
-	drain(t, m, "k", l, 1)
-	r := allow(t, m, "k", l)
+	ratelimittest.Drain(t, m, "k", l, 1)
+	r := ratelimittest.Allow(t, m, "k", l)
 	if r.Allowed {
 		t.Fatalf("second request allowed: %+v", r)
 	}
 	time.Sleep(r.RetryAfter)
-	if r := allow(t, m, "k", l); !r.Allowed {
+	if r := ratelimittest.Allow(t, m, "k", l); !r.Allowed {
 		t.Fatalf("refused after sleeping RetryAfter: %+v", r)
 	}
 }
@@ -57,7 +58,7 @@ func TestMemoryStaysWithinMaxKeys(t *testing.T) {
 			m := ratelimit.NewMemory(ratelimit.MemoryOptions{Now: c.Now, MaxKeys: maxKeys})
 			l := ratelimit.Limit{Rate: 1, Burst: 3}
 			for i := range 20 * maxKeys {
-				if r := allow(t, m, fmt.Sprint("k", i), l); !r.Allowed {
+				if r := ratelimittest.Allow(t, m, fmt.Sprint("k", i), l); !r.Allowed {
 					t.Fatalf("fresh key refused: %+v", r)
 				}
 				if i%7 == 0 {
@@ -92,7 +93,7 @@ func TestMemoryForgetsRefilledBuckets(t *testing.T) {
 	m := ratelimit.NewMemory(ratelimit.MemoryOptions{Now: c.Now})
 	l := ratelimit.Limit{Rate: 10, Burst: 5} // refills from empty in 500 ms
 	for i := range 1000 {
-		drain(t, m, fmt.Sprint(i), l, 1+i%5)
+		ratelimittest.Drain(t, m, fmt.Sprint(i), l, 1+i%5)
 	}
 	if n := m.Len(); n != 1000 {
 		t.Fatalf("Len = %d, want 1000", n)
@@ -106,16 +107,16 @@ func TestMemoryForgetsRefilledBuckets(t *testing.T) {
 		t.Fatalf("Len after every bucket refilled = %d, want 0", n)
 	}
 	// And forgetting changed nothing: a forgotten bucket is full.
-	if r := allow(t, m, "4", l); !r.Allowed || r.Remaining != 4 {
+	if r := ratelimittest.Allow(t, m, "4", l); !r.Allowed || r.Remaining != 4 {
 		t.Fatalf("a forgotten bucket = %+v; want full", r)
 	}
 	// Allow alone forgets them too, without Len.
 	for i := range 1000 {
-		drain(t, m, fmt.Sprint("b", i), l, 1)
+		ratelimittest.Drain(t, m, fmt.Sprint("b", i), l, 1)
 	}
 	c.Advance(time.Second)
 	for i := range 5000 {
-		allow(t, m, fmt.Sprint("c", i), ratelimit.Limit{Rate: 1e6, Burst: 1})
+		ratelimittest.Allow(t, m, fmt.Sprint("c", i), ratelimit.Limit{Rate: 1e6, Burst: 1})
 		c.Advance(time.Microsecond)
 	}
 	// Turn the clock back to before the "b" buckets were full, so that Len cannot drop
@@ -133,8 +134,8 @@ func TestMemoryFloodDoesNotResetAttacker(t *testing.T) {
 	const maxKeys = 256
 	m := ratelimit.NewMemory(ratelimit.MemoryOptions{Now: c.Now, MaxKeys: maxKeys})
 	l := ratelimit.Limit{Rate: 1.0 / 60, Burst: 5} // 5 logins, then one a minute
-	drain(t, m, "attacker", l, 5)
-	before := allow(t, m, "attacker", l)
+	ratelimittest.Drain(t, m, "attacker", l, 5)
+	before := ratelimittest.Allow(t, m, "attacker", l)
 	if before.Allowed {
 		t.Fatal("attacker allowed past his burst")
 	}
@@ -143,10 +144,10 @@ func TestMemoryFloodDoesNotResetAttacker(t *testing.T) {
 		// flood's buckets are always fuller than his, and are the ones evicted. (Draining
 		// as many tokens from every other key as his own lacks would get his bucket
 		// evicted: that costs more requests than it wins back.)
-		drain(t, m, fmt.Sprint("flood", i), l, 1+i%4)
+		ratelimittest.Drain(t, m, fmt.Sprint("flood", i), l, 1+i%4)
 		c.Advance(time.Millisecond)
 	}
-	after := allow(t, m, "attacker", l)
+	after := ratelimittest.Allow(t, m, "attacker", l)
 	if after.Allowed {
 		t.Fatalf("flooding %d other keys reset the attacker's bucket", 100*maxKeys)
 	}

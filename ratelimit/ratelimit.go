@@ -8,21 +8,25 @@
 // header). A refused request takes nothing, so a client that keeps retrying too early is
 // not punished further, and one that waits RetryAfter is allowed.
 //
-// Two implementations share this contract (and one test suite):
+// Two implementations share this contract (and one test suite, package ratelimittest):
 //
-//   - [Memory], for one process: sharded maps, bounded in size, no goroutine.
-//   - [Redis], for replicas that must share their buckets: one atomic Lua script per
-//     call, on the Redis server's clock, on a standalone server, Sentinel or a Cluster.
+//   - [Memory], here, for one process: sharded maps, bounded in size, no goroutine.
+//   - [github.com/gatehouse-bff/gatehouse/session/redisstore.Limiter], for replicas that
+//     must share their buckets: one atomic Lua script per call, on the Redis server's
+//     clock, on a standalone server, Sentinel or a Cluster. It lives beside the Redis
+//     session store, the other user of the Redis client, so that this package needs
+//     nothing outside the standard library and a program that keeps its buckets in
+//     memory does not link a Redis client.
 //
 // A bucket is stored as the one instant at which it will be full again (the "theoretical
 // arrival time" of the generic cell rate algorithm): a bucket whose instant has passed is
 // full, exactly as if it had never been used, so it can be forgotten. That is what keeps
-// both implementations small: Memory drops such buckets, and Redis lets their keys expire
-// at that instant.
+// both implementations small: Memory drops such buckets, and the Redis one lets their
+// keys expire at that instant.
 //
 // Callers choose the key; it may hold an address or a hash of a subject, and should not
-// hold a secret. Callers also choose what to do when [Redis] fails (its errors are
-// returned, never hidden): usually fail open and log.
+// hold a secret. Callers also choose what to do when a shared Limiter fails (its errors
+// are returned, never hidden): usually fail open and log.
 package ratelimit
 
 import (
@@ -70,11 +74,20 @@ const (
 	maxRefill = 10 * 365 * 24 * time.Hour
 )
 
-// interval returns the time one token takes to come back, rounded to unit, and checks l.
-func (l Limit) interval(unit time.Duration) (int64, error) {
+// Validate returns an error wrapping ErrInvalidLimit when l is outside the bounds that
+// Limit documents, and nil otherwise. Every Limiter's Allow checks l with it, so that all
+// implementations refuse exactly the same Limits.
+func (l Limit) Validate() error {
 	if !(l.Rate > 0 && l.Rate <= maxRate) || l.Burst < 1 || float64(l.Burst)/l.Rate > maxRefill.Seconds() {
-		return 0, fmt.Errorf("%w: rate %v per second, burst %d", ErrInvalidLimit, l.Rate, l.Burst)
+		return fmt.Errorf("%w: rate %v per second, burst %d", ErrInvalidLimit, l.Rate, l.Burst)
 	}
-	iv := math.Round(float64(time.Second/unit) / l.Rate)
-	return max(1, int64(iv)), nil
+	return nil
+}
+
+// interval returns the time one token takes to come back, in nanoseconds, and checks l.
+func (l Limit) interval() (int64, error) {
+	if err := l.Validate(); err != nil {
+		return 0, err
+	}
+	return max(1, int64(math.Round(float64(time.Second)/l.Rate))), nil
 }

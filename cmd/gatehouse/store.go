@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/gatehouse-bff/gatehouse/ratelimit"
@@ -107,34 +106,13 @@ func openStore(ctx context.Context, l *loaded, base string) (session.Store, erro
 	return nil, fmt.Errorf("session.store: unsupported store %q", redactURL(l.storeURL))
 }
 
-// redisLimiter shares the rate limits' buckets through the session store's Redis, so
-// that replicas behind one balancer count together. The store connects lazily (the
-// gateway starts while Redis is down), so the limiter is made on first use.
-type redisLimiter struct {
-	store  *redisstore.Store
-	prefix string
-	lim    atomic.Pointer[ratelimit.Redis]
-}
-
-func (r *redisLimiter) Allow(ctx context.Context, key string, l ratelimit.Limit) (ratelimit.Result, error) {
-	lim := r.lim.Load()
-	if lim == nil {
-		c := r.store.Client()
-		if c == nil {
-			return ratelimit.Result{}, errors.New("redis is not connected")
-		}
-		lim = ratelimit.NewRedis(c, ratelimit.RedisOptions{Prefix: r.prefix})
-		r.lim.Store(lim)
-	}
-	return lim.Allow(ctx, key, l)
-}
-
-// limiterFor returns the rate limiter to use with store: shared through Redis when the
-// store is Redis, else nil (the gateway's default, in memory).
+// limiterFor returns the rate limiter to use with store: shared through the session
+// store's Redis when the store is Redis, so that replicas behind one balancer count
+// together; else nil (the gateway's default, in memory).
 func limiterFor(store session.Store, l *loaded) ratelimit.Limiter {
 	rs, ok := store.(*redisstore.Store)
 	if !ok {
 		return nil
 	}
-	return &redisLimiter{store: rs, prefix: l.file.Session.Redis.KeyPrefix + "rl:"}
+	return rs.Limiter(redisstore.LimiterOptions{Prefix: l.file.Session.Redis.KeyPrefix + "rl:"})
 }

@@ -18,8 +18,8 @@ var _ session.Counter = (*Store)(nil)
 const scanCount = 1000
 
 // Client returns the rueidis client this Store uses, so that the gateway's other users of
-// Redis (the ratelimit package) share its connections, credentials, TLS settings and
-// deployment mode instead of opening their own.
+// Redis (the rate limiter, [Store.Limiter]) share its connections, credentials, TLS
+// settings and deployment mode instead of opening their own.
 //
 // The client is shared: do not close it; Store.Close closes it, after which it fails
 // every command. It bounds nothing by the Store's Timeout: callers set their own

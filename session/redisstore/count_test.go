@@ -123,7 +123,7 @@ func TestClientForRateLimiter(t *testing.T) {
 	if st.Client() != c {
 		t.Fatal("Client() returned another client the second time")
 	}
-	lim := ratelimit.NewRedis(c, ratelimit.RedisOptions{Prefix: "gatehouse:rl:"})
+	lim := redisstore.NewLimiter(c, redisstore.LimiterOptions{Prefix: "gatehouse:rl:"})
 	l := ratelimit.Limit{Rate: 0.01, Burst: 2}
 	for i, want := range []bool{true, true, false} {
 		r, err := lim.Allow(t.Context(), "192.0.2.1", l)

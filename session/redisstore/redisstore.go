@@ -1,5 +1,7 @@
-// Package redisstore is the shared session store: Redis, through
-// github.com/redis/rueidis, for several Gatehouse replicas that serve the same users.
+// Package redisstore is the shared state of several Gatehouse replicas that serve the
+// same users, in Redis through github.com/redis/rueidis: the session store ([Store]) and
+// the rate limits' buckets ([Limiter]). It is the only package of the module that imports
+// rueidis, so a program that keeps its sessions and buckets elsewhere does not link it.
 //
 // # URLs
 //
@@ -73,6 +75,15 @@
 //
 // A Redis that does not support RESP3 client tracking (before 6.0, or some managed
 // services) fails every call while caching is on: set [Options.DisableClientCache].
+//
+// # Rate limits
+//
+// [Limiter] is a ratelimit.Limiter whose token buckets live in Redis, so that replicas
+// count together: one Lua script per call, on the Redis server's clock, one key
+// <prefix>{<key>} per bucket, expiring when the bucket is full again. [NewLimiter] puts
+// it on any rueidis client; [Store.Limiter] on the Store's own, taken on each call, so
+// that it works from the moment Redis answers however late that is. Its failures are
+// returned like the Store's; Gatehouse lets the request through (fails open) and logs.
 package redisstore
 
 import (
