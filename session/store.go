@@ -42,6 +42,11 @@ var ErrUnavailable = errors.New("session: store unavailable")
 // returned after its ttl has passed.
 type Store interface {
 	// Get returns the value stored under key, or ErrNotFound.
+	//
+	// The returned slice may be shared with the store, so that a read need not copy: the
+	// caller must not modify it (copy it first). The store, for its part, never writes
+	// into a slice it has returned; a later Set replaces the value rather than
+	// overwriting it.
 	Get(ctx context.Context, key string) ([]byte, error)
 	// Set stores value under key for ttl, replacing any previous value and its ttl.
 	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error
@@ -94,6 +99,8 @@ type Pinger interface {
 // Fresher is a Store whose Get may answer from a client-side cache that writes by other
 // processes invalidate asynchronously. GetFresh always reads the backend.
 type Fresher interface {
+	// GetFresh is Get without the cache. As with Get, the returned slice may be shared
+	// with the store and must not be modified by the caller.
 	GetFresh(ctx context.Context, key string) ([]byte, error)
 }
 

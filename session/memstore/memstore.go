@@ -5,9 +5,12 @@ package memstore
 
 import (
 	"context"
+	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/gatehouse-bff/gatehouse/internal/leases"
 	"github.com/gatehouse-bff/gatehouse/session"
@@ -25,21 +28,36 @@ var (
 
 // Store keeps values in a map. Expired values are never returned and are swept in the
 // background. Safe for concurrent use.
+//
+// Besides its value, a session costs the store one map entry for its record and one per
+// index it is in (by subject, by provider session), so those entries are kept small:
+// instants are int64 nanoseconds (8 bytes, where a time.Time takes 24), and an index
+// with one member, as most are, keeps it inline rather than in a map of its own.
 type Store struct {
-	now func() time.Time
+	now   func() time.Time
+	epoch time.Time // instants are nanoseconds since epoch (see at)
 
-	mu      sync.Mutex
-	values  map[string]entry
-	indexes map[string]map[string]time.Time // index -> member -> expiry
-	leases  *leases.Table
+	mu     sync.Mutex
+	values map[string]entry
+	// The members of each index, with the expiry of each membership. An index with one
+	// member is in single; from its second member on, in multi. An index is in at most
+	// one of the two, and an empty index in neither.
+	single map[string]member
+	multi  map[string]map[string]int64
+	leases *leases.Table
 
 	stop chan struct{}
 	done chan struct{}
 }
 
 type entry struct {
-	value   []byte
-	expires time.Time
+	value   string // the bytes pack copied, viewed as a string: 8 bytes less than a slice
+	expires int64
+}
+
+type member struct {
+	key     string
+	expires int64
 }
 
 // Options tune a Store. The zero value is fine.
@@ -53,15 +71,17 @@ type Options struct {
 // New returns an empty store that sweeps in the background until Close.
 func New(opts Options) *Store {
 	s := &Store{
-		now:     opts.Now,
-		values:  map[string]entry{},
-		indexes: map[string]map[string]time.Time{},
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		now:    opts.Now,
+		values: map[string]entry{},
+		single: map[string]member{},
+		multi:  map[string]map[string]int64{},
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.epoch = s.now()
 	s.leases = leases.New(s.now)
 	every := opts.SweepInterval
 	if every <= 0 {
@@ -71,85 +91,142 @@ func New(opts Options) *Store {
 	return s
 }
 
+// at is the current instant: nanoseconds since the store's epoch. time.Time.Sub reads
+// the monotonic clock when both times carry it, as time.Now's do, so expiry is immune to
+// wall-clock steps, as comparing time.Time values was.
+func (s *Store) at() int64 { return int64(s.now().Sub(s.epoch)) }
+
+// expiry is the instant ttl after now, saturating instead of wrapping around.
+func expiry(now int64, ttl time.Duration) int64 {
+	if ttl > 0 && now > math.MaxInt64-int64(ttl) {
+		return math.MaxInt64
+	}
+	return now + int64(ttl)
+}
+
 func (s *Store) Get(_ context.Context, key string) ([]byte, error) {
+	now := s.at()
 	s.mu.Lock()
 	e, ok := s.values[key]
 	s.mu.Unlock()
-	if !ok || !s.now().Before(e.expires) {
+	if !ok || now >= e.expires {
 		return nil, session.ErrNotFound
 	}
-	return append([]byte(nil), e.value...), nil
+	// Shared and read-only (session.Store): no copy on the hot path.
+	return unsafe.Slice(unsafe.StringData(e.value), len(e.value)), nil
 }
 
 func (s *Store) Set(_ context.Context, key string, value []byte, ttl time.Duration) error {
-	e := entry{value: append([]byte(nil), value...), expires: s.now().Add(ttl)}
+	v, packed := pack(value, key)
+	e := entry{value: v, expires: expiry(s.at(), ttl)}
 	s.mu.Lock()
-	s.values[key] = e
+	s.values[packed[0]] = e
 	s.mu.Unlock()
 	return nil
 }
 
 func (s *Store) Delete(_ context.Context, key string) (bool, error) {
+	now := s.at()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.deleteLocked(key), nil
+	return s.deleteLocked(key, now), nil
 }
 
-func (s *Store) deleteLocked(key string) bool {
+func (s *Store) deleteLocked(key string, now int64) bool {
 	e, ok := s.values[key]
 	delete(s.values, key)
-	return ok && s.now().Before(e.expires)
+	return ok && now < e.expires
 }
 
 func (s *Store) Add(_ context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
-	now := s.now()
+	now := s.at()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.values[key]; ok && now.Before(e.expires) {
+	if e, ok := s.values[key]; ok && now < e.expires {
 		return false, nil
 	}
-	s.values[key] = entry{value: append([]byte(nil), value...), expires: now.Add(ttl)}
+	v, packed := pack(value, key)
+	s.values[packed[0]] = entry{value: v, expires: expiry(now, ttl)}
 	return true, nil
 }
 
 func (s *Store) SetIndexed(_ context.Context, key string, value []byte, ttl time.Duration, indexes ...string) error {
-	expires := s.now().Add(ttl)
-	v := append([]byte(nil), value...)
+	expires := expiry(s.at(), ttl)
+	v, packed := pack(value, append([]string{key}, indexes...)...)
+	key = packed[0]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, ix := range indexes {
-		m := s.indexes[ix]
-		if m == nil {
-			m = map[string]time.Time{}
-			s.indexes[ix] = m
-		}
-		m[key] = expires
+	for _, name := range packed[1:] {
+		s.addMemberLocked(name, key, expires)
 	}
 	s.values[key] = entry{value: v, expires: expires}
 	return nil
 }
 
+func (s *Store) addMemberLocked(name, key string, expires int64) {
+	if m, ok := s.multi[name]; ok {
+		m[key] = expires
+		s.multi[name] = m // re-keys it with this name, which lives as long as key's value
+		return
+	}
+	if one, ok := s.single[name]; ok && one.key != key {
+		delete(s.single, name)
+		s.multi[name] = map[string]int64{one.key: one.expires, key: expires}
+		return
+	}
+	s.single[name] = member{key: key, expires: expires}
+}
+
 func (s *Store) DeleteIndexed(_ context.Context, key string, indexes ...string) (bool, error) {
+	now := s.at()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, ix := range indexes {
-		if m := s.indexes[ix]; m != nil {
+	for _, name := range indexes {
+		if one, ok := s.single[name]; ok {
+			if one.key == key {
+				delete(s.single, name)
+			}
+		} else if m, ok := s.multi[name]; ok {
 			delete(m, key)
-			if len(m) == 0 {
-				delete(s.indexes, ix)
+			s.settleLocked(name, m)
+			if len(m) > 1 {
+				// The index's name may have been packed with the value just deleted.
+				delete(s.multi, name)
+				s.multi[strings.Clone(name)] = m
 			}
 		}
 	}
-	return s.deleteLocked(key), nil
+	return s.deleteLocked(key, now), nil
 }
 
-func (s *Store) Members(_ context.Context, index string) ([]string, error) {
-	now := s.now()
+// settleLocked moves an index of multi that lost members back to single when one member
+// is left, and drops it when none is.
+func (s *Store) settleLocked(name string, m map[string]int64) {
+	switch len(m) {
+	case 0:
+		delete(s.multi, name)
+	case 1:
+		delete(s.multi, name)
+		for k, exp := range m {
+			// A copy of the name: the one in multi may have been packed with another value.
+			s.single[strings.Clone(name)] = member{key: k, expires: exp}
+		}
+	}
+}
+
+func (s *Store) Members(_ context.Context, name string) ([]string, error) {
+	now := s.at()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := []string{}
-	for k, exp := range s.indexes[index] {
-		if now.Before(exp) {
+	if one, ok := s.single[name]; ok {
+		if now < one.expires {
+			out = append(out, one.key)
+		}
+		return out, nil
+	}
+	for k, exp := range s.multi[name] {
+		if now < exp {
 			out = append(out, k)
 		}
 	}
@@ -167,12 +244,12 @@ func (s *Store) Ping(context.Context) error { return nil }
 // session.RecordKeyPrefix). It walks the whole map under the store's lock: about a
 // millisecond per hundred thousand values.
 func (s *Store) CountSessions(context.Context) (int, error) {
-	now := s.now()
+	now := s.at()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
 	for k, e := range s.values {
-		if strings.HasPrefix(k, session.RecordKeyPrefix) && now.Before(e.expires) {
+		if strings.HasPrefix(k, session.RecordKeyPrefix) && now < e.expires {
 			n++
 		}
 	}
@@ -213,23 +290,59 @@ func (s *Store) sweepLoop(every time.Duration) {
 
 // Sweep removes expired values and index members now.
 func (s *Store) Sweep() {
-	now := s.now()
+	now := s.at()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, e := range s.values {
-		if !now.Before(e.expires) {
+		if now >= e.expires {
 			delete(s.values, k)
 		}
 	}
-	for ix, m := range s.indexes {
+	for name, one := range s.single {
+		if now >= one.expires {
+			delete(s.single, name)
+		}
+	}
+	for name, m := range s.multi {
+		n := len(m)
 		for k, exp := range m {
-			if !now.Before(exp) {
+			if now >= exp {
 				delete(m, k)
 			}
 		}
-		if len(m) == 0 {
-			delete(s.indexes, ix)
+		if len(m) != n {
+			s.settleLocked(name, m)
 		}
 	}
 	s.leases.Sweep()
+}
+
+// pack copies value into a new allocation of its own and, as far as they fit in the room
+// the allocator gives that allocation anyway (its size class), the strings too, in order.
+// A session record, its key and its index names then cost one allocation, not four. It
+// returns the copy and the strings, each either packed or as given.
+//
+// The copy and the packed strings are strings over the allocation (unsafe.String). That
+// is sound because no one writes to the allocation after pack: Get hands the value out
+// read-only (session.Store), with no capacity beyond it. The allocation lives as long as
+// any of them: a map entry whose key is overwritten takes the new key (Go maps re-key
+// string keys on assignment), and an index whose name may have been packed with a
+// deleted value is given a copy of its name.
+func pack(value []byte, strs ...string) (string, []string) {
+	out := slices.Clone(strs)
+	buf := slices.Grow([]byte(nil), len(value))
+	buf = append(buf, value...)
+	n := len(buf)
+	for i, str := range strs {
+		if len(str) == 0 || cap(buf)-len(buf) < len(str) {
+			break
+		}
+		at := len(buf)
+		buf = append(buf, str...)
+		out[i] = unsafe.String(&buf[at], len(str))
+	}
+	if n == 0 {
+		return "", out
+	}
+	return unsafe.String(&buf[0], n), out
 }
