@@ -10,8 +10,10 @@ import (
 )
 
 // Manager creates, loads, saves and ends sessions over any Store. It owns the encryption
-// (see the package documentation), the expiry rules and the locking that serialises the
-// writes to one session.
+// (see the package documentation), the expiry rules, the locking that serialises the
+// writes to one session, and every key written to the Store: session records, their
+// tombstones, locks and indexes, login flows (PutFlow, TakeFlow) and one-time ids
+// (AddOnce). Nothing else reads or writes the Store, so Observe sees every operation.
 //
 // A Manager is safe for concurrent use. Its fields must not change after first use.
 type Manager struct {
@@ -26,6 +28,11 @@ type Manager struct {
 	LockTTL time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Observe, when set, is called after every store operation the Manager makes, with
+	// the operation's name (one of the Op constants), its duration and its error
+	// (ErrNotFound included: a miss is an answer, not a failure). Metrics and traces hang
+	// off it. It must be cheap and safe for concurrent use.
+	Observe func(op string, d time.Duration, err error)
 
 	locks   keylock.Map
 	decoded decodedCache
@@ -78,7 +85,13 @@ func (m *Manager) Reload(ctx context.Context, s *Session) (*Session, error) {
 }
 
 func (m *Manager) load(ctx context.Context, h string, key []byte, fresh bool) (*Session, error) {
-	b, err := m.get(ctx, recordKey(h), fresh)
+	var b []byte
+	var err error
+	if fresh {
+		b, err = m.storeGetFresh(ctx, recordKey(h))
+	} else {
+		b, err = m.storeGet(ctx, recordKey(h))
+	}
 	if errors.Is(err, ErrNotFound) {
 		return nil, m.whyGone(ctx, h)
 	}
@@ -111,7 +124,7 @@ func (m *Manager) Peek(ctx context.Context, h string) (*Session, error) {
 	if !ValidHandle(h) {
 		return nil, ErrNotFound
 	}
-	b, err := m.Store.Get(ctx, recordKey(h))
+	b, err := m.storeGet(ctx, recordKey(h))
 	if err != nil {
 		return nil, err
 	}
@@ -125,16 +138,9 @@ func (m *Manager) Peek(ctx context.Context, h string) (*Session, error) {
 	return s, nil
 }
 
-func (m *Manager) get(ctx context.Context, key string, fresh bool) ([]byte, error) {
-	if f, ok := m.Store.(Fresher); ok && fresh {
-		return f.GetFresh(ctx, key)
-	}
-	return m.Store.Get(ctx, key)
-}
-
 // whyGone tells an ended session from an expired one by its tombstone.
 func (m *Manager) whyGone(ctx context.Context, h string) error {
-	b, err := m.Store.Get(ctx, tombstoneKey(h))
+	b, err := m.storeGet(ctx, tombstoneKey(h))
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return ErrExpired
@@ -176,8 +182,8 @@ func (m *Manager) Save(ctx context.Context, s *Session) error {
 	}
 	// The tombstone is written before a session is deleted, so a save that raced with an
 	// ending sees it here and undoes itself.
-	if _, err := m.get(ctx, tombstoneKey(s.Handle), true); err == nil {
-		if _, err := m.Store.Delete(ctx, recordKey(s.Handle)); err != nil {
+	if _, err := m.storeGetFresh(ctx, tombstoneKey(s.Handle)); err == nil {
+		if _, err := m.storeDelete(ctx, recordKey(s.Handle)); err != nil {
 			return err
 		}
 		return m.whyGone(ctx, s.Handle)
@@ -201,16 +207,14 @@ func (m *Manager) Touch(ctx context.Context, s *Session, interval time.Duration)
 		return s, nil
 	}
 	defer release()
-	if l, ok := m.Store.(Locker); ok {
-		// Another replica may be refreshing: wait briefly rather than overwrite its tokens.
-		lctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-		r, err := l.Lock(lctx, lockName(s.Handle), m.lockTTL())
-		cancel()
-		if err != nil {
-			return s, nil
-		}
-		defer r()
+	// Another replica may be refreshing: wait briefly rather than overwrite its tokens.
+	lctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	remote, err := m.storeLock(lctx, lockName(s.Handle))
+	cancel()
+	if err != nil {
+		return s, nil
 	}
+	defer remote()
 	cur, err := m.Reload(ctx, s)
 	if err != nil {
 		return nil, err
@@ -229,11 +233,7 @@ func (m *Manager) Lock(ctx context.Context, s *Session) (release func(), err err
 	if err != nil {
 		return nil, err
 	}
-	l, ok := m.Store.(Locker)
-	if !ok {
-		return local, nil
-	}
-	remote, err := l.Lock(ctx, lockName(s.Handle), m.lockTTL())
+	remote, err := m.storeLock(ctx, lockName(s.Handle))
 	if err != nil {
 		local()
 		return nil, err
@@ -255,7 +255,7 @@ func (m *Manager) End(ctx context.Context, h, reason string) (bool, error) {
 	if !ValidHandle(h) {
 		return false, nil
 	}
-	b, err := m.Store.Get(ctx, recordKey(h))
+	b, err := m.storeGet(ctx, recordKey(h))
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}
@@ -273,13 +273,10 @@ func (m *Manager) End(ctx context.Context, h, reason string) (bool, error) {
 		ttl = time.Second
 	}
 	m.decoded.drop(h)
-	if err := m.Store.Set(ctx, tombstoneKey(h), []byte(reason), ttl); err != nil {
+	if err := m.storeSet(ctx, tombstoneKey(h), []byte(reason), ttl); err != nil {
 		return false, err
 	}
-	if ix, ok := m.Store.(Indexer); ok {
-		return ix.DeleteIndexed(ctx, recordKey(h), m.indexes(s)...)
-	}
-	return m.Store.Delete(ctx, recordKey(h))
+	return m.storeDeleteIndexed(ctx, recordKey(h), m.indexes(s)...)
 }
 
 // ListSubject returns the metadata of the live sessions of a subject.
@@ -297,14 +294,10 @@ func (m *Manager) ListProviderSession(ctx context.Context, issuer, sid string) (
 var ErrNoIndex = errors.New("session: the store cannot list sessions (not an Indexer)")
 
 func (m *Manager) list(ctx context.Context, indexes []string) ([]*Session, error) {
-	ix, ok := m.Store.(Indexer)
-	if !ok {
-		return nil, ErrNoIndex
-	}
 	seen := map[string]bool{}
 	var out []*Session
 	for _, name := range indexes {
-		keys, err := ix.Members(ctx, name)
+		keys, err := m.storeMembers(ctx, name)
 		if err != nil {
 			return nil, err
 		}
@@ -351,13 +344,7 @@ func (m *Manager) write(ctx context.Context, s *Session) error {
 	if ttl <= 0 {
 		return ErrExpired
 	}
-	if ix, ok := m.Store.(Indexer); ok {
-		if err := ix.SetIndexed(ctx, key, b, ttl, m.newestIndexes(s)...); err != nil {
-			return fmt.Errorf("session: saving: %w", err)
-		}
-		return nil
-	}
-	if err := m.Store.Set(ctx, key, b, ttl); err != nil {
+	if err := m.storeSetIndexed(ctx, key, b, ttl, m.newestIndexes(s)...); err != nil {
 		return fmt.Errorf("session: saving: %w", err)
 	}
 	return nil

@@ -171,11 +171,25 @@ func HandleMatches(a, b string) bool {
 	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }
 
-// Store keys. The handle sits in braces so that a Redis Cluster keeps a session's
+// Store keys. This package is the only one that makes them; docs/architecture.md
+// lists the schema. The handle sits in braces so that a Redis Cluster keeps a session's
 // record, tombstone and lock in one slot.
 func recordKey(h string) string    { return "s:{" + h + "}" }
 func tombstoneKey(h string) string { return "t:{" + h + "}" }
 func lockName(h string) string     { return "l:{" + h + "}" }
+
+// flowKey is where a login flow waits for its callback: a hash of its state, so that a
+// store dump does not reveal states.
+func flowKey(state string) string {
+	sum := sha256.Sum256([]byte("gatehouse flow\x00" + state))
+	return "f:" + base64.RawURLEncoding.EncodeToString(sum[:18])
+}
+
+// onceKey records a value that may be used only once (a logout token's issuer and jti).
+func onceKey(id string) string {
+	sum := sha256.Sum256([]byte("gatehouse logout jti\x00" + id))
+	return "j:" + base64.RawURLEncoding.EncodeToString(sum[:18])
+}
 
 // handleFromRecordKey inverts recordKey.
 func handleFromRecordKey(k string) (string, bool) {

@@ -2,6 +2,7 @@ package sessiontest
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -382,6 +383,150 @@ func testManager(t *testing.T, open func(*testing.T) session.Store) {
 		}
 		if got.Claims["n"] != float64(20) {
 			t.Fatalf("after 20 locked increments n = %v: updates were lost", got.Claims["n"])
+		}
+	})
+	t.Run("Flows", func(t *testing.T) {
+		st := open(t)
+		m := newManager(t, st, time.Minute, time.Hour)
+		key, err := m.PutFlow(ctx(t), "state-1", []byte(`{"v":"verifier"}`), 400*time.Millisecond)
+		if err != nil || len(key) != session.KeySize {
+			t.Fatalf("PutFlow = %d-byte key, %v", len(key), err)
+		}
+		// A dump of the store holds neither the state nor the flow in clear.
+		if _, err := st.Get(ctx(t), "f:state-1"); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("the flow is stored under its state in clear: %v", err)
+		}
+		// Another browser's key does not open it, and does not consume it either.
+		if _, err := m.TakeFlow(ctx(t), "state-1", session.NewRandomKey()); !errors.Is(err, session.ErrDecrypt) {
+			t.Fatalf("TakeFlow with another key: %v, want ErrDecrypt", err)
+		}
+		got, err := m.TakeFlow(ctx(t), "state-1", key)
+		if err != nil || string(got) != `{"v":"verifier"}` {
+			t.Fatalf("TakeFlow = %q, %v", got, err)
+		}
+		if _, err := m.TakeFlow(ctx(t), "state-1", key); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("second TakeFlow: %v, want ErrNotFound", err)
+		}
+		if _, err := m.TakeFlow(ctx(t), "never-started", key); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("TakeFlow of an unknown state: %v, want ErrNotFound", err)
+		}
+		// Racing callbacks: exactly one completes the login.
+		key2, _ := m.PutFlow(ctx(t), "state-2", []byte("x"), time.Minute)
+		taken := winners(t, 16, func(int) (bool, error) {
+			_, err := m.TakeFlow(ctx(t), "state-2", key2)
+			if errors.Is(err, session.ErrNotFound) {
+				return false, nil
+			}
+			return err == nil, err
+		})
+		if taken != 1 {
+			t.Fatalf("%d racing TakeFlows succeeded, want exactly 1", taken)
+		}
+		// A flow ends with its ttl.
+		key3, _ := m.PutFlow(ctx(t), "state-3", []byte("x"), 300*time.Millisecond)
+		time.Sleep(600 * time.Millisecond)
+		if _, err := m.TakeFlow(ctx(t), "state-3", key3); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("TakeFlow after the ttl: %v, want ErrNotFound", err)
+		}
+	})
+	t.Run("AddOnce", func(t *testing.T) {
+		st := open(t)
+		m := newManager(t, st, time.Minute, time.Hour)
+		if added, err := m.AddOnce(ctx(t), "iss\x00jti-1", 300*time.Millisecond); err != nil || !added {
+			t.Fatalf("first AddOnce = %v, %v", added, err)
+		}
+		if added, err := m.AddOnce(ctx(t), "iss\x00jti-1", time.Minute); err != nil || added {
+			t.Fatalf("second AddOnce = %v, %v; want false", added, err)
+		}
+		if err := m.ForgetOnce(ctx(t), "iss\x00jti-1"); err != nil {
+			t.Fatal(err)
+		}
+		if added, err := m.AddOnce(ctx(t), "iss\x00jti-1", 300*time.Millisecond); err != nil || !added {
+			t.Fatalf("AddOnce after ForgetOnce = %v, %v; want true", added, err)
+		}
+		time.Sleep(600 * time.Millisecond)
+		if added, err := m.AddOnce(ctx(t), "iss\x00jti-1", time.Minute); err != nil || !added {
+			t.Fatalf("AddOnce after the ttl = %v, %v; want true", added, err)
+		}
+		// Concurrent callers, on two managers over one store when it is shared by replicas
+		// (an Adder); within one manager otherwise: exactly one sees true.
+		m2 := m
+		if _, ok := st.(session.Adder); ok {
+			m2 = newManager(t, st, time.Minute, time.Hour)
+		}
+		added := winners(t, 16, func(i int) (bool, error) {
+			if i%2 == 1 {
+				return m2.AddOnce(ctx(t), "contended", time.Minute)
+			}
+			return m.AddOnce(ctx(t), "contended", time.Minute)
+		})
+		if added != 1 {
+			t.Fatalf("%d concurrent AddOnce calls saw true, want exactly 1", added)
+		}
+	})
+	t.Run("Observe", func(t *testing.T) {
+		st := open(t)
+		m := newManager(t, st, time.Minute, time.Hour)
+		var mu sync.Mutex
+		var ops []string
+		m.Observe = func(op string, d time.Duration, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if d < 0 {
+				t.Errorf("%s took %v", op, d)
+			}
+			if err != nil && !errors.Is(err, session.ErrNotFound) {
+				t.Errorf("%s failed: %v", op, err)
+			}
+			ops = append(ops, op)
+		}
+		s := sample("olga")
+		cookie, err := m.Create(ctx(t), s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Load(ctx(t), cookie); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.End(ctx(t), s.Handle, session.ReasonRevoked); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Load(ctx(t), cookie); !errors.Is(err, session.ErrRevoked) {
+			t.Fatal(err)
+		}
+		key, _ := m.PutFlow(ctx(t), "st", []byte("x"), time.Minute)
+		m.TakeFlow(ctx(t), "st", key)
+		m.AddOnce(ctx(t), "id", time.Minute)
+		m.Ping(ctx(t))
+		mu.Lock()
+		defer mu.Unlock()
+		// Every store operation was seen, and each by a name Ops lists.
+		for _, op := range ops {
+			if !slices.Contains(session.Ops(), op) {
+				t.Errorf("Observe got %q, which session.Ops does not list", op)
+			}
+		}
+		write, del := session.OpSet, session.OpDelete
+		if _, ok := st.(session.Indexer); ok {
+			write, del = session.OpSetIndexed, session.OpDeleteIndexed
+		}
+		want := []string{
+			write,                             // Create
+			session.OpGet,                     // Load
+			session.OpGet, session.OpSet, del, // End: read, tombstone, delete
+			session.OpGet, session.OpGet, // Load: record gone, tombstone
+			session.OpSet,                   // PutFlow
+			session.OpGet, session.OpDelete, // TakeFlow
+		}
+		if !slices.Equal(ops[:min(len(ops), len(want))], want) {
+			t.Fatalf("observed %v,\nwant it to start with %v", ops, want)
+		}
+		rest := ops[len(want):]
+		if len(rest) == 0 || (rest[0] != session.OpAdd && rest[0] != session.OpGet && rest[0] != session.OpGetFresh) {
+			t.Fatalf("AddOnce was not observed: %v", rest)
+		}
+		if _, ok := st.(session.Pinger); ok && rest[len(rest)-1] != session.OpPing {
+			t.Fatalf("Ping was not observed: %v", rest)
 		}
 	})
 }
