@@ -88,3 +88,16 @@ func TestValidateMinimalAndHTTP(t *testing.T) {
 		t.Fatalf("plain http on a public host: %v", err)
 	}
 }
+
+func TestNewConfigFieldsValidate(t *testing.T) {
+	err := gatehouse.Config{PublicURL: "http://127.0.0.1:1",
+		Provider:   gatehouse.ProviderConfig{Issuer: "http://127.0.0.1:2", ClientID: "c", ClientSecret: "s"},
+		Session:    gatehouse.SessionConfig{BindIPv4Prefix: 33, BindIPv6Prefix: -1},
+		RateLimits: gatehouse.RateLimitConfig{Login: gatehouse.RateLimit{PerMinute: -1}, Admin: gatehouse.RateLimit{Burst: -2}},
+	}.Validate()
+	for _, want := range []string{"session.bind_ipv4_prefix", "session.bind_ipv6_prefix", "rate_limits.login.per_minute", "rate_limits.admin.burst"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate = %v, want a problem with %s", err, want)
+		}
+	}
+}

@@ -7,7 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -449,21 +449,70 @@ func wsEcho(t *testing.T, e *env, path, origin, cookie string) string {
 	return echo
 }
 
-func TestTrustedProxies(t *testing.T) {
+// Findings of the end-to-end security suite, pinned here too.
+func TestProxyHardening(t *testing.T) {
 	up := newUpstream(t)
 	e := routesEnv(t, up, func(c *gatehouse.Config) {
-		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		c.Routes = append(c.Routes, gatehouse.Route{Path: "/small/", Upstream: up.srv.URL, MaxBody: 1000})
 	})
 	b := e.browser()
-	// Behind a trusted proxy, the client is the last address it added.
-	cb := b.startLogin("/")
-	wantStatus(t, b.get(cb, "X-Forwarded-For", "198.51.100.7, 203.0.113.9"), 200)
-	list := decode(t, b.api("GET", "/bff/sessions"))["sessions"].([]any)
-	if ip := list[0].(map[string]any)["ip"]; ip != "203.0.113.9" {
-		t.Fatalf("session IP = %v, want the client behind the trusted proxy", ip)
+	b.login()
+	cookie := b.cookie("__Host-gatehouse").Value
+	raw := func(req string) string {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprint(conn, strings.ReplaceAll(req, "COOKIE", cookie))
+		all, _ := io.ReadAll(conn) // until the gateway closes the connection
+		return string(all)
 	}
-	b.do("GET", "/api/x", nil, "X-CSRF", "1", "X-Forwarded-For", "203.0.113.9")
-	if xff := up.last(t).XFF; xff != "203.0.113.9, 127.0.0.1" {
-		t.Fatalf("upstream X-Forwarded-For = %q", xff)
+	host := strings.TrimPrefix(e.url, "http://")
+
+	// Bodies: a declared size over the limit never reaches the upstream; a chunked one is cut off.
+	before := up.count()
+	r := b.do("POST", "/small/x", strings.NewReader(strings.Repeat("a", 1001)), "X-CSRF", "1", "Accept", "application/json")
+	wantJSONError(t, r, 413, "payload_too_large", "max_body")
+	if up.count() != before {
+		t.Fatal("an oversized body reached the upstream")
+	}
+	wantStatus(t, b.do("POST", "/small/x", strings.NewReader(strings.Repeat("a", 1000)), "X-CSRF", "1"), 200)
+	if up.last(t).BodyLen != 1000 {
+		t.Fatalf("upstream body = %d bytes", up.last(t).BodyLen)
+	}
+	chunked := raw("POST /small/x HTTP/1.1\r\nHost: " + host + "\r\nCookie: __Host-gatehouse=COOKIE\r\nX-CSRF: 1\r\nTransfer-Encoding: chunked\r\n\r\n" +
+		"7d0\r\n" + strings.Repeat("b", 2000) + "\r\n0\r\n\r\n")
+	if !strings.HasPrefix(chunked, "HTTP/1.1 413") {
+		t.Fatalf("chunked oversized body: %.200q", chunked)
+	}
+	// The default limit applies to routes without one.
+	if got := (gatehouse.Route{}); got.MaxBody != 0 || gatehouse.DefaultMaxBody != 10<<20 {
+		t.Fatal("default max_body changed: update the docs")
+	}
+
+	// A chunked request never keeps its connection: bytes after its body are not a request.
+	smuggle := raw("POST /api/outer HTTP/1.1\r\nHost: " + host + "\r\nCookie: __Host-gatehouse=COOKIE\r\nX-CSRF: 1\r\nContent-Length: 48\r\nTransfer-Encoding: chunked\r\n\r\n" +
+		"0\r\n\r\nGET /api/smuggled HTTP/1.1\r\nHost: " + host + "\r\n\r\n")
+	if !strings.Contains(smuggle, "Connection: close") || strings.Count(smuggle, "HTTP/1.1 ") != 1 {
+		t.Fatalf("smuggling attempt answered: %.400q", smuggle)
+	}
+	time.Sleep(100 * time.Millisecond)
+	var paths []string
+	up.mu.Lock()
+	for _, r := range up.reqs {
+		paths = append(paths, r.Path)
+	}
+	up.mu.Unlock()
+	if !slices.Contains(paths, "/api/outer") || slices.Contains(paths, "/api/smuggled") {
+		t.Fatalf("upstream saw %v", paths)
+	}
+
+	// Only WebSockets are tunnelled; spoofed forwarding headers are dropped.
+	b.do("GET", "/api/x", nil, "X-CSRF", "1", "Upgrade", "h2c", "Connection", "Upgrade, HTTP2-Settings", "HTTP2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA",
+		"X-Forwarded-Uri", "/api/admin/x")
+	if s := up.last(t); s.Upgrade != "" || s.XFUri != "" {
+		t.Fatalf("upstream saw Upgrade %q, X-Forwarded-Uri %q", s.Upgrade, s.XFUri)
 	}
 }
