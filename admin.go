@@ -48,12 +48,12 @@ func (g *Gateway) adminAuth(h func(http.ResponseWriter, *http.Request) error) ht
 			g.fail(w, r, jsonOnly(err))
 			return
 		}
-		if g.cfg.Admin.Token == "" {
+		if g.config().Admin.Token == "" {
 			g.fail(w, r, &httpError{status: http.StatusNotFound, code: "not_found", reason: "admin_api_disabled", forceJSON: true})
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(g.cfg.Admin.Token)) != 1 {
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(g.config().Admin.Token)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse-admin"`)
 			g.audit(r, evAdminDenied, nil, slog.String("route", r.URL.Path))
 			g.fail(w, r, errAdminAuth)

@@ -53,7 +53,7 @@ func (g *Gateway) audit(r *http.Request, event string, s *session.Session, attrs
 		}
 	}
 	if r != nil {
-		all = append(all, slog.String("ip", g.clientIP(r)), slog.String("user_agent", truncate(r.UserAgent(), 256)))
+		all = append(all, slog.String("ip", g.clientIP(r)), slog.String("user_agent", userAgent(r)))
 	}
 	all = append(all, attrs...)
 	g.auditLog.LogAttrs(ctx, slog.LevelInfo, event, all...)

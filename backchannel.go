@@ -2,8 +2,6 @@ package gatehouse
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"log/slog"
 	"mime"
@@ -16,7 +14,7 @@ import (
 
 // handleBackchannel implements OpenID Connect Back-Channel Logout 1.0: POST
 // /bff/backchannel with logout_token=<JWT>, from the provider, server to server.
-func (g *Gateway) handleBackchannel(w http.ResponseWriter, r *http.Request) error {
+func (g *Gateway) handleBackchannel(w http.ResponseWriter, r *http.Request, _ *session.Session) error {
 	w.Header().Set("Cache-Control", "no-store")
 	invalid := func(cause error) error {
 		g.metrics.backchannel.WithLabelValues("rejected").Inc()
@@ -43,9 +41,9 @@ func (g *Gateway) handleBackchannel(w http.ResponseWriter, r *http.Request) erro
 	}
 
 	// A logout token is used once: remember its jti until it expires.
-	jtiKey := jtiStoreKey(g.idp.Issuer(), lt.JTI)
-	ttl := max(lt.Expiry.Sub(g.now())+g.cfg.Provider.ClockSkew, time.Second)
-	added, err := g.addOnce(r.Context(), jtiKey, ttl)
+	once := g.idp.Issuer() + "\x00" + lt.JTI
+	ttl := max(lt.Expiry.Sub(g.now())+g.config().Provider.ClockSkew, time.Second)
+	added, err := g.sessions.AddOnce(r.Context(), once, ttl)
 	if err != nil {
 		return &httpError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", forceJSON: true, cause: err, level: slog.LevelError}
 	}
@@ -56,7 +54,7 @@ func (g *Gateway) handleBackchannel(w http.ResponseWriter, r *http.Request) erro
 	ended, err := g.endProviderSessions(r.Context(), lt)
 	if err != nil {
 		// Forget the jti so the provider (or an operator) can retry.
-		g.kv.Delete(context.WithoutCancel(r.Context()), jtiKey)
+		g.sessions.ForgetOnce(context.WithoutCancel(r.Context()), once)
 		return &httpError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", forceJSON: true, cause: err, level: slog.LevelError}
 	}
 	g.metrics.backchannel.WithLabelValues("accepted").Inc()
@@ -83,7 +81,7 @@ func (g *Gateway) endProviderSessions(ctx context.Context, lt *idp.LogoutToken) 
 			}
 		}
 	}
-	if lt.Subject != "" && (lt.SID == "" || g.cfg.Provider.BackchannelLogoutAllSessions) {
+	if lt.Subject != "" && (lt.SID == "" || g.config().Provider.BackchannelLogoutAllSessions) {
 		list, err := g.sessions.ListSubject(ctx, lt.Subject)
 		if err != nil {
 			return 0, err
@@ -105,14 +103,4 @@ func (g *Gateway) endProviderSessions(ctx context.Context, lt *idp.LogoutToken) 
 		}
 	}
 	return ended, nil
-}
-
-func jtiStoreKey(issuer, jti string) string {
-	sum := sha256.Sum256([]byte("gatehouse logout jti\x00" + issuer + "\x00" + jti))
-	return "j:" + base64.RawURLEncoding.EncodeToString(sum[:18])
-}
-
-// addOnce records key unless present: atomically when the store is an Adder.
-func (g *Gateway) addOnce(ctx context.Context, key string, ttl time.Duration) (bool, error) {
-	return g.kv.Add(ctx, key, []byte{1}, ttl)
 }

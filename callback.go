@@ -4,7 +4,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"time"
 
 	"github.com/gatehouse-bff/gatehouse/idp"
 	"github.com/gatehouse-bff/gatehouse/session"
@@ -15,7 +14,7 @@ import (
 var protocolClaims = []string{"aud", "azp", "nonce", "at_hash", "c_hash", "s_hash", "exp", "iat", "nbf", "jti", "iss", "sid"}
 
 // handleCallback completes a login: GET /bff/callback?code=…&state=…&iss=….
-func (g *Gateway) handleCallback(w http.ResponseWriter, r *http.Request) error {
+func (g *Gateway) handleCallback(w http.ResponseWriter, r *http.Request, _ *session.Session) error {
 	err := g.callback(w, r)
 	var he *httpError
 	if err != nil && errors.As(err, &he) {
@@ -83,7 +82,7 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 	claims["sub"] = id.Subject
 	s := &session.Session{
 		Subject: id.Subject, Issuer: g.idp.Issuer(), ProviderSID: id.SID,
-		UserAgent: truncate(r.UserAgent(), 256), IP: g.clientIP(r),
+		UserAgent: userAgent(r), IP: g.clientIP(r),
 		Claims: claims, IDToken: tokens.IDToken,
 		Token: tokenFrom(tokens, g.now()),
 	}
@@ -119,13 +118,6 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func tokenFrom(t *idp.Tokens, issued time.Time) session.Token {
-	return session.Token{
-		AccessToken: t.AccessToken, TokenType: t.TokenType, Expiry: t.Expiry, Issued: issued,
-		RefreshToken: t.RefreshToken, RefreshExpiry: t.RefreshExpiry, Scope: t.Scope,
-	}
-}
-
 // safeErrorCode keeps a provider's error code if it is a plain RFC 6749 code, for the
 // page and the logs; anything else becomes "provider_error".
 func safeErrorCode(code string) string {
@@ -138,11 +130,4 @@ func safeErrorCode(code string) string {
 		}
 	}
 	return code
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

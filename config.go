@@ -24,136 +24,140 @@ import (
 // Config configures a Gateway. Field comments give the YAML key of the binary's config
 // file (see docs/configuration.md) and the default. Validation errors name fields by
 // those keys, so a library user and a YAML user read the same messages.
+//
+// Each field's `gatehouse` tag is its YAML key and what Gateway.Reload does with a
+// change: "key" needs a restart (Reload reports it), "key,live" is applied while
+// serving, "-" is a dependency Reload neither compares nor replaces.
 type Config struct {
 	// PublicURL is the origin the browser uses (public_url), e.g. https://app.example.com.
 	// It is the base of the redirect URI and decides the cookie policy. It must be https,
 	// or http on a loopback host for local development.
-	PublicURL string
+	PublicURL string `gatehouse:"public_url"`
 
-	Provider ProviderConfig
-	Session  SessionConfig
-	Cookie   CookieConfig
-	CSRF     CSRFConfig
-	Routes   []Route
-	Frontend FrontendConfig
-	Admin    AdminConfig
+	Provider ProviderConfig `gatehouse:"provider"`
+	Session  SessionConfig  `gatehouse:"session"`
+	Cookie   CookieConfig   `gatehouse:"cookie"`
+	CSRF     CSRFConfig     `gatehouse:"csrf"`
+	Routes   []Route        `gatehouse:"routes,live"`
+	Frontend FrontendConfig `gatehouse:"frontend"`
+	Admin    AdminConfig    `gatehouse:"admin"`
 
 	// TrustedProxies are the addresses (proxies, load balancers) whose X-Forwarded-For
 	// and X-Forwarded-Proto headers are believed (trusted_proxies). Default: none.
-	TrustedProxies []netip.Prefix
+	TrustedProxies []netip.Prefix `gatehouse:"trusted_proxies"`
 	// WebSocketOrigins are extra origins allowed to open WebSockets through routes
 	// (websocket_origins). The public origin is always allowed.
-	WebSocketOrigins []string
+	WebSocketOrigins []string `gatehouse:"websocket_origins,live"`
 
 	// Logger receives structured logs; it never receives a token, secret or cookie value.
 	// Default: slog.Default().
-	Logger *slog.Logger
+	Logger *slog.Logger `gatehouse:"-"`
 	// AuditLogger receives the audit events (logins, logouts, refreshes, expired and
 	// revoked sessions, back-channel logouts, CSRF refusals, rate limiting, denied
 	// routes), one record each, with no token, code, secret or cookie value. Default:
 	// JSON lines on standard error. See docs/operations.md.
-	AuditLogger *slog.Logger
+	AuditLogger *slog.Logger `gatehouse:"-"`
 	// RateLimits bound logins, callbacks, back-channel logouts, session management and
 	// the admin API per client IP (and per user for session management) (rate_limits).
-	RateLimits RateLimitConfig
+	RateLimits RateLimitConfig `gatehouse:"rate_limits,live"`
 	// RateLimiter keeps the rate limits' buckets. Default: in this process's memory. The
 	// binary shares them through Redis when the session store is Redis.
-	RateLimiter ratelimit.Limiter
+	RateLimiter ratelimit.Limiter `gatehouse:"-"`
 	// InsecureDiagnostics serves GET /bff/diagnostics, a page for developers about the
 	// configuration, the provider and the caller's session (insecure_diagnostics). It is
 	// refused unless public_url is a loopback address.
-	InsecureDiagnostics bool
+	InsecureDiagnostics bool `gatehouse:"insecure_diagnostics,live"`
 	// Now is the clock. Default time.Now.
-	Now func() time.Time
+	Now func() time.Time `gatehouse:"-"`
 	// ProviderHTTPClient makes the requests to the identity provider. Default: a client
 	// with a 10 s timeout.
-	ProviderHTTPClient *http.Client
+	ProviderHTTPClient *http.Client `gatehouse:"-"`
 	// UpstreamTransport carries proxied requests. Default: a transport tuned for many
 	// concurrent requests to few upstreams.
-	UpstreamTransport http.RoundTripper
+	UpstreamTransport http.RoundTripper `gatehouse:"-"`
 	// Metrics registers Gatehouse's Prometheus metrics. Default: a private registry,
 	// served by the admin handler.
-	Metrics prometheus.Registerer
+	Metrics prometheus.Registerer `gatehouse:"-"`
 }
 
 // ProviderConfig is the OpenID Connect provider and this gateway's client registration
 // (provider:).
 type ProviderConfig struct {
-	Issuer       string // issuer; compared exactly, a trailing slash matters
-	DiscoveryURL string // discovery_url; default <issuer>/.well-known/openid-configuration
-	ClientID     string // client_id
-	ClientSecret string // client_secret (or client_secret_file)
+	Issuer       string `gatehouse:"issuer"`        // issuer; compared exactly, a trailing slash matters
+	DiscoveryURL string `gatehouse:"discovery_url"` // discovery_url; default <issuer>/.well-known/openid-configuration
+	ClientID     string `gatehouse:"client_id"`     // client_id
+	ClientSecret string `gatehouse:"client_secret"` // client_secret (or client_secret_file)
 	// ClientKey enables private_key_jwt (client_key_file, PEM); ClientKeyID is its kid
 	// (client_key_id), ClientKeyAlg its algorithm (client_key_alg, default by key type).
-	ClientKey    crypto.Signer
-	ClientKeyID  string
-	ClientKeyAlg string
+	ClientKey    crypto.Signer `gatehouse:"client_key_file"`
+	ClientKeyID  string        `gatehouse:"client_key_id"`
+	ClientKeyAlg string        `gatehouse:"client_key_alg"`
 	// AuthMethod: client_secret_basic, client_secret_post or private_key_jwt
 	// (token_endpoint_auth_method). Default: chosen from the credentials and discovery.
-	AuthMethod string
+	AuthMethod string `gatehouse:"token_endpoint_auth_method"`
 	// Scopes requested at login (scopes). Default: openid profile email offline_access.
-	Scopes []string
+	Scopes []string `gatehouse:"scopes"`
 	// AuthParams are extra authorization request parameters (auth_params), e.g.
 	// {prompt: consent} for providers that only grant offline_access with consent, or
 	// {audience: …} for Auth0.
-	AuthParams map[string]string
+	AuthParams map[string]string `gatehouse:"auth_params"`
 	// AllowedAuthParams may be passed through from /bff/login's query string
 	// (allowed_auth_params); only prompt, max_age, acr_values, login_hint, ui_locales and
 	// display are eligible.
-	AllowedAuthParams []string
+	AllowedAuthParams []string `gatehouse:"allowed_auth_params"`
 	// EndSessionURL replaces the provider's end_session_endpoint (end_session_url); it
 	// may use {id_token_hint}, {client_id}, {post_logout_redirect_uri}, {state}.
-	EndSessionURL string
+	EndSessionURL string `gatehouse:"end_session_url"`
 	// OmitIDTokenHint sends RP-initiated logout with client_id only, without the ID
 	// token as id_token_hint (omit_id_token_hint): the ID token then never travels
 	// through the browser, at the price of a confirmation page at some providers.
-	OmitIDTokenHint bool
+	OmitIDTokenHint bool `gatehouse:"omit_id_token_hint"`
 	// RequireIssuerParam refuses authorization responses without iss (RFC 9207) even if
 	// the provider does not advertise it (require_iss_param).
-	RequireIssuerParam bool
+	RequireIssuerParam bool `gatehouse:"require_iss_param"`
 	// SigningAlgs limits ID/logout token algorithms (signing_algs). Default: advertised.
-	SigningAlgs []string
+	SigningAlgs []string `gatehouse:"signing_algs"`
 	// ClockSkew tolerated on token expiry (clock_skew). Default 0.
-	ClockSkew time.Duration
+	ClockSkew time.Duration `gatehouse:"clock_skew"`
 	// SkipUserinfo does not call userinfo after login (skip_userinfo).
-	SkipUserinfo bool
+	SkipUserinfo bool `gatehouse:"skip_userinfo"`
 	// DefaultTokenLifetime is assumed for access tokens of unknown lifetime
 	// (default_token_lifetime). Default 5 minutes.
-	DefaultTokenLifetime time.Duration
+	DefaultTokenLifetime time.Duration `gatehouse:"default_token_lifetime"`
 	// RefreshLead refreshes an access token this long before it expires (refresh_lead).
 	// Default 30 s; never more than half the token's lifetime.
-	RefreshLead time.Duration
+	RefreshLead time.Duration `gatehouse:"refresh_lead"`
 	// BackchannelLogoutAllSessions makes a back-channel logout that names a subject end
 	// every session of that subject, not only those of the named provider session
 	// (backchannel_logout_all_sessions).
-	BackchannelLogoutAllSessions bool
+	BackchannelLogoutAllSessions bool `gatehouse:"backchannel_logout_all_sessions"`
 }
 
 // SessionConfig configures server-side sessions (session:).
 type SessionConfig struct {
 	// Store keeps the sessions (store: memory, bolt://…, redis://…). Default: a new
 	// in-memory store, closed by Gateway.Close.
-	Store session.Store
+	Store session.Store `gatehouse:"-"`
 	// Keys is the server key ring, newest first, each 32 bytes (keys / keys_file). It
 	// seals session metadata and logout state. Default: a key derived from the client
 	// secret (or client key), so replicas sharing a store agree without configuration.
-	Keys [][]byte
+	Keys [][]byte `gatehouse:"keys"`
 	// IdleTimeout ends unused sessions (idle_timeout). Default 30 minutes.
-	IdleTimeout time.Duration
+	IdleTimeout time.Duration `gatehouse:"idle_timeout"`
 	// AbsoluteTimeout ends sessions this long after login (absolute_timeout). Default 12 h.
-	AbsoluteTimeout time.Duration
+	AbsoluteTimeout time.Duration `gatehouse:"absolute_timeout"`
 	// FlowTimeout is how long a started login may take (flow_timeout). Default 10 minutes.
-	FlowTimeout time.Duration
+	FlowTimeout time.Duration `gatehouse:"flow_timeout,live"`
 	// BindUserAgent ends a session used by another browser than the one that logged in
 	// (bind_user_agent): its User-Agent, version numbers aside, must not change. Off by
 	// default.
-	BindUserAgent bool
+	BindUserAgent bool `gatehouse:"bind_user_agent"`
 	// BindIPv4Prefix and BindIPv6Prefix end a session used from another network than the
 	// one it logged in from: the client address masked to this many bits must not change
 	// (bind_ipv4_prefix, e.g. 24; bind_ipv6_prefix, e.g. 64). 0, the default, does not
 	// bind. Behind a proxy, set trusted_proxies so that the client's address is known.
-	BindIPv4Prefix int
-	BindIPv6Prefix int
+	BindIPv4Prefix int `gatehouse:"bind_ipv4_prefix"`
+	BindIPv6Prefix int `gatehouse:"bind_ipv6_prefix"`
 }
 
 // RateLimitConfig bounds the endpoints an attacker can call without a session
@@ -180,20 +184,20 @@ type RateLimit struct {
 type CookieConfig struct {
 	// Name of the session cookie (name). Default __Host-gatehouse. It must keep the
 	// __Host- prefix unless AllowNonHostPrefix.
-	Name string
+	Name string `gatehouse:"name"`
 	// SameSite is Strict by default (same_site: strict|lax).
-	SameSite http.SameSite
+	SameSite http.SameSite `gatehouse:"same_site"`
 	// AllowNonHostPrefix permits a name without the __Host- prefix
 	// (allow_non_host_prefix). Weaker: a sibling subdomain could then overwrite it.
-	AllowNonHostPrefix bool
+	AllowNonHostPrefix bool `gatehouse:"allow_non_host_prefix"`
 }
 
 // CSRFConfig configures the CSRF defences (csrf:).
 type CSRFConfig struct {
-	Header string // header (default X-CSRF)
-	Value  string // value (default 1)
+	Header string `gatehouse:"header"` // header (default X-CSRF)
+	Value  string `gatehouse:"value"`  // value (default 1)
 	// TrustedOrigins may make cross-origin state-changing requests (trusted_origins).
-	TrustedOrigins []string
+	TrustedOrigins []string `gatehouse:"trusted_origins"`
 }
 
 // TokenMode says which access token a route attaches.
@@ -256,19 +260,19 @@ type Rule struct {
 type FrontendConfig struct {
 	// Dir is a directory of static files (dir), with index.html served for paths that
 	// are not files (client-side routes).
-	Dir string
+	Dir string `gatehouse:"dir"`
 	// FS serves the SPA from a file system instead of a directory, e.g. an embed.FS
 	// (library only).
-	FS fs.FS
+	FS fs.FS `gatehouse:"-"`
 	// Upstream is a development server to proxy instead (upstream), e.g. Vite on
 	// http://127.0.0.1:5173, including its hot-reload WebSocket.
-	Upstream string
+	Upstream string `gatehouse:"upstream"`
 	// CSP is the Content-Security-Policy of what Gatehouse serves (csp). Default a strict
 	// same-origin policy; see docs/configuration.md.
-	CSP string
+	CSP string `gatehouse:"csp"`
 	// RequireLogin redirects navigations to the SPA to login when there is no session
 	// (require_login).
-	RequireLogin bool
+	RequireLogin bool `gatehouse:"require_login"`
 }
 
 // AdminConfig configures the admin API (admin:). The admin handler itself is
@@ -276,7 +280,7 @@ type FrontendConfig struct {
 type AdminConfig struct {
 	// Token guards /admin/* (token / token_file). Without it the admin API is off;
 	// /healthz, /readyz and /metrics stay available.
-	Token string
+	Token string `gatehouse:"token"`
 }
 
 var eligibleAuthParams = []string{"prompt", "max_age", "acr_values", "login_hint", "ui_locales", "display"}

@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 )
 
 // checkCSRF applies the three CSRF defences to an API call or a state-changing /bff/
@@ -16,11 +15,11 @@ import (
 //     CrossOriginProtection exempts safe methods; Gatehouse's API calls are protected
 //     whatever their method, so a GET is checked as if it were a POST.
 func (g *Gateway) checkCSRF(r *http.Request) error {
-	vals := r.Header.Values(g.cfg.CSRF.Header)
+	vals := r.Header.Values(g.config().CSRF.Header)
 	switch {
 	case len(vals) == 0:
 		return errCSRF("missing_header")
-	case len(vals) != 1 || vals[0] != g.cfg.CSRF.Value:
+	case len(vals) != 1 || vals[0] != g.config().CSRF.Value:
 		return errCSRF("wrong_value")
 	}
 	return g.checkSameOrigin(r)
@@ -40,23 +39,6 @@ func (g *Gateway) checkSameOrigin(r *http.Request) error {
 	return nil
 }
 
-// isWebSocket reports whether r asks for a WebSocket upgrade.
-func isWebSocket(r *http.Request) bool {
-	return r.Method == http.MethodGet && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
-		headerHasToken(r.Header, "Connection", "upgrade")
-}
-
-func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // checkWebSocketOrigin replaces the CSRF header on a WebSocket handshake, which a
 // browser cannot send with custom headers: the Origin must be ours or allowed.
 func (g *Gateway) checkWebSocketOrigin(r *http.Request) error {
@@ -69,7 +51,7 @@ func (g *Gateway) checkWebSocketOrigin(r *http.Request) error {
 		return errCSRF("websocket_origin")
 	}
 	o := u.Scheme + "://" + u.Host
-	if o == g.origin || slices.Contains(g.cfg.WebSocketOrigins, o) {
+	if o == g.origin || slices.Contains(g.config().WebSocketOrigins, o) {
 		return nil
 	}
 	return errCSRF("websocket_origin")

@@ -5,25 +5,21 @@ import (
 	"net/http"
 	"sort"
 	"time"
+
+	"github.com/gatehouse-bff/gatehouse/session"
 )
 
 // handleDiagnostics: GET /bff/diagnostics, for developers only (insecure_diagnostics,
 // refused by Validate unless public_url is loopback). It shows what Gatehouse made of
 // its configuration, the provider and the caller's request and session: never a token,
 // secret or cookie value, only whether they are there and when they expire.
-func (g *Gateway) handleDiagnostics(w http.ResponseWriter, r *http.Request) error {
-	if !g.cfg.InsecureDiagnostics {
-		return errNotFound
-	}
-	if err := g.checkSameOrigin(r); err != nil {
-		return jsonOnly(err)
-	}
+func (g *Gateway) handleDiagnostics(w http.ResponseWriter, r *http.Request, _ *session.Session) error {
 	now := g.now()
 	out := map[string]any{"version": Version, "public_url": g.origin, "time": now.UTC()}
 
-	prov := map[string]any{"issuer": g.cfg.Provider.Issuer, "client_id": g.cfg.Provider.ClientID,
-		"scopes": g.cfg.Provider.Scopes, "client_secret_set": g.cfg.Provider.ClientSecret != "",
-		"client_key_set": g.cfg.Provider.ClientKey != nil}
+	prov := map[string]any{"issuer": g.config().Provider.Issuer, "client_id": g.config().Provider.ClientID,
+		"scopes": g.config().Provider.Scopes, "client_secret_set": g.config().Provider.ClientSecret != "",
+		"client_key_set": g.config().Provider.ClientKey != nil}
 	if ok, err := g.idp.Ready(); ok {
 		if meta, err := g.idp.Metadata(r.Context()); err == nil {
 			prov["metadata"] = meta
@@ -34,26 +30,26 @@ func (g *Gateway) handleDiagnostics(w http.ResponseWriter, r *http.Request) erro
 	out["provider"] = prov
 
 	var routes []map[string]any
-	for _, rt := range g.table().routes {
+	for _, rt := range g.running().routes {
 		routes = append(routes, map[string]any{"path": rt.prefix, "upstream": rt.Upstream, "token": rt.Token,
 			"methods": rt.Methods, "rules": len(rt.Require), "audience": rt.Audience, "resource": rt.Resource})
 	}
 	out["routes"] = routes
-	out["rate_limits"] = g.table().limits
-	out["session_config"] = map[string]any{"store": fmt.Sprintf("%T", g.store),
-		"idle_timeout": g.cfg.Session.IdleTimeout.String(), "absolute_timeout": g.cfg.Session.AbsoluteTimeout.String(),
-		"bind_user_agent": g.cfg.Session.BindUserAgent, "bind_ipv4_prefix": g.cfg.Session.BindIPv4Prefix,
-		"bind_ipv6_prefix": g.cfg.Session.BindIPv6Prefix, "cookie": g.cfg.Cookie.Name}
-	out["weaker_options"] = g.cfg.WeakerOptions()
+	out["rate_limits"] = g.config().RateLimits
+	out["session_config"] = map[string]any{"store": fmt.Sprintf("%T", g.sessions.Store),
+		"idle_timeout": g.config().Session.IdleTimeout.String(), "absolute_timeout": g.config().Session.AbsoluteTimeout.String(),
+		"bind_user_agent": g.config().Session.BindUserAgent, "bind_ipv4_prefix": g.config().Session.BindIPv4Prefix,
+		"bind_ipv6_prefix": g.config().Session.BindIPv6Prefix, "cookie": g.config().Cookie.Name}
+	out["weaker_options"] = g.config().WeakerOptions()
 
 	headers := map[string]string{}
 	for _, h := range []string{"Origin", "Referer", "Sec-Fetch-Site", "Sec-Fetch-Mode", "Sec-Fetch-Dest", "X-Forwarded-For",
-		"X-Forwarded-Proto", "X-Forwarded-Host", g.cfg.CSRF.Header} {
+		"X-Forwarded-Proto", "X-Forwarded-Host", g.config().CSRF.Header} {
 		if v := r.Header.Get(h); v != "" {
 			headers[h] = truncate(v, 200)
 		}
 	}
-	out["request"] = map[string]any{"peer": r.RemoteAddr, "client_ip": g.clientIP(r), "user_agent": truncate(r.UserAgent(), 256),
+	out["request"] = map[string]any{"peer": r.RemoteAddr, "client_ip": g.clientIP(r), "user_agent": userAgent(r),
 		"headers": headers, "session_cookie_present": g.sessionCookie(r) != ""}
 
 	if s, err := g.loadSession(r); err == nil {

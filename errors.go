@@ -8,11 +8,11 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 
 	"github.com/gatehouse-bff/gatehouse/idp"
 	"github.com/gatehouse-bff/gatehouse/session"
+	"github.com/gatehouse-bff/gatehouse/upstream"
 )
 
 // httpError is what a handler returns when a request fails: one place (fail) turns it
@@ -25,6 +25,9 @@ type httpError struct {
 	login  bool   // add "login_url"
 	// forceJSON renders JSON even for a navigation (endpoints that are APIs).
 	forceJSON bool
+	// redirect, when set, answers with a redirect there instead of a body (a person's
+	// navigation that needs a login).
+	redirect string
 	// For people.
 	title   string
 	message string
@@ -147,11 +150,46 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 		}
 		g.log.Log(r.Context(), level, "request failed", attrs...)
 	}
+	if he.redirect != "" {
+		http.Redirect(w, r, he.redirect, he.status)
+		return
+	}
 	if wantsHTML(r) && !he.forceJSON {
 		g.writePage(w, he)
 		return
 	}
 	g.writeJSONError(w, he)
+}
+
+// jsonOnly marks an error to be rendered as JSON even for a navigation: for endpoints
+// that are APIs whatever the browser asks for.
+func jsonOnly(err error) error {
+	var he *httpError
+	if errors.As(err, &he) {
+		c := *he
+		c.forceJSON = true
+		return &c
+	}
+	return err
+}
+
+// failUpstream renders a forward that failed (upstream.Config.ErrorHandler): always
+// JSON, as the call was an API's. A browser that went away gets no body.
+func (g *Gateway) failUpstream(w http.ResponseWriter, r *http.Request, err error) {
+	he := &httpError{status: http.StatusBadGateway, code: "bad_gateway", reason: "upstream_unreachable",
+		title: "Not available", message: "The service behind this address cannot be reached right now.", level: slog.LevelWarn}
+	switch {
+	case errors.Is(err, upstream.ErrClientGone):
+		// Nobody reads an answer. 499 in the access log, as nginx.
+		w.WriteHeader(499)
+		return
+	case errors.Is(err, upstream.ErrTimeout):
+		he = &httpError{status: http.StatusGatewayTimeout, code: "gateway_timeout", reason: "upstream_timeout",
+			title: "Not available", message: "The service behind this address did not answer in time.", level: slog.LevelWarn}
+	case errors.Is(err, upstream.ErrBodyTooLarge):
+		he = errBodyTooLarge
+	}
+	g.fail(w, r, jsonOnly(he.with(err)))
 }
 
 func (g *Gateway) writeJSONError(w http.ResponseWriter, he *httpError) {
@@ -163,16 +201,6 @@ func (g *Gateway) writeJSONError(w http.ResponseWriter, he *httpError) {
 		body["login_url"] = "/bff/login"
 	}
 	writeJSON(w, he.status, body)
-}
-
-// wantsHTML tells a person's navigation from an API call: Sec-Fetch-Mode says so in
-// every current browser; without it, an Accept preferring HTML does.
-func wantsHTML(r *http.Request) bool {
-	if mode := r.Header.Get("Sec-Fetch-Mode"); mode != "" {
-		return mode == "navigate"
-	}
-	accept := r.Header.Get("Accept")
-	return strings.Contains(accept, "text/html") && !strings.Contains(accept, "application/json")
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -233,46 +261,4 @@ func (g *Gateway) renderPage(w http.ResponseWriter, status int, p page) {
 	h.Set("X-Frame-Options", "DENY")
 	w.WriteHeader(status)
 	pageTemplate.Execute(w, p)
-}
-
-// localPath returns p if it is a local path safe to redirect to after login or logout,
-// else "/". Local means: one leading slash, then neither a slash nor a backslash, no
-// control characters, and the same after percent-decoding (browsers treat "/\evil" and
-// "/%2F%2Fevil" variants inconsistently, so none passes). The query and fragment are kept
-// as given, minus control characters.
-func localPath(p string) string {
-	if p == "" || len(p) > 2048 {
-		return "/"
-	}
-	pathPart, rest := p, ""
-	if i := strings.IndexAny(p, "?#"); i >= 0 {
-		pathPart, rest = p[:i], p[i:]
-	}
-	local := func(s string) bool {
-		if len(s) == 0 || s[0] != '/' || len(s) > 1 && (s[1] == '/' || s[1] == '\\') {
-			return false
-		}
-		return !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\\' })
-	}
-	// Decode repeatedly: every decoded form must still be local.
-	for s, i := pathPart, 0; ; i++ {
-		if !local(s) || i == 4 {
-			return "/"
-		}
-		d, err := url.PathUnescape(s)
-		if err != nil {
-			return "/"
-		}
-		if d == s {
-			break
-		}
-		s = d
-	}
-	if strings.ContainsFunc(rest, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return "/"
-	}
-	if u, err := url.Parse(p); err != nil || u.Scheme != "" || u.Host != "" {
-		return "/"
-	}
-	return p
 }

@@ -17,19 +17,20 @@ import (
 	"time"
 
 	jsclient "github.com/gatehouse-bff/gatehouse/clients/js"
+	"github.com/gatehouse-bff/gatehouse/session"
 	"github.com/gatehouse-bff/gatehouse/upstream"
 )
 
 // newFrontend builds the handler for everything that is neither /bff/ nor a route: a
 // static directory, a development server, or nothing.
 func (g *Gateway) newFrontend() (http.Handler, error) {
-	fe := g.cfg.Frontend
+	fe := g.config().Frontend
 	switch {
 	case fe.FS != nil:
 		if _, err := fs.Stat(fe.FS, "index.html"); err != nil {
 			g.log.Warn("frontend FS has no index.html: client-side routes will get 404")
 		}
-		return &staticFiles{fsys: fe.FS}, nil
+		return &staticFiles{fsys: fe.FS, fail: g.fail}, nil
 	case fe.Dir != "":
 		// os.Root keeps every file access inside the directory, symlinks included.
 		root, err := os.OpenRoot(fe.Dir)
@@ -39,7 +40,7 @@ func (g *Gateway) newFrontend() (http.Handler, error) {
 		if _, err := fs.Stat(root.FS(), "index.html"); err != nil {
 			g.log.Warn("frontend.dir has no index.html: client-side routes will get 404", "dir", fe.Dir)
 		}
-		return &staticFiles{fsys: root.FS()}, nil
+		return &staticFiles{fsys: root.FS(), fail: g.fail}, nil
 	case fe.Upstream != "":
 		u, _ := url.Parse(fe.Upstream)
 		t := &upstream.Target{Name: "frontend", Prefix: "/", URL: u, Timeout: 30 * time.Second}
@@ -52,11 +53,7 @@ func (g *Gateway) newFrontend() (http.Handler, error) {
 				}
 			}
 			p, _ := requestPath(r)
-			raw := ""
-			if p == r.URL.Path {
-				raw = r.URL.RawPath
-			}
-			g.proxy.Serve(w, r, t, "", p, raw, g.clientIP(r))
+			g.forward(w, r, t, "", p)
 		}), nil
 	}
 	return nil, nil
@@ -65,13 +62,10 @@ func (g *Gateway) newFrontend() (http.Handler, error) {
 // serveFrontend adds the security headers to what Gatehouse serves and, when
 // configured, sends navigations without a session to login first.
 func (g *Gateway) serveFrontend(w http.ResponseWriter, r *http.Request) {
-	if g.cfg.Frontend.RequireLogin && isNavigation(r) {
-		if _, err := g.loadSession(r); err != nil {
-			if sessionError(err).status != http.StatusUnauthorized {
-				g.fail(w, r, sessionError(err))
-				return
-			}
-			g.redirectToLogin(w, r)
+	fe := &g.config().Frontend
+	if fe.RequireLogin && isNavigation(r) {
+		if _, err := g.gate(w, r, sessionOrLogin); err != nil {
+			g.fail(w, r, err)
 			return
 		}
 	}
@@ -80,8 +74,8 @@ func (g *Gateway) serveFrontend(w http.ResponseWriter, r *http.Request) {
 	h.Set("Referrer-Policy", "strict-origin-when-cross-origin")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
-	if g.cfg.Frontend.Dir != "" || g.cfg.Frontend.FS != nil || g.cspConfigured {
-		h.Set("Content-Security-Policy", g.cfg.Frontend.CSP)
+	if fe.Dir != "" || fe.FS != nil || g.cspConfigured {
+		h.Set("Content-Security-Policy", fe.CSP)
 	} else {
 		// A dev server injects inline scripts; keep at least framing closed.
 		h.Set("Content-Security-Policy", "frame-ancestors 'none'")
@@ -93,6 +87,7 @@ func (g *Gateway) serveFrontend(w http.ResponseWriter, r *http.Request) {
 // that looks like a page (a client-side route), 404 for missing assets.
 type staticFiles struct {
 	fsys fs.FS
+	fail func(http.ResponseWriter, *http.Request, error) // the gateway's renderer
 }
 
 // hashedAsset matches build outputs whose name carries a content hash (Vite's
@@ -102,7 +97,7 @@ var hashedAsset = regexp.MustCompile(`[.-][A-Za-z0-9_-]{8,}\.(?:m?js|css|woff2?|
 func (s *staticFiles) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		s.fail(w, r, errMethod)
 		return
 	}
 	p, _ := requestPath(r)
@@ -119,12 +114,12 @@ func (s *staticFiles) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// A path whose last segment has an extension is an asset: a missing one is a
 		// 404, not the app's page (which would confuse module loaders).
 		if path.Ext(name) != "" && path.Ext(name) != ".html" || r.Header.Get("Sec-Fetch-Dest") == "script" {
-			http.Error(w, "not found", http.StatusNotFound)
+			s.fail(w, r, errNotFound)
 			return
 		}
 		name = "index.html"
 		if f, info, err = open(s.fsys, name); err != nil {
-			http.Error(w, "not found", http.StatusNotFound)
+			s.fail(w, r, errNotFound)
 			return
 		}
 	}
@@ -141,7 +136,7 @@ func (s *staticFiles) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("ETag", `W/"`+strconv.FormatInt(info.Size(), 36)+"-"+strconv.FormatInt(info.ModTime().UnixNano(), 36)+`"`)
 	rs, ok := f.(io.ReadSeeker)
 	if !ok {
-		http.Error(w, "not found", http.StatusNotFound)
+		s.fail(w, r, errNotFound)
 		return
 	}
 	http.ServeContent(w, r, info.Name(), info.ModTime(), rs)
@@ -171,7 +166,7 @@ var clientJSETag = func() string {
 }()
 
 // handleClientJS serves the JavaScript client helper: GET /bff/client.js.
-func (g *Gateway) handleClientJS(w http.ResponseWriter, r *http.Request) error {
+func (g *Gateway) handleClientJS(w http.ResponseWriter, r *http.Request, _ *session.Session) error {
 	h := w.Header()
 	h.Set("Content-Type", "text/javascript; charset=utf-8")
 	h.Set("Cache-Control", "no-cache")

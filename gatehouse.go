@@ -38,11 +38,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"net/url"
-	"path"
-	"reflect"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,19 +58,16 @@ var Version = "dev"
 // Gateway is the BFF. It is an http.Handler for the public listener; AdminHandler serves
 // the admin listener. Safe for concurrent use. Call Close when done.
 type Gateway struct {
-	cfg      Config
+	run      atomic.Pointer[running] // the configuration served now: Reload swaps it
 	log      *slog.Logger
 	now      func() time.Time
 	public   *url.URL
 	origin   string
 	idp      *idp.Client
-	store    session.Store  // as configured: for Close, readiness and counting
-	kv       *observedStore // the store with metrics: every read and write goes through it
-	ownStore bool
+	ownStore bool // the store was made by New: Close closes it
 	keys     *session.KeyRing
-	sessions *session.Manager
+	sessions *session.Manager // the only way to the session store
 	proxy    *upstream.Proxy
-	tab      atomic.Pointer[table] // routes and rate limits: Reload swaps them
 	limiter  ratelimit.Limiter
 	limitLog limitLog
 	bound    bool // session binding is on
@@ -94,78 +87,6 @@ type Gateway struct {
 	closeMu sync.Once
 }
 
-// table is the part of the configuration that Reload may change while serving.
-type table struct {
-	routes []*route // longest prefix first
-	limits RateLimitConfig
-}
-
-func (g *Gateway) table() *table { return g.tab.Load() }
-
-// newTable builds the routes of cfg (with defaults applied).
-func newTable(cfg Config) *table {
-	t := &table{limits: cfg.RateLimits}
-	for _, r := range cfg.Routes {
-		u, _ := url.Parse(r.Upstream)
-		hdr := http.Header{}
-		for k, v := range r.Headers {
-			hdr.Set(k, v)
-		}
-		rt := &route{Route: r, prefix: routePrefix(r.Path)}
-		rt.target = &upstream.Target{Name: rt.prefix, Prefix: rt.prefix, StripPrefix: r.StripPrefix, URL: u,
-			Timeout: r.Timeout, Headers: hdr, ForwardCookies: r.ForwardCookies}
-		t.routes = append(t.routes, rt)
-	}
-	slices.SortFunc(t.routes, func(a, b *route) int { return len(b.prefix) - len(a.prefix) })
-	return t
-}
-
-// Reload applies the routes and rate limits of cfg while serving: requests already
-// under way finish with the old ones, sessions are untouched. Everything else in cfg is
-// ignored, as it can only change with a restart; Reload returns the names of such
-// changed settings that it can detect, for a warning. cfg is validated first, and
-// nothing changes when it is invalid.
-func (g *Gateway) Reload(cfg Config) (needRestart []string, err error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	cfg = cfg.withDefaults()
-	if cfg.PublicURL != g.cfg.PublicURL {
-		needRestart = append(needRestart, "public_url")
-	}
-	if !reflect.DeepEqual(cfg.Provider, g.cfg.Provider) {
-		needRestart = append(needRestart, "provider")
-	}
-	if cfg.Session.IdleTimeout != g.cfg.Session.IdleTimeout || cfg.Session.AbsoluteTimeout != g.cfg.Session.AbsoluteTimeout ||
-		cfg.Session.BindUserAgent != g.cfg.Session.BindUserAgent || cfg.Session.BindIPv4Prefix != g.cfg.Session.BindIPv4Prefix ||
-		cfg.Session.BindIPv6Prefix != g.cfg.Session.BindIPv6Prefix || !reflect.DeepEqual(cfg.Session.Keys, g.cfg.Session.Keys) {
-		needRestart = append(needRestart, "session")
-	}
-	if !reflect.DeepEqual(cfg.Cookie, g.cfg.Cookie) {
-		needRestart = append(needRestart, "cookie")
-	}
-	if !reflect.DeepEqual(cfg.CSRF, g.cfg.CSRF) {
-		needRestart = append(needRestart, "csrf")
-	}
-	if !reflect.DeepEqual(cfg.TrustedProxies, g.cfg.TrustedProxies) {
-		needRestart = append(needRestart, "trusted_proxies")
-	}
-	if cfg.Frontend.Dir != g.cfg.Frontend.Dir || cfg.Frontend.Upstream != g.cfg.Frontend.Upstream ||
-		cfg.Frontend.CSP != g.cfg.Frontend.CSP || cfg.Frontend.RequireLogin != g.cfg.Frontend.RequireLogin {
-		needRestart = append(needRestart, "frontend")
-	}
-	if cfg.Admin != g.cfg.Admin {
-		needRestart = append(needRestart, "admin")
-	}
-	old := g.table()
-	g.tab.Store(newTable(cfg))
-	g.log.Info("configuration reloaded", "routes", len(cfg.Routes), "routes_before", len(old.routes))
-	if cfg.RateLimits.InsecureDisable && !old.limits.InsecureDisable {
-		g.log.Warn("weaker security option in use", "option", "rate_limits.insecure_disable")
-	}
-	return needRestart, nil
-}
-
 type route struct {
 	Route
 	prefix string // "/api/"
@@ -180,7 +101,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	cspConfigured := cfg.Frontend.CSP != ""
 	cfg = cfg.withDefaults()
-	g := &Gateway{cfg: cfg, log: cfg.Logger, now: cfg.Now, cspConfigured: cspConfigured}
+	g := &Gateway{log: cfg.Logger, now: cfg.Now, cspConfigured: cspConfigured}
 	g.public, _ = url.Parse(cfg.PublicURL)
 	g.public.Path = ""
 	g.origin = g.public.Scheme + "://" + g.public.Host
@@ -218,15 +139,15 @@ func New(cfg Config) (*Gateway, error) {
 	if g.keys, err = session.NewKeyRing(keys...); err != nil {
 		return nil, fmt.Errorf("session.keys: %w", err)
 	}
-	g.store = cfg.Session.Store
-	if g.store == nil {
-		g.store = memstore.New(memstore.Options{Now: cfg.Now})
+	store := cfg.Session.Store
+	if store == nil {
+		store = memstore.New(memstore.Options{Now: cfg.Now})
 		g.ownStore = true
 	}
-	g.kv = newObservedStore(g.store, g.metrics)
 	g.sessions = &session.Manager{
-		Store: g.kv, Keys: g.keys, Now: cfg.Now,
+		Store: store, Keys: g.keys, Now: cfg.Now,
 		IdleTimeout: cfg.Session.IdleTimeout, AbsoluteTimeout: cfg.Session.AbsoluteTimeout,
+		Observe: g.metrics.storeObserver(),
 	}
 
 	g.cop = http.NewCrossOriginProtection()
@@ -239,9 +160,9 @@ func New(cfg Config) (*Gateway, error) {
 	g.proxy = upstream.New(upstream.Config{
 		Transport: cfg.UpstreamTransport, PublicURL: g.public, TrustedProxies: cfg.TrustedProxies,
 		ProtectedCookie: g.isOwnCookie, DropHeaders: []string{cfg.CSRF.Header}, Logger: g.log,
-		Observe: g.metrics.observeProxy,
+		ErrorHandler: g.failUpstream,
 	})
-	g.tab.Store(newTable(cfg))
+	g.run.Store(newRunning(cfg))
 	g.bound = cfg.Session.BindUserAgent || cfg.Session.BindIPv4Prefix > 0 || cfg.Session.BindIPv6Prefix > 0
 	g.limiter = cfg.RateLimiter
 	if g.limiter == nil {
@@ -309,10 +230,10 @@ func (g *Gateway) discoverLoop(ctx context.Context) {
 		err := g.idp.Discover(dctx)
 		cancel()
 		if err == nil {
-			g.log.Info("provider metadata loaded", "issuer", g.cfg.Provider.Issuer)
+			g.log.Info("provider metadata loaded", "issuer", g.config().Provider.Issuer)
 			return
 		}
-		g.log.Warn("provider discovery failed; retrying", "issuer", g.cfg.Provider.Issuer, "error", err, "retry_in", wait)
+		g.log.Warn("provider discovery failed; retrying", "issuer", g.config().Provider.Issuer, "error", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return
@@ -328,7 +249,7 @@ func (g *Gateway) Close() error {
 	g.closeMu.Do(func() {
 		g.stop()
 		<-g.done
-		if c, ok := g.store.(session.Closer); ok && g.ownStore {
+		if c, ok := g.sessions.Store.(session.Closer); ok && g.ownStore {
 			err = c.Close()
 		}
 	})
@@ -351,9 +272,7 @@ func (g *Gateway) Readiness(ctx context.Context) Readiness {
 		}
 		rd.Provider = err
 	}
-	if p, ok := g.store.(session.Pinger); ok {
-		rd.Store = p.Ping(ctx)
-	}
+	rd.Store = g.sessions.Ping(ctx)
 	rd.Draining = g.drain.isDraining()
 	return rd
 }
@@ -391,7 +310,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.metrics.observeRequest(kind, r.Method, sw.status, g.now().Sub(start))
 }
 
-func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) string {
+func (g *Gateway) serve(w *statusRecorder, r *http.Request) string {
 	p, ok := requestPath(r)
 	if !ok {
 		g.fail(w, r, errBadPath)
@@ -401,7 +320,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) string {
 		g.serveBFF(w, r, p)
 		return "bff"
 	}
-	for _, rt := range g.table().routes {
+	for _, rt := range g.running().routes {
 		if p == strings.TrimSuffix(rt.prefix, "/") || strings.HasPrefix(p, rt.prefix) {
 			g.serveRoute(w, r, rt, p)
 			return "route"
@@ -413,122 +332,6 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) string {
 	}
 	g.fail(w, r, errNotFound)
 	return "none"
-}
-
-func (g *Gateway) serveBFF(w http.ResponseWriter, r *http.Request, p string) {
-	var h func(http.ResponseWriter, *http.Request) error
-	// GET only: a HEAD must not start or complete a login, or end a session.
-	allowed := "GET"
-	switch p {
-	case "/bff/login":
-		h = g.handleLogin
-	case "/bff/callback":
-		h = g.handleCallback
-	case "/bff/user":
-		h = g.handleUser
-	case "/bff/logout":
-		allowed = "GET, POST"
-		h = g.handleLogout
-	case "/bff/logout/callback":
-		h = g.handleLogoutCallback
-	case "/bff/sessions":
-		allowed = "GET, DELETE"
-		h = g.handleSessions
-	case "/bff/backchannel":
-		allowed = "POST"
-		h = g.handleBackchannel
-	case "/bff/diagnostics":
-		h = g.handleDiagnostics
-	case "/bff/client.js":
-		allowed = "GET, HEAD"
-		h = g.handleClientJS
-	default:
-		if sid, ok := strings.CutPrefix(p, "/bff/sessions/"); ok && !strings.Contains(sid, "/") {
-			allowed = "DELETE"
-			h = func(w http.ResponseWriter, r *http.Request) error { return g.handleSessionDelete(w, r, sid) }
-		}
-	}
-	if h == nil {
-		g.fail(w, r, errNotFound)
-		return
-	}
-	if !slices.Contains(strings.Split(allowed, ", "), r.Method) {
-		w.Header().Set("Allow", allowed)
-		g.fail(w, r, errMethod)
-		return
-	}
-	var err error
-	switch p {
-	case "/bff/login":
-		err = g.limitByIP(w, r, limitLogin)
-	case "/bff/callback":
-		err = g.limitByIP(w, r, limitCallback)
-	case "/bff/backchannel":
-		err = g.limitByIP(w, r, limitBackchannel)
-	}
-	if err == nil {
-		err = h(w, r)
-	}
-	if err != nil {
-		g.auditFailure(r, p, err)
-		g.fail(w, r, err)
-	}
-}
-
-// requestPath returns the cleaned, decoded request path, refusing paths no browser
-// sends for a good reason (NUL, backslashes).
-func requestPath(r *http.Request) (string, bool) {
-	p := r.URL.Path
-	if p == "" || p[0] != '/' || strings.ContainsAny(p, "\x00\\") {
-		return "", false
-	}
-	return cleanPath(p), true
-}
-
-// cleanPath is path.Clean keeping a trailing slash, so /app/ and /app stay distinct for
-// the frontend.
-func cleanPath(p string) string {
-	c := path.Clean(p)
-	if strings.HasSuffix(p, "/") && c != "/" {
-		c += "/"
-	}
-	return c
-}
-
-// clientIP is the browser's address: the peer, or the last address a trusted proxy put
-// in X-Forwarded-For.
-func (g *Gateway) clientIP(r *http.Request) string {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return ""
-	}
-	addr := ap.Addr().Unmap()
-	if !g.trusted(addr) {
-		return addr.String()
-	}
-	// Walk X-Forwarded-For from the nearest hop back, skipping our own trusted proxies:
-	// the first address that is not one of them is the client.
-	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			break
-		}
-		addr = a.Unmap()
-		if !g.trusted(addr) {
-			break
-		}
-	}
-	return addr.String()
-}
-
-func (g *Gateway) trusted(a netip.Addr) bool {
-	for _, p := range g.cfg.TrustedProxies {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 // statusRecorder remembers the status for metrics; Unwrap keeps Flush and Hijack

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -59,7 +58,7 @@ func (g *Gateway) limitBySubject(w http.ResponseWriter, r *http.Request, endpoin
 }
 
 func (g *Gateway) rateLimit(w http.ResponseWriter, r *http.Request, endpoint, key string, s *session.Session) error {
-	limits := g.table().limits
+	limits := g.config().RateLimits
 	if limits.InsecureDisable {
 		return nil
 	}
@@ -119,52 +118,4 @@ func (l *limitLog) first(key string, now time.Time) bool {
 	}
 	l.seen[key] = now
 	return true
-}
-
-// bindingHolds checks an optional session binding: the browser (User-Agent, version
-// numbers aside) and the network the session was created from. It returns the reason
-// of a mismatch, or "".
-func (g *Gateway) bindingHolds(r *http.Request, s *session.Session) string {
-	sc := g.cfg.Session
-	if sc.BindUserAgent && uaFamily(truncate(r.UserAgent(), 256)) != uaFamily(s.UserAgent) {
-		return "binding_user_agent"
-	}
-	if sc.BindIPv4Prefix > 0 || sc.BindIPv6Prefix > 0 {
-		was, err1 := netip.ParseAddr(s.IP)
-		now, err2 := netip.ParseAddr(g.clientIP(r))
-		if err1 != nil || err2 != nil {
-			return "binding_network"
-		}
-		was, now = was.Unmap(), now.Unmap()
-		bits := sc.BindIPv6Prefix
-		if was.Is4() {
-			bits = sc.BindIPv4Prefix
-		}
-		if was.Is4() != now.Is4() {
-			// A dual-stack client may switch families: only bind the family that is bound.
-			if (was.Is4() && sc.BindIPv4Prefix > 0) || (was.Is6() && sc.BindIPv6Prefix > 0) {
-				return "binding_network"
-			}
-			return ""
-		}
-		if bits == 0 {
-			return ""
-		}
-		pw, _ := was.Prefix(bits)
-		if !pw.Contains(now) {
-			return "binding_network"
-		}
-	}
-	return ""
-}
-
-// uaFamily is a User-Agent without its digits, so that a browser update does not end
-// every session.
-func uaFamily(ua string) string {
-	return strings.Map(func(r rune) rune {
-		if r >= '0' && r <= '9' {
-			return -1
-		}
-		return r
-	}, ua)
 }

@@ -2,7 +2,6 @@ package gatehouse
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -31,11 +30,6 @@ type flow struct {
 // maxFlowCookies bounds the flow cookies one browser may hold (one per tab logging in).
 const maxFlowCookies = 8
 
-func flowStoreKey(state string) string {
-	sum := sha256.Sum256([]byte("gatehouse flow\x00" + state))
-	return "f:" + base64.RawURLEncoding.EncodeToString(sum[:18])
-}
-
 func randomString(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
@@ -43,7 +37,8 @@ func randomString(n int) string {
 }
 
 // handleLogin starts a login: GET /bff/login?returnUrl=/path.
-func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) error {
+func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request, _ *session.Session) error {
+	cfg := g.config()
 	q := r.URL.Query()
 	f := flow{
 		Verifier:  oauth2.GenerateVerifier(),
@@ -52,18 +47,13 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		Created:   g.now(),
 	}
 	state := randomString(24)
-	key := session.NewRandomKey()
-	plain, _ := json.Marshal(f)
-	sealed, err := session.Seal(key, []byte(flowStoreKey(state)), plain)
-	if err != nil {
-		return err
-	}
-
 	authURL, err := g.idp.AuthCodeURL(r.Context(), state, f.Nonce, f.Verifier, g.authParams(q))
 	if err != nil {
 		return errProviderDown.with(err)
 	}
-	if err := g.kv.Set(r.Context(), flowStoreKey(state), sealed, g.cfg.Session.FlowTimeout); err != nil {
+	plain, _ := json.Marshal(f)
+	key, err := g.sessions.PutFlow(r.Context(), state, plain, cfg.Session.FlowTimeout)
+	if err != nil {
 		return errStoreDown.with(err)
 	}
 
@@ -71,7 +61,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	// logins are abandoned anyway, so clear them rather than grow the Cookie header.
 	var flows []string
 	for _, c := range r.Cookies() {
-		if strings.HasPrefix(c.Name, g.cfg.Cookie.Name+"-flow-") {
+		if strings.HasPrefix(c.Name, g.config().Cookie.Name+"-flow-") {
 			flows = append(flows, c.Name)
 		}
 	}
@@ -95,17 +85,17 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) error {
 // prompt=login from the SPA gives "consent login"); others from the request win.
 func (g *Gateway) authParams(q url.Values) url.Values {
 	out := url.Values{}
-	for k, v := range g.cfg.Provider.AuthParams {
+	for k, v := range g.config().Provider.AuthParams {
 		out.Set(k, v)
 	}
 	// RFC 8707: the resources that routes will ask tokens for are named at authorization,
 	// so that the grant covers them and the refresh requests for them are allowed.
-	for _, r := range g.table().routes {
+	for _, r := range g.running().routes {
 		if r.Resource != "" && !slices.Contains(out["resource"], r.Resource) {
 			out.Add("resource", r.Resource)
 		}
 	}
-	for _, name := range g.cfg.Provider.AllowedAuthParams {
+	for _, name := range g.config().Provider.AllowedAuthParams {
 		v := q.Get(name)
 		if v == "" || len(v) > 256 || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 			continue
@@ -160,30 +150,20 @@ func (g *Gateway) takeFlow(w http.ResponseWriter, r *http.Request, state string)
 	if err != nil || len(key) != session.KeySize {
 		return nil, errLoginNoFlow
 	}
-	storeKey := flowStoreKey(state)
-	sealed, err := g.kv.Get(r.Context(), storeKey)
-	if errors.Is(err, session.ErrNotFound) {
+	plain, err := g.sessions.TakeFlow(r.Context(), state, key)
+	switch {
+	case errors.Is(err, session.ErrNotFound):
 		return nil, errLoginUsed
-	}
-	if err != nil {
-		return nil, errStoreDown.with(err)
-	}
-	plain, err := session.Open(key, []byte(storeKey), sealed)
-	if err != nil {
+	case errors.Is(err, session.ErrDecrypt):
 		return nil, errLoginNoFlow
-	}
-	existed, err := g.kv.Delete(r.Context(), storeKey)
-	if err != nil {
+	case err != nil:
 		return nil, errStoreDown.with(err)
-	}
-	if !existed {
-		return nil, errLoginUsed
 	}
 	var f flow
 	if err := json.Unmarshal(plain, &f); err != nil {
 		return nil, errLoginNoFlow
 	}
-	if g.now().Sub(f.Created) > g.cfg.Session.FlowTimeout {
+	if g.now().Sub(f.Created) > g.config().Session.FlowTimeout {
 		return nil, errLoginUsed
 	}
 	return &f, nil

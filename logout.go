@@ -26,18 +26,9 @@ var errLogoutSID = errBadRequest("logout_sid_mismatch",
 	"This sign-out link does not belong to your session, so nothing was changed.")
 
 // handleLogout ends the session: POST /bff/logout (CSRF header) or GET /bff/logout?sid=.
-func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) error {
+func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request, s *session.Session) error {
 	q := r.URL.Query()
 	returnURL := localPath(q.Get("returnUrl"))
-	if r.Method == http.MethodPost {
-		if err := g.checkCSRF(r); err != nil {
-			return err
-		}
-	}
-	s, err := g.loadSession(r)
-	if err != nil && !isSessionEnd(err) {
-		return errStoreDown.with(err)
-	}
 	if r.Method == http.MethodGet {
 		// The sid from /bff/user is the CSRF defence of the GET form: a page on another
 		// site cannot learn it. Without a live session there is nothing to protect.
@@ -55,7 +46,7 @@ func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) error {
 		g.revokeAtProvider(r.Context(), s)
 		state := randomString(24)
 		hint := s.IDToken
-		if g.cfg.Provider.OmitIDTokenHint {
+		if g.config().Provider.OmitIDTokenHint {
 			hint = ""
 		}
 		end, ok, err := g.idp.EndSessionURL(r.Context(), hint, g.origin+"/bff/logout/callback", state)
@@ -109,7 +100,7 @@ func (g *Gateway) revokeAtProvider(ctx context.Context, s *session.Session) {
 }
 
 // handleLogoutCallback is the post_logout_redirect_uri: GET /bff/logout/callback?state=.
-func (g *Gateway) handleLogoutCallback(w http.ResponseWriter, r *http.Request) error {
+func (g *Gateway) handleLogoutCallback(w http.ResponseWriter, r *http.Request, _ *session.Session) error {
 	target := "/"
 	if c, err := r.Cookie(g.logoutCookieName()); err == nil {
 		g.clearCookie(w, g.logoutCookieName(), http.SameSiteLaxMode)

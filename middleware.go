@@ -62,17 +62,9 @@ func (s *Session) AccessTokenFor(ctx context.Context, resource, audience string)
 // redirected to login. next reads the session with SessionFrom.
 func (g *Gateway) RequireSession(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, err := g.loadSession(r)
+		s, err := g.gate(w, r, sessionOrLogin)
 		if err != nil {
-			he := sessionError(err)
-			if he.status == http.StatusUnauthorized && isNavigation(r) {
-				g.redirectToLogin(w, r)
-				return
-			}
-			if he.status == http.StatusUnauthorized && g.sessionCookie(r) != "" {
-				g.clearSessionCookie(w)
-			}
-			g.fail(w, r, he)
+			g.fail(w, r, err)
 			return
 		}
 		if !isNavigation(r) {

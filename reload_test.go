@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	gatehouse "github.com/gatehouse-bff/gatehouse"
 )
@@ -29,8 +30,8 @@ func TestReloadRoutesAndLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(restart) != "[cookie]" {
-		t.Fatalf("needs restart = %v, want [cookie]", restart)
+	if fmt.Sprint(restart) != "[cookie.name]" {
+		t.Fatalf("needs restart = %v, want [cookie.name]", restart)
 	}
 	// The session survived; the new route works, the old one is gone.
 	wantStatus(t, b.api("GET", "/v2/x"), 200)
@@ -49,4 +50,55 @@ func TestReloadRoutesAndLimits(t *testing.T) {
 		t.Fatalf("Reload(bad) = %v", err)
 	}
 	wantStatus(t, b.api("GET", "/v2/x"), 200)
+}
+
+// TestReloadAppliesWhatIsReadWhileServing: the settings read at request time that used
+// to be ignored by Reload (websocket_origins, session.flow_timeout,
+// insecure_diagnostics) take effect at once, and nothing asks for a restart.
+func TestReloadAppliesWhatIsReadWhileServing(t *testing.T) {
+	up := newUpstream(t)
+	var cfg gatehouse.Config
+	e := routesEnv(t, up, func(c *gatehouse.Config) { cfg = *c })
+	b := e.browser()
+	b.login()
+	cookie := b.cookie("__Host-gatehouse").Value
+
+	const other = "https://partner.example"
+	if got := wsEcho(t, e, "/api/ws", other, cookie); !strings.HasPrefix(got, "403") {
+		t.Fatalf("WebSocket from %s before the reload: %q, want 403", other, got)
+	}
+	wantStatus(t, b.api("GET", "/bff/diagnostics"), 404)
+	flowMaxAge := func() int {
+		r := e.browser().get("/bff/login")
+		wantStatus(t, r, 302)
+		for _, c := range r.Cookies() {
+			if strings.HasPrefix(c.Name, "__Host-gatehouse-flow-") {
+				return c.MaxAge
+			}
+		}
+		t.Fatal("no flow cookie")
+		return 0
+	}
+	if got := flowMaxAge(); got != 600 {
+		t.Fatalf("flow cookie Max-Age = %d, want the default 600", got)
+	}
+
+	next := cfg
+	next.WebSocketOrigins = []string{other}
+	next.Session.FlowTimeout = 2 * time.Minute
+	next.InsecureDiagnostics = true
+	restart, err := e.gw.Reload(next)
+	if err != nil || len(restart) != 0 {
+		t.Fatalf("Reload = %v, %v; want nothing needing a restart", restart, err)
+	}
+	if got := wsEcho(t, e, "/api/ws", other, cookie); got != "echo:hello\n" {
+		t.Fatalf("WebSocket from %s after the reload: %q", other, got)
+	}
+	wantStatus(t, b.api("GET", "/bff/diagnostics"), 200)
+	if got := flowMaxAge(); got != 120 {
+		t.Fatalf("flow cookie Max-Age after the reload = %d, want 120", got)
+	}
+	if !strings.Contains(e.logs.String(), `"option":"insecure_diagnostics"`) {
+		t.Fatal("turning insecure_diagnostics on by a reload logged no warning")
+	}
 }

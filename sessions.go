@@ -42,28 +42,14 @@ func (g *Gateway) subjectSessions(r *http.Request, subject string) ([]*session.S
 
 // handleSessions: GET /bff/sessions lists the caller's sessions; DELETE
 // /bff/sessions?others=true ends all but the current one.
-func (g *Gateway) handleSessions(w http.ResponseWriter, r *http.Request) error {
-	check := g.checkSameOrigin
-	if r.Method == http.MethodDelete {
-		check = g.checkCSRF
-	}
-	if err := check(r); err != nil {
-		return jsonOnly(err)
-	}
-	s, err := g.sessionOrFail(w, r)
-	if err != nil {
-		return jsonOnly(err)
-	}
-	if err := g.limitBySubject(w, r, limitSessions, s); err != nil {
-		return jsonOnly(err)
-	}
+func (g *Gateway) handleSessions(w http.ResponseWriter, r *http.Request, s *session.Session) error {
 	list, err := g.subjectSessions(r, s.Subject)
 	if err != nil {
-		return jsonOnly(err)
+		return err
 	}
 	if r.Method == http.MethodDelete {
 		if r.URL.Query().Get("others") != "true" {
-			return jsonOnly(errBadRequest("others_required", "DELETE /bff/sessions needs ?others=true."))
+			return errBadRequest("others_required", "DELETE /bff/sessions needs ?others=true.")
 		}
 		ended := 0
 		for _, other := range list {
@@ -72,7 +58,7 @@ func (g *Gateway) handleSessions(w http.ResponseWriter, r *http.Request) error {
 			}
 			ok, err := g.sessions.End(r.Context(), other.Handle, session.ReasonRevoked)
 			if err != nil {
-				return jsonOnly(errStoreDown.with(err))
+				return errStoreDown.with(err)
 			}
 			if ok {
 				ended++
@@ -95,30 +81,21 @@ var errSessionNotFound = &httpError{status: http.StatusNotFound, code: "not_foun
 	title: "Not found", message: "There is no such session.", forceJSON: true}
 
 // handleSessionDelete: DELETE /bff/sessions/{sid} ends one of the caller's sessions.
-func (g *Gateway) handleSessionDelete(w http.ResponseWriter, r *http.Request, sid string) error {
-	if err := g.checkCSRF(r); err != nil {
-		return jsonOnly(err)
-	}
-	s, err := g.sessionOrFail(w, r)
-	if err != nil {
-		return jsonOnly(err)
-	}
-	if err := g.limitBySubject(w, r, limitSessions, s); err != nil {
-		return jsonOnly(err)
-	}
+func (g *Gateway) handleSessionDelete(w http.ResponseWriter, r *http.Request, s *session.Session) error {
+	sid := r.PathValue("sid")
 	target, err := g.sessions.Peek(r.Context(), sid)
 	if errors.Is(err, session.ErrNotFound) || errors.Is(err, session.ErrDecrypt) {
 		return errSessionNotFound
 	}
 	if err != nil {
-		return jsonOnly(errStoreDown.with(err))
+		return errStoreDown.with(err)
 	}
 	// Someone else's session looks exactly like a missing one.
 	if target.Subject != s.Subject || target.Issuer != s.Issuer {
 		return errSessionNotFound
 	}
 	if _, err := g.sessions.End(r.Context(), sid, session.ReasonRevoked); err != nil {
-		return jsonOnly(errStoreDown.with(err))
+		return errStoreDown.with(err)
 	}
 	g.metrics.sessions.WithLabelValues("revoked_by_user").Inc()
 	g.audit(r, evSessionRevoked, target, slog.String("by", "user"))

@@ -63,7 +63,7 @@ func TestE2EReloadOnSIGHUP(t *testing.T) {
 	expect(t, b.api("GET", "/api/x"), 200)                    // the session survived
 	expect(t, newBrowser(t, s.gw.URL).get("/bff/login"), 200) // the provider's login page
 	logs := s.gw.Logs()
-	if !strings.Contains(logs, "configuration reloaded") || !strings.Contains(logs, `"settings":"provider"`) {
+	if !strings.Contains(logs, "configuration reloaded") || !strings.Contains(logs, `"settings":"provider.refresh_lead"`) {
 		t.Fatalf("logs lack the reload and the restart warning:\n%s", logs)
 	}
 

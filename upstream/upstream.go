@@ -6,8 +6,14 @@
 // header, Gatehouse's own cookies (and every cookie not explicitly forwarded) and spoofed
 // forwarding headers never reach the upstream; the upstream cannot set Gatehouse's
 // cookies in the browser. Streams (server-sent events, chunked responses) are flushed as
-// they arrive and WebSocket upgrades pass through. An unreachable upstream gives 502, one
-// that does not answer within the target's timeout 504, both as JSON.
+// they arrive and WebSocket upgrades pass through, also through a caller's ResponseWriter
+// wrapper that implements Unwrap (they are reached with http.ResponseController).
+//
+// The package renders no error bodies. A forward that fails before the response started
+// goes to Config.ErrorHandler as an *Error whose Kind says why: ErrUnreachable,
+// ErrTimeout (no response headers within the target's timeout), ErrBodyTooLarge or
+// ErrClientGone. Without an ErrorHandler the status code alone is sent: 502, 504, 413
+// or 499.
 package upstream
 
 import (
@@ -44,7 +50,8 @@ type Target struct {
 
 // Config configures a Proxy.
 type Config struct {
-	// Transport carries the requests. Default: NewTransport().
+	// Transport carries the requests. Default: NewTransport(). A Transport that puts
+	// the request URL in its errors must do so as a *url.Error, which Error strips.
 	Transport http.RoundTripper
 	// PublicURL is the gateway's public origin; it fills X-Forwarded-Host and
 	// X-Forwarded-Proto.
@@ -56,30 +63,66 @@ type Config struct {
 	ProtectedCookie func(name string) bool
 	// DropHeaders are request headers removed before forwarding (the CSRF header).
 	DropHeaders []string
-	// Logger receives upstream errors (never URLs with queries, never headers).
+	// ErrorHandler writes the response when a forward fails before any of the
+	// upstream's response was sent (an informational 1xx may have been). r is the
+	// request given to Serve; err is an *Error. Default: the status code alone, no body.
+	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
+	// Logger receives ReverseProxy's own errors, such as a response body that broke
+	// off mid-stream. Default: slog.Default().
 	Logger *slog.Logger
-	// Observe, when set, is called after each proxied request with the target name, the
-	// request method, the status sent to the client and the time taken.
-	Observe func(target, method string, status int, d time.Duration)
 }
+
+// Forward is one request to forward.
+type Forward struct {
+	Target   *Target
+	Token    string // bearer token for the upstream, "" for none
+	Path     string // cleaned request path the caller matched Target with
+	RawPath  string // when not empty, the request's escaped path to forward instead (only when it decodes to Path)
+	ClientIP string // the browser's address as the gateway determined it
+}
+
+// The kinds of failed forward, as Error.Kind.
+var (
+	// ErrUnreachable: the upstream could not be reached or gave no usable response.
+	ErrUnreachable = errors.New("upstream: unreachable")
+	// ErrTimeout: the target's Timeout passed before the response headers arrived.
+	ErrTimeout = errors.New("upstream: timed out")
+	// ErrBodyTooLarge: reading the request body hit an http.MaxBytesReader's limit.
+	ErrBodyTooLarge = errors.New("upstream: request body too large")
+	// ErrClientGone: the request's context was canceled: the browser went away.
+	ErrClientGone = errors.New("upstream: client went away")
+)
+
+// Error is a failed forward, as Config.ErrorHandler receives it. Its text never holds
+// the request's URL, which may carry secrets in its query.
+type Error struct {
+	// Kind is ErrUnreachable, ErrTimeout, ErrBodyTooLarge or ErrClientGone.
+	Kind error
+	// Target is the target's Name.
+	Target string
+	// Cause is the underlying error's text, stripped of any URL.
+	Cause string
+}
+
+func (e *Error) Error() string {
+	s := "upstream: failed"
+	if e.Kind != nil {
+		s = e.Kind.Error()
+	}
+	s += ": target " + e.Target
+	if e.Cause != "" {
+		s += ": " + e.Cause
+	}
+	return s
+}
+
+// Unwrap returns Kind, for errors.Is.
+func (e *Error) Unwrap() error { return e.Kind }
 
 // Proxy forwards requests to Targets. Safe for concurrent use.
 type Proxy struct {
 	cfg Config
 	rp  *httputil.ReverseProxy
-}
-
-type ctxKey struct{}
-
-// forward is the per-request state the Rewrite and error hooks read from the context.
-type forward struct {
-	target   *Target
-	token    string
-	path     string // cleaned path the gateway matched
-	rawPath  string // escaped form to forward, "" to derive from path
-	clientIP string
-	timedOut atomic.Bool
-	headers  chan struct{} // closed when response headers arrived
 }
 
 // NewTransport returns the shared transport: many idle connections per upstream host
@@ -109,10 +152,13 @@ func New(cfg Config) *Proxy {
 	if cfg.ProtectedCookie == nil {
 		cfg.ProtectedCookie = func(string) bool { return false }
 	}
+	if cfg.ErrorHandler == nil {
+		cfg.ErrorHandler = writeStatus
+	}
 	p := &Proxy{cfg: cfg}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
-		Transport:      cfg.Transport,
+		Transport:      answerTransport{cfg.Transport},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
 		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
@@ -130,43 +176,70 @@ var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
 func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 
-// Serve forwards r to t with token as its bearer token ("" for none). path is the
-// cleaned request path the caller matched t with; rawPath, when not empty, is the
-// request's escaped path to forward instead (only when it decodes to path). clientIP is
-// the browser's address as the gateway determined it.
-func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t *Target, token, path, rawPath, clientIP string) {
-	f := &forward{target: t, token: token, path: path, rawPath: rawPath, clientIP: clientIP, headers: make(chan struct{})}
-	ctx := r.Context()
-	if t.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(ctx)
+// forward is one request's state. It is the request's context itself, so that Serve
+// allocates no context.WithValue; the hooks find it with forwardOf.
+type forward struct {
+	context.Context // the request's, canceled early if the target's timeout passes
+	Forward
+	in    *http.Request // as given to Serve, for the ErrorHandler
+	state atomic.Int32  // waiting, answered or timedOut; leaves waiting once
+}
+
+const (
+	waiting  int32 = iota
+	answered       // response headers arrived: the timeout no longer applies
+	timedOut
+)
+
+type ctxKey struct{}
+
+func (f *forward) Value(key any) any {
+	if key == (ctxKey{}) {
+		return f
+	}
+	return f.Context.Value(key)
+}
+
+func forwardOf(r *http.Request) *forward { return r.Context().Value(ctxKey{}).(*forward) }
+
+// Serve forwards r as f describes. f.Target must not be nil.
+func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, f Forward) {
+	fw := &forward{Context: r.Context(), Forward: f, in: r}
+	if t := f.Target.Timeout; t > 0 {
+		ctx, cancel := context.WithCancel(fw.Context)
 		defer cancel()
-		timer := time.AfterFunc(t.Timeout, func() {
-			select {
-			case <-f.headers:
-			default:
-				f.timedOut.Store(true)
+		fw.Context = ctx
+		// Only the wait for headers is bounded: a stream may then run as long as it likes.
+		timer := time.AfterFunc(t, func() {
+			if fw.state.CompareAndSwap(waiting, timedOut) {
 				cancel()
 			}
 		})
 		defer timer.Stop()
 	}
-	ctx = context.WithValue(ctx, ctxKey{}, f)
-	start := time.Now()
-	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-	p.rp.ServeHTTP(sw, r.WithContext(ctx))
-	if p.cfg.Observe != nil {
-		p.cfg.Observe(t.Name, r.Method, sw.status, time.Since(start))
+	p.rp.ServeHTTP(w, r.WithContext(fw))
+}
+
+// answerTransport marks a forward answered when its response headers arrive; if the
+// timeout won the race, the response is dropped and errorHandler reports the timeout.
+type answerTransport struct{ next http.RoundTripper }
+
+func (t answerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err == nil && !forwardOf(req).state.CompareAndSwap(waiting, answered) {
+		resp.Body.Close()
+		return nil, ErrTimeout
 	}
+	return resp, err
 }
 
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
-	f := pr.In.Context().Value(ctxKey{}).(*forward)
-	t := f.target
+	f := forwardOf(pr.In)
+	t := f.Target
 
 	// Path: the cleaned path the gateway matched, minus the prefix if asked, under the
 	// upstream's base path.
-	rel, rawRel := f.path, f.rawPath
+	rel, rawRel := f.Path, f.RawPath
 	if t.StripPrefix {
 		rel = "/" + strings.TrimPrefix(strings.TrimPrefix(rel, strings.TrimSuffix(t.Prefix, "/")), "/")
 		if rawRel != "" {
@@ -191,8 +264,8 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	h := pr.Out.Header
 	h.Del("Authorization")
 	h.Del("Proxy-Authorization")
-	if f.token != "" {
-		h.Set("Authorization", "Bearer "+f.token)
+	if f.Token != "" {
+		h.Set("Authorization", "Bearer "+f.Token)
 	}
 	for _, name := range p.cfg.DropHeaders {
 		h.Del(name)
@@ -213,7 +286,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 	peer, _, err := net.SplitHostPort(pr.In.RemoteAddr)
 	if err != nil {
-		peer = f.clientIP
+		peer = f.ClientIP
 	}
 	if prior := h.Get("X-Forwarded-For"); prior != "" {
 		h.Set("X-Forwarded-For", prior+", "+peer)
@@ -286,13 +359,6 @@ func (p *Proxy) trusted(remoteAddr string) bool {
 }
 
 func (p *Proxy) modifyResponse(resp *http.Response) error {
-	if f, ok := resp.Request.Context().Value(ctxKey{}).(*forward); ok {
-		select {
-		case <-f.headers:
-		default:
-			close(f.headers)
-		}
-	}
 	// An upstream must not plant or overwrite the gateway's cookies.
 	if vals := resp.Header.Values("Set-Cookie"); len(vals) > 0 {
 		resp.Header.Del("Set-Cookie")
@@ -307,78 +373,47 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	return nil
 }
 
+// errorHandler classifies a failed forward for the ErrorHandler. r is the outbound
+// request: it carries the token, so it is not what the ErrorHandler gets.
 func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	f, _ := r.Context().Value(ctxKey{}).(*forward)
-	name := ""
-	if f != nil {
-		name = f.target.Name
-	}
+	f := forwardOf(r)
+	e := &Error{Target: f.Target.Name}
 	switch {
-	case f != nil && f.timedOut.Load():
-		p.cfg.Logger.Warn("upstream timed out", "route", name, "timeout", f.target.Timeout)
-		WriteError(w, http.StatusGatewayTimeout, "gateway_timeout", "upstream_timeout")
+	case f.state.Load() == timedOut:
+		e.Kind, e.Cause = ErrTimeout, "no response headers within "+f.Target.Timeout.String()
 	case errors.As(err, new(*http.MaxBytesError)):
-		WriteError(w, http.StatusRequestEntityTooLarge, "payload_too_large", "max_body")
-	case errors.Is(r.Context().Err(), context.Canceled):
-		// The browser went away; nobody reads an answer. 499 in the access log, as nginx.
-		w.WriteHeader(499)
+		e.Kind, e.Cause = ErrBodyTooLarge, describe(err)
+	case errors.Is(f.in.Context().Err(), context.Canceled):
+		e.Kind, e.Cause = ErrClientGone, describe(err)
 	default:
-		p.cfg.Logger.Warn("upstream unreachable", "route", name, "error", describe(err))
-		WriteError(w, http.StatusBadGateway, "bad_gateway", "upstream_unreachable")
+		e.Kind, e.Cause = ErrUnreachable, describe(err)
 	}
+	p.cfg.ErrorHandler(w, f.in, e)
 }
 
 // describe reduces a transport error to its cause without the URL (which may carry a
 // query string).
 func describe(err error) string {
 	var ue *url.Error
-	if errors.As(err, &ue) {
+	for errors.As(err, &ue) {
+		if ue.Err == nil {
+			return ue.Op
+		}
 		err = ue.Err
 	}
 	return err.Error()
 }
 
-// WriteError writes the gateway's JSON error body.
-func WriteError(w http.ResponseWriter, status int, code, reason string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
+// writeStatus is the default ErrorHandler.
+func writeStatus(w http.ResponseWriter, _ *http.Request, err error) {
+	status := http.StatusBadGateway
+	switch {
+	case errors.Is(err, ErrTimeout):
+		status = http.StatusGatewayTimeout
+	case errors.Is(err, ErrBodyTooLarge):
+		status = http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrClientGone):
+		status = 499 // nobody reads it; for the access log, as nginx
+	}
 	w.WriteHeader(status)
-	body := `{"error":"` + code + `"`
-	if reason != "" {
-		body += `,"reason":"` + reason + `"`
-	}
-	w.Write([]byte(body + "}\n"))
-}
-
-// statusWriter records the status for metrics. It forwards Flush and Hijack through
-// Unwrap (http.ResponseController), so streaming and WebSockets keep working.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-	wrote  bool
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if !s.wrote && code >= 200 {
-		s.status, s.wrote = code, true
-	}
-	if code == http.StatusSwitchingProtocols {
-		s.status, s.wrote = code, true
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	s.wrote = true
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-// Flush is here, not only through Unwrap, because ReverseProxy asserts http.Flusher for
-// SSE on older paths.
-func (s *statusWriter) Flush() {
-	http.NewResponseController(s.ResponseWriter).Flush()
 }

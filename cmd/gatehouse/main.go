@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"reflect"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -270,46 +269,6 @@ wait:
 	}
 	log.Info("stopped", "drain", time.Since(start).Round(time.Millisecond).String())
 	return 0
-}
-
-// reload applies a changed configuration file on SIGHUP: routes and rate limits change
-// at once, and the audit log file is reopened (for logrotate). Other changes need a
-// restart and are logged as such; an invalid file changes nothing.
-func reload(path string, cur *loaded, gw *gatehouse.Gateway, audit *auditFile, log *slog.Logger) {
-	if audit != nil {
-		if err := audit.Reopen(); err != nil {
-			log.Error("cannot reopen the audit log", "error", err)
-		}
-	}
-	next, err := loadConfig(path)
-	if err != nil {
-		log.Error("configuration not reloaded: the file has problems; the running configuration stays", "error", err)
-		return
-	}
-	restart, err := gw.Reload(next.gw)
-	if err != nil {
-		log.Error("configuration not reloaded", "error", err)
-		return
-	}
-	a, b := cur.file, next.file
-	if a.Listen != b.Listen || a.Admin.Listen != b.Admin.Listen {
-		restart = append(restart, "listen")
-	}
-	if a.Session.Store != b.Session.Store || !reflect.DeepEqual(a.Session.Redis, b.Session.Redis) {
-		restart = append(restart, "session.store")
-	}
-	if a.Log != b.Log || a.AuditLog != b.AuditLog {
-		restart = append(restart, "log")
-	}
-	if a.Server != b.Server {
-		restart = append(restart, "server")
-	}
-	if a.InsecureDiagnostics != b.InsecureDiagnostics {
-		restart = append(restart, "insecure_diagnostics")
-	}
-	if len(restart) > 0 {
-		log.Warn("configuration reloaded, but these changes need a restart to apply", "settings", strings.Join(restart, ", "))
-	}
 }
 
 func durationOr(d duration, def time.Duration) time.Duration {

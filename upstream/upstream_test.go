@@ -1,0 +1,781 @@
+package upstream_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/netip"
+	"net/textproto"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-bff/gatehouse/upstream"
+)
+
+// startUpstream serves h on 127.0.0.1 until the test ends.
+func startUpstream(t *testing.T, h http.Handler) *url.URL {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	u, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// recordingUpstream answers 204 and hands the test each request it received.
+func recordingUpstream(t *testing.T) (*url.URL, <-chan *http.Request) {
+	got := make(chan *http.Request, 1)
+	u := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Clone(context.Background())
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	return u, got
+}
+
+// received waits for the request an upstream got.
+func received(t *testing.T, got <-chan *http.Request) *http.Request {
+	t.Helper()
+	select {
+	case r := <-got:
+		return r
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream got no request")
+		return nil
+	}
+}
+
+// closedURL is an address where nothing listens.
+func closedURL(t *testing.T) *url.URL {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return &url.URL{Scheme: "http", Host: addr}
+}
+
+func newProxy(t *testing.T, cfg upstream.Config) *upstream.Proxy {
+	if cfg.Transport == nil {
+		tr := upstream.NewTransport()
+		t.Cleanup(tr.CloseIdleConnections)
+		cfg.Transport = tr
+	}
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	return upstream.New(cfg)
+}
+
+// wrapper is the kind of ResponseWriter wrapper the gateway puts around the proxy: it
+// records the status and, apart from Unwrap, offers nothing beyond http.ResponseWriter,
+// so flushing and hijacking can only work through http.ResponseController.
+type wrapper struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *wrapper) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *wrapper) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *wrapper) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type gateway struct {
+	URL    string
+	client *http.Client
+	status chan int // the status of each request as the wrapper saw it
+}
+
+// startGateway serves p behind a wrapper. f.Path and f.RawPath default to the request's;
+// prepare, when not nil, may adjust the request first.
+func startGateway(t *testing.T, p *upstream.Proxy, f upstream.Forward, prepare func(w http.ResponseWriter, r *http.Request)) *gateway {
+	t.Helper()
+	g := &gateway{status: make(chan int, 1)}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ww := &wrapper{ResponseWriter: w}
+		f := f
+		if f.Path == "" {
+			f.Path, f.RawPath = r.URL.Path, r.URL.RawPath
+		}
+		if prepare != nil {
+			prepare(ww, r)
+		}
+		p.Serve(ww, r, f)
+		select {
+		case g.status <- ww.status:
+		default:
+		}
+	}))
+	t.Cleanup(srv.Close)
+	g.URL = srv.URL
+	g.client = srv.Client()
+	g.client.Timeout = 10 * time.Second
+	return g
+}
+
+// do sends req and reads the whole response.
+func (g *gateway) do(t *testing.T, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	resp, err := g.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(body)
+}
+
+func (g *gateway) get(t *testing.T, path string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, g.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g.do(t, req)
+}
+
+// spoofable are headers a browser could send to pass for a proxy or a signed-in user.
+var spoofable = []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server",
+	"X-Forwarded-Ssl", "X-Original-Url", "X-Original-Forwarded-For", "X-Rewrite-Url", "X-Client-Ip", "True-Client-Ip",
+	"Cf-Connecting-Ip", "X-Cluster-Client-Ip", "Client-Ip", "X-Forwarded-User", "X-Forwarded-Email",
+	"X-Forwarded-Access-Token", "X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Access-Token", "X-Remote-User"}
+
+func ownCookie(name string) bool { return strings.HasPrefix(name, "gh_") }
+
+func TestRequestHeaders(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     upstream.Config
+		target  upstream.Target
+		token   string
+		browser http.Header
+		host    string // the Host the browser sends, "" for the gateway's
+		check   func(t *testing.T, up *url.URL, got *http.Request)
+	}{{
+		name:    "browser credentials replaced by the token",
+		token:   "upstream-token",
+		browser: http.Header{"Authorization": {"Basic YnJvd3Nlcjpw"}, "Proxy-Authorization": {"Basic cHJveHk6cA=="}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			want(t, "Authorization", got.Header.Values("Authorization"), "Bearer upstream-token")
+			want(t, "Proxy-Authorization", got.Header.Values("Proxy-Authorization"))
+		},
+	}, {
+		name:    "browser credentials dropped without a token",
+		browser: http.Header{"Authorization": {"Bearer stolen"}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			want(t, "Authorization", got.Header.Values("Authorization"))
+		},
+	}, {
+		name:    "DropHeaders removed, other headers kept",
+		cfg:     upstream.Config{DropHeaders: []string{"X-Csrf-Token"}},
+		browser: http.Header{"X-Csrf-Token": {"t0k"}, "Accept-Language": {"fr"}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			want(t, "X-Csrf-Token", got.Header.Values("X-Csrf-Token"))
+			want(t, "Accept-Language", got.Header.Values("Accept-Language"), "fr")
+		},
+	}, {
+		name:    "cookies dropped by default",
+		cfg:     upstream.Config{ProtectedCookie: ownCookie},
+		browser: http.Header{"Cookie": {"theme=dark; gh_session=s"}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			want(t, "Cookie", got.Header.Values("Cookie"))
+		},
+	}, {
+		name:    "only ForwardCookies kept, never a protected one",
+		cfg:     upstream.Config{ProtectedCookie: ownCookie},
+		target:  upstream.Target{ForwardCookies: []string{"theme", "lang", "gh_session"}},
+		browser: http.Header{"Cookie": {"theme=dark; tracking=1; gh_session=s", "lang=fr; gh_csrf=c"}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			want(t, "Cookie", got.Header.Values("Cookie"), "theme=dark; lang=fr")
+		},
+	}, {
+		name:    "listed cookies absent from the request: no Cookie header",
+		target:  upstream.Target{ForwardCookies: []string{"theme"}},
+		browser: http.Header{"Cookie": {"tracking=1"}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			want(t, "Cookie", got.Header.Values("Cookie"))
+		},
+	}, {
+		name: "inbound forwarding headers removed",
+		browser: func() http.Header {
+			h := http.Header{"X-Forwarded-Host": {"evil.example"}, "X-Forwarded-Proto": {"http"},
+				"X-Forwarded-Anything": {"x"}, "Forwarded": {"for=198.51.100.1"}}
+			for _, name := range spoofable {
+				h.Set(name, "spoofed")
+			}
+			return h
+		}(),
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			for _, name := range append([]string{"X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Anything", "Forwarded"}, spoofable...) {
+				want(t, name, got.Header.Values(name))
+			}
+		},
+	}, {
+		name:    "X-Forwarded-For from an untrusted peer replaced by the peer",
+		browser: http.Header{"X-Forwarded-For": {"203.0.113.9"}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			want(t, "X-Forwarded-For", got.Header.Values("X-Forwarded-For"), "127.0.0.1")
+		},
+	}, {
+		name:    "X-Forwarded-For from a trusted proxy appended to",
+		cfg:     upstream.Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
+		browser: http.Header{"X-Forwarded-For": {"203.0.113.9"}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			want(t, "X-Forwarded-For", got.Header.Values("X-Forwarded-For"), "203.0.113.9, 127.0.0.1")
+		},
+	}, {
+		name:    "X-Forwarded-For from another peer replaced despite TrustedProxies",
+		cfg:     upstream.Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+		browser: http.Header{"X-Forwarded-For": {"203.0.113.9"}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			want(t, "X-Forwarded-For", got.Header.Values("X-Forwarded-For"), "127.0.0.1")
+		},
+	}, {
+		name:    "X-Forwarded-Host and Proto from PublicURL",
+		cfg:     upstream.Config{PublicURL: &url.URL{Scheme: "https", Host: "app.example.com"}},
+		browser: http.Header{"X-Forwarded-Host": {"evil.example"}, "X-Forwarded-Proto": {"http"}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			want(t, "X-Forwarded-Host", got.Header.Values("X-Forwarded-Host"), "app.example.com")
+			want(t, "X-Forwarded-Proto", got.Header.Values("X-Forwarded-Proto"), "https")
+		},
+	}, {
+		name:    "Target.Headers set over the browser's",
+		target:  upstream.Target{Headers: http.Header{"X-Api-Key": {"k1"}, "X-Tenant": {"a", "b"}}},
+		browser: http.Header{"X-Api-Key": {"forged"}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			want(t, "X-Api-Key", got.Header.Values("X-Api-Key"), "k1")
+			want(t, "X-Tenant", got.Header.Values("X-Tenant"), "a", "b")
+		},
+	}, {
+		name: "Host is the upstream's",
+		host: "evil.example",
+		check: func(t *testing.T, up *url.URL, got *http.Request) {
+			if got.Host != up.Host {
+				t.Errorf("Host = %q, want the upstream's %q", got.Host, up.Host)
+			}
+		},
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			up, got := recordingUpstream(t)
+			target := tc.target
+			target.Name, target.Prefix, target.URL = "/api/", "/api/", up
+			g := startGateway(t, newProxy(t, tc.cfg), upstream.Forward{Target: &target, Token: tc.token, ClientIP: "192.0.2.1"}, nil)
+			req, err := http.NewRequest(http.MethodGet, g.URL+"/api/items", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, vals := range tc.browser {
+				req.Header[name] = vals
+			}
+			if tc.host != "" {
+				req.Host = tc.host
+			}
+			if resp, _ := g.do(t, req); resp.StatusCode != http.StatusNoContent {
+				t.Fatalf("status %d, want 204", resp.StatusCode)
+			}
+			tc.check(t, up, received(t, got))
+		})
+	}
+}
+
+// want checks a header's values.
+func want(t *testing.T, name string, got []string, values ...string) {
+	t.Helper()
+	if !slices.Equal(got, values) {
+		t.Errorf("%s = %q, want %q", name, got, values)
+	}
+}
+
+func TestResponseCookies(t *testing.T) {
+	up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, c := range []string{"gh_session=planted; Path=/", "theme=dark; Path=/", "gh_csrf=x", "cart=3; HttpOnly"} {
+			w.Header().Add("Set-Cookie", c)
+		}
+	}))
+	p := newProxy(t, upstream.Config{ProtectedCookie: ownCookie})
+	g := startGateway(t, p, upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: up}}, nil)
+	resp, _ := g.get(t, "/")
+	want(t, "Set-Cookie", resp.Header.Values("Set-Cookie"), "theme=dark; Path=/", "cart=3; HttpOnly")
+}
+
+func TestPaths(t *testing.T) {
+	tests := []struct {
+		name          string
+		base          string // the upstream URL's path
+		prefix        string
+		strip         bool
+		path, rawPath string
+		query         string
+		want          string // request-target the upstream sees
+	}{
+		{name: "base path prepended", base: "/v1", prefix: "/api/", path: "/api/items", want: "/v1/api/items"},
+		{name: "base path with trailing slash", base: "/v1/", prefix: "/api/", path: "/api/items", want: "/v1/api/items"},
+		{name: "no base path", prefix: "/api/", path: "/api/items", want: "/api/items"},
+		{name: "prefix stripped", base: "/v1", prefix: "/api/", strip: true, path: "/api/items/7", want: "/v1/items/7"},
+		{name: "prefix without trailing slash stripped", base: "/v1", prefix: "/api", strip: true, path: "/api/items", want: "/v1/items"},
+		{name: "bare prefix stripped", base: "/v1", prefix: "/api/", strip: true, path: "/api", want: "/v1/"},
+		{name: "bare prefix with slash stripped", base: "/v1", prefix: "/api/", strip: true, path: "/api/", want: "/v1/"},
+		{name: "bare prefix stripped without base", prefix: "/api/", strip: true, path: "/api", want: "/"},
+		{name: "escaped slash kept", base: "/v1", prefix: "/api/", path: "/api/files/a/b", rawPath: "/api/files/a%2Fb", want: "/v1/api/files/a%2Fb"},
+		{name: "escaped slash kept under a stripped prefix", base: "/v1", prefix: "/api/", strip: true, path: "/api/files/a/b", rawPath: "/api/files/a%2Fb", want: "/v1/files/a%2Fb"},
+		{name: "raw path meaning another path not forwarded", base: "/v1", prefix: "/api/", strip: true, path: "/api/public", rawPath: "/api/admin%2Fusers", want: "/v1/public"},
+		{name: "raw path with an escaped traversal not forwarded", base: "/v1", prefix: "/api/", path: "/api/b", rawPath: "/api/a/..%2Fb", want: "/v1/api/b"},
+		{name: "query kept as sent", base: "/v1", prefix: "/api/", strip: true, path: "/api/search", query: "q=a%2Bb&q=c&empty=", want: "/v1/search?q=a%2Bb&q=c&empty="},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			up, got := recordingUpstream(t)
+			base := *up
+			base.Path = tc.base
+			sent := make(chan *url.URL, 1)
+			tr := upstream.NewTransport()
+			t.Cleanup(tr.CloseIdleConnections)
+			p := newProxy(t, upstream.Config{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				u := *r.URL
+				sent <- &u
+				return tr.RoundTrip(r)
+			})})
+			target := &upstream.Target{Name: tc.prefix, Prefix: tc.prefix, StripPrefix: tc.strip, URL: &base}
+			g := startGateway(t, p, upstream.Forward{Target: target, Path: tc.path, RawPath: tc.rawPath},
+				func(_ http.ResponseWriter, r *http.Request) { r.URL.Fragment = "section-2" }) // a fragment must never travel on
+			uri := "/ignored"
+			if tc.query != "" {
+				uri += "?" + tc.query
+			}
+			g.get(t, uri)
+			if r := received(t, got); r.RequestURI != tc.want {
+				t.Errorf("upstream got %q, want %q", r.RequestURI, tc.want)
+			}
+			u := <-sent
+			if u.Fragment != "" || u.RawFragment != "" {
+				t.Errorf("forwarded with fragment %q", u.Fragment)
+			}
+			// The wire shows EscapedPath, which ignores a RawPath that means another path;
+			// a Transport reading RawPath itself must not see one either.
+			if u.RawPath != "" && u.RawPath != u.EscapedPath() {
+				t.Errorf("outbound RawPath %q means another path than %q", u.RawPath, u.Path)
+			}
+		})
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestEarlyHints(t *testing.T) {
+	up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</app.css>; rel=preload; as=style")
+		w.WriteHeader(http.StatusEarlyHints)
+		io.WriteString(w, "page")
+	}))
+	g := startGateway(t, newProxy(t, upstream.Config{}), upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: up}}, nil)
+	var hints []string
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		hints = append(hints, fmt.Sprintf("%d %s", code, h.Get("Link")))
+		return nil
+	}}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, g.URL+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body := g.do(t, req)
+	if resp.StatusCode != http.StatusOK || body != "page" {
+		t.Errorf("final response %d %q, want 200 %q", resp.StatusCode, body, "page")
+	}
+	want(t, "informational responses", hints, "103 </app.css>; rel=preload; as=style")
+}
+
+func TestTrailers(t *testing.T) {
+	up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum")
+		io.WriteString(w, "payload")
+		w.Header().Set("X-Checksum", "c0ffee")
+	}))
+	g := startGateway(t, newProxy(t, upstream.Config{}), upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: up}}, nil)
+	resp, body := g.get(t, "/")
+	if body != "payload" {
+		t.Errorf("body %q", body)
+	}
+	want(t, "trailer X-Checksum", resp.Trailer.Values("X-Checksum"), "c0ffee")
+}
+
+func TestStreamFlushed(t *testing.T) {
+	release := make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: one\n\n")
+		http.NewResponseController(w).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "data: two\n\n")
+	}))
+	t.Cleanup(releaseOnce) // before the upstream closes: it waits for its handlers
+	g := startGateway(t, newProxy(t, upstream.Config{}), upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: up}}, nil)
+	resp, err := g.client.Get(g.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	// The upstream is still blocked: only a flush through the wrapper brings this event.
+	if event := readEvent(t, br); event != "data: one" {
+		t.Fatalf("first event %q", event)
+	}
+	releaseOnce()
+	if event := readEvent(t, br); event != "data: two" {
+		t.Fatalf("second event %q", event)
+	}
+}
+
+func readEvent(t *testing.T, br *bufio.Reader) string {
+	t.Helper()
+	var lines []string
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the stream: %v (so far %q)", err, lines)
+		}
+		if line == "\n" {
+			return strings.Join(lines, "\n")
+		}
+		lines = append(lines, strings.TrimSuffix(line, "\n"))
+	}
+}
+
+func TestWebSocket(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			http.Error(w, "want an upgrade", http.StatusBadRequest)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		line, err := brw.ReadString('\n')
+		if err != nil {
+			return
+		}
+		brw.WriteString("pong: " + line)
+		brw.Flush()
+	}))
+	// A timeout bounds the wait for the 101 only, not the connection's life.
+	target := &upstream.Target{Name: "/ws", Prefix: "/ws", URL: up, Timeout: 200 * time.Millisecond}
+	g := startGateway(t, newProxy(t, upstream.Config{}), upstream.Forward{Target: target}, nil)
+
+	gw, _ := url.Parse(g.URL)
+	conn, err := net.Dial("tcp", gw.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", gw.Host)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Upgrade") != "websocket" {
+		t.Fatalf("handshake answered %d, Upgrade %q", resp.StatusCode, resp.Header.Get("Upgrade"))
+	}
+	time.Sleep(target.Timeout + 100*time.Millisecond)
+	io.WriteString(conn, "ping\n")
+	if line, err := br.ReadString('\n'); line != "pong: ping\n" {
+		t.Fatalf("read %q, %v; want %q", line, err, "pong: ping\n")
+	}
+}
+
+// secret is in the query of every failing request; no error may show it.
+const secret = "fake-s3cret-0123"
+
+// failure is one way a forward fails.
+type failure struct {
+	name    string
+	kind    error
+	status  int              // what the default ErrorHandler sends
+	handler http.HandlerFunc // the upstream's; nil for none listening
+	timeout time.Duration
+	maxBody int64 // when > 0, the gateway limits the request body to this
+	leave   bool  // the browser goes away once the upstream has the request
+}
+
+// hang blocks until the proxy gives up on the request. It reads the body first: only
+// then does the server watch the connection and cancel r's context when it closes.
+func hang(_ http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	select {
+	case <-r.Context().Done():
+	case <-time.After(10 * time.Second):
+	}
+}
+
+var failures = []failure{
+	{name: "unreachable", kind: upstream.ErrUnreachable, status: http.StatusBadGateway},
+	{name: "timeout", kind: upstream.ErrTimeout, status: http.StatusGatewayTimeout, handler: hang, timeout: 50 * time.Millisecond},
+	{name: "body too large", kind: upstream.ErrBodyTooLarge, status: http.StatusRequestEntityTooLarge, maxBody: 16,
+		handler: func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }},
+	{name: "client gone", kind: upstream.ErrClientGone, status: 499, handler: hang, leave: true},
+}
+
+type outcome struct {
+	status int    // the browser's, 0 when it left
+	body   string // the browser's
+	served int    // as the gateway's wrapper saw it
+}
+
+// provoke makes a forward fail as c says.
+func provoke(t *testing.T, c failure, cfg upstream.Config) outcome {
+	t.Helper()
+	up := closedURL(t)
+	arrived := make(chan struct{})
+	if c.handler != nil {
+		once := sync.OnceFunc(func() { close(arrived) })
+		up = startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			once()
+			c.handler(w, r)
+		}))
+	}
+	target := &upstream.Target{Name: "/api/", Prefix: "/api/", URL: up, Timeout: c.timeout}
+	g := startGateway(t, newProxy(t, cfg), upstream.Forward{Target: target, Token: "upstream-token", ClientIP: "192.0.2.1"},
+		func(w http.ResponseWriter, r *http.Request) {
+			if c.maxBody > 0 {
+				r.Body = http.MaxBytesReader(w, r.Body, c.maxBody)
+			}
+		})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.URL+"/api/users/42?access_token="+secret,
+		strings.NewReader(strings.Repeat("x", 1024)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o outcome
+	if c.leave {
+		go func() {
+			if resp, err := g.client.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		select {
+		case <-arrived:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the upstream got no request")
+		}
+		cancel()
+	} else {
+		resp, body := g.do(t, req)
+		o.status, o.body = resp.StatusCode, body
+	}
+	select {
+	case o.served = <-g.status:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the gateway did not finish")
+	}
+	return o
+}
+
+func TestErrorHandler(t *testing.T) {
+	kinds := []error{upstream.ErrUnreachable, upstream.ErrTimeout, upstream.ErrBodyTooLarge, upstream.ErrClientGone}
+	for _, c := range failures {
+		t.Run(c.name, func(t *testing.T) {
+			type call struct {
+				r   *http.Request
+				err error
+			}
+			calls := make(chan call, 2)
+			o := provoke(t, c, upstream.Config{ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+				calls <- call{r, err}
+				w.WriteHeader(http.StatusTeapot)
+				io.WriteString(w, "rendered")
+			}})
+			if !c.leave && (o.status != http.StatusTeapot || o.body != "rendered") {
+				t.Errorf("browser got %d %q, want the ErrorHandler's response", o.status, o.body)
+			}
+			if o.served != http.StatusTeapot {
+				t.Errorf("gateway served %d, want the ErrorHandler's 418", o.served)
+			}
+			got := <-calls
+			if len(calls) > 0 {
+				t.Error("ErrorHandler called more than once")
+			}
+			for _, k := range kinds {
+				if errors.Is(got.err, k) != (k == c.kind) {
+					t.Errorf("errors.Is(%v, %v) = %t", got.err, k, !(k == c.kind))
+				}
+			}
+			var e *upstream.Error
+			if !errors.As(got.err, &e) {
+				t.Fatalf("err is %T, want *upstream.Error", got.err)
+			}
+			if e.Target != "/api/" || e.Cause == "" {
+				t.Errorf("Target %q, Cause %q; want the target's name and a cause", e.Target, e.Cause)
+			}
+			msg := got.err.Error()
+			for _, leak := range []string{secret, "access_token", "/users/42", "http://"} {
+				if strings.Contains(msg, leak) {
+					t.Errorf("error %q shows %q from the request URL", msg, leak)
+				}
+			}
+			// The handler gets the browser's request, not the outbound one with the token.
+			if got.r.URL.Path != "/api/users/42" || got.r.Header.Get("Authorization") != "" {
+				t.Errorf("ErrorHandler got request %s with Authorization %q, want the inbound one", got.r.URL.Path, got.r.Header.Get("Authorization"))
+			}
+		})
+	}
+}
+
+func TestDefaultErrorStatus(t *testing.T) {
+	for _, c := range failures {
+		t.Run(c.name, func(t *testing.T) {
+			o := provoke(t, c, upstream.Config{})
+			if o.served != c.status {
+				t.Errorf("gateway served %d, want %d", o.served, c.status)
+			}
+			if !c.leave && (o.status != c.status || o.body != "") {
+				t.Errorf("browser got %d %q, want %d and no body", o.status, o.body, c.status)
+			}
+		})
+	}
+}
+
+func TestErrorCauseHasNoURL(t *testing.T) {
+	tests := []struct {
+		name string
+		err  func(u *url.URL) error
+	}{
+		{"url.Error", func(u *url.URL) error {
+			return &url.Error{Op: "Post", URL: u.String(), Err: errors.New("connection reset by peer")}
+		}},
+		{"wrapped url.Error", func(u *url.URL) error {
+			return fmt.Errorf("after 3 attempts: %w", &url.Error{Op: "Post", URL: u.String(), Err: errors.New("connection reset by peer")})
+		}},
+		{"nested url.Error", func(u *url.URL) error {
+			return &url.Error{Op: "Post", URL: u.String(), Err: &url.Error{Op: "Post", URL: u.String(), Err: errors.New("connection reset by peer")}}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			errs := make(chan error, 1)
+			p := newProxy(t, upstream.Config{
+				Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) { return nil, tc.err(r.URL) }),
+				ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+					errs <- err
+					w.WriteHeader(http.StatusBadGateway)
+				},
+			})
+			target := &upstream.Target{Name: "/api/", Prefix: "/api/", URL: &url.URL{Scheme: "http", Host: "upstream.test"}}
+			g := startGateway(t, p, upstream.Forward{Target: target}, nil)
+			g.get(t, "/api/users/42?access_token="+secret)
+			err := <-errs
+			var e *upstream.Error
+			if !errors.As(err, &e) || !errors.Is(err, upstream.ErrUnreachable) {
+				t.Fatalf("got %v, want an *upstream.Error of kind ErrUnreachable", err)
+			}
+			if e.Cause != "connection reset by peer" {
+				t.Errorf("Cause %q, want the transport's cause alone", e.Cause)
+			}
+			if msg := err.Error(); strings.Contains(msg, secret) || strings.Contains(msg, "upstream.test") {
+				t.Errorf("error %q shows the URL", msg)
+			}
+		})
+	}
+}
+
+func TestTimeoutBoundsOnlyHeaders(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		http.NewResponseController(w).Flush()
+		select {
+		case <-time.After(400 * time.Millisecond): // twice the target's timeout
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "slow body")
+	}))
+	errs := make(chan error, 1)
+	p := newProxy(t, upstream.Config{ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+		errs <- err
+		w.WriteHeader(http.StatusTeapot)
+	}})
+	target := &upstream.Target{Name: "/", Prefix: "/", URL: up, Timeout: 200 * time.Millisecond}
+	g := startGateway(t, p, upstream.Forward{Target: target}, nil)
+	resp, body := g.get(t, "/")
+	if resp.StatusCode != http.StatusOK || body != "slow body" {
+		t.Errorf("got %d %q, want 200 %q", resp.StatusCode, body, "slow body")
+	}
+	select {
+	case err := <-errs:
+		t.Errorf("ErrorHandler called with %v", err)
+	default:
+	}
+}
+
+// BenchmarkServe counts what one forward allocates, the upstream's side included.
+func BenchmarkServe(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer up.Close()
+	u, err := url.Parse(up.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := upstream.New(upstream.Config{Logger: slog.New(slog.DiscardHandler)})
+	for _, bc := range []struct {
+		name    string
+		timeout time.Duration
+	}{{"NoTimeout", 0}, {"Timeout", time.Minute}} {
+		f := upstream.Forward{Target: &upstream.Target{Name: "/api/", Prefix: "/api/", URL: u, Timeout: bc.timeout},
+			Token: "tok", Path: "/api/x", ClientIP: "192.0.2.1"}
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				r := httptest.NewRequest(http.MethodGet, "http://gw.test/api/x?q=1", nil)
+				w := httptest.NewRecorder()
+				p.Serve(w, r, f)
+				if w.Code != http.StatusOK {
+					b.Fatal(w.Code)
+				}
+			}
+		})
+	}
+}
