@@ -30,7 +30,7 @@ func (g *Gateway) handleDiagnostics(w http.ResponseWriter, r *http.Request, _ *s
 	out["provider"] = prov
 
 	var routes []map[string]any
-	for _, rt := range g.running().routes {
+	for _, rt := range g.current().routes {
 		routes = append(routes, map[string]any{"path": rt.prefix, "upstream": rt.Upstream, "token": rt.Token,
 			"methods": rt.Methods, "rules": len(rt.Require), "audience": rt.Audience, "resource": rt.Resource})
 	}

@@ -320,7 +320,7 @@ func (g *Gateway) serve(w *statusRecorder, r *http.Request) string {
 		g.serveBFF(w, r, p)
 		return "bff"
 	}
-	for _, rt := range g.running().routes {
+	for _, rt := range g.current().routes {
 		if p == strings.TrimSuffix(rt.prefix, "/") || strings.HasPrefix(p, rt.prefix) {
 			g.serveRoute(w, r, rt, p)
 			return "route"

@@ -90,7 +90,7 @@ func (g *Gateway) authParams(q url.Values) url.Values {
 	}
 	// RFC 8707: the resources that routes will ask tokens for are named at authorization,
 	// so that the grant covers them and the refresh requests for them are allowed.
-	for _, r := range g.running().routes {
+	for _, r := range g.current().routes {
 		if r.Resource != "" && !slices.Contains(out["resource"], r.Resource) {
 			out.Add("resource", r.Resource)
 		}

@@ -18,7 +18,7 @@ type running struct {
 	routes []*route // longest prefix first
 }
 
-func (g *Gateway) running() *running { return g.run.Load() }
+func (g *Gateway) current() *running { return g.run.Load() }
 
 // config is the configuration in effect now. Read it once per use: a reload may replace
 // it between two calls.
@@ -110,7 +110,7 @@ func (g *Gateway) Reload(cfg Config) (needRestart []string, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	old := g.running()
+	old := g.current()
 	next, needRestart := reloadDiff(old.cfg, cfg.withDefaults())
 	g.run.Store(newRunning(next))
 	g.log.Info("configuration reloaded", "routes", len(next.Routes), "routes_before", len(old.routes))
