@@ -336,7 +336,7 @@ func (m *Manager) indexes(s *Session) []string {
 // too, so that they live exactly as long as the record.
 func (m *Manager) write(ctx context.Context, s *Session) error {
 	key := recordKey(s.Handle)
-	b, err := encodeRecord(m.Keys, key, s)
+	b, err := encodeRecord(m.Keys, key, s, m.recordVersion())
 	if err != nil {
 		return err
 	}
@@ -360,4 +360,13 @@ func (m *Manager) newestIndexes(s *Session) []string {
 		ix = append(ix, m.Keys.IndexNames("psid", s.Issuer+"\x00"+s.ProviderSID)[0])
 	}
 	return ix
+}
+
+// recordVersion is the format the Manager writes: compact for a store no other process
+// reads, JSON, which every release reads, for the others.
+func (m *Manager) recordVersion() byte {
+	if _, ok := m.Store.(ProcessLocal); ok {
+		return recordCompact
+	}
+	return recordJSON
 }

@@ -97,7 +97,8 @@ type secretJSON struct {
 }
 
 const (
-	recordVersion = 1
+	recordJSON    = 1 // the record's parts as JSON: what every release reads
+	recordCompact = 2 // the record's parts in a binary layout: see compact.go
 	cookieVersion = 1
 	idSize        = 16
 )
@@ -220,14 +221,38 @@ func (t Token) decoded() Token {
 }
 
 // encodeRecord seals s for the store: version || uvarint(len(meta)) || meta || secret.
-func encodeRecord(keys *KeyRing, storeKey string, s *Session) ([]byte, error) {
-	meta, err := json.Marshal(metaJSON{
+// The version is recordCompact for a store only this process reads (ProcessLocal),
+// recordJSON otherwise, which every release reads.
+func encodeRecord(keys *KeyRing, storeKey string, s *Session, version byte) ([]byte, error) {
+	var meta, secret []byte
+	if version == recordCompact {
+		meta, secret = encodeCompact(s)
+	} else {
+		var err error
+		if meta, secret, err = encodeJSON(s); err != nil {
+			return nil, err
+		}
+	}
+	sealedMeta := keys.Seal(metaAAD(version, storeKey), meta)
+	sealedSecret, err := Seal(s.key, secretAAD(version, storeKey), secret)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, 1+binary.MaxVarintLen32+len(sealedMeta)+len(sealedSecret))
+	out = append(out, version)
+	out = binary.AppendUvarint(out, uint64(len(sealedMeta)))
+	out = append(out, sealedMeta...)
+	return append(out, sealedSecret...), nil
+}
+
+func encodeJSON(s *Session) (meta, secret []byte, err error) {
+	meta, err = json.Marshal(metaJSON{
 		Subject: s.Subject, Issuer: s.Issuer, ProviderSID: s.ProviderSID,
 		CreatedAt: s.CreatedAt, LastSeen: s.LastSeen, ExpiresAt: s.ExpiresAt,
 		UserAgent: s.UserAgent, IP: s.IP,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("session: encoding metadata: %w", err)
+		return nil, nil, fmt.Errorf("session: encoding metadata: %w", err)
 	}
 	var audiences map[string]Token
 	if s.Audiences != nil {
@@ -236,52 +261,57 @@ func encodeRecord(keys *KeyRing, storeKey string, s *Session) ([]byte, error) {
 			audiences[k] = t.encoded()
 		}
 	}
-	secret, err := json.Marshal(secretJSON{Claims: s.Claims, IDToken: s.IDToken, Token: s.Token.encoded(), Audiences: audiences})
+	secret, err = json.Marshal(secretJSON{Claims: s.Claims, IDToken: s.IDToken, Token: s.Token.encoded(), Audiences: audiences})
 	if err != nil {
-		return nil, fmt.Errorf("session: encoding session: %w", err)
+		return nil, nil, fmt.Errorf("session: encoding session: %w", err)
 	}
-	sealedMeta := keys.Seal(metaAAD(storeKey), meta)
-	sealedSecret, err := Seal(s.key, secretAAD(storeKey), secret)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]byte, 0, 1+binary.MaxVarintLen32+len(sealedMeta)+len(sealedSecret))
-	out = append(out, recordVersion)
-	out = binary.AppendUvarint(out, uint64(len(sealedMeta)))
-	out = append(out, sealedMeta...)
-	return append(out, sealedSecret...), nil
+	return meta, secret, nil
 }
 
-// splitRecord returns the sealed metadata and secret parts of a stored record.
-func splitRecord(b []byte) (meta, secret []byte, err error) {
-	if len(b) < 2 || b[0] != recordVersion {
-		return nil, nil, fmt.Errorf("session: unknown record format: %w", ErrDecrypt)
+// splitRecord returns the version and the sealed metadata and secret parts of a stored
+// record.
+func splitRecord(b []byte) (version byte, meta, secret []byte, err error) {
+	if len(b) < 2 || b[0] != recordJSON && b[0] != recordCompact {
+		return 0, nil, nil, fmt.Errorf("session: unknown record format: %w", ErrDecrypt)
 	}
 	n, w := binary.Uvarint(b[1:])
 	if w <= 0 || n > uint64(len(b)-1-w) {
-		return nil, nil, fmt.Errorf("session: malformed record: %w", ErrDecrypt)
+		return 0, nil, nil, fmt.Errorf("session: malformed record: %w", ErrDecrypt)
 	}
 	start := 1 + w
-	return b[start : start+int(n)], b[start+int(n):], nil
+	return b[0], b[start : start+int(n)], b[start+int(n):], nil
 }
 
 // decodeMeta opens a record's metadata with the server's keys (no cookie needed).
 func decodeMeta(keys *KeyRing, storeKey string, b []byte) (*Session, error) {
-	sealedMeta, _, err := splitRecord(b)
+	version, sealedMeta, _, err := splitRecord(b)
 	if err != nil {
 		return nil, err
 	}
-	meta, err := keys.Open(metaAAD(storeKey), sealedMeta)
+	meta, err := keys.Open(metaAAD(version, storeKey), sealedMeta)
 	if err != nil {
 		return nil, err
 	}
+	var s *Session
+	if version == recordCompact {
+		s, err = decodeCompactMeta(meta)
+	} else {
+		s, err = decodeJSONMeta(meta)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.Handle, _ = handleFromRecordKey(storeKey)
+	return s, nil
+}
+
+func decodeJSONMeta(meta []byte) (*Session, error) {
 	var m metaJSON
 	if err := json.Unmarshal(meta, &m); err != nil {
 		return nil, fmt.Errorf("session: decoding metadata: %w", err)
 	}
-	h, _ := handleFromRecordKey(storeKey)
 	return &Session{
-		Handle: h, Subject: m.Subject, Issuer: m.Issuer, ProviderSID: m.ProviderSID,
+		Subject: m.Subject, Issuer: m.Issuer, ProviderSID: m.ProviderSID,
 		CreatedAt: m.CreatedAt, LastSeen: m.LastSeen, ExpiresAt: m.ExpiresAt,
 		UserAgent: m.UserAgent, IP: m.IP,
 	}, nil
@@ -293,22 +323,41 @@ func decodeRecord(keys *KeyRing, storeKey string, key []byte, b []byte) (*Sessio
 	if err != nil {
 		return nil, err
 	}
-	_, sealedSecret, _ := splitRecord(b)
-	secret, err := Open(key, secretAAD(storeKey), sealedSecret)
+	version, _, sealedSecret, _ := splitRecord(b)
+	secret, err := Open(key, secretAAD(version, storeKey), sealedSecret)
 	if err != nil {
 		return nil, err
 	}
+	if version == recordCompact {
+		err = decodeCompactSecret(secret, s)
+	} else {
+		err = decodeJSONSecret(secret, s)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.key = key
+	return s, nil
+}
+
+func decodeJSONSecret(secret []byte, s *Session) error {
 	var sj secretJSON
 	if err := json.Unmarshal(secret, &sj); err != nil {
-		return nil, fmt.Errorf("session: decoding session: %w", err)
+		return fmt.Errorf("session: decoding session: %w", err)
 	}
 	for k, t := range sj.Audiences {
 		sj.Audiences[k] = t.decoded()
 	}
 	s.Claims, s.IDToken, s.Token, s.Audiences = sj.Claims, sj.IDToken, sj.Token.decoded(), sj.Audiences
-	s.key = key
-	return s, nil
+	return nil
 }
 
-func metaAAD(storeKey string) []byte   { return []byte("gatehouse meta v1\x00" + storeKey) }
-func secretAAD(storeKey string) []byte { return []byte("gatehouse session v1\x00" + storeKey) }
+// The associated data binds each sealed part to its key and its format: a part cannot be
+// moved to another record, nor read as the other format.
+func metaAAD(version byte, storeKey string) []byte {
+	return []byte("gatehouse meta v" + string(rune('0'+version)) + "\x00" + storeKey)
+}
+
+func secretAAD(version byte, storeKey string) []byte {
+	return []byte("gatehouse session v" + string(rune('0'+version)) + "\x00" + storeKey)
+}

@@ -119,6 +119,13 @@ type Counter interface {
 // Counter counts the keys that start with it.
 const RecordKeyPrefix = "s:{"
 
+// ProcessLocal is a Store whose values only this process reads, and only while it runs
+// (the memory store). The Manager writes such a store the compact record format, which
+// releases before it cannot read; to every other store it writes the JSON format.
+type ProcessLocal interface {
+	ProcessLocal()
+}
+
 // Closer is a Store holding resources (connections, files) that Close releases.
 type Closer interface {
 	Close() error

@@ -24,6 +24,8 @@ var (
 	_ session.Pinger  = (*Store)(nil)
 	_ session.Closer  = (*Store)(nil)
 	_ session.Counter = (*Store)(nil)
+
+	_ session.ProcessLocal = (*Store)(nil)
 )
 
 // Store keeps values in a map. Expired values are never returned and are swept in the
@@ -232,6 +234,9 @@ func (s *Store) Members(_ context.Context, name string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// ProcessLocal says that only this process reads the store's values.
+func (s *Store) ProcessLocal() {}
 
 // Lock grants leases in this process only; that is all a memory store can share.
 func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (func(), error) {
