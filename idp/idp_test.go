@@ -19,7 +19,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/gatehouse-bff/gatehouse/idp"
 	"github.com/gatehouse-bff/gatehouse/idp/idptest"
+	"github.com/gatehouse-bff/gatehouse/internal/testutil"
 )
 
 // redirectURL is where the fake sends the browser back. Nothing listens there: the
@@ -176,24 +176,6 @@ func mustLogin(t *testing.T, p *idptest.Provider, c *idp.Client) *idp.Tokens {
 		t.Fatal(err)
 	}
 	return tokens
-}
-
-// clock is a settable clock for the client.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 func TestNewChecksConfig(t *testing.T) {
@@ -385,7 +367,7 @@ func TestDiscoveryRetriesAtMostOncePerSecond(t *testing.T) {
 	}))
 	defer srv.Close()
 	discoveryURL := srv.URL + "/.well-known/openid-configuration"
-	clk := &clock{now: time.Now()}
+	clk := testutil.ClockAt(time.Now())
 	c := newClient(t, p, func(c *idp.Config) { c.DiscoveryURL, c.Now = discoveryURL, clk.Now })
 
 	down.Store(true)

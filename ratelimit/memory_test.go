@@ -2,37 +2,20 @@ package ratelimit_test
 
 import (
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/gatehouse-bff/gatehouse/internal/testutil"
 	"github.com/gatehouse-bff/gatehouse/ratelimit"
 	"github.com/gatehouse-bff/gatehouse/ratelimit/ratelimittest"
 )
 
-// clock is a settable MemoryOptions.Now, safe for concurrent use.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
+// epoch is where the tests' clocks start.
+var epoch = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func TestMemoryConformance(t *testing.T) {
 	ratelimittest.Run(t, ratelimittest.Backend{Open: func(t *testing.T) (ratelimit.Limiter, func(time.Duration)) {
-		c := newClock()
+		c := testutil.ClockAt(epoch)
 		return ratelimit.NewMemory(ratelimit.MemoryOptions{Now: c.Now}), c.Advance
 	}})
 }
@@ -54,7 +37,7 @@ func TestMemoryRealClock(t *testing.T) {
 func TestMemoryStaysWithinMaxKeys(t *testing.T) {
 	for _, maxKeys := range []int{1, 3, 64, 1000} {
 		t.Run(fmt.Sprint(maxKeys), func(t *testing.T) {
-			c := newClock()
+			c := testutil.ClockAt(epoch)
 			m := ratelimit.NewMemory(ratelimit.MemoryOptions{Now: c.Now, MaxKeys: maxKeys})
 			l := ratelimit.Limit{Rate: 1, Burst: 3}
 			for i := range 20 * maxKeys {
@@ -76,7 +59,7 @@ func TestMemoryStaysWithinMaxKeys(t *testing.T) {
 }
 
 func TestMemoryDefaultMaxKeys(t *testing.T) {
-	c := newClock()
+	c := testutil.ClockAt(epoch)
 	m := ratelimit.NewMemory(ratelimit.MemoryOptions{Now: c.Now})
 	l := ratelimit.Limit{Rate: 1, Burst: 1}
 	for i := range 120_000 {
@@ -89,7 +72,7 @@ func TestMemoryDefaultMaxKeys(t *testing.T) {
 
 // Buckets that have refilled are the same as absent, and are forgotten.
 func TestMemoryForgetsRefilledBuckets(t *testing.T) {
-	c := newClock()
+	c := testutil.ClockAt(epoch)
 	m := ratelimit.NewMemory(ratelimit.MemoryOptions{Now: c.Now})
 	l := ratelimit.Limit{Rate: 10, Burst: 5} // refills from empty in 500 ms
 	for i := range 1000 {
@@ -130,7 +113,7 @@ func TestMemoryForgetsRefilledBuckets(t *testing.T) {
 // Flooding other keys does not reset a drained bucket: the flood's buckets are fuller,
 // so they are the ones evicted.
 func TestMemoryFloodDoesNotResetAttacker(t *testing.T) {
-	c := newClock()
+	c := testutil.ClockAt(epoch)
 	const maxKeys = 256
 	m := ratelimit.NewMemory(ratelimit.MemoryOptions{Now: c.Now, MaxKeys: maxKeys})
 	l := ratelimit.Limit{Rate: 1.0 / 60, Burst: 5} // 5 logins, then one a minute

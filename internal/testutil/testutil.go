@@ -73,6 +73,9 @@ type Clock struct {
 	now time.Time
 }
 
+// ClockAt returns a Clock that starts at t.
+func ClockAt(t time.Time) *Clock { return &Clock{now: t} }
+
 func (c *Clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
