@@ -3,6 +3,7 @@ package main
 import (
 	"log/slog"
 	"reflect"
+	"slices"
 	"strings"
 
 	gatehouse "github.com/gatehouse-bff/gatehouse"
@@ -65,7 +66,7 @@ func fileChanges(a, b *loaded) []string {
 		{"session.redis.sentinel_password", a.redis.sentinelPassword, b.redis.sentinelPassword},
 		{"session.redis.tls_ca_file", string(a.redis.caPEM), string(b.redis.caPEM)},
 	} {
-		if s.a != s.b && !contains(out, s.key) {
+		if s.a != s.b && !slices.Contains(out, s.key) {
 			out = append(out, s.key)
 		}
 	}
@@ -75,15 +76,6 @@ func fileChanges(a, b *loaded) []string {
 func isFileOnly(key string) bool {
 	for _, p := range fileOnly {
 		if key == p || strings.HasPrefix(key, p+".") {
-			return true
-		}
-	}
-	return false
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
 			return true
 		}
 	}

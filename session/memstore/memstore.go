@@ -325,7 +325,8 @@ func (s *Store) Sweep() {
 // pack copies value into a new allocation of its own and, as far as they fit in the room
 // the allocator gives that allocation anyway (its size class), the strings too, in order.
 // A session record, its key and its index names then cost one allocation, not four. It
-// returns the copy and the strings, each either packed or as given.
+// returns the copy, and strs with the strings it packed replaced by their packed form
+// (every caller passes a slice of its own).
 //
 // The copy and the packed strings are strings over the allocation (unsafe.String). That
 // is sound because no one writes to the allocation after pack: Get hands the value out
@@ -334,7 +335,6 @@ func (s *Store) Sweep() {
 // string keys on assignment), and an index whose name may have been packed with a
 // deleted value is given a copy of its name.
 func pack(value []byte, strs ...string) (string, []string) {
-	out := slices.Clone(strs)
 	buf := slices.Grow([]byte(nil), len(value))
 	buf = append(buf, value...)
 	n := len(buf)
@@ -344,10 +344,10 @@ func pack(value []byte, strs ...string) (string, []string) {
 		}
 		at := len(buf)
 		buf = append(buf, str...)
-		out[i] = unsafe.String(&buf[at], len(str))
+		strs[i] = unsafe.String(&buf[at], len(str))
 	}
 	if n == 0 {
-		return "", out
+		return "", strs
 	}
-	return unsafe.String(&buf[0], n), out
+	return unsafe.String(&buf[0], n), strs
 }
