@@ -14,12 +14,13 @@ import (
 // its configuration, the provider and the caller's request and session: never a token,
 // secret or cookie value, only whether they are there and when they expire.
 func (g *Gateway) handleDiagnostics(w http.ResponseWriter, r *http.Request, _ *session.Session) error {
+	cfg := g.config()
 	now := g.now()
 	out := map[string]any{"version": Version, "public_url": g.origin, "time": now.UTC()}
 
-	prov := map[string]any{"issuer": g.config().Provider.Issuer, "client_id": g.config().Provider.ClientID,
-		"scopes": g.config().Provider.Scopes, "client_secret_set": g.config().Provider.ClientSecret != "",
-		"client_key_set": g.config().Provider.ClientKey != nil}
+	prov := map[string]any{"issuer": cfg.Provider.Issuer, "client_id": cfg.Provider.ClientID,
+		"scopes": cfg.Provider.Scopes, "client_secret_set": cfg.Provider.ClientSecret != "",
+		"client_key_set": cfg.Provider.ClientKey != nil}
 	if ok, err := g.idp.Ready(); ok {
 		if meta, err := g.idp.Metadata(r.Context()); err == nil {
 			prov["metadata"] = meta
@@ -35,16 +36,16 @@ func (g *Gateway) handleDiagnostics(w http.ResponseWriter, r *http.Request, _ *s
 			"methods": rt.Methods, "rules": len(rt.Require), "audience": rt.Audience, "resource": rt.Resource})
 	}
 	out["routes"] = routes
-	out["rate_limits"] = g.config().RateLimits
+	out["rate_limits"] = cfg.RateLimits
 	out["session_config"] = map[string]any{"store": fmt.Sprintf("%T", g.sessions.Store),
-		"idle_timeout": g.config().Session.IdleTimeout.String(), "absolute_timeout": g.config().Session.AbsoluteTimeout.String(),
-		"bind_user_agent": g.config().Session.BindUserAgent, "bind_ipv4_prefix": g.config().Session.BindIPv4Prefix,
-		"bind_ipv6_prefix": g.config().Session.BindIPv6Prefix, "cookie": g.config().Cookie.Name}
-	out["weaker_options"] = g.config().WeakerOptions()
+		"idle_timeout": cfg.Session.IdleTimeout.String(), "absolute_timeout": cfg.Session.AbsoluteTimeout.String(),
+		"bind_user_agent": cfg.Session.BindUserAgent, "bind_ipv4_prefix": cfg.Session.BindIPv4Prefix,
+		"bind_ipv6_prefix": cfg.Session.BindIPv6Prefix, "cookie": cfg.Cookie.Name}
+	out["weaker_options"] = cfg.WeakerOptions()
 
 	headers := map[string]string{}
 	for _, h := range []string{"Origin", "Referer", "Sec-Fetch-Site", "Sec-Fetch-Mode", "Sec-Fetch-Dest", "X-Forwarded-For",
-		"X-Forwarded-Proto", "X-Forwarded-Host", g.config().CSRF.Header} {
+		"X-Forwarded-Proto", "X-Forwarded-Host", cfg.CSRF.Header} {
 		if v := r.Header.Get(h); v != "" {
 			headers[h] = truncate(v, 200)
 		}

@@ -61,7 +61,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request, _ *session
 	// logins are abandoned anyway, so clear them rather than grow the Cookie header.
 	var flows []string
 	for _, c := range r.Cookies() {
-		if strings.HasPrefix(c.Name, g.config().Cookie.Name+"-flow-") {
+		if strings.HasPrefix(c.Name, cfg.Cookie.Name+"-flow-") {
 			flows = append(flows, c.Name)
 		}
 	}
@@ -84,18 +84,19 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request, _ *session
 // request may pass through. prompt values are combined (prompt=consent from config plus
 // prompt=login from the SPA gives "consent login"); others from the request win.
 func (g *Gateway) authParams(q url.Values) url.Values {
+	run := g.current()
 	out := url.Values{}
-	for k, v := range g.config().Provider.AuthParams {
+	for k, v := range run.cfg.Provider.AuthParams {
 		out.Set(k, v)
 	}
 	// RFC 8707: the resources that routes will ask tokens for are named at authorization,
 	// so that the grant covers them and the refresh requests for them are allowed.
-	for _, r := range g.current().routes {
+	for _, r := range run.routes {
 		if r.Resource != "" && !slices.Contains(out["resource"], r.Resource) {
 			out.Add("resource", r.Resource)
 		}
 	}
-	for _, name := range g.config().Provider.AllowedAuthParams {
+	for _, name := range run.cfg.Provider.AllowedAuthParams {
 		v := q.Get(name)
 		if v == "" || len(v) > 256 || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 			continue
