@@ -114,8 +114,9 @@ func (g *Gateway) Reload(cfg Config) (needRestart []string, err error) {
 	next, needRestart := reloadDiff(old.cfg, cfg.withDefaults())
 	g.run.Store(newRunning(next))
 	g.log.Info("configuration reloaded", "routes", len(next.Routes), "routes_before", len(old.routes))
+	before := old.cfg.WeakerOptions()
 	for _, w := range next.WeakerOptions() {
-		if !slices.Contains(old.cfg.WeakerOptions(), w) {
+		if !slices.Contains(before, w) {
 			g.log.Warn("weaker security option in use", "option", w)
 		}
 	}
