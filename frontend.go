@@ -53,7 +53,7 @@ func (g *Gateway) newFrontend() (http.Handler, error) {
 				}
 			}
 			p, _ := requestPath(r)
-			g.forward(w, r, t, "", p)
+			g.forward(w, r, t, "", p, nil)
 		}), nil
 	}
 	return nil, nil

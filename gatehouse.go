@@ -72,6 +72,7 @@ type Gateway struct {
 	limitLog limitLog
 	bound    bool // session binding is on
 	drain    drainer
+	tunnels  tunnels
 	cop      *http.CrossOriginProtection
 	frontend http.Handler
 	metrics  *metrics
@@ -84,6 +85,7 @@ type Gateway struct {
 
 	stop    context.CancelFunc
 	done    chan struct{}
+	bg      sync.WaitGroup // background work other than discovery
 	closeMu sync.Once
 }
 
@@ -160,7 +162,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.proxy = upstream.New(upstream.Config{
 		Transport: cfg.UpstreamTransport, PublicURL: g.public, TrustedProxies: cfg.TrustedProxies,
 		ProtectedCookie: g.isOwnCookie, DropHeaders: []string{cfg.CSRF.Header}, Logger: g.log,
-		ErrorHandler: g.failUpstream,
+		ErrorHandler: g.failUpstream, OnStream: g.openTunnel,
 	})
 	g.run.Store(newRunning(cfg))
 	g.bound = cfg.Session.BindUserAgent || cfg.Session.BindIPv4Prefix > 0 || cfg.Session.BindIPv6Prefix > 0
@@ -179,6 +181,8 @@ func New(cfg Config) (*Gateway, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stop, g.done = cancel, make(chan struct{})
 	go g.discoverLoop(ctx)
+	g.sessions.OnEnd(g.sessionEnded)
+	g.bg.Go(func() { g.sessions.ListenForEnds(ctx, g.recheckTunnels) })
 	return g, nil
 }
 
@@ -249,6 +253,7 @@ func (g *Gateway) Close() error {
 	g.closeMu.Do(func() {
 		g.stop()
 		<-g.done
+		g.bg.Wait()
 		if c, ok := g.sessions.Store.(session.Closer); ok && g.ownStore {
 			err = c.Close()
 		}

@@ -29,6 +29,8 @@ type metrics struct {
 	storeErrors   *prometheus.CounterVec
 	rateLimited   *prometheus.CounterVec
 	audit         *prometheus.CounterVec
+	tunnels       prometheus.Gauge
+	tunnelsClosed *prometheus.CounterVec
 }
 
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
@@ -75,6 +77,12 @@ func newMetrics(reg prometheus.Registerer, gauges ...prometheus.Collector) *metr
 	m.audit = counter("gatehouse_audit_events_total", "Audit events written, by event.", "event")
 	for _, e := range auditEvents {
 		m.audit.WithLabelValues(e)
+	}
+	m.tunnels = f(prometheus.NewGauge(prometheus.GaugeOpts{Name: "gatehouse_tunnels_open",
+		Help: "WebSockets and server-sent event streams proxied for a session, open now."})).(prometheus.Gauge)
+	m.tunnelsClosed = counter("gatehouse_tunnels_closed_total", "WebSockets and event streams closed by Gatehouse because their session ended (session_ended), expired (session_expired) or could not renew its access token (token_expired).", "reason")
+	for _, r := range tunnelReasons() {
+		m.tunnelsClosed.WithLabelValues(r)
 	}
 	for _, g := range gauges {
 		f(g)

@@ -127,7 +127,10 @@ func (g *Gateway) refresh(ctx context.Context, r *http.Request, s *session.Sessi
 	if !t.RefreshExpiry.IsZero() && t.RefreshExpiry.Before(cur.ExpiresAt) {
 		cur.ExpiresAt = t.RefreshExpiry
 	}
-	cur.LastSeen = g.now()
+	if r != nil {
+		// A refresh with no request behind it (an open WebSocket's) is no use of the session.
+		cur.LastSeen = g.now()
+	}
 	// The new refresh token must not be lost: the old one may already be dead.
 	for attempt := 0; ; attempt++ {
 		err = g.sessions.Save(ctx, cur)

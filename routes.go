@@ -78,7 +78,7 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 		// browser a raw connection to the upstream past every check of later requests.
 		r.Header.Del("Upgrade")
 	}
-	g.forward(w, r, rt.target, token, p)
+	g.forward(w, r, rt.target, token, p, s)
 	return nil
 }
 
@@ -86,7 +86,10 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 // is the cleaned path that was matched: the request's own escaped form is kept only
 // when it decodes to exactly that path (so %2F inside a segment survives, while "..",
 // "//" and encoded dot segments never reach the upstream).
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *upstream.Target, token, p string) {
+//
+// s, when not nil, is the session the request was made in: a WebSocket or event stream
+// it opens is closed when the session ends (tunnels.go).
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *upstream.Target, token, p string, s *session.Session) {
 	sw, ok := w.(*statusRecorder)
 	if !ok {
 		sw = &statusRecorder{ResponseWriter: w, status: http.StatusOK}
@@ -95,8 +98,12 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *upstream.Ta
 	if p == r.URL.Path {
 		rawPath = r.URL.RawPath
 	}
+	f := upstream.Forward{Target: t, Token: token, Path: p, RawPath: rawPath, ClientIP: g.clientIP(r)}
+	if s != nil {
+		f.Owner = s
+	}
 	start := time.Now()
-	g.proxy.Serve(sw, r, upstream.Forward{Target: t, Token: token, Path: p, RawPath: rawPath, ClientIP: g.clientIP(r)})
+	g.proxy.Serve(sw, r, f)
 	g.metrics.observeProxy(t.Name, r.Method, sw.status, time.Since(start))
 }
 

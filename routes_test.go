@@ -43,7 +43,7 @@ func newUpstream(t *testing.T) *upstreamRecorder {
 			XFProto: r.Header.Get("X-Forwarded-Proto"), XReal: r.Header.Get("X-Real-Ip"),
 			Forwarded: r.Header.Get("Forwarded"), Custom: r.Header.Get("X-Route"),
 			Upgrade: r.Header.Get("Upgrade"), XFUri: r.Header.Get("X-Forwarded-Uri")}
-		if !strings.HasSuffix(r.URL.Path, "/ws") {
+		if !strings.HasSuffix(r.URL.Path, "/ws") && !strings.HasSuffix(r.URL.Path, "/wsloop") {
 			s.BodyLen, _ = io.Copy(io.Discard, r.Body)
 		}
 		u.mu.Lock()
@@ -62,6 +62,32 @@ func newUpstream(t *testing.T) *upstreamRecorder {
 			time.Sleep(700 * time.Millisecond)
 			fmt.Fprint(w, "data: second\n\n")
 			return
+		case strings.HasSuffix(r.URL.Path, "/stream"):
+			// An endless event stream, until the gateway goes away.
+			w.Header().Set("Content-Type", "text/event-stream")
+			for i := 0; r.Context().Err() == nil; i++ {
+				fmt.Fprintf(w, "data: %d\n\n", i)
+				w.(http.Flusher).Flush()
+				time.Sleep(20 * time.Millisecond)
+			}
+			return
+		case strings.HasSuffix(r.URL.Path, "/wsloop"):
+			// A WebSocket-like echo of every line, until either side closes.
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+			brw.Flush()
+			for {
+				line, err := brw.ReadString('\n')
+				if err != nil {
+					return
+				}
+				brw.WriteString("echo:" + line)
+				brw.Flush()
+			}
 		case strings.HasSuffix(r.URL.Path, "/ws"):
 			if r.Header.Get("Upgrade") != "websocket" {
 				http.Error(w, "want upgrade", 400)
@@ -280,7 +306,7 @@ func openWebSocket(t *testing.T, e *env, path, origin, cookie string, deadline t
 		t.Fatal(err)
 	}
 	conn.SetDeadline(time.Now().Add(deadline))
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: %s\r\nCookie: __Host-gatehouse=%s\r\n\r\n",
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: %s\r\nUser-Agent: Go-http-client/1.1\r\nCookie: __Host-gatehouse=%s\r\n\r\n",
 		path, strings.TrimPrefix(e.url, "http://"), origin, cookie)
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)

@@ -36,6 +36,7 @@ type Manager struct {
 
 	locks   keylock.Map
 	decoded decodedCache
+	ends    endListeners
 }
 
 func (m *Manager) now() time.Time {
@@ -276,7 +277,11 @@ func (m *Manager) End(ctx context.Context, h, reason string) (bool, error) {
 	if err := m.storeSet(ctx, tombstoneKey(h), []byte(reason), ttl); err != nil {
 		return false, err
 	}
-	return m.storeDeleteIndexed(ctx, recordKey(h), m.indexes(s)...)
+	existed, err := m.storeDeleteIndexed(ctx, recordKey(h), m.indexes(s)...)
+	if err == nil {
+		m.ended(ctx, h)
+	}
+	return existed, err
 }
 
 // ListSubject returns the metadata of the live sessions of a subject.

@@ -19,12 +19,14 @@ const (
 	OpMembers       = "members"
 	OpPing          = "ping"
 	OpCount         = "count"
+	OpPublish       = "publish"
+	OpSubscribe     = "subscribe"
 )
 
 // Ops lists every operation name Observe may receive, for callers that prepare one
 // metric series per operation.
 func Ops() []string {
-	return []string{OpGet, OpGetFresh, OpSet, OpDelete, OpAdd, OpLock, OpSetIndexed, OpDeleteIndexed, OpMembers, OpPing, OpCount}
+	return []string{OpGet, OpGetFresh, OpSet, OpDelete, OpAdd, OpLock, OpSetIndexed, OpDeleteIndexed, OpMembers, OpPing, OpCount, OpPublish, OpSubscribe}
 }
 
 // ErrNoCounter is returned by CountSessions when the store is not a Counter.

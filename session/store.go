@@ -15,10 +15,13 @@
 // Optional capabilities are separate interfaces, checked by type assertion: [Locker]
 // (a lease so that only one replica refreshes a session's tokens), [Indexer] (the
 // sessions of a subject or of a provider session, for back-channel logout and session
-// lists), [Adder] (insert-if-absent, for replay detection), [Pinger] (readiness) and
-// [Fresher] (a read that bypasses a client-side cache), and [Counter] (how many sessions
-// there are, for a gauge). Every built-in store implements all of them and passes the
-// conformance suite in package sessiontest.
+// lists), [Adder] (insert-if-absent, for replay detection), [Pinger] (readiness),
+// [Fresher] (a read that bypasses a client-side cache), [Counter] (how many sessions
+// there are, for a gauge) and [Broadcaster] (messages between the processes sharing the
+// store: which sessions ended, so that each closes the WebSockets it proxies for them).
+// Every built-in store implements all of them but Broadcaster, which only the Redis
+// store, shared by processes, needs; all pass the conformance suite in package
+// sessiontest.
 package session
 
 import (

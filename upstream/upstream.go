@@ -7,7 +7,9 @@
 // forwarding headers never reach the upstream; the upstream cannot set Gatehouse's
 // cookies in the browser. Streams (server-sent events, chunked responses) are flushed as
 // they arrive and WebSocket upgrades pass through, also through a caller's ResponseWriter
-// wrapper that implements Unwrap (they are reached with http.ResponseController).
+// wrapper that implements Unwrap (they are reached with http.ResponseController). The
+// caller learns of each forward that became such a stream (Config.OnStream) and can end
+// it at any time: the gateway closes a session's streams when the session ends.
 //
 // The package renders no error bodies. A forward that fails before the response started
 // goes to Config.ErrorHandler as an *Error whose Kind says why: ErrUnreachable,
@@ -70,6 +72,12 @@ type Config struct {
 	// Logger receives ReverseProxy's own errors, such as a response body that broke
 	// off mid-stream. Default: slog.Default().
 	Logger *slog.Logger
+	// OnStream, when set, is called for each forward with an Owner whose response turns
+	// out to be long-lived: a protocol switch (WebSocket) or a server-sent event stream
+	// (Content-Type text/event-stream). stop ends the forward (both connections, for a
+	// WebSocket) from any goroutine, at any time; done, which OnStream returns, is
+	// called once the forward has ended, however it ended.
+	OnStream func(t *Target, owner any, stop func()) (done func())
 }
 
 // Forward is one request to forward.
@@ -79,6 +87,9 @@ type Forward struct {
 	Path     string // cleaned request path the caller matched Target with
 	RawPath  string // when not empty, the request's escaped path to forward instead (only when it decodes to Path)
 	ClientIP string // the browser's address as the gateway determined it
+	// Owner, when not nil, is handed to Config.OnStream if the response is a stream
+	// (the gateway's session).
+	Owner any
 }
 
 // The kinds of failed forward, as Error.Kind.
@@ -181,8 +192,10 @@ func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 type forward struct {
 	context.Context // the request's, canceled early if the target's timeout passes
 	Forward
-	in    *http.Request // as given to Serve, for the ErrorHandler
-	state atomic.Int32  // waiting, answered or timedOut; leaves waiting once
+	in     *http.Request // as given to Serve, for the ErrorHandler
+	state  atomic.Int32  // waiting, answered or timedOut; leaves waiting once
+	cancel context.CancelFunc
+	done   func() // from Config.OnStream, when the response is a stream
 }
 
 const (
@@ -205,19 +218,38 @@ func forwardOf(r *http.Request) *forward { return r.Context().Value(ctxKey{}).(*
 // Serve forwards r as f describes. f.Target must not be nil.
 func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, f Forward) {
 	fw := &forward{Context: r.Context(), Forward: f, in: r}
-	if t := f.Target.Timeout; t > 0 {
+	if t := f.Target.Timeout; t > 0 || f.Owner != nil {
 		ctx, cancel := context.WithCancel(fw.Context)
 		defer cancel()
-		fw.Context = ctx
-		// Only the wait for headers is bounded: a stream may then run as long as it likes.
-		timer := time.AfterFunc(t, func() {
-			if fw.state.CompareAndSwap(waiting, timedOut) {
-				cancel()
-			}
-		})
-		defer timer.Stop()
+		fw.Context, fw.cancel = ctx, cancel
+		if t > 0 {
+			// Only the wait for headers is bounded: a stream may then run as long as it likes.
+			timer := time.AfterFunc(t, func() {
+				if fw.state.CompareAndSwap(waiting, timedOut) {
+					cancel()
+				}
+			})
+			defer timer.Stop()
+		}
 	}
+	defer fw.streamDone() // deferred: a stream cut mid-copy ends in a panic (http.ErrAbortHandler)
 	p.rp.ServeHTTP(w, r.WithContext(fw))
+}
+
+func (f *forward) streamDone() {
+	if f.done != nil {
+		f.done()
+	}
+}
+
+// isStream reports whether a response lives as long as its connection: a protocol
+// switch, or server-sent events.
+func isStream(resp *http.Response) bool {
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return true
+	}
+	ct := resp.Header.Get("Content-Type")
+	return len(ct) >= len("text/event-stream") && strings.EqualFold(ct[:len("text/event-stream")], "text/event-stream")
 }
 
 // answerTransport marks a forward answered when its response headers arrive; if the
@@ -359,6 +391,13 @@ func (p *Proxy) trusted(remoteAddr string) bool {
 }
 
 func (p *Proxy) modifyResponse(resp *http.Response) error {
+	if p.cfg.OnStream != nil {
+		if f := forwardOf(resp.Request); f.Owner != nil && isStream(resp) {
+			// The outbound request's context is the forward's: canceling it closes the
+			// upgraded connection (ReverseProxy watches it) or aborts the body copy.
+			f.done = p.cfg.OnStream(f.Target, f.Owner, f.cancel)
+		}
+	}
 	// An upstream must not plant or overwrite the gateway's cookies.
 	if vals := resp.Header.Values("Set-Cookie"); len(vals) > 0 {
 		resp.Header.Del("Set-Cookie")

@@ -76,6 +76,15 @@
 // A Redis that does not support RESP3 client tracking (before 6.0, or some managed
 // services) fails every call while caching is on: set [Options.DisableClientCache].
 //
+// # Ended sessions
+//
+// The Store is a session.Broadcaster: [Store.Publish] is PUBLISH on <prefix><channel>, and
+// [Store.Subscribe] holds a connection of its own in SUBSCRIBE. The session Manager
+// publishes the handle of each session it ends, so that every replica closes the
+// WebSockets and streams it proxies for that session. A subscription whose connection
+// breaks returns an error rather than resubscribing silently, so that its caller knows
+// messages may have been missed.
+//
 // # Rate limits
 //
 // [Limiter] is a ratelimit.Limiter whose token buckets live in Redis, so that replicas
@@ -180,6 +189,7 @@ type Store struct {
 	dialing chan struct{} // closed when the dial under way ends; nil when none is
 	dialErr error         // why the last dial failed
 	closed  atomic.Bool
+	closing chan struct{} // closed by Close: ends the subscriptions
 
 	written     sync.Map // prefixed key → time.Time until which Get bypasses the cache
 	writtenN    atomic.Int64
@@ -238,6 +248,7 @@ func newStore(opts Options) (*Store, error) {
 	}
 
 	s := &Store{
+		closing:  make(chan struct{}),
 		prefix:   prefix,
 		timeout:  orDefault(opts.Timeout, defaultTimeout),
 		cache:    !opts.DisableClientCache,
@@ -518,6 +529,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	c := s.client.Load()
+	close(s.closing)
 	s.mu.Unlock()
 	if c != nil {
 		c.Close() // waits for calls in flight; later ones get rueidis.ErrClosing
