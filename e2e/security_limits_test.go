@@ -310,7 +310,7 @@ routes:
 			}
 		})
 
-	s.run(t, e, "RLB", "back-channel logout endpoint limited",
+	s.run(t, e, "RLB", "back-channel logout endpoint limits failures only",
 		fmt.Sprintf("%d bad logout tokens from one address get 400, the next bad one 429 (reason backchannel, not verified further, no event); a valid logout token from the same address is still accepted and ends the session (only failures are limited)", rlbBackchanBurst),
 		func(c *secCase) {
 			gw := r.rlb

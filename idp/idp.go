@@ -8,6 +8,11 @@
 // can start while its provider is down and report itself not ready until discovery
 // succeeds. Every method that needs the provider's metadata tries discovery again (at
 // most once per second) and returns an error wrapping [ErrUnavailable] until it works.
+// Once loaded, the metadata is read again every [Config.MetadataRefresh] and after a token
+// that no published key verifies (at most every [RediscoverInterval]); a failed refresh
+// keeps the metadata loaded before. Tokens are verified with a key set of this package
+// that fetches the JWKS again only within bounds ([KeyRefetchInterval],
+// [UnknownKeyRefetchInterval], [KeyMaxAge]), never once per bad token.
 //
 // Errors from the token endpoint are classified once, here: an error wrapping
 // [ErrRefused] means the provider answered with a definitive refusal (any 4xx, such as
