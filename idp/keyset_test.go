@@ -1,13 +1,17 @@
 package idp_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gatehouse-bff/gatehouse/idp"
 	"github.com/gatehouse-bff/gatehouse/idp/idptest"
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 // clock is a settable clock for the client.
@@ -196,5 +200,40 @@ func TestMetadataRefresh(t *testing.T) {
 	clk.Add(idp.RediscoverInterval)
 	if endSession() || p.Count("discovery") != 3 {
 		t.Fatalf("after the provider recovered: %d discovery requests, want 3, and the new metadata", p.Count("discovery"))
+	}
+}
+
+// The provider moves its JWKS to another URL and rotates its key: a token signed with the
+// new key makes the client read the discovery document again (at most once a minute),
+// find the new jwks_uri and verify the token there.
+func TestRediscoveryFindsAMovedJWKS(t *testing.T) {
+	p := idptest.New(t)
+	clk := &clock{now: time.Now()}
+	c := newClient(t, p, withClock(clk))
+	ctx := t.Context()
+	if _, err := c.VerifyLogoutToken(ctx, p.LogoutToken("alice", "sid-1", "logout+jwt", nil)); err != nil {
+		t.Fatal(err)
+	}
+	moved := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &p.Key.PublicKey, KeyID: p.KeyID, Algorithm: "RS256", Use: "sig"}}})
+	}))
+	t.Cleanup(moved.Close)
+	p.RotateKey()
+	p.DropRetiredKeys()
+	p.Set(func(k *idptest.Knobs) { k.JWKSURI = moved.URL; k.JWKSStatus = http.StatusNotFound })
+	discoveries := p.Count("discovery")
+	clk.Add(idp.RediscoverInterval)
+	if _, err := c.VerifyLogoutToken(ctx, p.LogoutToken("alice", "sid-1", "logout+jwt", nil)); err != nil {
+		t.Fatalf("a token signed with the key at the moved JWKS: %v", err)
+	}
+	if n := p.Count("discovery") - discoveries; n != 1 {
+		t.Fatalf("%d discovery requests, want 1", n)
+	}
+	// Unknown kids do not make it read discovery again within the minute.
+	for i := range 20 {
+		c.VerifyLogoutToken(ctx, p.SignWithKey(p.ForgedKey, "kid-"+rand64(i), map[string]any{"iss": p.Issuer}))
+	}
+	if n := p.Count("discovery") - discoveries; n != 1 {
+		t.Fatalf("%d discovery requests after 20 unknown kids, want still 1", n)
 	}
 }

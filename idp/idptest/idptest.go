@@ -97,6 +97,10 @@ type Knobs struct {
 	TokenDelay time.Duration
 	// DiscoveryStatus makes the discovery document answer this status instead.
 	DiscoveryStatus int
+	// JWKSURI replaces jwks_uri in discovery (a provider that moved its keys);
+	// JWKSStatus makes /jwks answer this status instead of the keys.
+	JWKSURI    string
+	JWKSStatus int
 
 	// ClientKey, when set, is the public key of the client's private_key_jwt assertions
 	// (RFC 7523): the token and revocation endpoints then also accept a client that
@@ -315,6 +319,9 @@ func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 	if !k.NoEndSession {
 		meta["end_session_endpoint"] = p.Issuer + "/end_session"
 	}
+	if k.JWKSURI != "" {
+		meta["jwks_uri"] = k.JWKSURI
+	}
 	if !k.NoRevocation {
 		meta["revocation_endpoint"] = p.Issuer + "/revoke"
 	}
@@ -323,6 +330,10 @@ func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 
 func (p *Provider) jwks(w http.ResponseWriter, r *http.Request) {
 	p.count("jwks")
+	if status := p.knobsCopy().JWKSStatus; status != 0 {
+		writeJSON(w, status, map[string]string{"error": "unavailable"})
+		return
+	}
 	key, kid := p.signingKey()
 	p.mu.Lock()
 	keys := append([]jose.JSONWebKey{{Key: &key.PublicKey, KeyID: kid, Algorithm: "RS256", Use: "sig"}}, p.retired...)
