@@ -374,7 +374,7 @@ func (c *Client) discover(ctx context.Context, old *discovered) (*discovered, er
 		keys:     ks,
 		algs:     pc.Algorithms,
 	}
-	// Audiences are checked by verifier.audience, stricter than go-oidc's membership test.
+	// Audiences are checked by checkAudience too, stricter than go-oidc's membership test.
 	d.verifier = &verifier{c: c, d: d, v: oidc.NewVerifier(meta.Issuer, ks, &oidc.Config{ClientID: c.cfg.ClientID, SupportedSigningAlgs: pc.Algorithms, Now: now})}
 	d.logout = &verifier{c: c, d: d, v: oidc.NewVerifier(meta.Issuer, ks, &oidc.Config{ClientID: c.cfg.ClientID, SupportedSigningAlgs: pc.Algorithms, Now: now})}
 	d.authMethod = c.authMethod(meta)

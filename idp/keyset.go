@@ -107,7 +107,8 @@ func (ks *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, erro
 	}
 	report.noKey = true
 	if !known {
-		return nil, fmt.Errorf("no published key has kid %q", kid)
+		// The kid itself stays out: it is whatever the sender wrote.
+		return nil, errors.New("no published key has the token's kid")
 	}
 	return nil, errors.New("the signature does not verify with the provider's keys")
 }
