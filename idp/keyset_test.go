@@ -237,3 +237,12 @@ func TestRediscoveryFindsAMovedJWKS(t *testing.T) {
 		t.Fatalf("%d discovery requests after 20 unknown kids, want still 1", n)
 	}
 }
+
+// With no key loadable at all, a logout token is "try again later", not "invalid".
+func TestLogoutTokenWithoutKeysIsUnavailable(t *testing.T) {
+	p := idptest.New(t)
+	p.Set(func(k *idptest.Knobs) { k.JWKSStatus = http.StatusInternalServerError })
+	c := newClient(t, p)
+	_, err := c.VerifyLogoutToken(t.Context(), p.LogoutToken("alice", "sid-1", "logout+jwt", nil))
+	wantErr(t, err, idp.ErrUnavailable)
+}
