@@ -14,9 +14,17 @@ import (
 
 // handleBackchannel implements OpenID Connect Back-Channel Logout 1.0: POST
 // /bff/backchannel with logout_token=<JWT>, from the provider, server to server.
+//
+// Only requests that fail take a token from the sender's rate-limit bucket: the token is
+// verified first (against cached keys; the key set bounds JWKS refetches), so that a
+// flood of valid or invalid tokens from a provider's shared address never refuses a
+// genuine logout. Past the limit, failures get 429 instead of 400.
 func (g *Gateway) handleBackchannel(w http.ResponseWriter, r *http.Request, _ *session.Session) error {
 	w.Header().Set("Cache-Control", "no-store")
 	invalid := func(cause error) error {
+		if err := g.limitByIP(w, r, limitBackchannel); err != nil {
+			return err
+		}
 		g.metrics.backchannel.WithLabelValues("rejected").Inc()
 		g.audit(r, evBackchannelLogout, nil, slog.String("outcome", "rejected"))
 		return &httpError{status: http.StatusBadRequest, code: "invalid_request", forceJSON: true, cause: cause, level: slog.LevelWarn}

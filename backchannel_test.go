@@ -2,6 +2,7 @@ package gatehouse_test
 
 import (
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -116,5 +117,48 @@ func TestBackchannelAllSessionsOption(t *testing.T) {
 	wantStatus(t, e.backchannel(e.idp.LogoutToken("alice", "provider-session-1", "", nil)), 200)
 	if b1.api("GET", "/bff/user").StatusCode != 401 || b2.api("GET", "/bff/user").StatusCode != 401 {
 		t.Fatal("backchannel_logout_all_sessions did not end every session of the subject")
+	}
+}
+
+// Only logout tokens that fail are rate-limited: a burst of valid tokens from the
+// provider's (shared) address beyond the limit, then a genuine logout, all get 200 and
+// the genuine one ends its session; invalid tokens past the limit get 429. A flood of
+// tokens with bad signatures does not make Gatehouse fetch the provider's JWKS per token.
+func TestBackchannelLimitsOnlyFailures(t *testing.T) {
+	e := newEnv(t, func(c *gatehouse.Config) {
+		c.RateLimits.Backchannel = gatehouse.RateLimit{PerMinute: 6, Burst: 3}
+	})
+	victim := e.browser()
+	victim.login() // alice, provider-session-1
+	for i := range 20 {
+		tok := e.idp.LogoutToken("", "other-tenant-session-"+strconv.Itoa(i), "logout+jwt", nil)
+		wantStatus(t, e.backchannel(tok), 200)
+	}
+	if victim.api("GET", "/bff/user").StatusCode != 200 {
+		t.Fatal("the burst of logouts for other sessions ended the victim's")
+	}
+	jwks := e.idp.Count("jwks")
+	e.idp.Set(func(k *idptest.Knobs) { k.SignWith = "forged" })
+	for range 3 {
+		wantJSONError(t, e.backchannel(e.idp.LogoutToken("alice", "provider-session-1", "", nil)), 400, "invalid_request", "")
+	}
+	for range 50 {
+		r := e.backchannel(e.idp.LogoutToken("alice", "provider-session-1", "", nil))
+		wantJSONError(t, r, 429, "rate_limited", "")
+		if r.Header.Get("Retry-After") == "" {
+			t.Fatal("429 without Retry-After")
+		}
+	}
+	e.idp.Set(func(k *idptest.Knobs) { k.SignWith = "" })
+	if n := e.idp.Count("jwks") - jwks; n > 1 {
+		t.Fatalf("53 forged logout tokens made %d JWKS fetches, want at most 1", n)
+	}
+	if victim.api("GET", "/bff/user").StatusCode != 200 {
+		t.Fatal("a forged logout token ended the session")
+	}
+	// The genuine logout, from the same address, past the limit of failures.
+	wantStatus(t, e.backchannel(e.idp.LogoutToken("alice", "provider-session-1", "logout+jwt", nil)), 200)
+	if victim.api("GET", "/bff/user").StatusCode != 401 {
+		t.Fatal("the genuine back-channel logout did not end the session")
 	}
 }

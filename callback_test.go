@@ -2,6 +2,7 @@ package gatehouse_test
 
 import (
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -156,4 +157,23 @@ func TestIDTokenIssuedInTheFuture(t *testing.T) {
 	b := e.browser()
 	r := b.get(b.startLogin("/"), "Accept", "application/json")
 	wantJSONError(t, r, 400, "login_failed", "token_exchange")
+}
+
+// provider.trusted_audiences reaches the ID token check: an ID token for this client and
+// a project of the provider is refused by default (OIDC Core §3.1.3.7) and accepted once
+// the project is trusted.
+func TestCallbackTrustedAudiences(t *testing.T) {
+	extraAud := func(k *idptest.Knobs) {
+		k.IDTokenMutate = func(c map[string]any) { c["aud"] = []string{c["aud"].(string), "project-1"} }
+	}
+	e := newEnvKnobs(t, extraAud)
+	b := e.browser()
+	if r := b.get(b.startLogin("/app"), "Sec-Fetch-Mode", "navigate"); r.StatusCode != 400 {
+		t.Fatalf("an ID token with an untrusted audience: callback %d, want 400", r.StatusCode)
+	}
+	e = newEnvKnobs(t, extraAud, func(c *gatehouse.Config) { c.Provider.TrustedAudiences = []string{"project-1"} })
+	e.browser().login()
+	if w := (gatehouse.Config{Provider: gatehouse.ProviderConfig{TrustedAudiences: []string{"project-1"}}}).WeakerOptions(); !slices.Contains(w, "provider.trusted_audiences") {
+		t.Fatalf("WeakerOptions = %v, want provider.trusted_audiences", w)
+	}
 }

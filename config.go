@@ -119,6 +119,10 @@ type ProviderConfig struct {
 	SigningAlgs []string `gatehouse:"signing_algs"`
 	// ClockSkew tolerated on token expiry (clock_skew). Default 0.
 	ClockSkew time.Duration `gatehouse:"clock_skew"`
+	// TrustedAudiences may appear in the aud of ID and logout tokens besides client_id
+	// (trusted_audiences): some providers add a project id or their own API. Any other
+	// audience, or an azp other than client_id, is refused. Default: none.
+	TrustedAudiences []string `gatehouse:"trusted_audiences"`
 	// SkipUserinfo does not call userinfo after login (skip_userinfo).
 	SkipUserinfo bool `gatehouse:"skip_userinfo"`
 	// DefaultTokenLifetime is assumed for access tokens of unknown lifetime
@@ -395,6 +399,11 @@ func (c Config) Validate() error {
 	}
 	if p.ClientID == "" {
 		bad("provider.client_id", "is required")
+	}
+	for _, a := range p.TrustedAudiences {
+		if strings.TrimSpace(a) == "" {
+			bad("provider.trusted_audiences", "holds an empty audience")
+		}
 	}
 	switch p.AuthMethod {
 	case "", "client_secret_basic", "client_secret_post":

@@ -128,6 +128,7 @@ func New(cfg Config) (*Gateway, error) {
 		RedirectURL: g.origin + "/bff/callback", Scopes: p.Scopes, EndSessionURL: p.EndSessionURL,
 		RequireIssuerParam: p.RequireIssuerParam, SigningAlgs: p.SigningAlgs, ClockSkew: p.ClockSkew,
 		SkipUserinfo: p.SkipUserinfo, DefaultTokenLifetime: p.DefaultTokenLifetime,
+		TrustedAudiences: p.TrustedAudiences, Logger: g.log,
 		HTTPClient: &hc, Now: cfg.Now,
 	})
 	if err != nil {
@@ -211,6 +212,9 @@ func (c Config) WeakerOptions() []string {
 	}
 	if len(c.CSRF.TrustedOrigins) > 0 {
 		w = append(w, "csrf.trusted_origins")
+	}
+	if len(c.Provider.TrustedAudiences) > 0 {
+		w = append(w, "provider.trusted_audiences")
 	}
 	if c.Provider.SkipUserinfo {
 		w = append(w, "provider.skip_userinfo")

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -24,6 +25,7 @@ type stackOpts struct {
 	issuerPath string
 	store      string
 	port       int
+	jwks       json.RawMessage // the provider's private signing keys; default fresh ones
 }
 
 func startStack(t *testing.T, o stackOpts) *stack {
@@ -34,7 +36,7 @@ func startStack(t *testing.T, o stackOpts) *stack {
 	}
 	public := fmt.Sprintf("http://127.0.0.1:%d", port)
 	idp := harness.StartProvider(t, harness.ProviderConfig{
-		IssuerPath: o.issuerPath, AccessTokenTTL: o.accessTTL,
+		IssuerPath: o.issuerPath, AccessTokenTTL: o.accessTTL, JWKS: o.jwks,
 		Clients:   []harness.Client{harness.BFFClient(public)},
 		Resources: []harness.Resource{{Resource: "https://orders.example", Scope: "orders:read"}},
 	})

@@ -560,6 +560,10 @@ func secIDTokens(t *testing.T, s *secSuite, e *secEnv) {
 		{"HS256 signed with the provider's RSA public key", func(k *idptest.Knobs) { k.SignWith = "HS256-publickey" }, "HS256"},
 		{"RS256 signed with a key the provider does not publish", func(k *idptest.Knobs) { k.SignWith = "forged" }, "RS256"},
 		{"wrong aud", func(k *idptest.Knobs) { k.IDTokenMutate = func(m map[string]any) { m["aud"] = "another-client" } }, ""},
+		{"aud with an untrusted audience besides ours", func(k *idptest.Knobs) {
+			k.IDTokenMutate = func(m map[string]any) { m["aud"] = []string{"another-client", m["aud"].(string)} }
+		}, ""},
+		{"azp of another client", func(k *idptest.Knobs) { k.IDTokenMutate = func(m map[string]any) { m["azp"] = "another-client" } }, ""},
 		{"wrong iss", func(k *idptest.Knobs) {
 			k.IDTokenMutate = func(m map[string]any) { m["iss"] = "https://evil.example" }
 		}, ""},

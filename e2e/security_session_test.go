@@ -102,6 +102,16 @@ func secLogoutTokens(t *testing.T, s *secSuite, e *secEnv) {
 			m["aud"] = secShortClient
 			return form, "logout_token=" + sign(c, m, "logout+jwt")
 		}},
+		{"for us and another client of the provider (aud array)", func(c *secCase) (string, string) {
+			m := claims()
+			m["aud"] = []string{"bff", secShortClient}
+			return form, "logout_token=" + sign(c, m, "logout+jwt")
+		}},
+		{"with the azp of another client", func(c *secCase) (string, string) {
+			m := claims()
+			m["azp"] = secShortClient
+			return form, "logout_token=" + sign(c, m, "logout+jwt")
+		}},
 		{"from another issuer", func(c *secCase) (string, string) {
 			m := claims()
 			m["iss"] = "https://evil.example"

@@ -28,6 +28,7 @@ const (
 	fuzzIssuer   = "https://idp.example"
 	fuzzClientID = "gatehouse"
 	fuzzKeyID    = "fuzz-key"
+	fuzzTrusted  = "fuzz-trusted-audience" // in the client's TrustedAudiences
 	fuzzSkew     = 30 * time.Second
 	backchannel  = "http://schemas.openid.net/event/backchannel-logout"
 )
@@ -68,7 +69,7 @@ func newFuzzClient(tb testing.TB) *Client {
 	tb.Cleanup(srv.Close)
 	c, err := New(Config{
 		Issuer: fuzzIssuer, DiscoveryURL: srv.URL + "/.well-known/openid-configuration",
-		ClientID: fuzzClientID, ClientSecret: "fuzz-secret",
+		ClientID: fuzzClientID, ClientSecret: "fuzz-secret", TrustedAudiences: []string{fuzzTrusted},
 		ClockSkew: fuzzSkew, Now: func() time.Time { return fuzzNow }, HTTPClient: srv.Client(),
 	})
 	if err != nil {
@@ -86,19 +87,19 @@ type logoutCase struct {
 	Sub, SID, JTI  string
 	IatOff, ExpOff int64 // seconds from fuzzNow
 	Typ            string
-	Flags          uint16
+	Flags          uint32
 }
 
 // Flags of a logoutCase: each makes the token differ from a valid one in one way.
 const (
-	omitIat           uint16 = 1 << iota
+	omitIat           uint32 = 1 << iota
 	omitExp                  //
 	eventsShape1             // two bits: 0 {"…backchannel-logout": {}}, 1 another event only,
 	eventsShape2             // 2 events not an object, 3 the member's value not an object
 	withNonce                //
 	wrongIss                 //
-	audArray                 // aud as an array holding the client and another audience (valid)
-	wrongAud                 //
+	audArray                 // aud as an array holding the client and a trusted audience (valid)
+	wrongAud                 // aud of another client; with audArray, the client and another client
 	signing1                 // two bits: 0 the published key, 1 an unpublished key,
 	signing2                 // 2 HS256 with the client secret, 3 alg none
 	withTyp                  // a typ header holding Typ
@@ -107,9 +108,11 @@ const (
 	jsonSerialization        // the JWS JSON serialization instead of the compact one
 	sidNumber                // sid is a number
 	capitalEvents            // the claim is named "Events"
+	withAzp                  // azp is the client (valid)
+	foreignAzp               // azp is another client
 )
 
-const flagBits = 16
+const flagBits = 18
 
 func (lc logoutCase) eventsShape() int { return int(lc.Flags>>2) & 3 }
 func (lc logoutCase) signing() int     { return int(lc.Flags>>8) & 3 }
@@ -120,7 +123,7 @@ func clampOffset(off int64) int64 { return off % (1 << 40) }
 // token builds the token lc describes.
 func (lc logoutCase) token(tb testing.TB) string {
 	tb.Helper()
-	has := func(f uint16) bool { return lc.Flags&f != 0 }
+	has := func(f uint32) bool { return lc.Flags&f != 0 }
 	claims := map[string]any{"iss": fuzzIssuer, "aud": fuzzClientID, "jti": lc.JTI}
 	if lc.Sub != "" {
 		claims["sub"] = lc.Sub
@@ -159,11 +162,19 @@ func (lc logoutCase) token(tb testing.TB) string {
 	if has(wrongIss) {
 		claims["iss"] = "https://evil.example"
 	}
-	if has(audArray) {
+	switch {
+	case has(audArray) && has(wrongAud):
 		claims["aud"] = []string{"another-client", fuzzClientID}
-	}
-	if has(wrongAud) {
+	case has(audArray):
+		claims["aud"] = []string{fuzzTrusted, fuzzClientID}
+	case has(wrongAud):
 		claims["aud"] = "another-client"
+	}
+	if has(withAzp) {
+		claims["azp"] = fuzzClientID
+	}
+	if has(foreignAzp) {
+		claims["azp"] = "another-client"
 	}
 	payload, err := json.Marshal(claims)
 	if err != nil {
@@ -220,11 +231,11 @@ func jsonString(s string) string {
 	return out
 }
 
-// acceptableTyp is the typ header policy of checkLogoutTyp: absent, logout+jwt (with or
-// without application/), or plain JWT, in any case.
+// acceptableTyp is the typ header policy of checkLogoutTyp for a typ that is present:
+// logout+jwt (with or without application/), or plain JWT, in any case; never empty.
 func acceptableTyp(typ string) bool {
 	switch strings.ToLower(typ) {
-	case "", "logout+jwt", "application/logout+jwt", "jwt":
+	case "logout+jwt", "application/logout+jwt", "jwt":
 		return true
 	}
 	return false
@@ -235,7 +246,7 @@ func acceptableTyp(typ string) bool {
 // implementation is known to be more lenient than the specification (reported, see
 // FuzzLogoutToken): then either outcome passes.
 func (lc logoutCase) expect() (accept bool, why, known string) {
-	has := func(f uint16) bool { return lc.Flags&f != 0 }
+	has := func(f uint32) bool { return lc.Flags&f != 0 }
 	switch {
 	case lc.signing() == 1:
 		return false, "signed with an unpublished key", ""
@@ -255,6 +266,8 @@ func (lc logoutCase) expect() (accept bool, why, known string) {
 		return false, "iss of another issuer", ""
 	case has(wrongAud):
 		return false, "aud of another client", ""
+	case has(foreignAzp):
+		return false, "azp of another client", ""
 	case has(omitIat):
 		return false, "no iat", ""
 	case has(omitExp):
@@ -297,7 +310,7 @@ func FuzzLogoutToken(f *testing.F) {
 		f.Add(lc.Sub, lc.SID, lc.JTI, lc.IatOff, lc.ExpOff, lc.Typ, lc.Flags)
 	}
 	c := newFuzzClient(f)
-	f.Fuzz(func(t *testing.T, sub, sid, jti string, iatOff, expOff int64, typ string, flags uint16) {
+	f.Fuzz(func(t *testing.T, sub, sid, jti string, iatOff, expOff int64, typ string, flags uint32) {
 		lc := logoutCase{Sub: sub, SID: sid, JTI: jti, IatOff: iatOff, ExpOff: expOff, Typ: typ, Flags: flags}
 		raw := lc.token(t)
 		lt, err := c.VerifyLogoutToken(t.Context(), raw)
@@ -310,7 +323,7 @@ func FuzzLogoutToken(f *testing.F) {
 		}
 		if !accept {
 			if err == nil {
-				t.Fatalf("accepted a logout token with %s: %+v\nflags %016b, token %s", why, lt, flags, raw)
+				t.Fatalf("accepted a logout token with %s: %+v\nflags %018b, token %s", why, lt, flags, raw)
 			}
 			if !errors.Is(err, ErrInvalidToken) {
 				t.Fatalf("refused a logout token with %s as %v; want ErrInvalidToken", why, err)
@@ -318,7 +331,7 @@ func FuzzLogoutToken(f *testing.F) {
 			return
 		}
 		if err != nil {
-			t.Fatalf("refused a valid logout token: %v\nflags %016b, token %s", err, flags, raw)
+			t.Fatalf("refused a valid logout token: %v\nflags %018b, token %s", err, flags, raw)
 		}
 		sidWant := jsonString(sid)
 		if lt.Subject != jsonString(sub) || lt.SID != sidWant || lt.JTI != jsonString(jti) ||
@@ -412,7 +425,7 @@ func check(raw string, lt *LogoutToken) (string, []string) {
 	}
 	// Claim names are case-sensitive; go-oidc also takes another spelling.
 	claims := map[string]json.RawMessage{}
-	for _, name := range []string{"iss", "aud", "events", "jti", "iat", "exp", "sub", "sid", "nonce"} {
+	for _, name := range []string{"iss", "aud", "azp", "events", "jti", "iat", "exp", "sub", "sid", "nonce"} {
 		if v, ok := exact[name]; ok {
 			claims[name] = v
 			continue
@@ -448,6 +461,16 @@ func check(raw string, lt *LogoutToken) (string, []string) {
 	}
 	if !slices.Contains(auds, fuzzClientID) {
 		return fmt.Sprintf("aud %q", auds), known
+	}
+	for _, a := range auds {
+		if a != fuzzClientID && a != fuzzTrusted {
+			return fmt.Sprintf("untrusted audience %q", a), known
+		}
+	}
+	if raw, ok := exact["azp"]; ok {
+		if azp, isString := str("azp"); !isString || azp != fuzzClientID {
+			return "azp " + string(raw), known
+		}
 	}
 	var events map[string]json.RawMessage
 	if json.Unmarshal(claims["events"], &events) != nil || events[backchannel] == nil {
@@ -506,13 +529,14 @@ func logoutSeeds() []logoutCase {
 		with(func(lc *logoutCase) { lc.Sub = "al\xffice\u2028" }),              // invalid UTF-8
 		with(func(lc *logoutCase) { lc.IatOff = -1 << 40 }),                    // a very old token
 		with(func(lc *logoutCase) { lc.Typ = "logout+jwt\x00" }),               //
-		with(func(lc *logoutCase) { lc.Flags |= audArray | noKid }),            // valid variants
+		with(func(lc *logoutCase) { lc.Flags |= audArray | noKid | withAzp }),  // valid variants
+		with(func(lc *logoutCase) { lc.Flags |= audArray | wrongAud }),         // an untrusted audience besides us
 		with(func(lc *logoutCase) { lc.Flags |= eventsShape1 | eventsShape2 }), // known leniency
 		with(func(lc *logoutCase) { lc.Flags |= capitalEvents }),               // known leniency
 	}
 	for bit := range flagBits {
-		f := uint16(1) << bit
-		if f == withTyp || f == audArray || f == noKid || f == capitalEvents {
+		f := uint32(1) << bit
+		if f == withTyp || f == audArray || f == noKid || f == capitalEvents || f == withAzp {
 			continue
 		}
 		seeds = append(seeds, with(func(lc *logoutCase) { lc.Flags |= f }))
@@ -549,7 +573,7 @@ func corpusFile(vals ...any) []byte {
 		switch v := v.(type) {
 		case string:
 			fmt.Fprintf(&b, "string(%q)\n", v)
-		case int64, uint16:
+		case int64, uint32:
 			fmt.Fprintf(&b, "%T(%v)\n", v, v)
 		default:
 			panic(fmt.Sprintf("corpusFile: %T", v))

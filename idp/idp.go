@@ -8,6 +8,11 @@
 // can start while its provider is down and report itself not ready until discovery
 // succeeds. Every method that needs the provider's metadata tries discovery again (at
 // most once per second) and returns an error wrapping [ErrUnavailable] until it works.
+// Once loaded, the metadata is read again every [Config.MetadataRefresh] and after a token
+// that no published key verifies (at most every [RediscoverInterval]); a failed refresh
+// keeps the metadata loaded before. Tokens are verified with a key set of this package
+// that fetches the JWKS again only within bounds ([KeyRefetchInterval],
+// [UnknownKeyRefetchInterval], [KeyMaxAge]), never once per bad token.
 //
 // Errors from the token endpoint are classified once, here: an error wrapping
 // [ErrRefused] means the provider answered with a definitive refusal (any 4xx, such as
@@ -24,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -91,11 +97,22 @@ type Config struct {
 	// ClockSkew tolerates a provider clock that runs ahead or behind when checking a
 	// token's expiry. Default 0.
 	ClockSkew time.Duration
+	// TrustedAudiences may appear in the "aud" of ID and logout tokens next to ClientID
+	// (some providers add their own APIs or a project id). Any other audience is refused,
+	// as OpenID Connect Core §3.1.3.7 requires; so is an "azp" other than ClientID.
+	TrustedAudiences []string
 	// SkipUserinfo does not call the userinfo endpoint after login.
 	SkipUserinfo bool
 	// DefaultTokenLifetime is assumed for access tokens whose response has no expires_in
 	// and which are not JWTs with an "exp". Default 5 minutes.
 	DefaultTokenLifetime time.Duration
+
+	// MetadataRefresh is how often the discovery document is read again while serving
+	// (lazily, by the first call after the period; a failed refresh keeps the old
+	// metadata). Default 1 hour.
+	MetadataRefresh time.Duration
+	// Logger receives failed metadata refreshes. Default: discarded.
+	Logger *slog.Logger
 
 	// HTTPClient makes every request to the provider. Default: a client with a 10 s
 	// timeout.
@@ -126,18 +143,26 @@ type Client struct {
 	cfg  Config
 	http *http.Client
 
-	mu        sync.Mutex
-	state     *discovered // nil until discovery succeeds
-	lastTry   time.Time
-	lastError error
+	mu         sync.Mutex
+	state      *discovered // nil until discovery succeeds
+	lastTry    time.Time
+	lastError  error
+	refreshing bool // a refresh of a loaded state is running
 }
 
-// discovered is everything derived from the metadata; immutable once built.
+// RediscoverInterval bounds how often a token that no published key verifies makes the
+// Client read the discovery document again (the provider may have moved its JWKS).
+const RediscoverInterval = time.Minute
+
+// discovered is everything derived from the metadata; immutable once built (its key
+// set caches keys by itself).
 type discovered struct {
 	meta       Metadata
+	loaded     time.Time
 	provider   *oidc.Provider
-	verifier   *oidc.IDTokenVerifier // ID tokens
-	logout     *oidc.IDTokenVerifier // logout tokens
+	keys       *keySet
+	verifier   *verifier // ID tokens
+	logout     *verifier // logout tokens
 	oauth      *oauth2.Config
 	authMethod string
 	algs       []string // accepted JWS algorithms for ID and logout tokens
@@ -181,6 +206,12 @@ func New(cfg Config) (*Client, error) {
 	if c.cfg.DefaultTokenLifetime <= 0 {
 		c.cfg.DefaultTokenLifetime = 5 * time.Minute
 	}
+	if c.cfg.MetadataRefresh <= 0 {
+		c.cfg.MetadataRefresh = time.Hour
+	}
+	if c.cfg.Logger == nil {
+		c.cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	return c, nil
 }
 
@@ -222,10 +253,15 @@ func (c *Client) Discover(ctx context.Context) error {
 
 func (c *Client) discovered(ctx context.Context) (*discovered, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.state != nil {
-		return c.state, nil
+	if d := c.state; d != nil {
+		due := c.now().Sub(d.loaded) >= c.cfg.MetadataRefresh && c.now().Sub(c.lastTry) >= RediscoverInterval
+		c.mu.Unlock()
+		if due {
+			return c.refresh(ctx, d, "periodic"), nil
+		}
+		return d, nil
 	}
+	defer c.mu.Unlock()
 	if c.now().Sub(c.lastTry) < time.Second && c.lastError != nil {
 		return nil, c.lastError
 	}
@@ -237,7 +273,7 @@ func (c *Client) discovered(ctx context.Context) (*discovered, error) {
 
 func (c *Client) discoverLocked(ctx context.Context) error {
 	c.lastTry = c.now()
-	d, err := c.discover(ctx)
+	d, err := c.discover(ctx, nil)
 	if err != nil {
 		c.lastError = err
 		return err
@@ -246,7 +282,35 @@ func (c *Client) discoverLocked(ctx context.Context) error {
 	return nil
 }
 
-func (c *Client) discover(ctx context.Context) (*discovered, error) {
+// refresh reads the metadata again while old is serving, and returns the state to use:
+// the new one, or old when the refresh fails (logged; the Client stays ready) or another
+// caller is refreshing already. The caller that refreshes waits for it; the others do not.
+func (c *Client) refresh(ctx context.Context, old *discovered, why string) *discovered {
+	c.mu.Lock()
+	if c.refreshing || c.state != old {
+		d := c.state
+		c.mu.Unlock()
+		return d
+	}
+	c.refreshing, c.lastTry = true, c.now()
+	c.mu.Unlock()
+
+	d, err := c.discover(context.WithoutCancel(ctx), old)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refreshing = false
+	if err != nil {
+		c.cfg.Logger.Warn("provider metadata refresh failed; keeping the metadata loaded before", "issuer", c.cfg.Issuer, "why", why, "error", err)
+		return c.state
+	}
+	c.state = d
+	return d
+}
+
+// discover reads the metadata and builds a state from it. A refresh passes the state it
+// replaces: its key set (cached keys and fetch bounds) carries over when the JWKS is
+// still at the same URL, and is marked for a fetch so that removed keys go.
+func (c *Client) discover(ctx context.Context, old *discovered) (*discovered, error) {
 	where := c.cfg.DiscoveryURL
 	if where == "" {
 		where = strings.TrimSuffix(c.cfg.Issuer, "/") + "/.well-known/openid-configuration"
@@ -293,17 +357,26 @@ func (c *Client) discover(ctx context.Context) (*discovered, error) {
 		IssuerURL: meta.Issuer, AuthURL: meta.AuthorizationEndpoint, TokenURL: meta.TokenEndpoint,
 		UserInfoURL: meta.UserinfoEndpoint, JWKSURL: meta.JWKSURI, Algorithms: c.signingAlgs(meta),
 	}
-	// The context only carries our HTTP client; go-oidc keeps it for JWKS refreshes.
+	// The context only carries our HTTP client, for userinfo; tokens are verified with
+	// our own key set, whose JWKS fetches are bounded (keyset.go).
 	octx := oidc.ClientContext(context.Background(), c.http)
 	p := pc.NewProvider(octx)
 	now := func() time.Time { return c.now().Add(-c.cfg.ClockSkew) }
+	ks := newKeySet(meta.JWKSURI, c.http, c.now)
+	if old != nil && old.meta.JWKSURI == meta.JWKSURI {
+		ks = old.keys
+		ks.expire()
+	}
 	d := &discovered{
 		meta:     meta,
+		loaded:   c.now(),
 		provider: p,
+		keys:     ks,
 		algs:     pc.Algorithms,
-		verifier: p.VerifierContext(octx, &oidc.Config{ClientID: c.cfg.ClientID, SupportedSigningAlgs: pc.Algorithms, Now: now}),
-		logout:   p.VerifierContext(octx, &oidc.Config{ClientID: c.cfg.ClientID, SupportedSigningAlgs: pc.Algorithms, Now: now}),
 	}
+	// Audiences are checked by checkAudience too, stricter than go-oidc's membership test.
+	d.verifier = &verifier{c: c, d: d, v: oidc.NewVerifier(meta.Issuer, ks, &oidc.Config{ClientID: c.cfg.ClientID, SupportedSigningAlgs: pc.Algorithms, Now: now})}
+	d.logout = &verifier{c: c, d: d, v: oidc.NewVerifier(meta.Issuer, ks, &oidc.Config{ClientID: c.cfg.ClientID, SupportedSigningAlgs: pc.Algorithms, Now: now})}
 	d.authMethod = c.authMethod(meta)
 	d.oauth = &oauth2.Config{
 		ClientID: c.cfg.ClientID, RedirectURL: c.cfg.RedirectURL, Scopes: c.cfg.Scopes,
@@ -410,4 +483,111 @@ func redactURLError(err error) error {
 		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
 	}
 	return err
+}
+
+// verifier checks ID or logout tokens against one state: go-oidc's checks with our key
+// set, then the audience rules (checkAudience). When no published key verified the
+// signature, the provider may have moved its keys: the metadata is read again (at most
+// every RediscoverInterval) and, if it names another JWKS, the token is checked once more.
+type verifier struct {
+	c *Client
+	d *discovered
+	v *oidc.IDTokenVerifier
+}
+
+// errKeysUnavailable: the provider's keys could not be loaded at all.
+var errKeysUnavailable = fmt.Errorf("%w: the provider's signing keys could not be loaded", ErrUnavailable)
+
+// Verify verifies an ID token.
+func (v *verifier) Verify(ctx context.Context, raw string) (*oidc.IDToken, error) {
+	var idt *oidc.IDToken
+	err := v.run(ctx, func(ctx context.Context, w *verifier) (err error) {
+		if idt, err = w.v.Verify(ctx, raw); err != nil {
+			return err
+		}
+		var cl struct {
+			AZP json.RawMessage `json:"azp"`
+		}
+		if err := idt.Claims(&cl); err != nil {
+			return err
+		}
+		return w.c.checkAudience(idt.Audience, cl.AZP)
+	})
+	return idt, err
+}
+
+// VerifyLogout verifies a back-channel logout token.
+func (v *verifier) VerifyLogout(ctx context.Context, raw string) (*oidc.LogoutToken, error) {
+	var lt *oidc.LogoutToken
+	err := v.run(ctx, func(ctx context.Context, w *verifier) (err error) {
+		if lt, err = w.v.VerifyLogout(ctx, raw); err != nil {
+			return err
+		}
+		var cl struct {
+			AZP json.RawMessage `json:"azp"`
+		}
+		if err := lt.Claims(&cl); err != nil {
+			return err
+		}
+		return w.c.checkAudience(lt.Audience, cl.AZP)
+	})
+	return lt, err
+}
+
+func (v *verifier) run(ctx context.Context, check func(context.Context, *verifier) error) error {
+	report := &verifyReport{}
+	err := check(context.WithValue(ctx, verifyReportKey{}, report), v)
+	switch {
+	case err == nil:
+		return nil
+	case report.unavailable:
+		return errKeysUnavailable
+	case !report.noKey:
+		return err
+	}
+	d := v.c.rediscoverFor(ctx, v.d)
+	if d == v.d || d.keys == v.d.keys {
+		return err // same JWKS: the key set has already fetched it again, within its bounds
+	}
+	w := d.verifier
+	if v == v.d.logout {
+		w = d.logout
+	}
+	report = &verifyReport{}
+	if err := check(context.WithValue(ctx, verifyReportKey{}, report), w); err != nil {
+		if report.unavailable {
+			return errKeysUnavailable
+		}
+		return err
+	}
+	return nil
+}
+
+// rediscoverFor reads the metadata again after a token that no key of d verified, at most
+// every RediscoverInterval, and returns the state to use.
+func (c *Client) rediscoverFor(ctx context.Context, d *discovered) *discovered {
+	c.mu.Lock()
+	cur, due := c.state, c.now().Sub(c.lastTry) >= RediscoverInterval
+	c.mu.Unlock()
+	if cur != d || !due {
+		return cur
+	}
+	return c.refresh(ctx, d, "a token signed with an unknown key")
+}
+
+// checkAudience applies OpenID Connect Core §3.1.3.7 beyond go-oidc's membership test:
+// every audience must be the client or a trusted one, and azp, when present, the client.
+func (c *Client) checkAudience(aud []string, azp json.RawMessage) error {
+	for _, a := range aud {
+		if a != c.cfg.ClientID && !contains(c.cfg.TrustedAudiences, a) {
+			return fmt.Errorf("audience %q is neither this client nor a trusted audience", a)
+		}
+	}
+	if len(azp) > 0 {
+		var s string
+		if json.Unmarshal(azp, &s) != nil || s != c.cfg.ClientID {
+			return errors.New("azp is not this client")
+		}
+	}
+	return nil
 }

@@ -566,7 +566,19 @@ func TestExchange(t *testing.T) {
 		msg   string    // our own message, when the class alone could hide the reason
 		te    *tokenErr // a *idp.TokenError is expected
 	}{
-		{name: "audience array with us", knobs: claim("aud", []string{"other", "gatehouse-test"})},
+		// OpenID Connect Core §3.1.3.7: an audience the client does not trust, or an azp
+		// other than the client, makes the ID token someone else's.
+		{name: "audience array with us", knobs: claim("aud", []string{"gatehouse-test"})},
+		{name: "audience array with us and an untrusted audience", knobs: claim("aud", []string{"other", "gatehouse-test"}), want: idp.ErrInvalidToken, msg: `audience "other"`},
+		{name: "audience array with us and a trusted audience", knobs: claim("aud", []string{"project-1", "gatehouse-test"}),
+			cfg: func(c *idp.Config) { c.TrustedAudiences = []string{"project-1"} }},
+		{name: "trusted audience without us", knobs: claim("aud", []string{"project-1"}),
+			cfg: func(c *idp.Config) { c.TrustedAudiences = []string{"project-1"} }, want: idp.ErrInvalidToken},
+		{name: "azp of this client", knobs: claim("azp", "gatehouse-test")},
+		{name: "azp of another client", knobs: claim("azp", "other"), want: idp.ErrInvalidToken, msg: "azp is not this client"},
+		{name: "azp of a trusted audience", knobs: claim("azp", "project-1"),
+			cfg: func(c *idp.Config) { c.TrustedAudiences = []string{"project-1"} }, want: idp.ErrInvalidToken},
+		{name: "azp not a string", knobs: claim("azp", 7), want: idp.ErrInvalidToken},
 		{name: "wrong audience", knobs: claim("aud", "someone-else"), want: idp.ErrInvalidToken},
 		{name: "audience array without us", knobs: claim("aud", []string{"a", "b"}), want: idp.ErrInvalidToken},
 		{name: "wrong issuer", knobs: claim("iss", "https://evil.example"), want: idp.ErrInvalidToken},
@@ -1208,7 +1220,10 @@ func TestVerifyLogoutToken(t *testing.T) {
 		{name: "no typ", sub: "alice", typ: ""},
 		{name: "typ JWT", sub: "alice", typ: "JWT"},
 		{name: "typ application/logout+jwt", sub: "alice", typ: "application/logout+jwt"},
-		{name: "audience array with us", sub: "alice", mutate: claim("aud", []string{"other", "gatehouse-test"})},
+		{name: "audience array with us", sub: "alice", mutate: claim("aud", []string{"gatehouse-test"})},
+		{name: "audience array with us and an untrusted audience", sub: "alice", mutate: claim("aud", []string{"other", "gatehouse-test"}), want: idp.ErrInvalidToken},
+		{name: "azp of this client", sub: "alice", mutate: claim("azp", "gatehouse-test")},
+		{name: "azp of another client", sub: "alice", mutate: claim("azp", "other"), want: idp.ErrInvalidToken},
 		{name: "typ of an access token", sub: "alice", typ: "at+jwt", want: idp.ErrInvalidToken},
 		{name: "neither sub nor sid", want: idp.ErrInvalidToken},
 		{name: "no events", sub: "alice", mutate: drop("events"), want: idp.ErrInvalidToken},

@@ -413,10 +413,10 @@ type LogoutToken struct {
 }
 
 // VerifyLogoutToken verifies a back-channel logout token (OpenID Connect Back-Channel
-// Logout 1.0 §2.6): signature with the provider's keys, iss, aud, iat, exp, the events
-// claim, sub and/or sid, jti, and no nonce. The "typ" header is accepted when absent
-// (Dex omits it) or "logout+jwt"; a token typed as anything else (an access token, "at+jwt")
-// is refused.
+// Logout 1.0 §2.6): signature with the provider's keys, iss, aud (the client, or trusted
+// audiences besides it), azp when present (the client), iat, exp, the events claim, sub
+// and/or sid, jti, and no nonce. The "typ" header is checked by checkLogoutTyp. An error
+// wraps ErrInvalidToken, or ErrUnavailable when the provider's keys cannot be loaded.
 func (c *Client) VerifyLogoutToken(ctx context.Context, raw string) (*LogoutToken, error) {
 	d, err := c.discovered(ctx)
 	if err != nil {
@@ -426,6 +426,9 @@ func (c *Client) VerifyLogoutToken(ctx context.Context, raw string) (*LogoutToke
 		return nil, err
 	}
 	lt, err := d.logout.VerifyLogout(ctx, raw)
+	if errors.Is(err, ErrUnavailable) {
+		return nil, fmt.Errorf("logout token: %w", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: logout token: %v", ErrInvalidToken, err)
 	}
@@ -434,6 +437,13 @@ func (c *Client) VerifyLogoutToken(ctx context.Context, raw string) (*LogoutToke
 	}
 	return &LogoutToken{Subject: lt.Subject, SID: lt.SessionID, JTI: lt.TokenID, IssuedAt: lt.IssuedAt, Expiry: lt.Expiry}, nil
 }
+
+// logoutTokenTypes are the "typ" header values accepted on logout tokens, compared
+// case-insensitively (RFC 7515 §4.1.9): logout+jwt (Back-Channel Logout 1.0 §2.4), its
+// full media type, and JWT (Auth0 types every token so). A token without typ is accepted
+// too (Dex omits it); an empty or non-string typ, or any other (an access token's at+jwt),
+// is refused.
+var logoutTokenTypes = []string{"logout+jwt", "application/logout+jwt", "JWT"}
 
 // checkLogoutTyp looks at the header only; the signature is verified by go-oidc next.
 func checkLogoutTyp(raw string, algs []string) error {
@@ -448,10 +458,15 @@ func checkLogoutTyp(raw string, algs []string) error {
 	if len(jws.Signatures) != 1 {
 		return fmt.Errorf("%w: logout token: want exactly one signature", ErrInvalidToken)
 	}
-	typ, _ := jws.Signatures[0].Protected.ExtraHeaders[jose.HeaderType].(string)
-	switch strings.ToLower(typ) {
-	case "", "logout+jwt", "application/logout+jwt", "jwt":
+	v, present := jws.Signatures[0].Protected.ExtraHeaders[jose.HeaderType]
+	if !present {
 		return nil
+	}
+	typ, _ := v.(string)
+	for _, t := range logoutTokenTypes {
+		if strings.EqualFold(typ, t) {
+			return nil
+		}
 	}
 	return fmt.Errorf("%w: logout token: typ %q", ErrInvalidToken, typ)
 }

@@ -85,6 +85,7 @@ type fileProvider struct {
 	SigningAlgs                  []string          `yaml:"signing_algs"`
 	ClockSkew                    duration          `yaml:"clock_skew"`
 	SkipUserinfo                 bool              `yaml:"skip_userinfo"`
+	TrustedAudiences             []string          `yaml:"trusted_audiences"`
 	DefaultTokenLifetime         duration          `yaml:"default_token_lifetime"`
 	RefreshLead                  duration          `yaml:"refresh_lead"`
 	BackchannelLogoutAllSessions bool              `yaml:"backchannel_logout_all_sessions"`
@@ -321,6 +322,7 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			OmitIDTokenHint:    fc.Provider.OmitIDTokenHint,
 			RequireIssuerParam: fc.Provider.RequireIssParam, SigningAlgs: fc.Provider.SigningAlgs,
 			ClockSkew: time.Duration(fc.Provider.ClockSkew), SkipUserinfo: fc.Provider.SkipUserinfo,
+			TrustedAudiences:             fc.Provider.TrustedAudiences,
 			DefaultTokenLifetime:         time.Duration(fc.Provider.DefaultTokenLifetime),
 			RefreshLead:                  time.Duration(fc.Provider.RefreshLead),
 			BackchannelLogoutAllSessions: fc.Provider.BackchannelLogoutAllSessions,

@@ -52,6 +52,7 @@ type Provider struct {
 	now     func() time.Time
 	forms   map[string]url.Values // the last form posted to "token" and "revoke"
 	jtis    map[string]bool       // client assertion ids seen, to refuse replays
+	retired []jose.JSONWebKey     // earlier signing keys still published (RotateKey)
 }
 
 // Knobs change the fake's behaviour. The zero value is a correct provider.
@@ -94,6 +95,12 @@ type Knobs struct {
 	NoRevocation bool
 	// TokenDelay delays token responses.
 	TokenDelay time.Duration
+	// DiscoveryStatus makes the discovery document answer this status instead.
+	DiscoveryStatus int
+	// JWKSURI replaces jwks_uri in discovery (a provider that moved its keys);
+	// JWKSStatus makes /jwks answer this status instead of the keys.
+	JWKSURI    string
+	JWKSStatus int
 
 	// ClientKey, when set, is the public key of the client's private_key_jwt assertions
 	// (RFC 7523): the token and revocation endpoints then also accept a client that
@@ -165,7 +172,7 @@ func (p *Provider) Set(f func(k *Knobs)) {
 
 // Count returns how many requests of a kind the fake served: "authorize",
 // "authorization_code", "refresh_token", "client_credentials", "userinfo", "revoke",
-// "end_session".
+// "end_session", "discovery", "jwks".
 func (p *Provider) Count(kind string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -248,8 +255,58 @@ func (p *Provider) knobsCopy() Knobs {
 	return k
 }
 
+// RotateKey starts signing with a new key under a new kid, and publishes it next to the
+// old one, which keeps verifying until DropRetiredKeys. It returns the new kid.
+func (p *Provider) RotateKey() string {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.retired = append(p.retired, jose.JSONWebKey{Key: &p.Key.PublicKey, KeyID: p.KeyID, Algorithm: "RS256", Use: "sig"})
+	p.Key, p.KeyID = key, "key-"+random()
+	return p.KeyID
+}
+
+// DropRetiredKeys stops publishing the keys that RotateKey replaced.
+func (p *Provider) DropRetiredKeys() {
+	p.mu.Lock()
+	p.retired = nil
+	p.mu.Unlock()
+}
+
+// SignWithKey signs claims as an RS256 JWT with any key and kid ("" omits the kid), for
+// tokens the provider did not issue.
+func (p *Provider) SignWithKey(key *rsa.PrivateKey, kid string, claims map[string]any) string {
+	opts := &jose.SignerOptions{}
+	if kid != "" {
+		opts = opts.WithHeader("kid", kid)
+	}
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key}, opts)
+	if err != nil {
+		panic(err)
+	}
+	raw, err := jwt.Signed(s).Claims(claims).Serialize()
+	if err != nil {
+		panic(err)
+	}
+	return raw
+}
+
+func (p *Provider) signingKey() (*rsa.PrivateKey, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.Key, p.KeyID
+}
+
 func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
+	p.count("discovery")
 	k := p.knobsCopy()
+	if k.DiscoveryStatus != 0 {
+		writeJSON(w, k.DiscoveryStatus, map[string]string{"error": "unavailable"})
+		return
+	}
 	meta := map[string]any{
 		"issuer": p.Issuer, "authorization_endpoint": p.Issuer + "/authorize", "token_endpoint": p.Issuer + "/token",
 		"userinfo_endpoint": p.Issuer + "/userinfo", "jwks_uri": p.Issuer + "/jwks",
@@ -262,6 +319,9 @@ func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 	if !k.NoEndSession {
 		meta["end_session_endpoint"] = p.Issuer + "/end_session"
 	}
+	if k.JWKSURI != "" {
+		meta["jwks_uri"] = k.JWKSURI
+	}
 	if !k.NoRevocation {
 		meta["revocation_endpoint"] = p.Issuer + "/revoke"
 	}
@@ -269,7 +329,16 @@ func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Provider) jwks(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &p.Key.PublicKey, KeyID: p.KeyID, Algorithm: "RS256", Use: "sig"}}})
+	p.count("jwks")
+	if status := p.knobsCopy().JWKSStatus; status != 0 {
+		writeJSON(w, status, map[string]string{"error": "unavailable"})
+		return
+	}
+	key, kid := p.signingKey()
+	p.mu.Lock()
+	keys := append([]jose.JSONWebKey{{Key: &key.PublicKey, KeyID: kid, Algorithm: "RS256", Use: "sig"}}, p.retired...)
+	p.mu.Unlock()
+	writeJSON(w, http.StatusOK, jose.JSONWebKeySet{Keys: keys})
 }
 
 func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
@@ -529,11 +598,11 @@ func (p *Provider) sign(how string, claims map[string]any, typ string) string {
 		der, _ := x509.MarshalPKIXPublicKey(&p.Key.PublicKey)
 		return hmacJWT(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), p.KeyID, claims)
 	}
-	key := p.Key
+	key, kid := p.signingKey()
 	if how == "forged" {
 		key = p.ForgedKey
 	}
-	opts := (&jose.SignerOptions{}).WithHeader("kid", p.KeyID)
+	opts := (&jose.SignerOptions{}).WithHeader("kid", kid)
 	if typ != "" {
 		opts = opts.WithType(jose.ContentType(typ))
 	}
