@@ -84,14 +84,9 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 	if !tokens.RefreshExpiry.IsZero() {
 		s.ExpiresAt = tokens.RefreshExpiry // a session never outlives its refresh token
 	}
-	// A fresh id for every login (no fixation); the browser's previous session ends.
-	if old := g.sessionCookie(r); old != "" {
-		if prev, err := g.sessions.Load(r.Context(), old); err == nil {
-			if ended, _ := g.sessions.End(r.Context(), prev.Handle, session.ReasonRevoked); ended {
-				g.audit(r, evSessionRevoked, prev, slog.String("by", "login"), slog.String("reason", "replaced"))
-			}
-		}
-	}
+	// A fresh id for every login (no fixation); the browser's previous session ends: the
+	// one recorded at /bff/login, and the one whose cookie came with this request, if any.
+	g.endReplaced(r, f.Previous)
 	cookie, err := g.sessions.Create(r.Context(), s)
 	if err != nil {
 		return errStoreDown.with(err)
@@ -111,6 +106,32 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 		Link: f.ReturnURL, LinkText: "Continue", Refresh: f.ReturnURL,
 	})
 	return nil
+}
+
+// endReplaced ends the sessions a completed login replaces: the session named by the
+// flow (recorded at /bff/login, whose request carried the SameSite=Strict cookie) and
+// the session of the cookie this callback carries (a provider on the same site, or
+// same_site: lax). Each is ended once, with the reason "replaced" in the audit log.
+func (g *Gateway) endReplaced(r *http.Request, previous string) {
+	ctx := r.Context()
+	var handles []string
+	if previous != "" {
+		handles = append(handles, previous)
+	}
+	if c := g.sessionCookie(r); c != "" {
+		if prev, err := g.sessions.Load(ctx, c); err == nil && prev.Handle != previous {
+			handles = append(handles, prev.Handle)
+		}
+	}
+	for _, h := range handles {
+		prev, err := g.sessions.Peek(ctx, h)
+		if err != nil {
+			prev = &session.Session{Handle: h}
+		}
+		if ended, _ := g.sessions.End(ctx, h, session.ReasonRevoked); ended {
+			g.audit(r, evSessionRevoked, prev, slog.String("by", "login"), slog.String("reason", "replaced"))
+		}
+	}
 }
 
 // authErrorCodes are the error codes an authorization response may carry: RFC 6749

@@ -25,6 +25,12 @@ type flow struct {
 	Nonce     string    `json:"n"`
 	ReturnURL string    `json:"r"`
 	Created   time.Time `json:"c"`
+	// Previous is the public handle of the session the browser had when it started this
+	// login, ended when the login completes. /bff/login is a same-site navigation that
+	// carries the SameSite=Strict cookie; the callback, reached by a redirect from a
+	// provider on another site, does not. Only a session whose cookie opened it at
+	// /bff/login is recorded, and the flow is sealed, so a flow names no one else's session.
+	Previous string `json:"p,omitempty"`
 }
 
 // maxFlowCookies bounds the flow cookies one browser may hold (one per tab logging in).
@@ -45,6 +51,12 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request, _ *session
 		Nonce:     randomString(24),
 		ReturnURL: localPath(q.Get("returnUrl")),
 		Created:   g.now(),
+	}
+	if c := g.sessionCookie(r); c != "" {
+		// Best effort: a store that cannot answer now fails the PutFlow below anyway.
+		if prev, err := g.sessions.Load(r.Context(), c); err == nil {
+			f.Previous = prev.Handle
+		}
 	}
 	state := randomString(24)
 	authURL, err := g.idp.AuthCodeURL(r.Context(), state, f.Nonce, f.Verifier, g.authParams(q))
