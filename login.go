@@ -63,6 +63,11 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request, _ *session
 	if err != nil {
 		return errProviderDown.with(err)
 	}
+	// Last, so that requests the per-client limits refuse take nothing from everyone's
+	// bucket.
+	if err := g.limitPendingFlows(w, r); err != nil {
+		return err
+	}
 	plain, _ := json.Marshal(f)
 	key, err := g.sessions.PutFlow(r.Context(), state, plain, cfg.Session.FlowTimeout)
 	if err != nil {
