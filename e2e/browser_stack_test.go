@@ -361,8 +361,11 @@ users:
 		s.tap.mu.Unlock()
 		providerYAML = `
   client_id: gatehouse-demo
-  client_secret: demo-secret
-  allowed_auth_params: [prompt]`
+  client_secret: demo-secret`
+		if crossSite {
+			providerYAML += `
+  allowed_auth_params: [prompt]` // relogin.mjs asks for prompt=login
+		}
 		clientYAML = `
     scopes: [demo.status]`
 	default:
