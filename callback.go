@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 
 	"github.com/gatehouse-bff/gatehouse/idp"
 	"github.com/gatehouse-bff/gatehouse/session"
@@ -18,13 +19,7 @@ func (g *Gateway) handleCallback(w http.ResponseWriter, r *http.Request, _ *sess
 	err := g.callback(w, r)
 	var he *httpError
 	if err != nil && errors.As(err, &he) {
-		reason := he.reason
-		if he.code == "login_refused" {
-			reason = "provider_" + reason // provider_access_denied, …
-		}
-		if reason == "" {
-			reason = he.code
-		}
+		reason := loginFailureReason(he)
 		g.metrics.loginFailures.WithLabelValues(reason).Inc()
 		g.audit(r, evLoginFailed, nil, slog.String("reason", reason))
 	}
@@ -89,14 +84,9 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 	if !tokens.RefreshExpiry.IsZero() {
 		s.ExpiresAt = tokens.RefreshExpiry // a session never outlives its refresh token
 	}
-	// A fresh id for every login (no fixation); the browser's previous session ends.
-	if old := g.sessionCookie(r); old != "" {
-		if prev, err := g.sessions.Load(r.Context(), old); err == nil {
-			if ended, _ := g.sessions.End(r.Context(), prev.Handle, session.ReasonRevoked); ended {
-				g.audit(r, evSessionRevoked, prev, slog.String("by", "login"), slog.String("reason", "replaced"))
-			}
-		}
-	}
+	// A fresh id for every login (no fixation); the browser's previous session ends: the
+	// one recorded at /bff/login, and the one whose cookie came with this request, if any.
+	g.endReplaced(r, f.Previous)
 	cookie, err := g.sessions.Create(r.Context(), s)
 	if err != nil {
 		return errStoreDown.with(err)
@@ -118,16 +108,67 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// safeErrorCode keeps a provider's error code if it is a plain RFC 6749 code, for the
-// page and the logs; anything else becomes "provider_error".
-func safeErrorCode(code string) string {
-	if len(code) > 40 {
-		return "provider_error"
+// endReplaced ends the sessions a completed login replaces: the session named by the
+// flow (recorded at /bff/login, whose request carried the SameSite=Strict cookie) and
+// the session of the cookie this callback carries (a provider on the same site, or
+// same_site: lax). Each is ended once, with the reason "replaced" in the audit log.
+func (g *Gateway) endReplaced(r *http.Request, previous string) {
+	ctx := r.Context()
+	var handles []string
+	if previous != "" {
+		handles = append(handles, previous)
 	}
-	for _, r := range code {
-		if !(r >= 'a' && r <= 'z' || r == '_') {
-			return "provider_error"
+	if c := g.sessionCookie(r); c != "" {
+		if prev, err := g.sessions.Load(ctx, c); err == nil && prev.Handle != previous {
+			handles = append(handles, prev.Handle)
 		}
 	}
-	return code
+	for _, h := range handles {
+		prev, err := g.sessions.Peek(ctx, h)
+		if err != nil {
+			prev = &session.Session{Handle: h}
+		}
+		if ended, _ := g.sessions.End(ctx, h, session.ReasonRevoked); ended {
+			g.audit(r, evSessionRevoked, prev, slog.String("by", "login"), slog.String("reason", "replaced"))
+		}
+	}
+}
+
+// authErrorCodes are the error codes an authorization response may carry: RFC 6749
+// §4.1.2.1 and OIDC Core §3.1.2.6. Only these reach a metric label, the audit log or the
+// response; the parameter is attacker-chosen (anyone can send a callback for a flow they
+// started), and one label value per string would be an unbounded set of series.
+var authErrorCodes = []string{
+	// RFC 6749 §4.1.2.1
+	"invalid_request", "unauthorized_client", "access_denied", "unsupported_response_type",
+	"invalid_scope", "server_error", "temporarily_unavailable",
+	// OIDC Core §3.1.2.6
+	"interaction_required", "login_required", "account_selection_required", "consent_required",
+	"invalid_request_uri", "invalid_request_object", "request_not_supported",
+	"request_uri_not_supported", "registration_not_supported",
+}
+
+// otherProviderError stands for every error code outside authErrorCodes.
+const otherProviderError = "provider_error"
+
+// safeErrorCode returns a provider's error code if it is one of authErrorCodes, and
+// otherProviderError for anything else.
+func safeErrorCode(code string) string {
+	if slices.Contains(authErrorCodes, code) {
+		return code
+	}
+	return otherProviderError
+}
+
+// loginFailureReason is the reason of a failed callback in the metric and the audit
+// log: the error's reason, with the provider's codes as provider_<code>.
+func loginFailureReason(he *httpError) string {
+	reason := he.reason
+	switch {
+	case he.code == "login_refused" && reason != otherProviderError:
+		reason = "provider_" + reason // provider_access_denied, …
+	case reason == "":
+		reason = he.code
+	}
+	return reason
 }

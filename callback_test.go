@@ -1,6 +1,7 @@
 package gatehouse_test
 
 import (
+	"math/rand/v2"
 	"net/url"
 	"slices"
 	"strings"
@@ -175,5 +176,71 @@ func TestCallbackTrustedAudiences(t *testing.T) {
 	e.browser().login()
 	if w := (gatehouse.Config{Provider: gatehouse.ProviderConfig{TrustedAudiences: []string{"project-1"}}}).WeakerOptions(); !slices.Contains(w, "provider.trusted_audiences") {
 		t.Fatalf("WeakerOptions = %v, want provider.trusted_audiences", w)
+	}
+}
+
+// TestCallbackErrorCodesAreAFixedSet: the callback's error parameter is attacker-chosen
+// (anyone can start a flow and send its callback), so it reaches the login-failure metric,
+// the audit log and the response only as one of the codes of RFC 6749 §4.1.2.1 and OIDC
+// Core §3.1.2.6, or as provider_error: the metric's series stay a fixed set.
+func TestCallbackErrorCodesAreAFixedSet(t *testing.T) {
+	e := newEnv(t, func(c *gatehouse.Config) {
+		c.RateLimits.Login = gatehouse.RateLimit{PerMinute: 1000, Burst: 1000}
+		c.RateLimits.Callback = gatehouse.RateLimit{PerMinute: 1000, Burst: 1000}
+	})
+	refuse := func(code string) *resp {
+		t.Helper()
+		b := e.browser()
+		cb, _ := url.Parse(b.startLogin("/"))
+		q := cb.Query()
+		q.Del("code")
+		q.Set("error", code)
+		q.Set("error_description", "provider text "+code)
+		cb.RawQuery = q.Encode()
+		return b.get(cb.String(), "Accept", "application/json")
+	}
+	series := func() []string {
+		var out []string
+		for _, line := range strings.Split(scrape(t, e), "\n") {
+			if strings.HasPrefix(line, "gatehouse_login_failures_total{") {
+				out = append(out, line)
+			}
+		}
+		return out
+	}
+	wantJSONError(t, refuse("access_denied"), 403, "login_refused", "access_denied")
+	wantJSONError(t, refuse("login_required"), 403, "login_refused", "login_required")
+	wantJSONError(t, refuse("attacker_chosen"), 403, "login_refused", "provider_error")
+	before := series()
+	if len(before) != 3 {
+		t.Fatalf("series after three known kinds of refusal: %q", before)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 40; i++ {
+		b := make([]byte, 1+r.IntN(30))
+		for j := range b {
+			b[j] = "abcdefghijklmnopqrstuvwxyz_"[r.IntN(27)]
+		}
+		code := string(b)
+		if i%4 == 0 {
+			code += "\u00e9<script>" // not even a plain token
+		}
+		wantJSONError(t, refuse(code), 403, "login_refused", "")
+	}
+	after := series()
+	if len(after) != len(before) {
+		t.Fatalf("40 random error codes made %d login-failure series (want %d):\n%s", len(after), len(before), strings.Join(after, "\n"))
+	}
+	if !slices.Contains(after, `gatehouse_login_failures_total{reason="provider_error"} 41`) {
+		t.Fatalf("the random codes were not counted as provider_error:\n%s", strings.Join(after, "\n"))
+	}
+	allowed := []string{"provider_access_denied", "provider_login_required", "provider_error"}
+	for _, ev := range e.auditEvents() {
+		if ev["event"] != "login_failed" {
+			continue
+		}
+		if reason, _ := ev["reason"].(string); !slices.Contains(allowed, reason) {
+			t.Errorf("audit login_failed reason %q, want one of %q", reason, allowed)
+		}
 	}
 }

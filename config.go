@@ -152,6 +152,14 @@ type SessionConfig struct {
 	AbsoluteTimeout time.Duration `gatehouse:"absolute_timeout"`
 	// FlowTimeout is how long a started login may take (flow_timeout). Default 10 minutes.
 	FlowTimeout time.Duration `gatehouse:"flow_timeout,live"`
+	// MaxPendingFlows bounds the logins in progress, whoever starts them
+	// (max_pending_flows): at most this many flows are started in any flow_timeout, so at
+	// most this many flow records are held. The count is a token bucket of the RateLimiter,
+	// so it holds across the replicas that share it (the binary shares it through Redis
+	// when the store is Redis). Half of it may start at once, the other half over a
+	// flow_timeout. Past it /bff/login answers 503 with Retry-After. Default 20 000; at
+	// least 2.
+	MaxPendingFlows int `gatehouse:"max_pending_flows,live"`
 	// BindUserAgent ends a session used by another browser than the one that logged in
 	// (bind_user_agent): its User-Agent, version numbers aside, must not change. Off by
 	// default.
@@ -168,7 +176,10 @@ type SessionConfig struct {
 // (rate_limits:). Each is a token bucket per client IP, except Sessions, which is per
 // user. A refused request gets 429 with Retry-After and a rate_limited audit event.
 type RateLimitConfig struct {
-	Login       RateLimit // login: GET /bff/login. Default 60/min, burst 60.
+	Login RateLimit // login: GET /bff/login. Default 60/min, burst 60.
+	// LoginPer48 is a second login bucket for IPv6 clients, per /48 (login_per_48), taken
+	// besides the /64's: whoever holds a /48 holds 65 536 /64s. Default 120/min, burst 120.
+	LoginPer48  RateLimit
 	Callback    RateLimit // callback: GET /bff/callback. Default 60/min, burst 60.
 	Backchannel RateLimit // backchannel: POST /bff/backchannel. Default 600/min, burst 200.
 	Admin       RateLimit // admin: /admin/* on the admin listener. Default 60/min, burst 30.
@@ -247,6 +258,10 @@ type Route struct {
 	MaxBody int64
 }
 
+// DefaultMaxPendingFlows is session.max_pending_flows when none is set: bursts of 10 000
+// logins, 10 000 per flow_timeout sustained, and some 8 MB of flow records at most.
+const DefaultMaxPendingFlows = 20_000
+
 // DefaultMaxBody is a route's request body limit when none is set.
 const DefaultMaxBody = 10 << 20
 
@@ -306,7 +321,7 @@ func (c Config) withDefaults() Config {
 		l         *RateLimit
 		perMinute float64
 		burst     int
-	}{{&rl.Login, 60, 60}, {&rl.Callback, 60, 60}, {&rl.Backchannel, 600, 200}, {&rl.Admin, 60, 30}, {&rl.Sessions, 30, 20}} {
+	}{{&rl.Login, 60, 60}, {&rl.LoginPer48, 120, 120}, {&rl.Callback, 60, 60}, {&rl.Backchannel, 600, 200}, {&rl.Admin, 60, 30}, {&rl.Sessions, 30, 20}} {
 		if d.l.PerMinute == 0 {
 			d.l.PerMinute = d.perMinute
 		}
@@ -331,6 +346,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Session.FlowTimeout <= 0 {
 		c.Session.FlowTimeout = 10 * time.Minute
+	}
+	if c.Session.MaxPendingFlows == 0 {
+		c.Session.MaxPendingFlows = DefaultMaxPendingFlows
 	}
 	if c.Cookie.Name == "" {
 		c.Cookie.Name = "__Host-gatehouse"
@@ -449,6 +467,9 @@ func (c Config) Validate() error {
 	if s.AbsoluteTimeout < s.IdleTimeout {
 		bad("session.absolute_timeout", "(%s) is shorter than idle_timeout (%s)", s.AbsoluteTimeout, s.IdleTimeout)
 	}
+	if s.MaxPendingFlows < 2 {
+		bad("session.max_pending_flows", "must be at least 2 (default %d)", DefaultMaxPendingFlows)
+	}
 	if s.BindIPv4Prefix < 0 || s.BindIPv4Prefix > 32 {
 		bad("session.bind_ipv4_prefix", "must be between 0 (off) and 32")
 	}
@@ -459,7 +480,7 @@ func (c Config) Validate() error {
 	for _, l := range []struct {
 		name string
 		l    RateLimit
-	}{{"login", c.RateLimits.Login}, {"callback", c.RateLimits.Callback}, {"backchannel", c.RateLimits.Backchannel},
+	}{{"login", c.RateLimits.Login}, {"login_per_48", c.RateLimits.LoginPer48}, {"callback", c.RateLimits.Callback}, {"backchannel", c.RateLimits.Backchannel},
 		{"admin", c.RateLimits.Admin}, {"sessions", c.RateLimits.Sessions}} {
 		if l.l.PerMinute < 0 {
 			bad("rate_limits."+l.name+".per_minute", "must be positive")

@@ -101,3 +101,27 @@ func TestNewConfigFieldsValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestWebSocketOriginsIsAWeakerOption: another origin allowed to open WebSockets through
+// the routes is warned about, like csrf.trusted_origins (issue 12).
+func TestWebSocketOriginsIsAWeakerOption(t *testing.T) {
+	c := gatehouse.Config{PublicURL: "https://app.example.com",
+		Provider: gatehouse.ProviderConfig{Issuer: "https://id.example.com/", ClientID: "c", ClientSecret: "s"}}
+	for _, w := range c.WeakerOptions() {
+		if w == "websocket_origins" {
+			t.Fatal("websocket_origins listed while unset")
+		}
+	}
+	c.WebSocketOrigins = []string{"https://partner.example"}
+	found := false
+	for _, w := range c.WeakerOptions() {
+		found = found || w == "websocket_origins"
+	}
+	if !found {
+		t.Fatalf("WeakerOptions = %q, want websocket_origins listed", c.WeakerOptions())
+	}
+	e := newEnv(t, func(c *gatehouse.Config) { c.WebSocketOrigins = []string{"https://partner.example"} })
+	if !strings.Contains(e.logs.String(), `"option":"websocket_origins"`) {
+		t.Fatalf("no startup warning for websocket_origins:\n%s", e.logs.String())
+	}
+}

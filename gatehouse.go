@@ -216,6 +216,12 @@ func (c Config) WeakerOptions() []string {
 	if len(c.Provider.TrustedAudiences) > 0 {
 		w = append(w, "provider.trusted_audiences")
 	}
+	if len(c.WebSocketOrigins) > 0 {
+		// Another origin may open a socket that carries the user's cookie and, through a
+		// token: user route, the user's bearer: a cross-site WebSocket hijack if that
+		// origin is not as trusted as this one.
+		w = append(w, "websocket_origins")
+	}
 	if c.Provider.SkipUserinfo {
 		w = append(w, "provider.skip_userinfo")
 	}

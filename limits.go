@@ -46,9 +46,21 @@ func errRateLimited(endpoint string, retry int) *httpError {
 }
 
 // limitByIP takes a token from the client network's bucket for endpoint. IPv6 clients
-// are counted per /64, the block one subscriber usually holds.
+// are counted per /64, the block one subscriber usually holds; for logins, also per /48
+// (rate_limits.login_per_48), since a /48 is 65 536 /64s and some hold one.
 func (g *Gateway) limitByIP(w http.ResponseWriter, r *http.Request, endpoint string) error {
-	return g.rateLimit(w, r, endpoint, clientNetwork(g.clientIP(r)), nil)
+	ip := g.clientIP(r)
+	if err := g.rateLimit(w, r, endpoint, clientNetwork(ip), nil); err != nil {
+		return err
+	}
+	if site, ok := clientSite(ip); ok && endpoint == limitLogin {
+		limits := g.config().RateLimits
+		if limits.InsecureDisable {
+			return nil
+		}
+		return g.take(w, r, limitLogin, "login_per_48", limits.LoginPer48, site, nil)
+	}
+	return nil
 }
 
 // limitBySubject takes a token from the user's bucket for endpoint.
@@ -62,28 +74,75 @@ func (g *Gateway) rateLimit(w http.ResponseWriter, r *http.Request, endpoint, ke
 	if limits.InsecureDisable {
 		return nil
 	}
-	l := limits.of(endpoint)
+	return g.take(w, r, endpoint, endpoint, limits.of(endpoint), key, s)
+}
+
+// take takes a token from key's bucket of the limit named name; a refusal is counted,
+// audited and answered as one of endpoint.
+func (g *Gateway) take(w http.ResponseWriter, r *http.Request, endpoint, name string, l RateLimit, key string, s *session.Session) error {
 	// The limit is part of the bucket's name, so that a reload that changes it starts
 	// afresh instead of judging old buckets by the new limit.
-	bucket := endpoint + "|" + strconv.FormatFloat(l.PerMinute, 'g', -1, 64) + "/" + strconv.Itoa(l.Burst) + "|" + key
-	res, err := g.limiter.Allow(r.Context(), bucket, ratelimit.Limit{Rate: l.PerMinute / 60, Burst: l.Burst})
-	if err != nil {
-		// Fail open: the limiter's store is down, and refusing every login would turn that
-		// into an outage. The metric and the log tell the operator.
-		g.metrics.storeErrors.WithLabelValues("rate_limit").Inc()
-		g.log.Warn("rate limiter unavailable; request allowed", "endpoint", endpoint, "error", err)
-		return nil
-	}
+	bucket := name + "|" + strconv.FormatFloat(l.PerMinute, 'g', -1, 64) + "/" + strconv.Itoa(l.Burst) + "|" + key
+	res := g.allow(r, endpoint, bucket, ratelimit.Limit{Rate: l.PerMinute / 60, Burst: l.Burst})
 	if res.Allowed {
 		return nil
 	}
+	return errRateLimited(endpoint, g.refused(w, r, endpoint, key, s, res))
+}
+
+// allow asks the limiter. A limiter that fails lets the request through (fail open): its
+// store is down, and refusing every login would turn that into an outage. The metric and
+// the log tell the operator.
+func (g *Gateway) allow(r *http.Request, endpoint, bucket string, l ratelimit.Limit) ratelimit.Result {
+	res, err := g.limiter.Allow(r.Context(), bucket, l)
+	if err != nil {
+		g.metrics.storeErrors.WithLabelValues("rate_limit").Inc()
+		g.log.Warn("rate limiter unavailable; request allowed", "endpoint", endpoint, "error", err)
+		return ratelimit.Result{Allowed: true}
+	}
+	return res
+}
+
+// refused counts and audits a refusal, sets Retry-After and returns its seconds.
+func (g *Gateway) refused(w http.ResponseWriter, r *http.Request, endpoint, key string, s *session.Session, res ratelimit.Result) int {
 	g.metrics.rateLimited.WithLabelValues(endpoint).Inc()
 	if g.limitLog.first(endpoint+"|"+key, g.now()) {
 		g.audit(r, evRateLimited, s, slog.String("route", endpoint))
 	}
 	retry := max(int(math.Ceil(res.RetryAfter.Seconds())), 1)
 	w.Header().Set("Retry-After", strconv.Itoa(retry))
-	return errRateLimited(endpoint, retry)
+	return retry
+}
+
+// limitLoginFlows is the metric label and audit route of the global pending-flow cap.
+const limitLoginFlows = "login_flows"
+
+// limitPendingFlows bounds the login flows in progress, from every client together
+// (session.max_pending_flows, N): a token bucket of N-N/2 tokens that regains N/2 per
+// flow_timeout (T). A flow lives at most T, and in any span of T the bucket lets at most
+// N-N/2 + N/2 = N flows start, so at most N flow records exist at once. The bucket is
+// the RateLimiter's, so the bound holds across the replicas that share it (through Redis
+// in the binary when the store is Redis). A flow that completes early does not give its
+// token back: under a sustained stream of logins the bound is N/2 per T, with bursts of
+// N/2, counted whether the flows complete or not.
+func (g *Gateway) limitPendingFlows(w http.ResponseWriter, r *http.Request) error {
+	cfg := g.config().Session
+	n, ttl := cfg.MaxPendingFlows, cfg.FlowTimeout
+	l := ratelimit.Limit{Rate: float64(n/2) / ttl.Seconds(), Burst: n - n/2}
+	bucket := limitLoginFlows + "|" + strconv.Itoa(n) + "/" + ttl.String() + "|all"
+	res := g.allow(r, limitLoginFlows, bucket, l)
+	if res.Allowed {
+		return nil
+	}
+	retry := g.refused(w, r, limitLoginFlows, "all", nil, res)
+	g.log.Warn("login refused: session.max_pending_flows logins are in progress", "max_pending_flows", n, "retry_after", retry)
+	return errLoginsFull(retry)
+}
+
+func errLoginsFull(retry int) *httpError {
+	return &httpError{status: http.StatusServiceUnavailable, code: "unavailable", reason: "login_capacity",
+		title: "Temporarily unavailable", level: slog.LevelInfo,
+		message: "Too many sign-ins are in progress right now. Please wait " + strconv.Itoa(retry) + " seconds and try again."}
 }
 
 // clientNetwork is the rate-limit key of a client address: the address itself for IPv4,
@@ -98,6 +157,16 @@ func clientNetwork(ip string) string {
 		return "net:" + p.String()
 	}
 	return "ip:" + a.String()
+}
+
+// clientSite is the key of an IPv6 client's /48, and false for IPv4 clients.
+func clientSite(ip string) (string, bool) {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || !a.Is6() || a.Is4In6() {
+		return "", false
+	}
+	p, _ := a.Prefix(48)
+	return "net:" + p.String(), true
 }
 
 // limitLog keeps a flood of refused requests from becoming a flood of audit events: one

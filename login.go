@@ -25,6 +25,12 @@ type flow struct {
 	Nonce     string    `json:"n"`
 	ReturnURL string    `json:"r"`
 	Created   time.Time `json:"c"`
+	// Previous is the public handle of the session the browser had when it started this
+	// login, ended when the login completes. /bff/login is a same-site navigation that
+	// carries the SameSite=Strict cookie; the callback, reached by a redirect from a
+	// provider on another site, does not. Only a session whose cookie opened it at
+	// /bff/login is recorded, and the flow is sealed, so a flow names no one else's session.
+	Previous string `json:"p,omitempty"`
 }
 
 // maxFlowCookies bounds the flow cookies one browser may hold (one per tab logging in).
@@ -46,10 +52,21 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request, _ *session
 		ReturnURL: localPath(q.Get("returnUrl")),
 		Created:   g.now(),
 	}
+	if c := g.sessionCookie(r); c != "" {
+		// Best effort: a store that cannot answer now fails the PutFlow below anyway.
+		if prev, err := g.sessions.Load(r.Context(), c); err == nil {
+			f.Previous = prev.Handle
+		}
+	}
 	state := randomString(24)
 	authURL, err := g.idp.AuthCodeURL(r.Context(), state, f.Nonce, f.Verifier, g.authParams(q))
 	if err != nil {
 		return errProviderDown.with(err)
+	}
+	// Last, so that requests the per-client limits refuse take nothing from everyone's
+	// bucket.
+	if err := g.limitPendingFlows(w, r); err != nil {
+		return err
 	}
 	plain, _ := json.Marshal(f)
 	key, err := g.sessions.PutFlow(r.Context(), state, plain, cfg.Session.FlowTimeout)

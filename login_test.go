@@ -197,3 +197,41 @@ func TestHeadDoesNotConsumeAFlow(t *testing.T) {
 	wantStatus(t, b.do("HEAD", "/bff/login", nil), http.StatusMethodNotAllowed)
 	wantStatus(t, b.get(cb), 200)
 }
+
+// TestReloginEndsThePreviousSessionWithoutItsCookie: with the provider on another site,
+// the SameSite=Strict session cookie is not sent on the redirect back to the callback. The
+// session the browser had when it went to /bff/login (a same-site request, which carries
+// the cookie) still ends when the new login completes, so a stolen old cookie dies with it.
+// Another browser's login ends nothing of this one's.
+func TestReloginEndsThePreviousSessionWithoutItsCookie(t *testing.T) {
+	e := newEnv(t)
+	u := mustURL(e.url)
+	b := e.browser()
+	b.login()
+	old := b.cookie("__Host-gatehouse").Value
+	bystander := e.browser()
+	bystander.login()
+
+	cb := b.startLogin("/") // /bff/login carries the session cookie
+	// What a browser does on the cross-site redirect from the provider: no Strict cookie.
+	b.c.Jar.SetCookies(u, []*http.Cookie{{Name: "__Host-gatehouse", Value: "", Path: "/", MaxAge: -1}})
+	if b.cookie("__Host-gatehouse") != nil {
+		t.Fatal("the test could not drop the session cookie")
+	}
+	wantStatus(t, b.get(cb, "Sec-Fetch-Mode", "navigate"), 200)
+	if c := b.cookie("__Host-gatehouse"); c == nil || c.Value == old {
+		t.Fatal("the login issued no new session cookie")
+	}
+	wantStatus(t, b.api("GET", "/bff/user"), 200)
+
+	thief := e.browser()
+	thief.c.Jar.SetCookies(u, []*http.Cookie{{Name: "__Host-gatehouse", Value: old, Path: "/", Secure: true}})
+	wantJSONError(t, thief.api("GET", "/bff/user"), 401, "unauthenticated", "session_revoked")
+	e.wantAudit("session_revoked", map[string]any{"by": "login", "reason": "replaced", "subject": "alice"})
+	wantStatus(t, bystander.api("GET", "/bff/user"), 200)
+
+	// A login started without a session names none.
+	anon := e.browser()
+	wantStatus(t, anon.get(anon.startLogin("/")), 200)
+	wantStatus(t, bystander.api("GET", "/bff/user"), 200)
+}

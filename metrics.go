@@ -73,7 +73,7 @@ func newMetrics(reg prometheus.Registerer, gauges ...prometheus.Collector) *metr
 	m.provider = histogram("gatehouse_provider_request_seconds", "Requests to the identity provider by endpoint (discovery, jwks, token, userinfo, revocation, other) and status class, or error.", "endpoint", "code")
 	m.storeOps = histogram("gatehouse_store_operation_seconds", "Session store operations by kind.", "op")
 	m.storeErrors = counter("gatehouse_store_errors_total", "Session store operations that failed (not counting a missing key), by kind.", "op")
-	m.rateLimited = counter("gatehouse_rate_limited_total", "Requests refused by a rate limit, by endpoint (login, callback, backchannel, admin, sessions).", "endpoint")
+	m.rateLimited = counter("gatehouse_rate_limited_total", "Requests refused by a rate limit, by endpoint (login, callback, backchannel, admin, sessions), or login_flows: logins refused because session.max_pending_flows were in progress.", "endpoint")
 	m.audit = counter("gatehouse_audit_events_total", "Audit events written, by event.", "event")
 	for _, e := range auditEvents {
 		m.audit.WithLabelValues(e)

@@ -293,7 +293,10 @@ type browserStack struct {
 	outDir   string // traffic captured by the scenarios
 }
 
-func startBrowserStack(t *testing.T, provider, root, demoapi string) *browserStack {
+// startBrowserStack starts the stack. crossSite (devidp only) addresses the provider as
+// localhost while gatehouse is 127.0.0.1: different sites, so that the browser sends no
+// SameSite=Strict cookie on the redirect back from the provider.
+func startBrowserStack(t *testing.T, provider, root, demoapi string, crossSite bool) *browserStack {
 	t.Helper()
 	s := &browserStack{provider: provider, root: root, outDir: t.TempDir()}
 	port := freePort(t)
@@ -327,6 +330,9 @@ func startBrowserStack(t *testing.T, provider, root, demoapi string) *browserSta
     scopes: [demo.status]`
 	case "devidp":
 		s.tap = startBrowserTokenTap(t)
+		if crossSite {
+			s.tap.URL = strings.Replace(s.tap.URL, "//127.0.0.1:", "//localhost:", 1)
+		}
 		s.issuer = s.tap.URL
 		var cfg strings.Builder
 		fmt.Fprintf(&cfg, `listen: 127.0.0.1:0
@@ -356,10 +362,17 @@ users:
 		providerYAML = `
   client_id: gatehouse-demo
   client_secret: demo-secret`
+		if crossSite {
+			providerYAML += `
+  allowed_auth_params: [prompt]` // relogin.mjs asks for prompt=login
+		}
 		clientYAML = `
     scopes: [demo.status]`
 	default:
 		t.Fatalf("unknown provider %q", provider)
+	}
+	if crossSite && provider != "devidp" {
+		t.Fatalf("a cross-site stack needs devidp")
 	}
 
 	var apiURL string

@@ -15,6 +15,8 @@ package e2e
 //	csrf          attacker pages on a same-site and a cross-site origin
 //	notokens      nothing a page script can read holds a token; then the leak check over
 //	              the traffic of every scenario (browser_leak_test.go)
+//	relogin       on a third stack, devidp addressed as localhost and gatehouse as
+//	              127.0.0.1 (different sites): a second login ends the first session
 //
 // Screenshots land in e2e/artifacts/ (gitignored): <provider>-signed-in.png,
 // <provider>-signed-out.png, <provider>-session-ended.png, and
@@ -35,7 +37,7 @@ func TestBrowser(t *testing.T) {
 	for _, provider := range []string{"oidc-provider", "devidp"} {
 		t.Run(provider, func(t *testing.T) {
 			start := time.Now()
-			s := startBrowserStack(t, provider, root, demoapi)
+			s := startBrowserStack(t, provider, root, demoapi, false)
 			t.Logf("%s: stack started in %.1f s", provider, time.Since(start).Seconds())
 			// Each scenario signs in as its own user; the leak check runs last, over the
 			// traffic of every scenario.
@@ -46,6 +48,43 @@ func TestBrowser(t *testing.T) {
 			t.Run("csrf", func(t *testing.T) { browserCSRF(t, s) })
 			t.Run("notokens", func(t *testing.T) { browserNoTokens(t, s) })
 		})
+	}
+	// The provider on another site than gatehouse: SameSite=Strict then matters.
+	t.Run("devidp-cross-site", func(t *testing.T) {
+		s := startBrowserStack(t, "devidp", root, demoapi, true)
+		t.Run("relogin", func(t *testing.T) { browserRelogin(t, s) })
+	})
+}
+
+type reloginResult struct {
+	LoginCarriedCookie    bool           `json:"loginCarriedCookie"`
+	CallbackCarriedCookie bool           `json:"callbackCarriedCookie"`
+	CallbackSecFetchSite  string         `json:"callbackSecFetchSite"`
+	OldCookieStatus       int            `json:"oldCookieStatus"`
+	OldCookieBody         map[string]any `json:"oldCookieBody"`
+	NewCookieStatus       int            `json:"newCookieStatus"`
+	PageErrors            []string       `json:"pageErrors"`
+}
+
+// browserRelogin: scenario 7 (issue 12, item 9). The callback arrives without the Strict
+// cookie, yet the session the browser had before the new login ends: a kept copy of the old
+// cookie gets 401.
+func browserRelogin(t *testing.T, s *browserStack) {
+	var r reloginResult
+	s.runScenario(t, "relogin", &r, "bob")
+	if !r.LoginCarriedCookie || r.CallbackCarriedCookie || r.CallbackSecFetchSite != "cross-site" {
+		t.Errorf("the scenario does not show what it is about: /bff/login carried the session cookie %v (want true), "+
+			"/bff/callback carried it %v (want false), its Sec-Fetch-Site %q (want cross-site)",
+			r.LoginCarriedCookie, r.CallbackCarriedCookie, r.CallbackSecFetchSite)
+	}
+	if r.OldCookieStatus != 401 || r.OldCookieBody["reason"] != "session_revoked" {
+		t.Errorf("the session from before the second login: /bff/user %d %v, want 401 session_revoked", r.OldCookieStatus, r.OldCookieBody)
+	}
+	if r.NewCookieStatus != 200 {
+		t.Errorf("the new session: /bff/user %d", r.NewCookieStatus)
+	}
+	if len(r.PageErrors) > 0 {
+		t.Errorf("script errors: %q", r.PageErrors)
 	}
 }
 

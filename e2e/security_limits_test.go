@@ -84,6 +84,7 @@ admin:
   token: %s
 rate_limits:
   login: {per_minute: %d, burst: %d}
+  login_per_48: {per_minute: %d, burst: %d}
   callback: {per_minute: %d, burst: %d}
   backchannel: {per_minute: %d, burst: %d}
   admin: {per_minute: %d, burst: %d}
@@ -91,7 +92,7 @@ rate_limits:
 routes:
   - path: /api/
     upstream: %s
-`, rlbAdminToken, rlbPerMinute, rlbLoginBurst, rlbPerMinute, rlbCallbackBurst, rlbPerMinute, rlbBackchanBurst,
+`, rlbAdminToken, rlbPerMinute, rlbLoginBurst, rlbPerMinute, rlbLoginPer48Burst, rlbPerMinute, rlbCallbackBurst, rlbPerMinute, rlbBackchanBurst,
 		rlbPerMinute, rlbAdminBurst, rlbPerMinute, rlbSessionsBurst, e.up.URL))
 	r.np = r.start(t, fmt.Sprintf(`
 session:
@@ -162,6 +163,8 @@ routes:
 				c.Errorf("a login from another client (203.0.113.11): %d, want 302", res.Status)
 			}
 		})
+
+	secLoginFlows(t, s, e, r)
 
 	s.run(t, e, "RLB", "X-Forwarded-For: prepended addresses do not escape the bucket (trusted proxy)",
 		"with trusted_proxies [127.0.0.1], once 203.0.113.1 is out of login tokens, \"198.51.100.9, 203.0.113.1\", two header lines, junk or 127.0.0.1 around it, an IPv4-mapped form, X-Real-IP and Forwarded all count as 203.0.113.1: 429; audit names 203.0.113.1, never the spoofed address; another real client is allowed",

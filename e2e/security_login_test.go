@@ -412,6 +412,29 @@ func secLogin(t *testing.T, s *secSuite, e *secEnv) {
 			}
 			e.alive(c, gw, second, "alice", "the second session")
 		})
+	s.run(t, e, "LGN", "a second login whose callback carries no session cookie (the provider on another site)",
+		"the first session ends anyway (recorded in the flow at /bff/login, which carried the cookie): its cookie gets 401 session_revoked", func(c *secCase) {
+			b := e.client(gw.URL, true)
+			first := b.login(c, "alice", "wonderland")
+			cb := b.authorize(c, "alice", "wonderland", "/") // /bff/login carries the cookie
+			// A browser sends no SameSite=Strict cookie after a cross-site redirect.
+			u, _ := url.Parse(gw.URL)
+			b.c.Jar.SetCookies(u, []*http.Cookie{{Name: secCookie, Path: "/", MaxAge: -1}})
+			if b.session(c) != "" {
+				c.Fatalf("the session cookie could not be dropped from the jar")
+			}
+			if r := b.callback(c, cb); r.Status != 200 {
+				c.Fatalf("callback: %d", r.Status)
+			}
+			second := b.session(c)
+			if second == "" || second == first {
+				c.Errorf("the second login issued no new session cookie")
+			}
+			if reason := e.dead(c, gw, first, "the first session"); reason != "session_revoked" {
+				c.Errorf("the first session: reason %q, want session_revoked", reason)
+			}
+			e.alive(c, gw, second, "alice", "the second session")
+		})
 
 	// --- mix-up (RFC 9207) ------------------------------------------------------------------
 	for _, v := range []struct{ name, iss string }{

@@ -54,6 +54,7 @@ type fileAuditLog struct {
 
 type fileRateLimits struct {
 	Login           fileRateLimit `yaml:"login"`
+	LoginPer48      fileRateLimit `yaml:"login_per_48"`
 	Callback        fileRateLimit `yaml:"callback"`
 	Backchannel     fileRateLimit `yaml:"backchannel"`
 	Admin           fileRateLimit `yaml:"admin"`
@@ -99,6 +100,7 @@ type fileSession struct {
 	IdleTimeout     duration  `yaml:"idle_timeout"`
 	AbsoluteTimeout duration  `yaml:"absolute_timeout"`
 	FlowTimeout     duration  `yaml:"flow_timeout"`
+	MaxPendingFlows int       `yaml:"max_pending_flows"`
 	BindUserAgent   bool      `yaml:"bind_user_agent"`
 	BindIPv4Prefix  int       `yaml:"bind_ipv4_prefix"`
 	BindIPv6Prefix  int       `yaml:"bind_ipv6_prefix"`
@@ -329,11 +331,11 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 		},
 		Session: gatehouse.SessionConfig{
 			IdleTimeout: time.Duration(fc.Session.IdleTimeout), AbsoluteTimeout: time.Duration(fc.Session.AbsoluteTimeout),
-			FlowTimeout:   time.Duration(fc.Session.FlowTimeout),
+			FlowTimeout: time.Duration(fc.Session.FlowTimeout), MaxPendingFlows: fc.Session.MaxPendingFlows,
 			BindUserAgent: fc.Session.BindUserAgent, BindIPv4Prefix: fc.Session.BindIPv4Prefix, BindIPv6Prefix: fc.Session.BindIPv6Prefix,
 		},
 		RateLimits: gatehouse.RateLimitConfig{
-			Login: rateLimit(fc.RateLimits.Login), Callback: rateLimit(fc.RateLimits.Callback),
+			Login: rateLimit(fc.RateLimits.Login), LoginPer48: rateLimit(fc.RateLimits.LoginPer48), Callback: rateLimit(fc.RateLimits.Callback),
 			Backchannel: rateLimit(fc.RateLimits.Backchannel), Admin: rateLimit(fc.RateLimits.Admin),
 			Sessions: rateLimit(fc.RateLimits.Sessions), InsecureDisable: fc.RateLimits.InsecureDisable,
 		},

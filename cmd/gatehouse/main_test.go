@@ -228,6 +228,7 @@ public_url: http://127.0.0.1:9080
 provider: {issuer: "http://127.0.0.1:9000", client_id: bff, client_secret: s, skip_userinfo: true}
 cookie: {name: gatehouse, allow_non_host_prefix: true, same_site: lax}
 csrf: {trusted_origins: ["https://partner.example"]}
+websocket_origins: ["https://partner.example"]
 admin: {listen: "0.0.0.0:9090", allow_non_loopback: true}
 rate_limits: {insecure_disable: true}
 insecure_diagnostics: true
@@ -236,7 +237,7 @@ insecure_diagnostics: true
 	if code != 0 {
 		t.Fatalf("check = %d: %s", code, errOut)
 	}
-	for _, w := range []string{"cookie.allow_non_host_prefix", "cookie.same_site=lax", "csrf.trusted_origins",
+	for _, w := range []string{"cookie.allow_non_host_prefix", "cookie.same_site=lax", "csrf.trusted_origins", "websocket_origins",
 		"provider.skip_userinfo", "admin.allow_non_loopback", "rate_limits.insecure_disable", "insecure_diagnostics"} {
 		if !strings.Contains(out, "warning: "+w+" weakens the defaults") {
 			t.Errorf("check does not warn about %s:\n%s", w, out)
