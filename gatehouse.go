@@ -161,6 +161,7 @@ func New(cfg Config) (*Gateway, error) {
 		Transport: cfg.UpstreamTransport, PublicURL: g.public, TrustedProxies: cfg.TrustedProxies,
 		ProtectedCookie: g.isOwnCookie, DropHeaders: []string{cfg.CSRF.Header}, Logger: g.log,
 		ErrorHandler: g.failUpstream,
+		StripHeaders: cfg.StripRequestHeaders, KeepHeaders: cfg.AllowRequestHeaders,
 	})
 	g.run.Store(newRunning(cfg))
 	g.bound = cfg.Session.BindUserAgent || cfg.Session.BindIPv4Prefix > 0 || cfg.Session.BindIPv6Prefix > 0
@@ -213,6 +214,9 @@ func (c Config) WeakerOptions() []string {
 	}
 	if c.RateLimits.InsecureDisable {
 		w = append(w, "rate_limits.insecure_disable")
+	}
+	if len(c.AllowRequestHeaders) > 0 {
+		w = append(w, "allow_request_headers")
 	}
 	if c.InsecureDiagnostics {
 		w = append(w, "insecure_diagnostics")

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -382,17 +383,31 @@ func secProxy(t *testing.T, s *secSuite, e *secEnv) {
 		{"X-Original-URL", "/admin-api/x", "", ""},
 		{"X-Rewrite-URL", "/admin-api/x", "", ""},
 		{"X-Auth-Request-User", "alice", "", ""},
+		{"X-HTTP-Method-Override", "DELETE", "", ""},
+		{"X-HTTP-Method", "DELETE", "", ""},
+		{"X-Method-Override", "DELETE", "", ""},
+		{"Remote-User", "alice", "", ""},
+		{"Remote-Groups", "admin", "", ""},
+		{"X-Amzn-Oidc-Identity", "alice", "", ""},
+		{"X-Amzn-Oidc-Data", "eyJhbGciOiJFUzI1NiJ9.e30.sig", "", ""},
+		{"X-Goog-Authenticated-User-Email", "accounts.google.com:alice@example.com", "", ""},
+		{"X-Ms-Client-Principal-Name", "alice@example.com", "", ""},
+		{"X-Original-URI", "/admin-api/x", "", ""},
+		{"X-User", "alice", "", ""},
+		{"X-Email", "alice@example.com", "", ""},
+		{"X_User (underscore: CGI, WSGI and Rack read it as X-User)", "alice", "", ""},
 	} {
 		expect := "does not reach the upstream"
 		if h.want != "" {
 			expect = "replaced: the upstream sees " + h.wantText
 		}
 		s.run(t, e, "PRX", "spoofed "+h.name, expect, func(c *secCase) {
-			r, seen := raw(c, "GET", "/api/x", ensureBob(c), h.name+": "+h.value)
+			name, _, _ := strings.Cut(h.name, " ")
+			r, seen := raw(c, "GET", "/api/x", ensureBob(c), name+": "+h.value)
 			if r.Status != 200 || len(seen) != 1 {
 				c.Fatalf("%d, %d upstream requests", r.Status, len(seen))
 			}
-			got := seen[0].Header.Values(h.name)
+			got := seen[0].Header.Values(name)
 			if h.want != "" {
 				if len(got) != 1 || got[0] != h.want {
 					c.Errorf("the upstream got %s %q, want %q", h.name, got, h.want)
@@ -404,6 +419,37 @@ func secProxy(t *testing.T, s *secSuite, e *secEnv) {
 			}
 		})
 	}
+	s.run(t, e, "PRX", "103 Early Hints from the upstream carrying gatehouse's cookie",
+		"the browser gets the 103 with its Link (and the upstream's own cookie), never a Set-Cookie for __Host-gatehouse or its flow cookies; the session lives on", func(c *secCase) {
+			cookie := ensureBob(c)
+			lines := []string{"GET /api/early-hints HTTP/1.1", "Host: " + host, "X-CSRF: 1", "Sec-Fetch-Site: same-origin",
+				"Accept: application/json", "Cookie: " + secCookie + "=" + cookie, "Connection: close", ""}
+			out, _ := secRaw(c, gw.URL, secRawRequest(lines...), 5*time.Second)
+			list := secResponses(out)
+			if len(list) != 2 || list[0].Status != 103 || list[1].Status != 200 {
+				c.Fatalf("want a 103 then a 200, got %q", out)
+			}
+			if link := list[0].Header.Get("Link"); link != "</app.css>; rel=preload; as=style" {
+				c.Errorf("103 Link = %q", link)
+			}
+			var names []string
+			for _, r := range list {
+				for _, line := range r.Header.Values("Set-Cookie") {
+					if ck, err := http.ParseSetCookie(line); err == nil {
+						names = append(names, fmt.Sprintf("%d:%s", r.Status, ck.Name))
+						if strings.HasPrefix(ck.Name, secCookie) {
+							c.Errorf("the upstream's %d set %s in the browser", r.Status, ck.Name)
+						}
+					}
+				}
+			}
+			if !slices.Equal(names, []string{"103:app"}) {
+				c.Errorf("cookies passed from the upstream: %v, want [103:app]", names)
+			}
+			if st, _ := e.user(c, gw, cookie); st != 200 {
+				c.Errorf("bob's session after the 103: /bff/user %d", st)
+			}
+		})
 	s.run(t, e, "PRX", "spoofed Host header", "the upstream sees its own host, and X-Forwarded-Host is the public host", func(c *secCase) {
 		cookie := ensureBob(c)
 		lines := []string{"GET /api/x HTTP/1.1", "Host: evil.example", "X-CSRF: 1", "Sec-Fetch-Site: same-origin", "Cookie: " + secCookie + "=" + cookie, "Connection: close", ""}
