@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"testing"
@@ -209,7 +211,13 @@ func secProxy(t *testing.T, s *secSuite, e *secEnv) {
 		{"%23 then traversal", "/api/x%23/../../admin-api/x", false, 403, ""},
 		{"%23 inside a segment is forwarded encoded", "/api/x%23frag", false, 200, "/api/x#frag"},
 		{"raw # inside a segment is forwarded encoded", "/api/x#frag", false, 200, "/api/x#frag"},
-		{"semicolon segment ..; stays a literal segment", "/api/..;/admin-api/x", false, 200, "/api/..;/admin-api/x"},
+		{"semicolon dot segment ..; (Tomcat reads /api/..;/x as /x)", "/api/..;/admin-api/x", false, 400, ""},
+		{"semicolon dot segment with parameters ..;x=1", "/api/..;x=1/admin-api/x", false, 400, ""},
+		{"encoded semicolon dot segment %2e%2e;", "/api/%2e%2e;/admin-api/x", false, 400, ""},
+		{"semicolon dot segment .;", "/api/.;/x", false, 400, ""},
+		{"semicolon dot segments escaping the upstream base path (strip_prefix)", "/strip/..;/..;/secret", false, 400, ""},
+		{"semicolon dot segment from a public route into a user route, anonymous", "/open/..;/api/x", true, 400, ""},
+		{"other path parameters pass: ;jsessionid=", "/api/x;jsessionid=0123", false, 200, "/api/x;jsessionid=0123"},
 		{"escape the upstream base path (strip_prefix)", "/strip/%2e%2e/secret", false, 404, ""},
 		{"escape the upstream base path, encoded slashes", "/strip/..%2f..%2fsecret", false, 404, ""},
 		{"control: strip_prefix route", "/strip/x", false, 200, "/base/x"},
@@ -419,6 +427,22 @@ func secProxy(t *testing.T, s *secSuite, e *secEnv) {
 			}
 		})
 	}
+	s.run(t, e, "PRX", "a Tomcat-style upstream is reached only under the route's prefix",
+		"whatever reaches the upstream still lies under the route's prefix once path parameters are cut and dot segments resolved, as Tomcat does", func(c *secCase) {
+			cookie := ensureBob(c)
+			for _, v := range []struct{ target, under string }{
+				{"/api/..;/admin-api/x", "/api/"}, {"/api/..;x=1/admin-api/x", "/api/"}, {"/api/%2e%2e;/admin-api/x", "/api/"},
+				{"/api/x/..;/..;/admin-api/x", "/api/"}, {"/api/.;/..;/admin-api/x", "/api/"}, {"/api/..%3b/admin-api/x", "/api/"},
+				{"/open/..;/api/x", "/open/"}, {"/strip/..;/..;/secret", "/base/"}, {"/api/x;jsessionid=0123", "/api/"},
+			} {
+				_, seen := raw(c, "GET", v.target, cookie)
+				for _, x := range seen {
+					if got := secTomcatPath(x.RequestURI); !strings.HasPrefix(got+"/", v.under) {
+						c.Errorf("GET %s reached the upstream as %s, which Tomcat serves as %s, outside %s", v.target, x.RequestURI, got, v.under)
+					}
+				}
+			}
+		})
 	s.run(t, e, "PRX", "103 Early Hints from the upstream carrying gatehouse's cookie",
 		"the browser gets the 103 with its Link (and the upstream's own cookie), never a Set-Cookie for __Host-gatehouse or its flow cookies; the session lives on", func(c *secCase) {
 			cookie := ensureBob(c)
@@ -580,4 +604,20 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// secTomcatPath is the path a Tomcat-style upstream serves for a request URI: path
+// parameters (";…") cut off each segment, then percent-decoding, then dot segments
+// resolved.
+func secTomcatPath(requestURI string) string {
+	p, _, _ := strings.Cut(requestURI, "?")
+	segs := strings.Split(p, "/")
+	for i, seg := range segs {
+		seg, _, _ = strings.Cut(seg, ";")
+		if d, err := url.PathUnescape(seg); err == nil {
+			seg = d
+		}
+		segs[i] = seg
+	}
+	return path.Clean(strings.Join(segs, "/"))
 }
