@@ -3,9 +3,11 @@
 // may pass and which access token it carries.
 //
 // It owns the header hygiene between a browser and an API: the browser's Authorization
-// header, Gatehouse's own cookies (and every cookie not explicitly forwarded) and spoofed
-// forwarding headers never reach the upstream; the upstream cannot set Gatehouse's
-// cookies in the browser. Streams (server-sent events, chunked responses) are flushed as
+// header, Gatehouse's own cookies (and every cookie not explicitly forwarded), spoofed
+// forwarding headers, method and path overrides and other gateways' identity headers
+// (DefaultStripHeaders) never reach the upstream; the upstream cannot set Gatehouse's
+// cookies in the browser, not even in a 103 Early Hints: informational responses are
+// filtered as final ones are. Streams (server-sent events, chunked responses) are flushed as
 // they arrive and WebSocket upgrades pass through, also through a caller's ResponseWriter
 // wrapper that implements Unwrap (they are reached with http.ResponseController).
 //
