@@ -19,6 +19,7 @@ import (
 
 	"github.com/gatehouse-bff/gatehouse/ratelimit"
 	"github.com/gatehouse-bff/gatehouse/session"
+	"github.com/gatehouse-bff/gatehouse/upstream"
 )
 
 // Config configures a Gateway. Field comments give the YAML key of the binary's config
@@ -48,6 +49,18 @@ type Config struct {
 	// WebSocketOrigins are extra origins allowed to open WebSockets through routes
 	// (websocket_origins). The public origin is always allowed.
 	WebSocketOrigins []string `gatehouse:"websocket_origins,live"`
+
+	// StripRequestHeaders are request headers removed before forwarding to routes
+	// (strip_request_headers), in addition to the built-in list of other gateways'
+	// identity headers (upstream.DefaultStripHeaders): names, or prefixes followed by "*"
+	// such as X-Tenant-*. Default: none.
+	StripRequestHeaders []string `gatehouse:"strip_request_headers"`
+	// AllowRequestHeaders are entries of the strip lists the browser may send to routes
+	// after all (allow_request_headers), e.g. Remote-User. Weaker: an upstream that also
+	// sits behind another gateway may take them for who the user is. Forwarding headers
+	// and method or path overrides (X-Forwarded-*, X-HTTP-Method-Override, …) are removed
+	// whatever this says. Default: none.
+	AllowRequestHeaders []string `gatehouse:"allow_request_headers"`
 
 	// Logger receives structured logs; it never receives a token, secret or cookie value.
 	// Default: slog.Default().
@@ -511,6 +524,13 @@ func (c Config) Validate() error {
 		if u, err := url.Parse(o); err != nil || u.Host == "" || u.Path != "" || u.RawQuery != "" {
 			bad("csrf.trusted_origins", "%q is not an origin (scheme://host[:port])", o)
 		}
+	}
+	stripProblems, allowProblems := upstream.CheckHeaderRules(c.StripRequestHeaders, c.AllowRequestHeaders)
+	for _, p := range stripProblems {
+		bad("strip_request_headers", "%s", p)
+	}
+	for _, p := range allowProblems {
+		bad("allow_request_headers", "%s", p)
 	}
 
 	seen := map[string]int{}

@@ -164,6 +164,7 @@ func New(cfg Config) (*Gateway, error) {
 		Transport: cfg.UpstreamTransport, PublicURL: g.public, TrustedProxies: cfg.TrustedProxies,
 		ProtectedCookie: g.isOwnCookie, DropHeaders: []string{cfg.CSRF.Header}, Logger: g.log,
 		ErrorHandler: g.failUpstream, OnStream: g.openTunnel,
+		StripHeaders: cfg.StripRequestHeaders, KeepHeaders: cfg.AllowRequestHeaders,
 	})
 	g.run.Store(newRunning(cfg))
 	g.bound = cfg.Session.BindUserAgent || cfg.Session.BindIPv4Prefix > 0 || cfg.Session.BindIPv6Prefix > 0
@@ -227,6 +228,9 @@ func (c Config) WeakerOptions() []string {
 	}
 	if c.RateLimits.InsecureDisable {
 		w = append(w, "rate_limits.insecure_disable")
+	}
+	if len(c.AllowRequestHeaders) > 0 {
+		w = append(w, "allow_request_headers")
 	}
 	if c.InsecureDiagnostics {
 		w = append(w, "insecure_diagnostics")

@@ -12,13 +12,31 @@ import (
 // and where it may be sent back to.
 
 // requestPath returns the cleaned, decoded request path, refusing paths no browser
-// sends for a good reason (NUL, backslashes).
+// sends for a good reason (NUL, backslashes, a dot segment with path parameters).
 func requestPath(r *http.Request) (string, bool) {
 	p := r.URL.Path
 	if p == "" || p[0] != '/' || strings.ContainsAny(p, "\x00\\") {
 		return "", false
 	}
-	return cleanPath(p), true
+	c := cleanPath(p)
+	if strings.IndexByte(c, ';') >= 0 && hasDotSegmentWithParams(c) {
+		return "", false
+	}
+	return c, true
+}
+
+// hasDotSegmentWithParams reports whether a segment of p is "." or ".." once its path
+// parameters (";…") are cut off. Tomcat, Jetty and Spring cut them before resolving dot
+// segments, so they read "/api/..;/admin" (or "/api/%2e%2e;x=1/admin") as "/admin": such a
+// path would reach them outside the route it matched here. Other segments with ";"
+// (";jsessionid=…", matrix parameters) pass as they are.
+func hasDotSegmentWithParams(p string) bool {
+	for seg := range strings.SplitSeq(p, "/") {
+		if name, _, ok := strings.Cut(seg, ";"); ok && (name == "." || name == "..") {
+			return true
+		}
+	}
+	return false
 }
 
 // cleanPath is path.Clean keeping a trailing slash, so /app/ and /app stay distinct for

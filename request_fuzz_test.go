@@ -1,6 +1,7 @@
 package gatehouse
 
 import (
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -35,9 +36,11 @@ func FuzzLocalPath(f *testing.F) {
 }
 
 // FuzzRequestPath: route matching works on cleaned paths; cleaning is idempotent and
-// never yields a path with dot segments.
+// never yields a path with dot segments, not even for an upstream that cuts path
+// parameters (";…") off each segment first, as Tomcat does.
 func FuzzRequestPath(f *testing.F) {
-	for _, s := range []string{"/", "/api/../admin", "/api//x", "/./a/", "/a/b/..", "/..", "/a/./b/../c/"} {
+	for _, s := range []string{"/", "/api/../admin", "/api//x", "/./a/", "/a/b/..", "/..", "/a/./b/../c/",
+		"/api/..;/admin", "/api/.;x=1/a", "/a/..;/../b", "/a/x;jsessionid=1", "/a/;/b", "/a/...;/b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
@@ -55,6 +58,15 @@ func FuzzRequestPath(f *testing.F) {
 		}
 		if strings.Contains(c, "//") {
 			t.Fatalf("cleanPath(%q) = %q has an empty segment", p, c)
+		}
+		rp, ok := requestPath(&http.Request{URL: &url.URL{Path: p}})
+		if !ok {
+			return
+		}
+		for _, seg := range strings.Split(rp, "/") {
+			if name, _, _ := strings.Cut(seg, ";"); name == "." || name == ".." {
+				t.Fatalf("requestPath(%q) = %q has a dot segment once path parameters are cut", p, rp)
+			}
 		}
 	})
 }

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"path"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -208,7 +211,13 @@ func secProxy(t *testing.T, s *secSuite, e *secEnv) {
 		{"%23 then traversal", "/api/x%23/../../admin-api/x", false, 403, ""},
 		{"%23 inside a segment is forwarded encoded", "/api/x%23frag", false, 200, "/api/x#frag"},
 		{"raw # inside a segment is forwarded encoded", "/api/x#frag", false, 200, "/api/x#frag"},
-		{"semicolon segment ..; stays a literal segment", "/api/..;/admin-api/x", false, 200, "/api/..;/admin-api/x"},
+		{"semicolon dot segment ..; (Tomcat reads /api/..;/x as /x)", "/api/..;/admin-api/x", false, 400, ""},
+		{"semicolon dot segment with parameters ..;x=1", "/api/..;x=1/admin-api/x", false, 400, ""},
+		{"encoded semicolon dot segment %2e%2e;", "/api/%2e%2e;/admin-api/x", false, 400, ""},
+		{"semicolon dot segment .;", "/api/.;/x", false, 400, ""},
+		{"semicolon dot segments escaping the upstream base path (strip_prefix)", "/strip/..;/..;/secret", false, 400, ""},
+		{"semicolon dot segment from a public route into a user route, anonymous", "/open/..;/api/x", true, 400, ""},
+		{"other path parameters pass: ;jsessionid=", "/api/x;jsessionid=0123", false, 200, "/api/x;jsessionid=0123"},
 		{"escape the upstream base path (strip_prefix)", "/strip/%2e%2e/secret", false, 404, ""},
 		{"escape the upstream base path, encoded slashes", "/strip/..%2f..%2fsecret", false, 404, ""},
 		{"control: strip_prefix route", "/strip/x", false, 200, "/base/x"},
@@ -382,17 +391,31 @@ func secProxy(t *testing.T, s *secSuite, e *secEnv) {
 		{"X-Original-URL", "/admin-api/x", "", ""},
 		{"X-Rewrite-URL", "/admin-api/x", "", ""},
 		{"X-Auth-Request-User", "alice", "", ""},
+		{"X-HTTP-Method-Override", "DELETE", "", ""},
+		{"X-HTTP-Method", "DELETE", "", ""},
+		{"X-Method-Override", "DELETE", "", ""},
+		{"Remote-User", "alice", "", ""},
+		{"Remote-Groups", "admin", "", ""},
+		{"X-Amzn-Oidc-Identity", "alice", "", ""},
+		{"X-Amzn-Oidc-Data", "eyJhbGciOiJFUzI1NiJ9.e30.sig", "", ""},
+		{"X-Goog-Authenticated-User-Email", "accounts.google.com:alice@example.com", "", ""},
+		{"X-Ms-Client-Principal-Name", "alice@example.com", "", ""},
+		{"X-Original-URI", "/admin-api/x", "", ""},
+		{"X-User", "alice", "", ""},
+		{"X-Email", "alice@example.com", "", ""},
+		{"X_User (underscore: CGI, WSGI and Rack read it as X-User)", "alice", "", ""},
 	} {
 		expect := "does not reach the upstream"
 		if h.want != "" {
 			expect = "replaced: the upstream sees " + h.wantText
 		}
 		s.run(t, e, "PRX", "spoofed "+h.name, expect, func(c *secCase) {
-			r, seen := raw(c, "GET", "/api/x", ensureBob(c), h.name+": "+h.value)
+			name, _, _ := strings.Cut(h.name, " ")
+			r, seen := raw(c, "GET", "/api/x", ensureBob(c), name+": "+h.value)
 			if r.Status != 200 || len(seen) != 1 {
 				c.Fatalf("%d, %d upstream requests", r.Status, len(seen))
 			}
-			got := seen[0].Header.Values(h.name)
+			got := seen[0].Header.Values(name)
 			if h.want != "" {
 				if len(got) != 1 || got[0] != h.want {
 					c.Errorf("the upstream got %s %q, want %q", h.name, got, h.want)
@@ -404,6 +427,53 @@ func secProxy(t *testing.T, s *secSuite, e *secEnv) {
 			}
 		})
 	}
+	s.run(t, e, "PRX", "a Tomcat-style upstream is reached only under the route's prefix",
+		"whatever reaches the upstream still lies under the route's prefix once path parameters are cut and dot segments resolved, as Tomcat does", func(c *secCase) {
+			cookie := ensureBob(c)
+			for _, v := range []struct{ target, under string }{
+				{"/api/..;/admin-api/x", "/api/"}, {"/api/..;x=1/admin-api/x", "/api/"}, {"/api/%2e%2e;/admin-api/x", "/api/"},
+				{"/api/x/..;/..;/admin-api/x", "/api/"}, {"/api/.;/..;/admin-api/x", "/api/"}, {"/api/..%3b/admin-api/x", "/api/"},
+				{"/open/..;/api/x", "/open/"}, {"/strip/..;/..;/secret", "/base/"}, {"/api/x;jsessionid=0123", "/api/"},
+			} {
+				_, seen := raw(c, "GET", v.target, cookie)
+				for _, x := range seen {
+					if got := secTomcatPath(x.RequestURI); !strings.HasPrefix(got+"/", v.under) {
+						c.Errorf("GET %s reached the upstream as %s, which Tomcat serves as %s, outside %s", v.target, x.RequestURI, got, v.under)
+					}
+				}
+			}
+		})
+	s.run(t, e, "PRX", "103 Early Hints from the upstream carrying gatehouse's cookie",
+		"the browser gets the 103 with its Link (and the upstream's own cookie), never a Set-Cookie for __Host-gatehouse or its flow cookies; the session lives on", func(c *secCase) {
+			cookie := ensureBob(c)
+			lines := []string{"GET /api/early-hints HTTP/1.1", "Host: " + host, "X-CSRF: 1", "Sec-Fetch-Site: same-origin",
+				"Accept: application/json", "Cookie: " + secCookie + "=" + cookie, "Connection: close", ""}
+			out, _ := secRaw(c, gw.URL, secRawRequest(lines...), 5*time.Second)
+			list := secResponses(out)
+			if len(list) != 2 || list[0].Status != 103 || list[1].Status != 200 {
+				c.Fatalf("want a 103 then a 200, got %q", out)
+			}
+			if link := list[0].Header.Get("Link"); link != "</app.css>; rel=preload; as=style" {
+				c.Errorf("103 Link = %q", link)
+			}
+			var names []string
+			for _, r := range list {
+				for _, line := range r.Header.Values("Set-Cookie") {
+					if ck, err := http.ParseSetCookie(line); err == nil {
+						names = append(names, fmt.Sprintf("%d:%s", r.Status, ck.Name))
+						if strings.HasPrefix(ck.Name, secCookie) {
+							c.Errorf("the upstream's %d set %s in the browser", r.Status, ck.Name)
+						}
+					}
+				}
+			}
+			if !slices.Equal(names, []string{"103:app"}) {
+				c.Errorf("cookies passed from the upstream: %v, want [103:app]", names)
+			}
+			if st, _ := e.user(c, gw, cookie); st != 200 {
+				c.Errorf("bob's session after the 103: /bff/user %d", st)
+			}
+		})
 	s.run(t, e, "PRX", "spoofed Host header", "the upstream sees its own host, and X-Forwarded-Host is the public host", func(c *secCase) {
 		cookie := ensureBob(c)
 		lines := []string{"GET /api/x HTTP/1.1", "Host: evil.example", "X-CSRF: 1", "Sec-Fetch-Site: same-origin", "Cookie: " + secCookie + "=" + cookie, "Connection: close", ""}
@@ -534,4 +604,20 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// secTomcatPath is the path a Tomcat-style upstream serves for a request URI: path
+// parameters (";…") cut off each segment, then percent-decoding, then dot segments
+// resolved.
+func secTomcatPath(requestURI string) string {
+	p, _, _ := strings.Cut(requestURI, "?")
+	segs := strings.Split(p, "/")
+	for i, seg := range segs {
+		seg, _, _ = strings.Cut(seg, ";")
+		if d, err := url.PathUnescape(seg); err == nil {
+			seg = d
+		}
+		segs[i] = seg
+	}
+	return path.Clean(strings.Join(segs, "/"))
 }

@@ -452,6 +452,13 @@ func startSecUpstream(t *testing.T) *secUpstream {
 		u.seen = append(u.seen, secSeen{Method: r.Method, Path: r.URL.Path, RawPath: r.URL.RawPath, RequestURI: r.RequestURI,
 			Host: r.Host, Header: r.Header.Clone(), Body: head.Bytes(), BodyLen: n + rest})
 		u.mu.Unlock()
+		if strings.HasSuffix(r.URL.Path, "/early-hints") {
+			// An upstream trying to plant gatehouse's cookie with an informational response.
+			w.Header().Set("Link", "</app.css>; rel=preload; as=style")
+			w.Header()["Set-Cookie"] = []string{secCookie + "=planted-by-103; Path=/; Secure; HttpOnly", "app=1; Path=/"}
+			w.WriteHeader(http.StatusEarlyHints)
+			clear(w.Header())
+		}
 		if strings.HasSuffix(r.URL.Path, "/set-cookie") {
 			// An upstream trying to plant gatehouse's cookies in the browser.
 			w.Header().Add("Set-Cookie", secCookie+"=planted-by-upstream; Path=/; Secure; HttpOnly")

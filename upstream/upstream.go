@@ -3,9 +3,11 @@
 // may pass and which access token it carries.
 //
 // It owns the header hygiene between a browser and an API: the browser's Authorization
-// header, Gatehouse's own cookies (and every cookie not explicitly forwarded) and spoofed
-// forwarding headers never reach the upstream; the upstream cannot set Gatehouse's
-// cookies in the browser. Streams (server-sent events, chunked responses) are flushed as
+// header, Gatehouse's own cookies (and every cookie not explicitly forwarded), spoofed
+// forwarding headers, method and path overrides and other gateways' identity headers
+// (DefaultStripHeaders) never reach the upstream; the upstream cannot set Gatehouse's
+// cookies in the browser, not even in a 103 Early Hints: informational responses are
+// filtered as final ones are. Streams (server-sent events, chunked responses) are flushed as
 // they arrive and WebSocket upgrades pass through, also through a caller's ResponseWriter
 // wrapper that implements Unwrap (they are reached with http.ResponseController). The
 // caller learns of each forward that became such a stream (Config.OnStream) and can end
@@ -65,6 +67,11 @@ type Config struct {
 	ProtectedCookie func(name string) bool
 	// DropHeaders are request headers removed before forwarding (the CSRF header).
 	DropHeaders []string
+	// StripHeaders are request headers removed before forwarding in addition to
+	// DefaultStripHeaders; KeepHeaders are entries of those lists forwarded after all.
+	// Each entry is a header name or a prefix followed by "*"; see CheckHeaderRules.
+	// Forwarding and method- or path-override headers are removed whatever they say.
+	StripHeaders, KeepHeaders []string
 	// ErrorHandler writes the response when a forward fails before any of the
 	// upstream's response was sent (an informational 1xx may have been). r is the
 	// request given to Serve; err is an *Error. Default: the status code alone, no body.
@@ -132,8 +139,9 @@ func (e *Error) Unwrap() error { return e.Kind }
 
 // Proxy forwards requests to Targets. Safe for concurrent use.
 type Proxy struct {
-	cfg Config
-	rp  *httputil.ReverseProxy
+	cfg     Config
+	rp      *httputil.ReverseProxy
+	headers *requestFilter
 }
 
 // NewTransport returns the shared transport: many idle connections per upstream host
@@ -166,7 +174,7 @@ func New(cfg Config) *Proxy {
 	if cfg.ErrorHandler == nil {
 		cfg.ErrorHandler = writeStatus
 	}
-	p := &Proxy{cfg: cfg}
+	p := &Proxy{cfg: cfg, headers: newRequestFilter(cfg.StripHeaders, cfg.KeepHeaders)}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      answerTransport{cfg.Transport},
@@ -193,6 +201,7 @@ type forward struct {
 	context.Context // the request's, canceled early if the target's timeout passes
 	Forward
 	in     *http.Request // as given to Serve, for the ErrorHandler
+	w      writer        // what ReverseProxy writes to: it filters informational responses
 	state  atomic.Int32  // waiting, answered or timedOut; leaves waiting once
 	cancel context.CancelFunc
 	done   func() // from Config.OnStream, when the response is a stream
@@ -217,7 +226,10 @@ func forwardOf(r *http.Request) *forward { return r.Context().Value(ctxKey{}).(*
 
 // Serve forwards r as f describes. f.Target must not be nil.
 func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, f Forward) {
-	fw := &forward{Context: r.Context(), Forward: f, in: r}
+	fw := &forward{Context: r.Context(), Forward: f, in: r, w: writer{ResponseWriter: w, p: p}}
+	if h := w.Header(); len(h) > 0 {
+		fw.w.own = h.Clone()
+	}
 	if t := f.Target.Timeout; t > 0 || f.Owner != nil {
 		ctx, cancel := context.WithCancel(fw.Context)
 		defer cancel()
@@ -233,7 +245,7 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, f Forward) {
 		}
 	}
 	defer fw.streamDone() // deferred: a stream cut mid-copy ends in a panic (http.ErrAbortHandler)
-	p.rp.ServeHTTP(w, r.WithContext(fw))
+	p.rp.ServeHTTP(&fw.w, r.WithContext(fw))
 }
 
 func (f *forward) streamDone() {
@@ -304,10 +316,11 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 	p.filterCookies(pr.Out, t)
 
-	// Forwarding headers: ReverseProxy already removed the inbound X-Forwarded-For/Host/
-	// Proto and Forwarded; remove the other spoofable ones too, then set our own.
+	// ReverseProxy already removed the inbound X-Forwarded-For/Host/Proto and Forwarded;
+	// remove the other forwarding headers, method and path overrides and other gateways'
+	// identity headers too, then set our own forwarding headers.
 	for name := range h {
-		if strings.HasPrefix(name, "X-Forwarded-") || spoofable[name] {
+		if p.headers.drops(name) {
 			delete(h, name)
 		}
 	}
@@ -331,19 +344,6 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 	for name, vals := range t.Headers {
 		h[name] = append([]string(nil), vals...)
-	}
-}
-
-// spoofable are request headers a browser could set to pass for a proxy or for an
-// authenticated user, in canonical form.
-var spoofable = map[string]bool{}
-
-func init() {
-	for _, name := range []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server",
-		"X-Forwarded-Ssl", "X-Original-Url", "X-Original-Forwarded-For", "X-Rewrite-Url", "X-Client-Ip", "True-Client-Ip",
-		"Cf-Connecting-Ip", "X-Cluster-Client-Ip", "Client-Ip", "X-Forwarded-User", "X-Forwarded-Email",
-		"X-Forwarded-Access-Token", "X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Access-Token", "X-Remote-User"} {
-		spoofable[name] = true
 	}
 }
 
@@ -399,22 +399,13 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		}
 	}
 	// An upstream must not plant or overwrite the gateway's cookies.
-	if vals := resp.Header.Values("Set-Cookie"); len(vals) > 0 {
-		resp.Header.Del("Set-Cookie")
-		for _, v := range vals {
-			c, err := http.ParseSetCookie(v)
-			if err != nil || p.cfg.ProtectedCookie(c.Name) {
-				continue
-			}
-			resp.Header.Add("Set-Cookie", v)
-		}
-	}
+	p.filterResponseHeader(resp.Header)
 	return nil
 }
 
 // errorHandler classifies a failed forward for the ErrorHandler. r is the outbound
 // request: it carries the token, so it is not what the ErrorHandler gets.
-func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+func (p *Proxy) errorHandler(_ http.ResponseWriter, r *http.Request, err error) {
 	f := forwardOf(r)
 	e := &Error{Target: f.Target.Name}
 	switch {
@@ -427,7 +418,8 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	default:
 		e.Kind, e.Cause = ErrUnreachable, describe(err)
 	}
-	p.cfg.ErrorHandler(w, f.in, e)
+	f.w.Header() // puts back the gateway's own headers if a 1xx was sent
+	p.cfg.ErrorHandler(f.w.ResponseWriter, f.in, e)
 }
 
 // describe reduces a transport error to its cause without the URL (which may carry a

@@ -166,6 +166,20 @@ var spoofable = []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", 
 	"Cf-Connecting-Ip", "X-Cluster-Client-Ip", "Client-Ip", "X-Forwarded-User", "X-Forwarded-Email",
 	"X-Forwarded-Access-Token", "X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Access-Token", "X-Remote-User"}
 
+// identityHeaders are headers with which other gateways name the user, one or more of
+// each family of the default strip list.
+var identityHeaders = []string{"Remote-User", "Remote-Groups", "Remote-Email", "Remote-Addr", "X-Remote-User", "X-Remote-Group",
+	"X-Remote-Extra-Scopes", "X-Auth-Request-User", "X-Auth-Request-Groups", "X-Auth-Request-Preferred-Username",
+	"X-Amzn-Oidc-Data", "X-Amzn-Oidc-Identity", "X-Amzn-Oidc-Accesstoken", "X-Goog-Authenticated-User-Email",
+	"X-Goog-Authenticated-User-Id", "X-Goog-Iap-Jwt-Assertion", "X-Ms-Client-Principal", "X-Ms-Client-Principal-Name",
+	"X-Ms-Client-Principal-Id", "X-Ms-Client-Principal-Idp", "X-Ms-Token-Aad-Access-Token", "Cf-Access-Jwt-Assertion",
+	"Cf-Access-Authenticated-User-Email", "X-Pomerium-Jwt-Assertion", "X-Pomerium-Claim-Email", "X-Authentik-Username",
+	"X-Authentik-Groups", "X-Vouch-User", "X-Webauth-User", "X-Consumer-Username", "X-Consumer-Id", "X-Credential-Identifier",
+	"X-Authenticated-Userid", "X-Userinfo", "X-Jwt-Assertion", "X-User", "X-Username", "X-User-Id", "X-User-Email",
+	"X-User-Groups", "X-Email", "X-Groups", "X-Preferred-Username", "X-Id-Token", "X-Access-Token", "X-Ssl-Client-Dn",
+	"Ssl-Client-Cert", "X-Client-Cert", "X-Client-Cert-Chain", "X-Client-Verify", "X-Client-Dn", "X-Arr-Clientcert",
+	"X-Original-Uri"}
+
 func ownCookie(name string) bool { return strings.HasPrefix(name, "gh_") }
 
 func TestRequestHeaders(t *testing.T) {
@@ -235,6 +249,65 @@ func TestRequestHeaders(t *testing.T) {
 			for _, name := range append([]string{"X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Anything", "Forwarded"}, spoofable...) {
 				want(t, name, got.Header.Values(name))
 			}
+		},
+	}, {
+		name: "method and path overrides removed",
+		browser: http.Header{"X-Http-Method-Override": {"DELETE"}, "X-Http-Method": {"DELETE"}, "X-Method-Override": {"DELETE"},
+			"X-Original-Method": {"DELETE"}, "X-Original-Url": {"/admin"}, "X-Rewrite-Url": {"/admin"}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			for _, name := range []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override", "X-Original-Method", "X-Original-Url", "X-Rewrite-Url"} {
+				want(t, name, got.Header.Values(name))
+			}
+		},
+	}, {
+		name: "identity headers of other gateways removed, every family",
+		browser: func() http.Header {
+			h := http.Header{"Accept-Language": {"fr"}, "X-Request-Id": {"r1"}, "X-Userx": {"kept: not a listed name"}}
+			for _, name := range identityHeaders {
+				h.Set(name, "alice")
+			}
+			return h
+		}(),
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			for _, name := range identityHeaders {
+				want(t, name, got.Header.Values(name))
+			}
+			want(t, "Accept-Language", got.Header.Values("Accept-Language"), "fr")
+			want(t, "X-Request-Id", got.Header.Values("X-Request-Id"), "r1")
+			want(t, "X-Userx", got.Header.Values("X-Userx"), "kept: not a listed name")
+		},
+	}, {
+		name: "underscore spellings removed like dashed ones (CGI reads both as HTTP_X_USER)",
+		browser: http.Header{"X_user": {"alice"}, "Remote_user": {"alice"}, "X_forwarded_for": {"6.6.6.6"},
+			"X_http_method_override": {"DELETE"}, "X_auth_request_email": {"a@example.com"}, "X_theme": {"dark"}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			for _, name := range []string{"X_user", "Remote_user", "X_forwarded_for", "X_http_method_override", "X_auth_request_email"} {
+				want(t, name, got.Header.Values(name))
+			}
+			want(t, "X-Forwarded-For", got.Header.Values("X-Forwarded-For"), "127.0.0.1")
+			want(t, "X_theme", got.Header.Values("X_theme"), "dark")
+		},
+	}, {
+		name:    "StripHeaders adds names and prefixes, in any case",
+		cfg:     upstream.Config{StripHeaders: []string{"x-tenant", "X-Debug-*"}},
+		browser: http.Header{"X-Tenant": {"other"}, "X-Debug-Role": {"admin"}, "X-Debug": {"kept"}, "X-Tenantx": {"kept"}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			want(t, "X-Tenant", got.Header.Values("X-Tenant"))
+			want(t, "X-Debug-Role", got.Header.Values("X-Debug-Role"))
+			want(t, "X-Debug", got.Header.Values("X-Debug"), "kept")
+			want(t, "X-Tenantx", got.Header.Values("X-Tenantx"), "kept")
+		},
+	}, {
+		name: "KeepHeaders forwards listed identity headers, never an override",
+		cfg:  upstream.Config{KeepHeaders: []string{"X-Amzn-Oidc-Identity", "Remote-*", "X-Http-Method-Override", "X-Forwarded-User"}},
+		browser: http.Header{"X-Amzn-Oidc-Identity": {"id"}, "X-Amzn-Oidc-Data": {"jwt"}, "Remote-User": {"alice"},
+			"X-Http-Method-Override": {"DELETE"}, "X-Forwarded-User": {"alice"}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			want(t, "X-Amzn-Oidc-Identity", got.Header.Values("X-Amzn-Oidc-Identity"), "id")
+			want(t, "X-Amzn-Oidc-Data", got.Header.Values("X-Amzn-Oidc-Data"))
+			want(t, "Remote-User", got.Header.Values("Remote-User"), "alice")
+			want(t, "X-Http-Method-Override", got.Header.Values("X-Http-Method-Override"))
+			want(t, "X-Forwarded-User", got.Header.Values("X-Forwarded-User"))
 		},
 	}, {
 		name:    "X-Forwarded-For from an untrusted peer replaced by the peer",
@@ -390,27 +463,88 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-func TestEarlyHints(t *testing.T) {
+// earlyHints is what the browser's side saw of a forward whose upstream sent 103 Early
+// Hints before its answer.
+type earlyHints struct {
+	hints []textproto.MIMEHeader // the headers of each 1xx, in order
+	codes []int
+	final *http.Response
+	body  string
+}
+
+// getWithHints forwards GET / to an upstream that sends two 103s (with a Link, its own
+// cookie, one of the gateway's and hop-by-hop headers) and then its answer; prepare may set
+// headers the gateway's side sets before forwarding.
+func getWithHints(t *testing.T, prepare func(w http.ResponseWriter, r *http.Request)) earlyHints {
+	t.Helper()
 	up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Link", "</app.css>; rel=preload; as=style")
-		w.WriteHeader(http.StatusEarlyHints)
+		h := w.Header()
+		for i, link := range []string{"</app.css>; rel=preload; as=style", "</app.js>; rel=preload; as=script"} {
+			h.Set("Link", link)
+			h["Set-Cookie"] = []string{"gh_session=planted-" + fmt.Sprint(i) + "; Path=/; Secure; HttpOnly", "hint=" + fmt.Sprint(i) + "; Path=/"}
+			h.Set("Connection", "X-Hop")
+			h.Set("X-Hop", "1")
+			h.Set("Keep-Alive", "timeout=1")
+			w.WriteHeader(http.StatusEarlyHints)
+		}
+		clear(h)
+		h.Set("Set-Cookie", "app=1; Path=/")
 		io.WriteString(w, "page")
 	}))
-	g := startGateway(t, newProxy(t, upstream.Config{}), upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: up}}, nil)
-	var hints []string
+	p := newProxy(t, upstream.Config{ProtectedCookie: ownCookie})
+	g := startGateway(t, p, upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: up}}, prepare)
+	var out earlyHints
 	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
-		hints = append(hints, fmt.Sprintf("%d %s", code, h.Get("Link")))
+		out.codes = append(out.codes, code)
+		out.hints = append(out.hints, h)
 		return nil
 	}}
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, g.URL+"/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, body := g.do(t, req)
-	if resp.StatusCode != http.StatusOK || body != "page" {
-		t.Errorf("final response %d %q, want 200 %q", resp.StatusCode, body, "page")
+	out.final, out.body = g.do(t, req)
+	return out
+}
+
+func TestEarlyHints(t *testing.T) {
+	got := getWithHints(t, nil)
+	if got.final.StatusCode != http.StatusOK || got.body != "page" {
+		t.Errorf("final response %d %q, want 200 %q", got.final.StatusCode, got.body, "page")
 	}
-	want(t, "informational responses", hints, "103 </app.css>; rel=preload; as=style")
+	if !slices.Equal(got.codes, []int{103, 103}) {
+		t.Fatalf("informational responses %v, want two 103s", got.codes)
+	}
+	for i, link := range []string{"</app.css>; rel=preload; as=style", "</app.js>; rel=preload; as=script"} {
+		h := http.Header(got.hints[i])
+		want(t, fmt.Sprintf("103 #%d Link", i), h.Values("Link"), link)
+		// The upstream's own cookie may pass as it would in a final response; the gateway's
+		// may not, nor may hop-by-hop headers.
+		want(t, fmt.Sprintf("103 #%d Set-Cookie", i), h.Values("Set-Cookie"), "hint="+fmt.Sprint(i)+"; Path=/")
+		for _, name := range []string{"Connection", "X-Hop", "Keep-Alive"} {
+			want(t, fmt.Sprintf("103 #%d %s", i, name), h.Values(name))
+		}
+	}
+	want(t, "final Set-Cookie", got.final.Header.Values("Set-Cookie"), "app=1; Path=/")
+	want(t, "final Link", got.final.Header.Values("Link"))
+}
+
+// The headers the gateway set before forwarding (a renewed session cookie, Connection:
+// close) belong to the final response, not to an upstream's 1xx, and survive it.
+func TestEarlyHintsKeepTheGatewaysHeaders(t *testing.T) {
+	got := getWithHints(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Set-Cookie", "gh_session=renewed; Path=/; Secure; HttpOnly")
+		w.Header().Set("X-Gateway", "1")
+	})
+	if len(got.hints) != 2 {
+		t.Fatalf("%d informational responses, want 2", len(got.hints))
+	}
+	for i, h := range got.hints {
+		want(t, fmt.Sprintf("103 #%d Set-Cookie", i), http.Header(h).Values("Set-Cookie"), "hint="+fmt.Sprint(i)+"; Path=/")
+		want(t, fmt.Sprintf("103 #%d X-Gateway", i), http.Header(h).Values("X-Gateway"))
+	}
+	want(t, "final Set-Cookie", got.final.Header.Values("Set-Cookie"), "gh_session=renewed; Path=/; Secure; HttpOnly", "app=1; Path=/")
+	want(t, "final X-Gateway", got.final.Header.Values("X-Gateway"), "1")
 }
 
 func TestTrailers(t *testing.T) {
@@ -777,5 +911,29 @@ func BenchmarkServe(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestCheckHeaderRules(t *testing.T) {
+	strip, keep := upstream.CheckHeaderRules(
+		[]string{"X-Tenant", "X-Debug-*", "x-lower", "", "*", "X-*-Role", "Bad Header", "X-A:b"},
+		[]string{"Remote-User", "X-Amzn-Oidc-*", "X-Tenant", "X-Debug-Role", "X-*", "X-Forwarded-User", "X-Http-Method-Override",
+			"x_original_method", "Accept-Language", "X-Userx", ""})
+	want(t, "strip problems", strip,
+		`"" is not a header name or a prefix of one followed by *`,
+		`"*" is not a header name or a prefix of one followed by *`,
+		`"X-*-Role" is not a header name or a prefix of one followed by *`,
+		`"Bad Header" is not a header name or a prefix of one followed by *`,
+		`"X-A:b" is not a header name or a prefix of one followed by *`)
+	want(t, "keep problems", keep,
+		`"X-*" is a forwarding or method/path override header, which is always removed`,
+		`"X-Forwarded-User" is a forwarding or method/path override header, which is always removed`,
+		`"X-Http-Method-Override" is a forwarding or method/path override header, which is always removed`,
+		`"x_original_method" is a forwarding or method/path override header, which is always removed`,
+		`"Accept-Language" is not removed anyway (it is not in the strip list)`,
+		`"X-Userx" is not removed anyway (it is not in the strip list)`,
+		`"" is not a header name or a prefix of one followed by *`)
+	if s, k := upstream.CheckHeaderRules(nil, upstream.DefaultStripHeaders()); len(s)+len(k) != 0 {
+		t.Errorf("the default list cannot be kept: %q %q", s, k)
 	}
 }

@@ -45,6 +45,11 @@ type fileConfig struct {
 	Server           fileServerOpts `yaml:"server"`
 	// InsecureDiagnostics serves /bff/diagnostics (loopback public_url only).
 	InsecureDiagnostics bool `yaml:"insecure_diagnostics"`
+
+	// StripRequestHeaders and AllowRequestHeaders adjust which request headers are removed
+	// before forwarding.
+	StripRequestHeaders []string `yaml:"strip_request_headers"`
+	AllowRequestHeaders []string `yaml:"allow_request_headers"`
 }
 
 type fileAuditLog struct {
@@ -347,6 +352,7 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 		Admin:            gatehouse.AdminConfig{Token: secret("admin.token", fc.Admin.Token, fc.Admin.TokenFile)},
 		WebSocketOrigins: fc.WebSocketOrigins,
 	}
+	c.StripRequestHeaders, c.AllowRequestHeaders = fc.StripRequestHeaders, fc.AllowRequestHeaders
 	if fc.Provider.Timeout > 0 {
 		c.ProviderHTTPClient = &http.Client{Timeout: time.Duration(fc.Provider.Timeout)}
 	}

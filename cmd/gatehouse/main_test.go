@@ -335,3 +335,42 @@ session: {idle_timeout: "${GH_TEST_LEAKY}"}
 		t.Fatalf("the problems echo the environment value:\n%s", errOut)
 	}
 }
+
+func TestRequestHeaderKeys(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "gatehouse.yaml", `
+public_url: http://127.0.0.1:9080
+provider: {issuer: "http://127.0.0.1:9000", client_id: bff, client_secret: s}
+strip_request_headers: [X-Tenant, X-Debug-*]
+allow_request_headers: [Remote-User]
+`)
+	l, err := loadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.gw.StripRequestHeaders; len(got) != 2 || got[0] != "X-Tenant" || got[1] != "X-Debug-*" {
+		t.Errorf("strip_request_headers loaded as %q", got)
+	}
+	if got := l.gw.AllowRequestHeaders; len(got) != 1 || got[0] != "Remote-User" {
+		t.Errorf("allow_request_headers loaded as %q", got)
+	}
+	code, out, errOut := runCmd(t, "check", "--config", p)
+	if code != 0 || !strings.Contains(out, "warning: allow_request_headers weakens the defaults") {
+		t.Errorf("check = %d, want a warning about allow_request_headers:\n%s%s", code, out, errOut)
+	}
+
+	bad := writeFile(t, dir, "bad.yaml", `
+public_url: http://127.0.0.1:9080
+provider: {issuer: "http://127.0.0.1:9000", client_id: bff, client_secret: s}
+strip_request_headers: ["X-*-Role"]
+allow_request_headers: [X-HTTP-Method-Override, Accept]
+`)
+	code, _, errOut = runCmd(t, "check", "--config", bad)
+	for _, want := range []string{`strip_request_headers: "X-*-Role" is not a header name`,
+		`allow_request_headers: "X-HTTP-Method-Override" is a forwarding or method/path override header`,
+		`allow_request_headers: "Accept" is not removed anyway`} {
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("check = %d, want the problem %s:\n%s", code, want, errOut)
+		}
+	}
+}
