@@ -3,6 +3,7 @@ package gatehouse
 import (
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -88,4 +89,19 @@ func TestLimitListenerKeysByClientNetwork(t *testing.T) {
 		t.Fatal("a double Close gave back two slots")
 	}
 	drain()
+}
+
+func TestServerDefaultsAndChecks(t *testing.T) {
+	s := Config{}.withDefaults().Server
+	if s.BodyTimeout != 10*time.Second || s.MaxConnectionsPerClient != 256 {
+		t.Fatalf("defaults: %+v, want body_timeout 10s, max_connections_per_client 256", s)
+	}
+	err := Config{PublicURL: "http://127.0.0.1:1", Provider: ProviderConfig{Issuer: "http://127.0.0.1:1", ClientID: "c", ClientSecret: "s"},
+		Server: ServerConfig{BodyTimeout: -time.Second, MaxConnectionsPerClient: -1},
+		Routes: []Route{{Path: "/a/", Upstream: "http://127.0.0.1:2", BodyTimeout: -time.Second}}}.Validate()
+	for _, want := range []string{"server.body_timeout", "server.max_connections_per_client", "routes[0].body_timeout"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate: %v; want a problem naming %s", err, want)
+		}
+	}
 }

@@ -84,3 +84,51 @@ func TestServerBounds(t *testing.T) {
 		t.Fatalf("a 32 KiB header on the admin listener: %v %v; want 431", res, err)
 	}
 }
+
+// TestConnectionLimitSettings: the file's body deadlines and connection cap reach the
+// gateway's configuration, and bad values are reported by their keys, all at once.
+func TestConnectionLimitSettings(t *testing.T) {
+	dir := t.TempDir()
+	const head = `
+public_url: http://127.0.0.1:9080
+provider:
+  issuer: http://127.0.0.1:9000
+  client_id: bff
+  client_secret: s3cret
+`
+	l, err := loadConfig(writeFile(t, dir, "ok.yaml", head+`
+server:
+  body_timeout: 5s
+  max_connections_per_client: 1000
+routes:
+  - path: /upload/
+    upstream: http://127.0.0.1:9001
+    body_timeout: 2m
+  - path: /stream/
+    upstream: http://127.0.0.1:9001
+    streaming: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, r := l.gw.Server, l.gw.Routes
+	if s.BodyTimeout != 5*time.Second || s.MaxConnectionsPerClient != 1000 || r[0].BodyTimeout != 2*time.Minute || r[0].Streaming || !r[1].Streaming || r[1].BodyTimeout != 0 {
+		t.Fatalf("server %+v, routes[0] body_timeout %v streaming %v, routes[1] body_timeout %v streaming %v",
+			s, r[0].BodyTimeout, r[0].Streaming, r[1].BodyTimeout, r[1].Streaming)
+	}
+
+	_, err = loadConfig(writeFile(t, dir, "bad.yaml", head+`
+server:
+  max_connections_per_client: -1
+routes:
+  - path: /stream/
+    upstream: http://127.0.0.1:9001
+    streaming: true
+    body_timeout: 10s
+`))
+	for _, want := range []string{"server.max_connections_per_client", "routes[0].body_timeout"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("the bad file's error %v does not name %s", err, want)
+		}
+	}
+}
