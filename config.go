@@ -249,8 +249,9 @@ type Route struct {
 	// cut off and its connection closed.
 	BodyTimeout time.Duration
 	// Streaming marks a route whose request bodies are streams without an end (uploads of
-	// unknown length, client streams): they get no read deadline at all (streaming).
-	// WebSocket upgrades never have one.
+	// unknown length, client streams): once a request passed the route's checks and is
+	// forwarded, its body has no read deadline (streaming); until then it has
+	// server.body_timeout. WebSocket upgrades never have one.
 	Streaming bool
 }
 

@@ -14,8 +14,12 @@ import (
 //
 //	/bff/* and the frontend   server.body_timeout (10 s): they take small bodies
 //	a route                   routes[].body_timeout, else the route's timeout (30 s)
-//	a streaming route         none (routes[].streaming)
+//	a streaming route         none (routes[].streaming), once the route's checks passed
 //	a WebSocket upgrade       none: the connection becomes the tunnel
+//
+// A streaming route's request starts with the short deadline, and loses it only when it
+// is forwarded: a request refused for want of a session, CSRF header or claim holds its
+// connection no longer than one to /bff/*.
 //
 // The deadline is the connection's read deadline (http.ResponseController), so it also
 // bounds what the server discards of an unread body after the response. net/http clears
@@ -64,8 +68,10 @@ func (g *Gateway) bodyTimeout(r *http.Request) time.Duration {
 	}
 	if rt := g.current().match(p); rt != nil {
 		switch {
-		case isWebSocket(r), rt.Streaming:
+		case isWebSocket(r):
 			return 0
+		case rt.Streaming:
+			return g.config().Server.BodyTimeout // until forwardingBody
 		case rt.BodyTimeout > 0:
 			return rt.BodyTimeout
 		}
@@ -95,5 +101,13 @@ func (g *Gateway) setBodyDeadline(w http.ResponseWriter, r *http.Request) {
 	if d := g.bodyTimeout(r); d > 0 {
 		// A real deadline on a real socket: the wall clock, not the configured Now.
 		http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+	}
+}
+
+// forwardingBody is called when r passed its route's checks and is about to be forwarded:
+// a streaming route's body then has no deadline any more.
+func forwardingBody(w http.ResponseWriter, r *http.Request, rt *route) {
+	if rt.Streaming && r.Body != nil && r.Body != http.NoBody && !isWebSocket(r) {
+		http.NewResponseController(w).SetReadDeadline(time.Time{})
 	}
 }

@@ -15,7 +15,8 @@ import (
 
 // deadlineEnv is a gateway with short body deadlines: 300 ms for /bff/* and the rest,
 // 500 ms for /api/ (its own body_timeout), 700 ms for /short/ (its timeout), none for
-// /stream/.
+// /stream/ (streaming) once forwarded, and for /user-stream/ (streaming, token user) only
+// with a session.
 func deadlineEnv(t *testing.T) *env {
 	up := newUpstream(t)
 	return newEnv(t, func(c *gatehouse.Config) {
@@ -24,12 +25,13 @@ func deadlineEnv(t *testing.T) *env {
 			{Path: "/api/", Upstream: up.srv.URL, Token: gatehouse.TokenNone, BodyTimeout: 500 * time.Millisecond},
 			{Path: "/short/", Upstream: up.srv.URL, Token: gatehouse.TokenNone, Timeout: 700 * time.Millisecond},
 			{Path: "/stream/", Upstream: up.srv.URL, Token: gatehouse.TokenNone, Streaming: true},
+			{Path: "/user-stream/", Upstream: up.srv.URL, Streaming: true},
 		}
 	})
 }
 
-// slowBody sends a request to the gateway declaring a 1000-byte body and sends it one
-// byte every 50 ms; it returns how long after the headers the gateway closed the
+// slowBody sends a request to the gateway (with the CSRF header, so that routes forward
+// it) declaring a 1000-byte body and sends it one byte every 50 ms; it returns how long after the headers the gateway closed the
 // connection, or false if it had not after wait.
 func slowBody(t *testing.T, e *env, method, path string, wait time.Duration) (time.Duration, bool) {
 	t.Helper()
@@ -38,7 +40,7 @@ func slowBody(t *testing.T, e *env, method, path string, wait time.Duration) (ti
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n",
+	fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: %s\r\nX-CSRF: 1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n",
 		method, path, strings.TrimPrefix(e.url, "http://"))
 	start := time.Now()
 	closed := make(chan time.Duration, 1)
@@ -73,6 +75,7 @@ func TestBodyDeadlineByRequestClass(t *testing.T) {
 		{"route with body_timeout", "POST", "/api/upload", 500 * time.Millisecond},
 		{"route with only a timeout", "PUT", "/short/upload", 700 * time.Millisecond},
 		{"streaming route", "POST", "/stream/upload", 0},
+		{"streaming route refused for want of a session", "POST", "/user-stream/upload", 300 * time.Millisecond},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
