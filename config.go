@@ -42,6 +42,9 @@ type Config struct {
 	Routes   []Route        `gatehouse:"routes,live"`
 	Frontend FrontendConfig `gatehouse:"frontend"`
 	Admin    AdminConfig    `gatehouse:"admin"`
+	// Server bounds what one client can hold of the server: body read deadlines and
+	// connections per client network (server:). See deadlines.go and connlimit.go.
+	Server ServerConfig `gatehouse:"server"`
 
 	// TrustedProxies are the addresses (proxies, load balancers) whose X-Forwarded-For
 	// and X-Forwarded-Proto headers are believed (trusted_proxies). Default: none.
@@ -269,6 +272,15 @@ type Route struct {
 	// Content-Length gets 413 before the upstream is called; a chunked body is cut off at
 	// the limit. Default 10 MiB.
 	MaxBody int64
+	// BodyTimeout is how long a request body may take to arrive, from the end of the
+	// request's headers (body_timeout). Default: Timeout. A body still arriving then is
+	// cut off and its connection closed.
+	BodyTimeout time.Duration
+	// Streaming marks a route whose request bodies are streams without an end (uploads of
+	// unknown length, client streams): once a request passed the route's checks and is
+	// forwarded, its body has no read deadline (streaming); until then it has
+	// server.body_timeout. WebSocket upgrades never have one.
+	Streaming bool
 }
 
 // DefaultMaxPendingFlows is session.max_pending_flows when none is set: bursts of 10 000
@@ -313,6 +325,21 @@ type AdminConfig struct {
 	// Token guards /admin/* (token / token_file). Without it the admin API is off;
 	// /healthz, /readyz and /metrics stay available.
 	Token string `gatehouse:"token"`
+}
+
+// ServerConfig bounds what one client can hold of the server (server:). The binary's
+// other server settings (timeouts of headers and idle connections, shutdown) are the
+// http.Server's; these two the Gateway enforces itself, so library users get them too.
+type ServerConfig struct {
+	// BodyTimeout is how long the body of a request to /bff/* or the frontend may take
+	// to arrive, from the end of its headers (body_timeout). Default 10 s. Routes have
+	// their own (routes[].body_timeout, default their timeout).
+	BodyTimeout time.Duration `gatehouse:"body_timeout,live"`
+	// MaxConnectionsPerClient is how many connections one client network (an IPv4
+	// address, an IPv6 /64) may hold open at once on a listener wrapped by
+	// Gateway.LimitListener (max_connections_per_client). Default 256. Connections from
+	// trusted_proxies are not counted.
+	MaxConnectionsPerClient int `gatehouse:"max_connections_per_client"`
 }
 
 var eligibleAuthParams = []string{"prompt", "max_age", "acr_values", "login_hint", "ui_locales", "display"}
@@ -378,6 +405,7 @@ func (c Config) withDefaults() Config {
 	if c.Frontend.CSP == "" {
 		c.Frontend.CSP = DefaultCSP
 	}
+	c.Server = c.Server.withDefaults()
 	routes := make([]Route, len(c.Routes))
 	for i, r := range c.Routes {
 		if r.Token == "" {
@@ -567,6 +595,9 @@ func (c Config) Validate() error {
 		if r.MaxBody < 0 {
 			bad(f("max_body"), "must be a positive size such as 10MiB")
 		}
+		if r.BodyTimeout < 0 || r.BodyTimeout > 0 && r.Streaming {
+			bad(f("body_timeout"), "must be a positive duration, and cannot be combined with streaming")
+		}
 		for _, m := range r.Methods {
 			if !validMethod(m) {
 				bad(f("methods"), "%q is not an HTTP method", m)
@@ -597,6 +628,8 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+
+	errs = append(errs, c.Server.check()...)
 
 	fe := c.Frontend
 	if (fe.Dir != "") && fe.Upstream != "" || fe.FS != nil && (fe.Dir != "" || fe.Upstream != "") {

@@ -325,6 +325,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 	}
 	sw := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	g.setBodyDeadline(sw, r)
 	kind := g.serve(sw, r)
 	g.metrics.observeRequest(kind, r.Method, sw.status, g.now().Sub(start))
 }

@@ -27,6 +27,7 @@ type metrics struct {
 	provider      *prometheus.HistogramVec
 	storeOps      *prometheus.HistogramVec
 	storeErrors   *prometheus.CounterVec
+	connRefused   *prometheus.CounterVec
 	rateLimited   *prometheus.CounterVec
 	audit         *prometheus.CounterVec
 	tunnels       prometheus.Gauge
@@ -73,6 +74,8 @@ func newMetrics(reg prometheus.Registerer, gauges ...prometheus.Collector) *metr
 	m.provider = histogram("gatehouse_provider_request_seconds", "Requests to the identity provider by endpoint (discovery, jwks, token, userinfo, revocation, other) and status class, or error.", "endpoint", "code")
 	m.storeOps = histogram("gatehouse_store_operation_seconds", "Session store operations by kind.", "op")
 	m.storeErrors = counter("gatehouse_store_errors_total", "Session store operations that failed (not counting a missing key), by kind.", "op")
+	m.connRefused = counter("gatehouse_connections_refused_total", "Connections closed at accept by Gateway.LimitListener, by reason (client_cap: the client network held server.max_connections_per_client).", "reason")
+	m.connRefused.WithLabelValues("client_cap")
 	m.rateLimited = counter("gatehouse_rate_limited_total", "Requests refused by a rate limit, by endpoint (login, callback, backchannel, admin, sessions), or login_flows: logins refused because session.max_pending_flows were in progress.", "endpoint")
 	m.audit = counter("gatehouse_audit_events_total", "Audit events written, by event.", "event")
 	for _, e := range auditEvents {

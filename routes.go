@@ -78,6 +78,7 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 		// browser a raw connection to the upstream past every check of later requests.
 		r.Header.Del("Upgrade")
 	}
+	forwardingBody(w, r, rt)
 	g.forward(w, r, rt.target, token, p, s)
 	return nil
 }

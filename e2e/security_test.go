@@ -96,6 +96,7 @@ func TestSecurity(t *testing.T) {
 	t.Run("proxy", func(t *testing.T) { secProxy(t, suite, e) })
 	t.Run("cookies", func(t *testing.T) { secCookies(t, suite, e) })
 	t.Run("rate limits and binding", func(t *testing.T) { secRateLimits(t, suite, e) })
+	t.Run("connections and bodies", func(t *testing.T) { secConnections(t, suite, e) })
 	t.Run("logs", func(t *testing.T) { secLogs(t, suite, e) })
 }
 

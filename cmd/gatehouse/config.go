@@ -154,6 +154,8 @@ type fileRoute struct {
 	Scopes         []string          `yaml:"scopes"`
 	ForwardCookies []string          `yaml:"forward_cookies"`
 	MaxBody        byteSize          `yaml:"max_body"`
+	BodyTimeout    duration          `yaml:"body_timeout"`
+	Streaming      bool              `yaml:"streaming"`
 }
 
 type fileRule struct {
@@ -186,6 +188,9 @@ type fileServerOpts struct {
 	IdleTimeout       duration `yaml:"idle_timeout"`
 	ShutdownTimeout   duration `yaml:"shutdown_timeout"`
 	ShutdownDelay     duration `yaml:"shutdown_delay"`
+	// Read by the gateway (gatehouse.ServerConfig).
+	BodyTimeout             duration `yaml:"body_timeout"`
+	MaxConnectionsPerClient int      `yaml:"max_connections_per_client"`
 }
 
 // duration accepts Go durations ("30s", "12h", "1h30m").
@@ -351,6 +356,8 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			CSP: fc.Frontend.CSP, RequireLogin: fc.Frontend.RequireLogin},
 		Admin:            gatehouse.AdminConfig{Token: secret("admin.token", fc.Admin.Token, fc.Admin.TokenFile)},
 		WebSocketOrigins: fc.WebSocketOrigins,
+		Server: gatehouse.ServerConfig{BodyTimeout: time.Duration(fc.Server.BodyTimeout),
+			MaxConnectionsPerClient: fc.Server.MaxConnectionsPerClient},
 	}
 	c.StripRequestHeaders, c.AllowRequestHeaders = fc.StripRequestHeaders, fc.AllowRequestHeaders
 	if fc.Provider.Timeout > 0 {
@@ -435,7 +442,8 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 	for _, r := range fc.Routes {
 		rt := gatehouse.Route{Path: r.Path, Upstream: r.Upstream, Token: gatehouse.TokenMode(r.Token), StripPrefix: r.StripPrefix,
 			Methods: r.Methods, Timeout: time.Duration(r.Timeout), Headers: r.Headers, Audience: r.Audience,
-			Resource: r.Resource, Scopes: r.Scopes, ForwardCookies: r.ForwardCookies, MaxBody: int64(r.MaxBody)}
+			Resource: r.Resource, Scopes: r.Scopes, ForwardCookies: r.ForwardCookies, MaxBody: int64(r.MaxBody),
+			BodyTimeout: time.Duration(r.BodyTimeout), Streaming: r.Streaming}
 		for _, rule := range r.Require {
 			rt.Require = append(rt.Require, gatehouse.Rule{Claim: rule.Claim, Contains: rule.Contains, AnyOf: rule.AnyOf})
 		}

@@ -15,7 +15,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -179,14 +178,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// the WebSockets that are still open.
 	base, cancelBase := context.WithCancel(context.Background())
 	defer cancelBase()
-	srv := &http.Server{
-		Handler:           gw,
-		BaseContext:       func(net.Listener) context.Context { return base },
-		ReadHeaderTimeout: durationOr(l.file.Server.ReadHeaderTimeout, 10*time.Second),
-		IdleTimeout:       durationOr(l.file.Server.IdleTimeout, 120*time.Second),
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
+	srv := publicServer(l, gw, base, log)
 	servers := []*http.Server{srv}
 	listeners := map[*http.Server]net.Listener{}
 	ln, err := net.Listen("tcp", listen)
@@ -194,9 +186,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot listen", "address", listen, "error", err)
 		return 1
 	}
-	listeners[srv] = ln
+	listeners[srv] = gw.LimitListener(ln)
 	if l.file.Admin.Listen != "" {
-		admin := &http.Server{Handler: gw.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		admin := adminServer(l, gw.AdminHandler(), log)
 		aln, err := net.Listen("tcp", l.file.Admin.Listen)
 		if err != nil {
 			log.Error("cannot listen", "address", l.file.Admin.Listen, "error", err)

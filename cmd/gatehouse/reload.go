@@ -15,7 +15,8 @@ import (
 // change. TestFileSettingsHaveAReloadDecision fails for a setting that is neither.
 var fileOnly = []string{
 	"listen", "admin.listen", "admin.allow_non_loopback", "provider.timeout",
-	"session.store", "session.redis", "log", "audit_log", "server",
+	"session.store", "session.redis", "log", "audit_log",
+	"server.read_header_timeout", "server.idle_timeout", "server.shutdown_timeout", "server.shutdown_delay",
 }
 
 // reload applies a changed configuration file on SIGHUP: the gateway takes what it can
