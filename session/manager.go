@@ -66,7 +66,8 @@ func (m *Manager) Create(ctx context.Context, s *Session) (cookie string, err er
 // Load returns the session that cookie opens, or ErrNoSession, ErrExpired, ErrRevoked,
 // ErrRefreshFailed, or an error wrapping ErrUnavailable when the store cannot answer.
 //
-// The store is read on every call, so an ended session is seen at once; decrypting and
+// The store is read on every call (the record, and its tombstone: a record restored
+// after its session ended stays ended), so an ended session is seen at once; decrypting and
 // decoding an unchanged record is done once and cached. The returned Session may be
 // shared with other callers: treat it as read-only, and Reload it to change it.
 func (m *Manager) Load(ctx context.Context, cookie string) (*Session, error) {
@@ -96,6 +97,12 @@ func (m *Manager) load(ctx context.Context, h string, key []byte, fresh bool) (*
 		return nil, m.whyGone(ctx, h)
 	}
 	if err != nil {
+		return nil, err
+	}
+	// A record under a tombstone was restored by someone (a backup, a stale writer): the
+	// session ended, and stays ended. On Redis the tombstone's absence is served by the
+	// client-side cache, which caches misses too; in memory it is a map lookup.
+	if err := m.tombstoned(ctx, h, fresh); err != nil {
 		return nil, err
 	}
 	var s *Session
@@ -135,7 +142,38 @@ func (m *Manager) Peek(ctx context.Context, h string) (*Session, error) {
 	if m.expired(s) {
 		return nil, ErrNotFound
 	}
+	if err := m.tombstoned(ctx, h, false); errors.Is(err, ErrRevoked) || errors.Is(err, ErrRefreshFailed) {
+		return nil, ErrNotFound // ended: a restored record is not a session
+	} else if err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// tombstoned returns the reason the session with handle h ended, when it has a
+// tombstone, or nil when it has none.
+func (m *Manager) tombstoned(ctx context.Context, h string, fresh bool) error {
+	var b []byte
+	var err error
+	if fresh {
+		b, err = m.storeGetFresh(ctx, tombstoneKey(h))
+	} else {
+		b, err = m.storeGet(ctx, tombstoneKey(h))
+	}
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	return endReason(b)
+}
+
+func endReason(b []byte) error {
+	if string(b) == ReasonRefreshFailed {
+		return ErrRefreshFailed
+	}
+	return ErrRevoked
 }
 
 // whyGone tells an ended session from an expired one by its tombstone.
@@ -146,10 +184,8 @@ func (m *Manager) whyGone(ctx context.Context, h string) error {
 		return ErrExpired
 	case err != nil:
 		return err
-	case string(b) == ReasonRefreshFailed:
-		return ErrRefreshFailed
 	default:
-		return ErrRevoked
+		return endReason(b)
 	}
 }
 

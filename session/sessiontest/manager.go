@@ -1,6 +1,7 @@
 package sessiontest
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -202,6 +203,56 @@ func testManager(t *testing.T, open func(*testing.T) session.Store) {
 		}
 		if _, err := m.Load(ctx(t), cookie); !errors.Is(err, session.ErrRevoked) {
 			t.Fatalf("ended session came back: err = %v", err)
+		}
+	})
+	t.Run("RestoredRecordStaysEnded", func(t *testing.T) {
+		// A backup restore or a stale writer puts an ended session's record back: the
+		// tombstone still ends it, for Load, Reload and the lists.
+		st := open(t)
+		m := newManager(t, st, time.Minute, time.Hour)
+		s := sample("rita")
+		cookie, _ := m.Create(ctx(t), s)
+		loaded, err := m.Load(ctx(t), cookie)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := session.RecordKeyPrefix + s.Handle + "}"
+		old, err := st.Get(ctx(t), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old = slices.Clone(old)
+		if _, err := m.End(ctx(t), s.Handle, session.ReasonRevoked); err != nil {
+			t.Fatal(err)
+		}
+		restore := st.Set
+		if ix, ok := st.(session.Indexer); ok {
+			// Restored with its index memberships, as a snapshot would hold them.
+			restore = func(c context.Context, k string, v []byte, ttl time.Duration) error {
+				return ix.SetIndexed(c, k, v, ttl, m.Keys.IndexNames("sub", "rita")[0])
+			}
+		}
+		if err := restore(ctx(t), key, old, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Load(ctx(t), cookie); !errors.Is(err, session.ErrRevoked) {
+			t.Fatalf("Load of a restored record: err = %v, want ErrRevoked", err)
+		}
+		if _, err := m.Reload(ctx(t), loaded); !errors.Is(err, session.ErrRevoked) {
+			t.Fatalf("Reload of a restored record: err = %v, want ErrRevoked", err)
+		}
+		if _, err := m.Peek(ctx(t), s.Handle); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("Peek of a restored record: err = %v, want ErrNotFound", err)
+		}
+		if _, ok := st.(session.Indexer); ok {
+			if l, err := m.ListSubject(ctx(t), "rita"); err != nil || len(l) != 0 {
+				t.Fatalf("a restored record is listed: %v, %v", l, err)
+			}
+		}
+		// A second Manager (another replica, with its own decoded cache) agrees.
+		other := &session.Manager{Store: st, Keys: m.Keys, IdleTimeout: time.Minute, AbsoluteTimeout: time.Hour}
+		if _, err := other.Load(ctx(t), cookie); !errors.Is(err, session.ErrRevoked) {
+			t.Fatalf("another Manager loads a restored record: err = %v", err)
 		}
 	})
 	t.Run("Lists", func(t *testing.T) {
@@ -511,8 +562,8 @@ func testManager(t *testing.T, open func(*testing.T) session.Store) {
 			write, del = session.OpSetIndexed, session.OpDeleteIndexed
 		}
 		want := []string{
-			write,                             // Create
-			session.OpGet,                     // Load
+			write,                        // Create
+			session.OpGet, session.OpGet, // Load: record, no tombstone
 			session.OpGet, session.OpSet, del, // End: read, tombstone, delete
 			session.OpGet, session.OpGet, // Load: record gone, tombstone
 			session.OpSet,                   // PutFlow
