@@ -64,8 +64,7 @@ type Gateway struct {
 	public   *url.URL
 	origin   string
 	idp      *idp.Client
-	ownStore bool // the store was made by New: Close closes it
-	keys     *session.KeyRing
+	ownStore bool             // the store was made by New: Close closes it
 	sessions *session.Manager // the only way to the session store
 	proxy    *upstream.Proxy
 	limiter  ratelimit.Limiter
@@ -132,12 +131,9 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 
-	keys := cfg.Session.Keys
-	if len(keys) == 0 {
-		keys = [][]byte{derivedServerKey(p)}
-	}
-	if g.keys, err = session.NewKeyRing(keys...); err != nil {
-		return nil, fmt.Errorf("session.keys: %w", err)
+	keys, err := serverKeyRing(cfg)
+	if err != nil {
+		return nil, err
 	}
 	store := cfg.Session.Store
 	if store == nil {
@@ -145,7 +141,7 @@ func New(cfg Config) (*Gateway, error) {
 		g.ownStore = true
 	}
 	g.sessions = &session.Manager{
-		Store: store, Keys: g.keys, Now: cfg.Now,
+		Store: store, Keys: keys, Now: cfg.Now,
 		IdleTimeout: cfg.Session.IdleTimeout, AbsoluteTimeout: cfg.Session.AbsoluteTimeout,
 		Observe: g.metrics.storeObserver(),
 	}
@@ -175,11 +171,33 @@ func New(cfg Config) (*Gateway, error) {
 	for _, w := range cfg.WeakerOptions() {
 		g.log.Warn("weaker security option in use", "option", w)
 	}
+	if len(cfg.Session.Keys) == 0 {
+		g.log.Warn(derivedKeyWarning)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stop, g.done = cancel, make(chan struct{})
 	go g.discoverLoop(ctx)
 	return g, nil
+}
+
+// derivedKeyWarning is logged at startup when session.keys is unset.
+const derivedKeyWarning = "session.keys is not set: the server key is derived from the client credentials, " +
+	"so rotating the client secret logs everyone out and whoever holds it can open the sessions' metadata in the store; " +
+	"set session.keys (gatehouse keygen)"
+
+// serverKeyRing is the ring of session.keys and session.accept_keys, or of the derived
+// key when session.keys is unset.
+func serverKeyRing(cfg Config) (*session.KeyRing, error) {
+	keys := cfg.Session.Keys
+	if len(keys) == 0 {
+		keys = [][]byte{derivedServerKey(cfg.Provider)}
+	}
+	r, err := session.NewKeyRingAccepting(keys, cfg.Session.AcceptKeys)
+	if err != nil {
+		return nil, fmt.Errorf("session.keys: %w", err)
+	}
+	return r, nil
 }
 
 // derivedServerKey gives replicas sharing a store the same server key without extra

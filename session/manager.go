@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatehouse-bff/gatehouse/internal/keylock"
@@ -15,10 +16,12 @@ import (
 // tombstones, locks and indexes, login flows (PutFlow, TakeFlow) and one-time ids
 // (AddOnce). Nothing else reads or writes the Store, so Observe sees every operation.
 //
-// A Manager is safe for concurrent use. Its fields must not change after first use.
+// A Manager is safe for concurrent use. Its fields must not change after first use; the
+// key ring changes with SetKeys.
 type Manager struct {
 	Store Store
-	Keys  *KeyRing
+	// Keys is the server key ring the Manager starts with; SetKeys replaces it.
+	Keys *KeyRing
 	// IdleTimeout ends a session that has not been used for that long.
 	IdleTimeout time.Duration
 	// AbsoluteTimeout ends a session that long after login, however active.
@@ -36,6 +39,23 @@ type Manager struct {
 
 	locks   keylock.Map
 	decoded decodedCache
+	ring    atomic.Pointer[KeyRing] // set by SetKeys; nil: Keys
+}
+
+// SetKeys replaces the server key ring while serving (a configuration reload): values are
+// sealed with the new ring's primary key from now on, and opened with any of its keys.
+// Operations under way finish with the ring they started with.
+func (m *Manager) SetKeys(r *KeyRing) {
+	m.ring.Store(r)
+	m.decoded.reset() // nothing decoded with a key that is gone stays usable
+}
+
+// KeyRing returns the key ring in use now.
+func (m *Manager) KeyRing() *KeyRing {
+	if r := m.ring.Load(); r != nil {
+		return r
+	}
+	return m.Keys
 }
 
 func (m *Manager) now() time.Time {
@@ -109,7 +129,7 @@ func (m *Manager) load(ctx context.Context, h string, key []byte, fresh bool) (*
 	if cached, ok := m.decoded.get(h, key, b); ok && !fresh {
 		s = cached
 	} else {
-		s, err = decodeRecord(m.Keys, recordKey(h), key, b)
+		s, err = decodeRecord(m.KeyRing(), recordKey(h), key, b)
 		if err != nil {
 			// A cookie for this handle whose key does not open the record was not made by us.
 			return nil, ErrNoSession
@@ -135,7 +155,7 @@ func (m *Manager) Peek(ctx context.Context, h string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := decodeMeta(m.Keys, recordKey(h), b)
+	s, err := decodeMeta(m.KeyRing(), recordKey(h), b)
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +318,7 @@ func (m *Manager) End(ctx context.Context, h, reason string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	s, err := decodeMeta(m.Keys, recordKey(h), b)
+	s, err := decodeMeta(m.KeyRing(), recordKey(h), b)
 	if err != nil {
 		// Unreadable metadata (keys rotated away): delete without its index entries,
 		// which then point at nothing and are skipped.
@@ -317,13 +337,13 @@ func (m *Manager) End(ctx context.Context, h, reason string) (bool, error) {
 
 // ListSubject returns the metadata of the live sessions of a subject.
 func (m *Manager) ListSubject(ctx context.Context, subject string) ([]*Session, error) {
-	return m.list(ctx, m.Keys.IndexNames("sub", subject))
+	return m.list(ctx, m.KeyRing().IndexNames("sub", subject))
 }
 
 // ListProviderSession returns the metadata of the live sessions created under a
 // provider's session id ("sid") at issuer.
 func (m *Manager) ListProviderSession(ctx context.Context, issuer, sid string) ([]*Session, error) {
-	return m.list(ctx, m.Keys.IndexNames("psid", issuer+"\x00"+sid))
+	return m.list(ctx, m.KeyRing().IndexNames("psid", issuer+"\x00"+sid))
 }
 
 // ErrNoIndex is returned by the list methods when the store is not an Indexer.
@@ -360,10 +380,10 @@ func (m *Manager) list(ctx context.Context, indexes []string) ([]*Session, error
 func (m *Manager) indexes(s *Session) []string {
 	var ix []string
 	if s.Subject != "" {
-		ix = append(ix, m.Keys.IndexNames("sub", s.Subject)...)
+		ix = append(ix, m.KeyRing().IndexNames("sub", s.Subject)...)
 	}
 	if s.ProviderSID != "" {
-		ix = append(ix, m.Keys.IndexNames("psid", s.Issuer+"\x00"+s.ProviderSID)...)
+		ix = append(ix, m.KeyRing().IndexNames("psid", s.Issuer+"\x00"+s.ProviderSID)...)
 	}
 	return ix
 }
@@ -372,7 +392,7 @@ func (m *Manager) indexes(s *Session) []string {
 // too, so that they live exactly as long as the record.
 func (m *Manager) write(ctx context.Context, s *Session) error {
 	key := recordKey(s.Handle)
-	b, err := encodeRecord(m.Keys, key, s, m.recordVersion())
+	b, err := encodeRecord(m.KeyRing(), key, s, m.recordVersion())
 	if err != nil {
 		return err
 	}
@@ -390,10 +410,10 @@ func (m *Manager) write(ctx context.Context, s *Session) error {
 func (m *Manager) newestIndexes(s *Session) []string {
 	var ix []string
 	if s.Subject != "" {
-		ix = append(ix, m.Keys.IndexNames("sub", s.Subject)[0])
+		ix = append(ix, m.KeyRing().IndexNames("sub", s.Subject)[0])
 	}
 	if s.ProviderSID != "" {
-		ix = append(ix, m.Keys.IndexNames("psid", s.Issuer+"\x00"+s.ProviderSID)[0])
+		ix = append(ix, m.KeyRing().IndexNames("psid", s.Issuer+"\x00"+s.ProviderSID)[0])
 	}
 	return ix
 }

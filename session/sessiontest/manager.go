@@ -3,6 +3,7 @@ package sessiontest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -229,7 +230,7 @@ func testManager(t *testing.T, open func(*testing.T) session.Store) {
 		if ix, ok := st.(session.Indexer); ok {
 			// Restored with its index memberships, as a snapshot would hold them.
 			restore = func(c context.Context, k string, v []byte, ttl time.Duration) error {
-				return ix.SetIndexed(c, k, v, ttl, m.Keys.IndexNames("sub", "rita")[0])
+				return ix.SetIndexed(c, k, v, ttl, m.KeyRing().IndexNames("sub", "rita")[0])
 			}
 		}
 		if err := restore(ctx(t), key, old, time.Minute); err != nil {
@@ -382,6 +383,82 @@ func testManager(t *testing.T, open func(*testing.T) session.Store) {
 		}
 		if l, _ := after.ListSubject(ctx(t), "ivy"); len(l) != 0 {
 			t.Fatalf("ended session still listed under an old index name: %v", l)
+		}
+	})
+	t.Run("RollingRotationWithAcceptedKeys", func(t *testing.T) {
+		// Two replicas share a store. The new key is accepted by both before either
+		// seals with it; at every step each replica reads and finds what the other wrote.
+		st := open(t)
+		oldKey, newKey := session.NewRandomKey(), session.NewRandomKey()
+		ring := func(keys, accepted [][]byte) *session.KeyRing {
+			r, err := session.NewKeyRingAccepting(keys, accepted)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		a := newManager(t, st, time.Minute, time.Hour, oldKey)
+		b := newManager(t, st, time.Minute, time.Hour, oldKey)
+		_, indexed := st.(session.Indexer)
+		steps := []struct {
+			name string
+			a, b *session.KeyRing
+		}{
+			{"b accepts", ring([][]byte{oldKey}, nil), ring([][]byte{oldKey}, [][]byte{newKey})},
+			{"both accept", ring([][]byte{oldKey}, [][]byte{newKey}), ring([][]byte{oldKey}, [][]byte{newKey})},
+			{"b seals with the new key", ring([][]byte{oldKey}, [][]byte{newKey}), ring([][]byte{newKey, oldKey}, nil)},
+			{"both seal with the new key", ring([][]byte{newKey, oldKey}, nil), ring([][]byte{newKey, oldKey}, nil)},
+		}
+		for i, step := range steps {
+			a.SetKeys(step.a)
+			b.SetKeys(step.b)
+			for _, w := range []struct {
+				name          string
+				writer, other *session.Manager
+			}{{"a writes", a, b}, {"b writes", b, a}} {
+				sub := fmt.Sprintf("step%d-%s", i, w.name[:1])
+				s := sample(sub)
+				cookie, err := w.writer.Create(ctx(t), s)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := w.other.Load(ctx(t), cookie)
+				if err != nil {
+					t.Fatalf("%s, %s: the other cannot load it: %v", step.name, w.name, err)
+				}
+				if indexed {
+					if l, err := w.other.ListSubject(ctx(t), sub); err != nil || len(l) != 1 {
+						t.Fatalf("%s, %s: the other lists %v, %v", step.name, w.name, l, err)
+					}
+				}
+				// The other re-seals it (a touch); the writer still reads it.
+				fresh, err := w.other.Reload(ctx(t), got)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := w.other.Save(ctx(t), fresh); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := w.writer.Load(ctx(t), cookie); err != nil {
+					t.Fatalf("%s, %s: re-sealed by the other, the writer cannot load it: %v", step.name, w.name, err)
+				}
+				if ended, err := w.writer.End(ctx(t), s.Handle, session.ReasonRevoked); err != nil || !ended {
+					t.Fatalf("End = %v, %v", ended, err)
+				}
+				if indexed {
+					if l, _ := w.other.ListSubject(ctx(t), sub); len(l) != 0 {
+						t.Fatalf("%s, %s: ended session still listed: %v", step.name, w.name, l)
+					}
+				}
+			}
+		}
+		// An accepted key never seals: a ring without it reads what a ring accepting it wrote.
+		acc := newManager(t, st, time.Minute, time.Hour)
+		acc.SetKeys(ring([][]byte{oldKey}, [][]byte{newKey}))
+		s := sample("vera")
+		cookie, _ := acc.Create(ctx(t), s)
+		if _, err := newManager(t, st, time.Minute, time.Hour, oldKey).Load(ctx(t), cookie); err != nil {
+			t.Fatalf("a record written by a ring with an accepted key needs that key: %v", err)
 		}
 	})
 	t.Run("LockSerialisesWriters", func(t *testing.T) {
