@@ -184,7 +184,7 @@ func New(cfg Config) (*Gateway, error) {
 // derivedKeyWarning is logged at startup when session.keys is unset.
 const derivedKeyWarning = "session.keys is not set: the server key is derived from the client credentials, " +
 	"so rotating the client secret logs everyone out and whoever holds it can open the sessions' metadata in the store; " +
-	"set session.keys (gatehouse keygen)"
+	"set session.keys (gatehouse keygen; to keep today's sessions, see Rotating the server keys in docs/operations.md)"
 
 // serverKeyRing is the ring of session.keys and session.accept_keys, or of the derived
 // key when session.keys is unset.
@@ -199,6 +199,13 @@ func serverKeyRing(cfg Config) (*session.KeyRing, error) {
 	}
 	return r, nil
 }
+
+// DerivedServerKey is the server key a Gateway uses when Session.Keys is unset, derived
+// from the provider settings (issuer, client id, client secret or key). Listing it in
+// Session.Keys, behind a new key, moves a deployment to explicit keys without logging
+// anyone out (`gatehouse keygen --derived` prints it). It is as secret as the client
+// secret.
+func (c Config) DerivedServerKey() []byte { return derivedServerKey(c.Provider) }
 
 // derivedServerKey gives replicas sharing a store the same server key without extra
 // configuration: it is derived from the client's credentials, which they share anyway.

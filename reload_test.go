@@ -144,6 +144,27 @@ func TestReloadAppliesServerKeys(t *testing.T) {
 	}
 }
 
+// TestMoveToExplicitKeysKeepsSessions: a deployment that ran on the derived key moves
+// to explicit keys with no one logged out, by listing the derived key behind the new one.
+func TestMoveToExplicitKeysKeepsSessions(t *testing.T) {
+	var cfg gatehouse.Config
+	e := newEnv(t, func(c *gatehouse.Config) { cfg = *c })
+	b := e.browser()
+	b.login()
+	newKey := session.NewRandomKey()
+	for _, step := range []struct{ keys, accept [][]byte }{
+		{nil, [][]byte{newKey}},                         // the derived key seals, the new one is accepted
+		{[][]byte{newKey, cfg.DerivedServerKey()}, nil}, // the new key seals, the derived one opens
+	} {
+		next := cfg
+		next.Session.Keys, next.Session.AcceptKeys = step.keys, step.accept
+		if restart, err := e.gw.Reload(next); err != nil || len(restart) != 0 {
+			t.Fatalf("Reload = %v, %v", restart, err)
+		}
+		wantStatus(t, b.api("GET", "/bff/user"), 200)
+	}
+}
+
 // TestWarnsWithoutServerKeys: without session.keys the server key is derived from the
 // client secret; New says so at startup.
 func TestWarnsWithoutServerKeys(t *testing.T) {
