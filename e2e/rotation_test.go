@@ -232,4 +232,14 @@ routes:
 		t.Fatal("the old recipe logged nobody out: the test cannot tell a safe rotation from an unsafe one")
 	}
 	t.Logf("the old recipe (new key first on one replica) logged out %d of %d clients", loggedOut, clients)
+	// The replicas that lacked the key said why.
+	warned := 0
+	for _, g := range replicas[1:] {
+		if strings.Contains(g.Logs(), "sealed with a server key this replica does not hold") {
+			warned++
+		}
+	}
+	if warned == 0 {
+		t.Fatal("no replica logged that it met a session sealed with a key it lacks")
+	}
 }

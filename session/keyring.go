@@ -21,6 +21,11 @@ const KeySize = 32
 // id, or tampered bytes. It never says which.
 var ErrDecrypt = errors.New("session: cannot decrypt")
 
+// ErrUnknownKey is the ErrDecrypt of a value sealed with a key the ring does not hold (not
+// even as accepted): during a rotation, a sign that a replica made a key primary before
+// every replica accepted it.
+var ErrUnknownKey = fmt.Errorf("%w: sealed with a server key not in the ring", ErrDecrypt)
+
 // KeyRing holds the server's own keys. It seals what the server must read back without
 // a browser's cookie (session metadata, logout state): new values are sealed with the
 // primary key, the first, and values sealed with any key of the ring still open.
@@ -122,7 +127,7 @@ func (r *KeyRing) Open(aad, sealed []byte) ([]byte, error) {
 			return openAEAD(k.aead, aad, sealed[4:])
 		}
 	}
-	return nil, ErrDecrypt
+	return nil, ErrUnknownKey
 }
 
 // IndexNames returns the index set names for a value of a kind ("sub", "psid"), one per

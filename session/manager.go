@@ -84,7 +84,9 @@ func (m *Manager) Create(ctx context.Context, s *Session) (cookie string, err er
 }
 
 // Load returns the session that cookie opens, or ErrNoSession, ErrExpired, ErrRevoked,
-// ErrRefreshFailed, or an error wrapping ErrUnavailable when the store cannot answer.
+// ErrRefreshFailed, or an error wrapping ErrUnavailable when the store cannot answer. An
+// ErrNoSession for a record sealed with a server key the ring lacks also wraps
+// ErrUnknownKey.
 //
 // The store is read on every call (the record, and its tombstone: a record restored
 // after its session ended stays ended), so an ended session is seen at once; decrypting and
@@ -130,6 +132,9 @@ func (m *Manager) load(ctx context.Context, h string, key []byte, fresh bool) (*
 		s = cached
 	} else {
 		s, err = decodeRecord(m.KeyRing(), recordKey(h), key, b)
+		if errors.Is(err, ErrUnknownKey) {
+			return nil, errUnknownKeySession
+		}
 		if err != nil {
 			// A cookie for this handle whose key does not open the record was not made by us.
 			return nil, ErrNoSession
@@ -145,6 +150,10 @@ func (m *Manager) load(ctx context.Context, h string, key []byte, fresh bool) (*
 	}
 	return s, nil
 }
+
+// errUnknownKeySession is ErrNoSession for a record sealed with a server key this
+// Manager's ring lacks: the caller can tell the operator.
+var errUnknownKeySession = fmt.Errorf("%w (%w)", ErrNoSession, ErrUnknownKey)
 
 // Peek returns a session's metadata by handle, without its cookie: no claims, no tokens.
 func (m *Manager) Peek(ctx context.Context, h string) (*Session, error) {
