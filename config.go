@@ -159,9 +159,15 @@ type SessionConfig struct {
 	// in-memory store, closed by Gateway.Close.
 	Store session.Store `gatehouse:"-"`
 	// Keys is the server key ring, newest first, each 32 bytes (keys / keys_file). It
-	// seals session metadata and logout state. Default: a key derived from the client
-	// secret (or client key), so replicas sharing a store agree without configuration.
-	Keys [][]byte `gatehouse:"keys"`
+	// seals session metadata and logout state: the first key seals, all of them open.
+	// Default: a key derived from the client secret (or client key), so replicas sharing
+	// a store agree without configuration; New then logs a warning. Reload applies a
+	// change at once.
+	Keys [][]byte `gatehouse:"keys,live"`
+	// AcceptKeys open and find what Keys does but never seal (accept_keys /
+	// accept_keys_file): a key every replica accepts before any makes it primary rotates
+	// the ring with no one logged out. Reload applies a change at once.
+	AcceptKeys [][]byte `gatehouse:"accept_keys,live"`
 	// IdleTimeout ends unused sessions (idle_timeout). Default 30 minutes.
 	IdleTimeout time.Duration `gatehouse:"idle_timeout"`
 	// AbsoluteTimeout ends sessions this long after login (absolute_timeout). Default 12 h.
@@ -500,9 +506,20 @@ func (c Config) Validate() error {
 	}
 
 	s := c.Session
-	for i, k := range s.Keys {
-		if len(k) != session.KeySize {
-			bad(fmt.Sprintf("session.keys[%d]", i), "is %d bytes, want %d (generate one with `gatehouse keygen`)", len(k), session.KeySize)
+	seenKeys := map[string]string{}
+	for _, l := range []struct {
+		name string
+		keys [][]byte
+	}{{"session.keys", s.Keys}, {"session.accept_keys", s.AcceptKeys}} {
+		for i, k := range l.keys {
+			field := fmt.Sprintf("%s[%d]", l.name, i)
+			if len(k) != session.KeySize {
+				bad(field, "is %d bytes, want %d (generate one with `gatehouse keygen`)", len(k), session.KeySize)
+			} else if first, ok := seenKeys[string(k)]; ok {
+				bad(field, "repeats %s", first)
+			} else {
+				seenKeys[string(k)] = field
+			}
 		}
 	}
 	if s.AbsoluteTimeout < s.IdleTimeout {

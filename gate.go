@@ -70,6 +70,11 @@ func (g *Gateway) loadSession(r *http.Request) (*session.Session, error) {
 		h, _ := session.HandleOf(c)
 		g.audit(r, evSessionExpired, nil, slog.String("session", h))
 	}
+	if errors.Is(err, session.ErrUnknownKey) {
+		h, _ := session.HandleOf(c)
+		g.log.Warn("a session is sealed with a server key this replica does not hold, so it answers 401 here: "+
+			"a key was made primary before every replica accepted it (list it in session.accept_keys everywhere first)", "session", h)
+	}
 	if err != nil {
 		return nil, err
 	}

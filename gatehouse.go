@@ -64,8 +64,7 @@ type Gateway struct {
 	public   *url.URL
 	origin   string
 	idp      *idp.Client
-	ownStore bool // the store was made by New: Close closes it
-	keys     *session.KeyRing
+	ownStore bool             // the store was made by New: Close closes it
 	sessions *session.Manager // the only way to the session store
 	proxy    *upstream.Proxy
 	limiter  ratelimit.Limiter
@@ -135,12 +134,9 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 
-	keys := cfg.Session.Keys
-	if len(keys) == 0 {
-		keys = [][]byte{derivedServerKey(p)}
-	}
-	if g.keys, err = session.NewKeyRing(keys...); err != nil {
-		return nil, fmt.Errorf("session.keys: %w", err)
+	keys, err := serverKeyRing(cfg)
+	if err != nil {
+		return nil, err
 	}
 	store := cfg.Session.Store
 	if store == nil {
@@ -148,7 +144,7 @@ func New(cfg Config) (*Gateway, error) {
 		g.ownStore = true
 	}
 	g.sessions = &session.Manager{
-		Store: store, Keys: g.keys, Now: cfg.Now,
+		Store: store, Keys: keys, Now: cfg.Now,
 		IdleTimeout: cfg.Session.IdleTimeout, AbsoluteTimeout: cfg.Session.AbsoluteTimeout,
 		Observe: g.metrics.storeObserver(),
 	}
@@ -179,6 +175,9 @@ func New(cfg Config) (*Gateway, error) {
 	for _, w := range cfg.WeakerOptions() {
 		g.log.Warn("weaker security option in use", "option", w)
 	}
+	if len(cfg.Session.Keys) == 0 {
+		g.log.Warn(derivedKeyWarning)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stop, g.done = cancel, make(chan struct{})
@@ -187,6 +186,32 @@ func New(cfg Config) (*Gateway, error) {
 	g.bg.Go(func() { g.sessions.ListenForEnds(ctx, g.recheckTunnels) })
 	return g, nil
 }
+
+// derivedKeyWarning is logged at startup when session.keys is unset.
+const derivedKeyWarning = "session.keys is not set: the server key is derived from the client credentials, " +
+	"so rotating the client secret logs everyone out and whoever holds it can open the sessions' metadata in the store; " +
+	"set session.keys (gatehouse keygen; to keep today's sessions, see Rotating the server keys in docs/operations.md)"
+
+// serverKeyRing is the ring of session.keys and session.accept_keys, or of the derived
+// key when session.keys is unset.
+func serverKeyRing(cfg Config) (*session.KeyRing, error) {
+	keys := cfg.Session.Keys
+	if len(keys) == 0 {
+		keys = [][]byte{derivedServerKey(cfg.Provider)}
+	}
+	r, err := session.NewKeyRingAccepting(keys, cfg.Session.AcceptKeys)
+	if err != nil {
+		return nil, fmt.Errorf("session.keys: %w", err)
+	}
+	return r, nil
+}
+
+// DerivedServerKey is the server key a Gateway uses when Session.Keys is unset, derived
+// from the provider settings (issuer, client id, client secret or key). Listing it in
+// Session.Keys, behind a new key, moves a deployment to explicit keys without logging
+// anyone out (`gatehouse keygen --derived` prints it). It is as secret as the client
+// secret.
+func (c Config) DerivedServerKey() []byte { return derivedServerKey(c.Provider) }
 
 // derivedServerKey gives replicas sharing a store the same server key without extra
 // configuration: it is derived from the client's credentials, which they share anyway.

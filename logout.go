@@ -56,7 +56,7 @@ func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request, s *sessio
 		if ok {
 			redirect = end
 			ls, _ := json.Marshal(logoutState{State: state, ReturnURL: returnURL, Expires: g.now().Add(10 * time.Minute)})
-			c := g.baseCookie(g.logoutCookieName(), base64.RawURLEncoding.EncodeToString(g.keys.Seal(logoutAAD, ls)))
+			c := g.baseCookie(g.logoutCookieName(), base64.RawURLEncoding.EncodeToString(g.sessions.KeyRing().Seal(logoutAAD, ls)))
 			c.SameSite = http.SameSiteLaxMode // it must come back with the provider's redirect
 			c.MaxAge = 600
 			http.SetCookie(w, c)
@@ -105,7 +105,7 @@ func (g *Gateway) handleLogoutCallback(w http.ResponseWriter, r *http.Request, _
 	if c, err := r.Cookie(g.logoutCookieName()); err == nil {
 		g.clearCookie(w, g.logoutCookieName(), http.SameSiteLaxMode)
 		if sealed, err := base64.RawURLEncoding.DecodeString(c.Value); err == nil {
-			if plain, err := g.keys.Open(logoutAAD, sealed); err == nil {
+			if plain, err := g.sessions.KeyRing().Open(logoutAAD, sealed); err == nil {
 				var ls logoutState
 				if json.Unmarshal(plain, &ls) == nil && g.now().Before(ls.Expires) &&
 					session.HandleMatches(ls.State, r.URL.Query().Get("state")) {

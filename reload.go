@@ -100,7 +100,7 @@ func configRules(t reflect.Type, index []int, prefix string) []reloadRule {
 }
 
 // Reload applies the live fields of cfg while serving (routes, rate limits, WebSocket
-// origins, the login flow timeout, diagnostics: see reloadRules and
+// origins, the login flow timeout, diagnostics, the server key ring: see reloadRules and
 // docs/configuration.md): requests already under way finish with the old values,
 // sessions are untouched. A changed field that needs a restart keeps its running value
 // and is returned by its YAML name, for a warning; dependencies (loggers, the store, the
@@ -112,6 +112,16 @@ func (g *Gateway) Reload(cfg Config) (needRestart []string, err error) {
 	}
 	old := g.current()
 	next, needRestart := reloadDiff(old.cfg, cfg.withDefaults())
+	keysChanged := !reflect.DeepEqual(old.cfg.Session.Keys, next.Session.Keys) ||
+		!reflect.DeepEqual(old.cfg.Session.AcceptKeys, next.Session.AcceptKeys)
+	if keysChanged {
+		ring, err := serverKeyRing(next)
+		if err != nil {
+			return nil, err
+		}
+		g.sessions.SetKeys(ring)
+		g.log.Info("server key ring reloaded", "keys", len(next.Session.Keys), "accepted_keys", len(next.Session.AcceptKeys))
+	}
 	g.run.Store(newRunning(next))
 	g.log.Info("configuration reloaded", "routes", len(next.Routes), "routes_before", len(old.routes))
 	before := old.cfg.WeakerOptions()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	gatehouse "github.com/gatehouse-bff/gatehouse"
+	"github.com/gatehouse-bff/gatehouse/session"
 )
 
 func TestReloadRoutesAndLimits(t *testing.T) {
@@ -100,5 +101,78 @@ func TestReloadAppliesWhatIsReadWhileServing(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), `"option":"insecure_diagnostics"`) {
 		t.Fatal("turning insecure_diagnostics on by a reload logged no warning")
+	}
+}
+
+// TestReloadAppliesServerKeys: session.keys and session.accept_keys change live, so a
+// rotation needs no restart; a key removed by a reload no longer opens anything.
+func TestReloadAppliesServerKeys(t *testing.T) {
+	k1, k2 := session.NewRandomKey(), session.NewRandomKey()
+	var cfg gatehouse.Config
+	e := newEnv(t, func(c *gatehouse.Config) { c.Session.Keys = [][]byte{k1}; cfg = *c })
+	b := e.browser()
+	b.login()
+	wantStatus(t, b.api("GET", "/bff/user"), 200)
+
+	for _, step := range []struct{ keys, accept [][]byte }{
+		{[][]byte{k1}, [][]byte{k2}}, // accept the new key
+		{[][]byte{k2, k1}, nil},      // make it primary
+	} {
+		next := cfg
+		next.Session.Keys, next.Session.AcceptKeys = step.keys, step.accept
+		restart, err := e.gw.Reload(next)
+		if err != nil || len(restart) != 0 {
+			t.Fatalf("Reload = %v, %v; want the keys applied live", restart, err)
+		}
+		wantStatus(t, b.api("GET", "/bff/user"), 200)
+	}
+	if !strings.Contains(e.logs.String(), "server key ring reloaded") {
+		t.Fatal("no log line for the reloaded key ring")
+	}
+	// The ring really changed: without k1, the record sealed with it does not open.
+	next := cfg
+	next.Session.Keys = [][]byte{k2}
+	if _, err := e.gw.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, b.api("GET", "/bff/user"), 401)
+
+	// A key in both lists is a configuration error, and changes nothing.
+	next.Session.AcceptKeys = [][]byte{k2}
+	if _, err := e.gw.Reload(next); err == nil || !strings.Contains(err.Error(), "session.accept_keys[0]: repeats session.keys[0]") {
+		t.Fatalf("Reload with a repeated key = %v", err)
+	}
+}
+
+// TestMoveToExplicitKeysKeepsSessions: a deployment that ran on the derived key moves
+// to explicit keys with no one logged out, by listing the derived key behind the new one.
+func TestMoveToExplicitKeysKeepsSessions(t *testing.T) {
+	var cfg gatehouse.Config
+	e := newEnv(t, func(c *gatehouse.Config) { cfg = *c })
+	b := e.browser()
+	b.login()
+	newKey := session.NewRandomKey()
+	for _, step := range []struct{ keys, accept [][]byte }{
+		{nil, [][]byte{newKey}},                         // the derived key seals, the new one is accepted
+		{[][]byte{newKey, cfg.DerivedServerKey()}, nil}, // the new key seals, the derived one opens
+	} {
+		next := cfg
+		next.Session.Keys, next.Session.AcceptKeys = step.keys, step.accept
+		if restart, err := e.gw.Reload(next); err != nil || len(restart) != 0 {
+			t.Fatalf("Reload = %v, %v", restart, err)
+		}
+		wantStatus(t, b.api("GET", "/bff/user"), 200)
+	}
+}
+
+// TestWarnsWithoutServerKeys: without session.keys the server key is derived from the
+// client secret; New says so at startup.
+func TestWarnsWithoutServerKeys(t *testing.T) {
+	const warning = "session.keys is not set"
+	if logs := newEnv(t).logs.String(); !strings.Contains(logs, warning) || !strings.Contains(logs, `"level":"WARN"`) {
+		t.Fatalf("no warning without session.keys:\n%s", logs)
+	}
+	if logs := newEnv(t, func(c *gatehouse.Config) { c.Session.Keys = [][]byte{session.NewRandomKey()} }).logs.String(); strings.Contains(logs, warning) {
+		t.Fatal("warned although session.keys is set")
 	}
 }

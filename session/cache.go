@@ -77,6 +77,13 @@ func (c *decodedCache) drop(h string) {
 	c.mu.Unlock()
 }
 
+// reset forgets every session.
+func (c *decodedCache) reset() {
+	c.mu.Lock()
+	clear(c.entries)
+	c.mu.Unlock()
+}
+
 // clone copies s deeply enough that changing the copy's tokens, audiences or LastSeen
 // does not change s. Claims are shared: nothing modifies them after login.
 func (s *Session) clone() *Session {

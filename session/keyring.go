@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // KeySize is the size in bytes of every key Gatehouse encrypts with (AES-256-GCM).
@@ -20,11 +21,19 @@ const KeySize = 32
 // id, or tampered bytes. It never says which.
 var ErrDecrypt = errors.New("session: cannot decrypt")
 
-// KeyRing holds the server's own keys, newest first. It seals what the server must read
-// back without a browser's cookie (session metadata, logout state): new values are
-// sealed with the newest key, and values sealed with any key of the ring still open, so
-// a new key can be put in front and the old one dropped once its values have expired,
-// without logging anyone out.
+// ErrUnknownKey is the ErrDecrypt of a value sealed with a key the ring does not hold (not
+// even as accepted): during a rotation, a sign that a replica made a key primary before
+// every replica accepted it.
+var ErrUnknownKey = fmt.Errorf("%w: sealed with a server key not in the ring", ErrDecrypt)
+
+// KeyRing holds the server's own keys. It seals what the server must read back without
+// a browser's cookie (session metadata, logout state): new values are sealed with the
+// primary key, the first, and values sealed with any key of the ring still open.
+//
+// A ring may also hold accepted keys ([NewKeyRingAccepting]): they open values and are
+// looked up in indexes like the others, but never seal. They make a rotation safe on any
+// number of replicas: a new key is first accepted by every replica, and only then made
+// primary, so no replica ever meets a value sealed with a key it lacks.
 //
 // A KeyRing is immutable and safe for concurrent use.
 type KeyRing struct {
@@ -37,16 +46,29 @@ type ringKey struct {
 	index []byte // HMAC key for index names
 }
 
-// NewKeyRing returns a key ring over keys, newest first. Each key is KeySize bytes.
+// NewKeyRing returns a key ring over keys, newest first: the first seals. Each key is
+// KeySize bytes.
 func NewKeyRing(keys ...[]byte) (*KeyRing, error) {
+	return NewKeyRingAccepting(keys, nil)
+}
+
+// NewKeyRingAccepting returns a key ring over keys (the first seals), which also opens
+// values sealed with the accepted keys. A key may appear only once in both lists.
+func NewKeyRingAccepting(keys, accepted [][]byte) (*KeyRing, error) {
 	if len(keys) == 0 {
 		return nil, errors.New("session: key ring needs at least one key")
 	}
+	n := len(keys)
+	keys = append(slices.Clip(keys), accepted...)
 	r := &KeyRing{}
 	seen := map[uint32]bool{}
 	for i, k := range keys {
+		name := fmt.Sprintf("key %d", i)
+		if i >= n {
+			name = fmt.Sprintf("accepted key %d", i-n)
+		}
 		if len(k) != KeySize {
-			return nil, fmt.Errorf("session: key %d is %d bytes, want %d", i, len(k), KeySize)
+			return nil, fmt.Errorf("session: %s is %d bytes, want %d", name, len(k), KeySize)
 		}
 		a, err := newAEAD(k)
 		if err != nil {
@@ -55,7 +77,7 @@ func NewKeyRing(keys ...[]byte) (*KeyRing, error) {
 		sum := sha256.Sum256(append([]byte("gatehouse key id\x00"), k...))
 		id := binary.BigEndian.Uint32(sum[:4])
 		if seen[id] {
-			return nil, fmt.Errorf("session: key %d repeats an earlier key", i)
+			return nil, fmt.Errorf("session: %s repeats an earlier key", name)
 		}
 		seen[id] = true
 		idx, err := hkdf.Key(sha256.New, k, nil, "gatehouse index names", KeySize)
@@ -85,7 +107,7 @@ func NewRandomKey() []byte {
 	return k
 }
 
-// Seal encrypts and authenticates plaintext with the newest key. aad binds the result to
+// Seal encrypts and authenticates plaintext with the primary key. aad binds the result to
 // its context (a store key, a purpose): opening it under another aad fails.
 func (r *KeyRing) Seal(aad, plaintext []byte) []byte {
 	k := r.keys[0]
@@ -105,13 +127,14 @@ func (r *KeyRing) Open(aad, sealed []byte) ([]byte, error) {
 			return openAEAD(k.aead, aad, sealed[4:])
 		}
 	}
-	return nil, ErrDecrypt
+	return nil, ErrUnknownKey
 }
 
 // IndexNames returns the index set names for a value of a kind ("sub", "psid"), one per
-// key in the ring, newest first. Index names are keyed hashes: a dump of the store does
-// not reveal subjects, and cannot be searched for a guessed one without the keys. Writes
-// use the first name; lookups use all of them so that rotation loses nothing.
+// key in the ring, the primary key's first, accepted keys' last. Index names are keyed
+// hashes: a dump of the store does not reveal subjects, and cannot be searched for a
+// guessed one without the keys. Writes use the first name; lookups use all of them, so
+// that a replica finds what another replica indexed under a key they both have.
 func (r *KeyRing) IndexNames(kind, value string) []string {
 	names := make([]string, len(r.keys))
 	for i, k := range r.keys {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatehouse-bff/gatehouse/internal/keylock"
@@ -15,10 +16,12 @@ import (
 // tombstones, locks and indexes, login flows (PutFlow, TakeFlow) and one-time ids
 // (AddOnce). Nothing else reads or writes the Store, so Observe sees every operation.
 //
-// A Manager is safe for concurrent use. Its fields must not change after first use.
+// A Manager is safe for concurrent use. Its fields must not change after first use; the
+// key ring changes with SetKeys.
 type Manager struct {
 	Store Store
-	Keys  *KeyRing
+	// Keys is the server key ring the Manager starts with; SetKeys replaces it.
+	Keys *KeyRing
 	// IdleTimeout ends a session that has not been used for that long.
 	IdleTimeout time.Duration
 	// AbsoluteTimeout ends a session that long after login, however active.
@@ -37,6 +40,23 @@ type Manager struct {
 	locks   keylock.Map
 	decoded decodedCache
 	ends    endListeners
+	ring    atomic.Pointer[KeyRing] // set by SetKeys; nil: Keys
+}
+
+// SetKeys replaces the server key ring while serving (a configuration reload): values are
+// sealed with the new ring's primary key from now on, and opened with any of its keys.
+// Operations under way finish with the ring they started with.
+func (m *Manager) SetKeys(r *KeyRing) {
+	m.ring.Store(r)
+	m.decoded.reset() // nothing decoded with a key that is gone stays usable
+}
+
+// KeyRing returns the key ring in use now.
+func (m *Manager) KeyRing() *KeyRing {
+	if r := m.ring.Load(); r != nil {
+		return r
+	}
+	return m.Keys
 }
 
 func (m *Manager) now() time.Time {
@@ -65,9 +85,12 @@ func (m *Manager) Create(ctx context.Context, s *Session) (cookie string, err er
 }
 
 // Load returns the session that cookie opens, or ErrNoSession, ErrExpired, ErrRevoked,
-// ErrRefreshFailed, or an error wrapping ErrUnavailable when the store cannot answer.
+// ErrRefreshFailed, or an error wrapping ErrUnavailable when the store cannot answer. An
+// ErrNoSession for a record sealed with a server key the ring lacks also wraps
+// ErrUnknownKey.
 //
-// The store is read on every call, so an ended session is seen at once; decrypting and
+// The store is read on every call (the record, and its tombstone: a record restored
+// after its session ended stays ended), so an ended session is seen at once; decrypting and
 // decoding an unchanged record is done once and cached. The returned Session may be
 // shared with other callers: treat it as read-only, and Reload it to change it.
 func (m *Manager) Load(ctx context.Context, cookie string) (*Session, error) {
@@ -99,11 +122,20 @@ func (m *Manager) load(ctx context.Context, h string, key []byte, fresh bool) (*
 	if err != nil {
 		return nil, err
 	}
+	// A record under a tombstone was restored by someone (a backup, a stale writer): the
+	// session ended, and stays ended. On Redis the tombstone's absence is served by the
+	// client-side cache, which caches misses too; in memory it is a map lookup.
+	if err := m.tombstoned(ctx, h, fresh); err != nil {
+		return nil, err
+	}
 	var s *Session
 	if cached, ok := m.decoded.get(h, key, b); ok && !fresh {
 		s = cached
 	} else {
-		s, err = decodeRecord(m.Keys, recordKey(h), key, b)
+		s, err = decodeRecord(m.KeyRing(), recordKey(h), key, b)
+		if errors.Is(err, ErrUnknownKey) {
+			return nil, errUnknownKeySession
+		}
 		if err != nil {
 			// A cookie for this handle whose key does not open the record was not made by us.
 			return nil, ErrNoSession
@@ -120,6 +152,10 @@ func (m *Manager) load(ctx context.Context, h string, key []byte, fresh bool) (*
 	return s, nil
 }
 
+// errUnknownKeySession is ErrNoSession for a record sealed with a server key this
+// Manager's ring lacks: the caller can tell the operator.
+var errUnknownKeySession = fmt.Errorf("%w (%w)", ErrNoSession, ErrUnknownKey)
+
 // Peek returns a session's metadata by handle, without its cookie: no claims, no tokens.
 func (m *Manager) Peek(ctx context.Context, h string) (*Session, error) {
 	if !ValidHandle(h) {
@@ -129,14 +165,45 @@ func (m *Manager) Peek(ctx context.Context, h string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := decodeMeta(m.Keys, recordKey(h), b)
+	s, err := decodeMeta(m.KeyRing(), recordKey(h), b)
 	if err != nil {
 		return nil, err
 	}
 	if m.expired(s) {
 		return nil, ErrNotFound
 	}
+	if err := m.tombstoned(ctx, h, false); errors.Is(err, ErrRevoked) || errors.Is(err, ErrRefreshFailed) {
+		return nil, ErrNotFound // ended: a restored record is not a session
+	} else if err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// tombstoned returns the reason the session with handle h ended, when it has a
+// tombstone, or nil when it has none.
+func (m *Manager) tombstoned(ctx context.Context, h string, fresh bool) error {
+	var b []byte
+	var err error
+	if fresh {
+		b, err = m.storeGetFresh(ctx, tombstoneKey(h))
+	} else {
+		b, err = m.storeGet(ctx, tombstoneKey(h))
+	}
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	return endReason(b)
+}
+
+func endReason(b []byte) error {
+	if string(b) == ReasonRefreshFailed {
+		return ErrRefreshFailed
+	}
+	return ErrRevoked
 }
 
 // whyGone tells an ended session from an expired one by its tombstone.
@@ -147,10 +214,8 @@ func (m *Manager) whyGone(ctx context.Context, h string) error {
 		return ErrExpired
 	case err != nil:
 		return err
-	case string(b) == ReasonRefreshFailed:
-		return ErrRefreshFailed
 	default:
-		return ErrRevoked
+		return endReason(b)
 	}
 }
 
@@ -263,7 +328,7 @@ func (m *Manager) End(ctx context.Context, h, reason string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	s, err := decodeMeta(m.Keys, recordKey(h), b)
+	s, err := decodeMeta(m.KeyRing(), recordKey(h), b)
 	if err != nil {
 		// Unreadable metadata (keys rotated away): delete without its index entries,
 		// which then point at nothing and are skipped.
@@ -286,13 +351,13 @@ func (m *Manager) End(ctx context.Context, h, reason string) (bool, error) {
 
 // ListSubject returns the metadata of the live sessions of a subject.
 func (m *Manager) ListSubject(ctx context.Context, subject string) ([]*Session, error) {
-	return m.list(ctx, m.Keys.IndexNames("sub", subject))
+	return m.list(ctx, m.KeyRing().IndexNames("sub", subject))
 }
 
 // ListProviderSession returns the metadata of the live sessions created under a
 // provider's session id ("sid") at issuer.
 func (m *Manager) ListProviderSession(ctx context.Context, issuer, sid string) ([]*Session, error) {
-	return m.list(ctx, m.Keys.IndexNames("psid", issuer+"\x00"+sid))
+	return m.list(ctx, m.KeyRing().IndexNames("psid", issuer+"\x00"+sid))
 }
 
 // ErrNoIndex is returned by the list methods when the store is not an Indexer.
@@ -329,10 +394,10 @@ func (m *Manager) list(ctx context.Context, indexes []string) ([]*Session, error
 func (m *Manager) indexes(s *Session) []string {
 	var ix []string
 	if s.Subject != "" {
-		ix = append(ix, m.Keys.IndexNames("sub", s.Subject)...)
+		ix = append(ix, m.KeyRing().IndexNames("sub", s.Subject)...)
 	}
 	if s.ProviderSID != "" {
-		ix = append(ix, m.Keys.IndexNames("psid", s.Issuer+"\x00"+s.ProviderSID)...)
+		ix = append(ix, m.KeyRing().IndexNames("psid", s.Issuer+"\x00"+s.ProviderSID)...)
 	}
 	return ix
 }
@@ -341,7 +406,7 @@ func (m *Manager) indexes(s *Session) []string {
 // too, so that they live exactly as long as the record.
 func (m *Manager) write(ctx context.Context, s *Session) error {
 	key := recordKey(s.Handle)
-	b, err := encodeRecord(m.Keys, key, s, m.recordVersion())
+	b, err := encodeRecord(m.KeyRing(), key, s, m.recordVersion())
 	if err != nil {
 		return err
 	}
@@ -359,10 +424,10 @@ func (m *Manager) write(ctx context.Context, s *Session) error {
 func (m *Manager) newestIndexes(s *Session) []string {
 	var ix []string
 	if s.Subject != "" {
-		ix = append(ix, m.Keys.IndexNames("sub", s.Subject)[0])
+		ix = append(ix, m.KeyRing().IndexNames("sub", s.Subject)[0])
 	}
 	if s.ProviderSID != "" {
-		ix = append(ix, m.Keys.IndexNames("psid", s.Issuer+"\x00"+s.ProviderSID)[0])
+		ix = append(ix, m.KeyRing().IndexNames("psid", s.Issuer+"\x00"+s.ProviderSID)[0])
 	}
 	return ix
 }

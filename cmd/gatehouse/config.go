@@ -102,6 +102,8 @@ type fileSession struct {
 	Store           string    `yaml:"store"`
 	Keys            []string  `yaml:"keys"`
 	KeysFile        string    `yaml:"keys_file"`
+	AcceptKeys      []string  `yaml:"accept_keys"`
+	AcceptKeysFile  string    `yaml:"accept_keys_file"`
 	IdleTimeout     duration  `yaml:"idle_timeout"`
 	AbsoluteTimeout duration  `yaml:"absolute_timeout"`
 	FlowTimeout     duration  `yaml:"flow_timeout"`
@@ -379,32 +381,8 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 		probs.add("cookie.same_site", "%q is not strict or lax", fc.Cookie.SameSite)
 	}
 
-	keys := fc.Session.Keys
-	if fc.Session.KeysFile != "" {
-		if len(keys) > 0 {
-			probs.add("session.keys", "set either keys or keys_file, not both")
-		}
-		b, err := os.ReadFile(resolve(fc.Session.KeysFile))
-		if err != nil {
-			probs.add("session.keys_file", "cannot read %s: %v", fc.Session.KeysFile, errors.Unwrap(err))
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-				keys = append(keys, line)
-			}
-		}
-	}
-	for i, k := range keys {
-		b, err := base64.StdEncoding.DecodeString(k)
-		if err != nil {
-			b, err = base64.RawURLEncoding.DecodeString(k)
-		}
-		if err != nil || len(b) != session.KeySize {
-			probs.add(fmt.Sprintf("session.keys[%d]", i), "must be %d random bytes in base64 (make one with `gatehouse keygen`)", session.KeySize)
-			continue
-		}
-		c.Session.Keys = append(c.Session.Keys, b)
-	}
+	c.Session.Keys = readKeys("session.keys", fc.Session.Keys, fc.Session.KeysFile, resolve, probs)
+	c.Session.AcceptKeys = readKeys("session.accept_keys", fc.Session.AcceptKeys, fc.Session.AcceptKeysFile, resolve, probs)
 	l.storeURL = fc.Session.Store
 	if l.storeURL == "" {
 		l.storeURL = "memory"
@@ -546,4 +524,37 @@ func readPrivateKey(path string) (crypto.Signer, error) {
 		return nil, fmt.Errorf("%s: unsupported key type %T", path, key)
 	}
 	return s, nil
+}
+
+// readKeys reads a list of base64 keys given inline (field) or in a file (field_file:
+// one key a line, # comments), reporting problems by field name.
+func readKeys(field string, inline []string, file string, resolve func(string) string, probs *problems) [][]byte {
+	keys := inline
+	if file != "" {
+		if len(keys) > 0 {
+			probs.add(field, "set either %s or %s_file, not both", lastPart(field), lastPart(field))
+		}
+		b, err := os.ReadFile(resolve(file))
+		if err != nil {
+			probs.add(field+"_file", "cannot read %s: %v", file, errors.Unwrap(err))
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				keys = append(keys, line)
+			}
+		}
+	}
+	var out [][]byte
+	for i, k := range keys {
+		b, err := base64.StdEncoding.DecodeString(k)
+		if err != nil {
+			b, err = base64.RawURLEncoding.DecodeString(k)
+		}
+		if err != nil || len(b) != session.KeySize {
+			probs.add(fmt.Sprintf("%s[%d]", field, i), "must be %d random bytes in base64 (make one with `gatehouse keygen`)", session.KeySize)
+			continue
+		}
+		out = append(out, b)
+	}
+	return out
 }

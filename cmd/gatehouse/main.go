@@ -5,6 +5,7 @@
 //	gatehouse devidp [flags]                   a local OpenID Connect provider for development
 //	gatehouse probe [URL]                      exit 0 if URL (the admin /readyz) answers 2xx
 //	gatehouse keygen                           print a new random session key (session.keys)
+//	gatehouse keygen --derived --config FILE   print the key used when session.keys is unset
 //	gatehouse version                          print the version
 package main
 
@@ -44,6 +45,8 @@ const usage = `Usage:
   gatehouse devidp [flags]         run a local OpenID Connect provider for development (see gatehouse devidp -h)
   gatehouse probe  [URL]           GET URL (default http://127.0.0.1:9090/readyz); exit 0 on 2xx (container health checks)
   gatehouse keygen                 print a new random 32-byte key for session.keys
+  gatehouse keygen --derived --config FILE
+                                   print the key used while session.keys is unset (to move to explicit keys)
   gatehouse version                print the version
 `
 
@@ -62,8 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "probe":
 		return probe(ctx, args[1:], stdout, stderr)
 	case "keygen":
-		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(session.NewRandomKey()))
-		return 0
+		return keygen(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "gatehouse %s (%s)\n", version(), runtime.Version())
 		return 0
@@ -73,6 +75,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "gatehouse: unknown command %q\n\n%s", args[0], usage)
 	return 2
+}
+
+// keygen prints a new random key, or with --derived the key a configuration without
+// session.keys seals with, so that it can be listed while moving to explicit keys.
+func keygen(args []string, stdout, stderr io.Writer) int {
+	var derived bool
+	path, ok := configFlag("keygen", args, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&derived, "derived", false, "print the key derived from the provider settings of --config")
+	})
+	if !ok {
+		return 2
+	}
+	if !derived {
+		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(session.NewRandomKey()))
+		return 0
+	}
+	l, err := loadConfig(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", path, err)
+		return 1
+	}
+	fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(l.gw.DerivedServerKey()))
+	return 0
 }
 
 func version() string {

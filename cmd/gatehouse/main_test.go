@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -182,6 +183,16 @@ func TestCommands(t *testing.T) {
 	code, out, _ := runCmd(t, "keygen")
 	if code != 0 || len(strings.TrimSpace(out)) != 44 {
 		t.Fatalf("keygen = %d %q", code, out)
+	}
+	// --derived prints the key a configuration without session.keys seals with.
+	path := writeFile(t, t.TempDir(), "derived.yaml", "public_url: https://app.example\nprovider:\n  issuer: https://id.example\n  client_id: bff\n  client_secret: s3cret\n")
+	l, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = runCmd(t, "keygen", "--derived", "--config", path)
+	if want := base64.StdEncoding.EncodeToString(l.gw.DerivedServerKey()); code != 0 || strings.TrimSpace(out) != want {
+		t.Fatalf("keygen --derived = %d %q, want %q", code, out, want)
 	}
 	if code, _, errOut := runCmd(t, "frobnicate"); code != 2 || !strings.Contains(errOut, "unknown command") {
 		t.Fatalf("unknown command = %d %q", code, errOut)

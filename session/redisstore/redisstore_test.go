@@ -573,3 +573,59 @@ func TestClusterWithPassword(t *testing.T) {
 		t.Fatalf("the cluster holds %d keys, want 11", n)
 	}
 }
+
+// TestTombstoneCheckIsCached: Load reads a session's tombstone on every call (a restored
+// record must not revive an ended session), and on a replica that has read it once the
+// answer — no tombstone — comes from the client-side cache: repeated Loads send no GET to
+// Redis at all. When another replica ends the session, the cached miss is invalidated.
+func TestTombstoneCheckIsCached(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	ring, err := session.NewKeyRing(session.NewRandomKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	manager := func() *session.Manager {
+		st := open(t, redisstore.Options{URL: srv.URL, KeyPrefix: "tomb:"})
+		return &session.Manager{Store: st, Keys: ring, IdleTimeout: time.Hour, AbsoluteTimeout: time.Hour}
+	}
+	a, b := manager(), manager()
+	ctx := t.Context()
+	s := &session.Session{Subject: "sam", Token: session.Token{AccessToken: "at"}}
+	cookie, err := a.Create(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	record, err := a.Store.Get(ctx, session.RecordKeyPrefix+s.Handle+"}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	record = bytes.Clone(record)
+	if _, err := b.Load(ctx, cookie); err != nil {
+		t.Fatal(err)
+	}
+	before := getCalls(t, srv)
+	for range 50 {
+		if _, err := b.Load(ctx, cookie); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := getCalls(t, srv) - before; n != 0 {
+		t.Fatalf("50 Loads of a live session sent %d GETs to Redis: the tombstone check is not cached", n)
+	}
+
+	if _, err := a.End(ctx, s.Handle, session.ReasonRevoked); err != nil {
+		t.Fatal(err)
+	}
+	// A backup restore puts the old record back, straight into Redis.
+	if err := a.Store.Set(ctx, session.RecordKeyPrefix+s.Handle+"}", record, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "replica B sees the session ended despite the restored record", func() bool {
+		_, err := b.Load(ctx, cookie)
+		return errors.Is(err, session.ErrRevoked)
+	})
+	if _, err := a.Load(ctx, cookie); !errors.Is(err, session.ErrRevoked) {
+		t.Fatalf("replica A loads a restored record: %v", err)
+	}
+}

@@ -1,7 +1,9 @@
 package sessiontest
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -204,6 +206,56 @@ func testManager(t *testing.T, open func(*testing.T) session.Store) {
 			t.Fatalf("ended session came back: err = %v", err)
 		}
 	})
+	t.Run("RestoredRecordStaysEnded", func(t *testing.T) {
+		// A backup restore or a stale writer puts an ended session's record back: the
+		// tombstone still ends it, for Load, Reload and the lists.
+		st := open(t)
+		m := newManager(t, st, time.Minute, time.Hour)
+		s := sample("rita")
+		cookie, _ := m.Create(ctx(t), s)
+		loaded, err := m.Load(ctx(t), cookie)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := session.RecordKeyPrefix + s.Handle + "}"
+		old, err := st.Get(ctx(t), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old = slices.Clone(old)
+		if _, err := m.End(ctx(t), s.Handle, session.ReasonRevoked); err != nil {
+			t.Fatal(err)
+		}
+		restore := st.Set
+		if ix, ok := st.(session.Indexer); ok {
+			// Restored with its index memberships, as a snapshot would hold them.
+			restore = func(c context.Context, k string, v []byte, ttl time.Duration) error {
+				return ix.SetIndexed(c, k, v, ttl, m.KeyRing().IndexNames("sub", "rita")[0])
+			}
+		}
+		if err := restore(ctx(t), key, old, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Load(ctx(t), cookie); !errors.Is(err, session.ErrRevoked) {
+			t.Fatalf("Load of a restored record: err = %v, want ErrRevoked", err)
+		}
+		if _, err := m.Reload(ctx(t), loaded); !errors.Is(err, session.ErrRevoked) {
+			t.Fatalf("Reload of a restored record: err = %v, want ErrRevoked", err)
+		}
+		if _, err := m.Peek(ctx(t), s.Handle); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("Peek of a restored record: err = %v, want ErrNotFound", err)
+		}
+		if _, ok := st.(session.Indexer); ok {
+			if l, err := m.ListSubject(ctx(t), "rita"); err != nil || len(l) != 0 {
+				t.Fatalf("a restored record is listed: %v, %v", l, err)
+			}
+		}
+		// A second Manager (another replica, with its own decoded cache) agrees.
+		other := &session.Manager{Store: st, Keys: m.Keys, IdleTimeout: time.Minute, AbsoluteTimeout: time.Hour}
+		if _, err := other.Load(ctx(t), cookie); !errors.Is(err, session.ErrRevoked) {
+			t.Fatalf("another Manager loads a restored record: err = %v", err)
+		}
+	})
 	t.Run("Lists", func(t *testing.T) {
 		st := open(t)
 		if _, ok := st.(session.Indexer); !ok {
@@ -331,6 +383,82 @@ func testManager(t *testing.T, open func(*testing.T) session.Store) {
 		}
 		if l, _ := after.ListSubject(ctx(t), "ivy"); len(l) != 0 {
 			t.Fatalf("ended session still listed under an old index name: %v", l)
+		}
+	})
+	t.Run("RollingRotationWithAcceptedKeys", func(t *testing.T) {
+		// Two replicas share a store. The new key is accepted by both before either
+		// seals with it; at every step each replica reads and finds what the other wrote.
+		st := open(t)
+		oldKey, newKey := session.NewRandomKey(), session.NewRandomKey()
+		ring := func(keys, accepted [][]byte) *session.KeyRing {
+			r, err := session.NewKeyRingAccepting(keys, accepted)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		a := newManager(t, st, time.Minute, time.Hour, oldKey)
+		b := newManager(t, st, time.Minute, time.Hour, oldKey)
+		_, indexed := st.(session.Indexer)
+		steps := []struct {
+			name string
+			a, b *session.KeyRing
+		}{
+			{"b accepts", ring([][]byte{oldKey}, nil), ring([][]byte{oldKey}, [][]byte{newKey})},
+			{"both accept", ring([][]byte{oldKey}, [][]byte{newKey}), ring([][]byte{oldKey}, [][]byte{newKey})},
+			{"b seals with the new key", ring([][]byte{oldKey}, [][]byte{newKey}), ring([][]byte{newKey, oldKey}, nil)},
+			{"both seal with the new key", ring([][]byte{newKey, oldKey}, nil), ring([][]byte{newKey, oldKey}, nil)},
+		}
+		for i, step := range steps {
+			a.SetKeys(step.a)
+			b.SetKeys(step.b)
+			for _, w := range []struct {
+				name          string
+				writer, other *session.Manager
+			}{{"a writes", a, b}, {"b writes", b, a}} {
+				sub := fmt.Sprintf("step%d-%s", i, w.name[:1])
+				s := sample(sub)
+				cookie, err := w.writer.Create(ctx(t), s)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := w.other.Load(ctx(t), cookie)
+				if err != nil {
+					t.Fatalf("%s, %s: the other cannot load it: %v", step.name, w.name, err)
+				}
+				if indexed {
+					if l, err := w.other.ListSubject(ctx(t), sub); err != nil || len(l) != 1 {
+						t.Fatalf("%s, %s: the other lists %v, %v", step.name, w.name, l, err)
+					}
+				}
+				// The other re-seals it (a touch); the writer still reads it.
+				fresh, err := w.other.Reload(ctx(t), got)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := w.other.Save(ctx(t), fresh); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := w.writer.Load(ctx(t), cookie); err != nil {
+					t.Fatalf("%s, %s: re-sealed by the other, the writer cannot load it: %v", step.name, w.name, err)
+				}
+				if ended, err := w.writer.End(ctx(t), s.Handle, session.ReasonRevoked); err != nil || !ended {
+					t.Fatalf("End = %v, %v", ended, err)
+				}
+				if indexed {
+					if l, _ := w.other.ListSubject(ctx(t), sub); len(l) != 0 {
+						t.Fatalf("%s, %s: ended session still listed: %v", step.name, w.name, l)
+					}
+				}
+			}
+		}
+		// An accepted key never seals: a ring without it reads what a ring accepting it wrote.
+		acc := newManager(t, st, time.Minute, time.Hour)
+		acc.SetKeys(ring([][]byte{oldKey}, [][]byte{newKey}))
+		s := sample("vera")
+		cookie, _ := acc.Create(ctx(t), s)
+		if _, err := newManager(t, st, time.Minute, time.Hour, oldKey).Load(ctx(t), cookie); err != nil {
+			t.Fatalf("a record written by a ring with an accepted key needs that key: %v", err)
 		}
 	})
 	t.Run("LockSerialisesWriters", func(t *testing.T) {
@@ -510,14 +638,20 @@ func testManager(t *testing.T, open func(*testing.T) session.Store) {
 		if _, ok := st.(session.Indexer); ok {
 			write, del = session.OpSetIndexed, session.OpDeleteIndexed
 		}
+		end := []string{session.OpGet, session.OpSet, del} // End: read, tombstone, delete
+		if _, ok := st.(session.Broadcaster); ok {
+			end = append(end, session.OpPublish) // and tell the other processes
+		}
 		want := []string{
-			write,                             // Create
-			session.OpGet,                     // Load
-			session.OpGet, session.OpSet, del, // End: read, tombstone, delete
+			write,                        // Create
+			session.OpGet, session.OpGet, // Load: record, no tombstone
+		}
+		want = append(want, end...)
+		want = append(want,
 			session.OpGet, session.OpGet, // Load: record gone, tombstone
 			session.OpSet,                   // PutFlow
 			session.OpGet, session.OpDelete, // TakeFlow
-		}
+		)
 		if !slices.Equal(ops[:min(len(ops), len(want))], want) {
 			t.Fatalf("observed %v,\nwant it to start with %v", ops, want)
 		}
