@@ -67,6 +67,9 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 	tokens, id, err := g.idp.Exchange(r.Context(), code, f.Verifier, f.Nonce)
 	if err != nil {
 		g.metrics.logins.WithLabelValues("failed").Inc()
+		if _, busy := idp.RetryAfter(err); busy {
+			return providerDown(err) // 503: the provider is busy, try again
+		}
 		if errors.Is(err, idp.ErrUnavailable) {
 			return errProviderBadGateway.with(err)
 		}

@@ -77,8 +77,9 @@ type Gateway struct {
 	metrics  *metrics
 	auditLog *slog.Logger
 
-	refreshes    flight.Group[*session.Session]
-	clientTokens clientTokens
+	refreshes     flight.Group[*session.Session]
+	clientTokens  clientTokens
+	revokeRetries revokeRetries
 
 	cspConfigured bool // frontend.csp was set explicitly
 
@@ -178,6 +179,7 @@ func New(cfg Config) (*Gateway, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stop, g.done = cancel, make(chan struct{})
+	g.revokeRetries.quit = ctx.Done()
 	go g.discoverLoop(ctx)
 	return g, nil
 }
@@ -249,6 +251,7 @@ func (g *Gateway) Close() error {
 	g.closeMu.Do(func() {
 		g.stop()
 		<-g.done
+		g.revokeRetries.wg.Wait()
 		if c, ok := g.sessions.Store.(session.Closer); ok && g.ownStore {
 			err = c.Close()
 		}

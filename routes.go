@@ -129,7 +129,7 @@ func tokenError(err error) error {
 	case isSessionEnd(err):
 		return sessionError(err)
 	case errors.Is(err, idp.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		return errProviderDown.with(err)
+		return providerDown(err)
 	case errors.Is(err, idp.ErrRefused), errors.Is(err, idp.ErrInvalidToken):
 		return providerError(err)
 	default:
