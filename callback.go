@@ -86,7 +86,7 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 	s := &session.Session{
 		Subject: id.Subject, Issuer: g.idp.Issuer(), ProviderSID: id.SID,
 		UserAgent: userAgent(r), IP: g.clientIP(r),
-		Claims: claims, IDToken: tokens.IDToken,
+		Claims: claims, ClaimsAt: g.now(), IDToken: tokens.IDToken,
 		Token: tokenFrom(tokens, g.now()),
 	}
 	if !tokens.RefreshExpiry.IsZero() {

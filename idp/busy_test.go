@@ -120,9 +120,25 @@ func TestUserinfoBusyIsUnavailable(t *testing.T) {
 	_, _, err = login(t, p, c)
 	wantBusy(t, err, 12*time.Second) // not asked again yet
 	clock.Advance(12 * time.Second)
-	if _, _, err := login(t, p, c); err != nil {
+	tokens, id, err := login(t, p, c)
+	if err != nil {
 		t.Fatal(err)
 	}
+
+	// Userinfo after a refresh: the same classes.
+	p.Set(func(k *idptest.Knobs) { k.UserinfoStatus = 503 })
+	_, err = c.Userinfo(t.Context(), tokens.AccessToken, id.Subject)
+	wantBusy(t, err, 0)
+	p.Set(func(k *idptest.Knobs) { k.UserinfoStatus = 401 })
+	_, err = c.Userinfo(t.Context(), tokens.AccessToken, id.Subject)
+	wantErr(t, err, idp.ErrRefused)
+	reset(p)
+	info, err := c.Userinfo(t.Context(), tokens.AccessToken, id.Subject)
+	if err != nil || info["email"] != "alice@example.com" {
+		t.Fatalf("Userinfo = %v, %v", info, err)
+	}
+	_, err = c.Userinfo(t.Context(), tokens.AccessToken, "mallory")
+	wantErr(t, err, idp.ErrInvalidToken)
 }
 
 func TestRevokeBusyIsUnavailable(t *testing.T) {
@@ -145,5 +161,29 @@ func TestRevokeBusyIsUnavailable(t *testing.T) {
 	reset(p)
 	if err := c.Revoke(ctx, rt, "refresh_token"); err != nil || !p.Revoked(rt) {
 		t.Fatalf("Revoke after the provider recovered: %v", err)
+	}
+}
+
+// A refresh that returns an ID token returns its verified claims, so that the gateway
+// can replace the claims it had from login.
+func TestRefreshReturnsIDTokenClaims(t *testing.T) {
+	p := idptest.New(t)
+	c := newClient(t, p)
+	rt := mustLogin(t, p, c).RefreshToken
+	got, err := c.Refresh(t.Context(), rt, "alice", idp.RefreshOptions{})
+	if err != nil || got.IDClaims != nil {
+		t.Fatalf("no ID token: IDClaims = %v, %v", got.IDClaims, err)
+	}
+	p.Set(func(k *idptest.Knobs) {
+		k.IDTokenOnRefresh = true
+		k.Claims = map[string]any{"groups": []string{"staff"}}
+	})
+	got, err = c.Refresh(t.Context(), rt, "alice", idp.RefreshOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups, _ := got.IDClaims["groups"].([]any)
+	if got.IDClaims["sub"] != "alice" || len(groups) != 1 || groups[0] != "staff" {
+		t.Fatalf("IDClaims = %v", got.IDClaims)
 	}
 }

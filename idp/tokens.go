@@ -29,6 +29,9 @@ type Tokens struct {
 	RefreshExpiry time.Time // zero when the provider does not say (refresh_expires_in)
 	Scope         string
 	IDToken       string // raw, when the response carried one
+	// IDClaims are the claims of IDToken, verified, when a refresh response carried one
+	// (Exchange returns them in its Identity instead).
+	IDClaims map[string]any
 }
 
 // Identity is the verified result of a login.
@@ -133,7 +136,9 @@ func (o RefreshOptions) params(v url.Values) {
 
 // Refresh uses a refresh token. The result's RefreshToken is the token to keep: the
 // rotated one, or the old one when the provider did not rotate. A new ID token in the
-// response is verified (signature, iss, aud, and the same subject as before).
+// response is verified (signature, iss, aud, iat, and the same subject as before) and
+// its claims returned in IDClaims; userinfo is not read (see Userinfo), so that a
+// failure there cannot lose a rotated refresh token.
 func (c *Client) Refresh(ctx context.Context, refreshToken, subject string, opts RefreshOptions) (*Tokens, error) {
 	if refreshToken == "" {
 		return nil, fmt.Errorf("%w: no refresh token", ErrRefused)
@@ -166,8 +171,26 @@ func (c *Client) Refresh(ctx context.Context, refreshToken, subject string, opts
 		if idt.Subject != subject {
 			return nil, fmt.Errorf("%w: refreshed ID token is about another subject", ErrInvalidToken)
 		}
+		t.IDClaims = map[string]any{}
+		if err := idt.Claims(&t.IDClaims); err != nil {
+			return nil, fmt.Errorf("%w: refreshed ID token claims: %v", ErrInvalidToken, err)
+		}
 	}
 	return t, nil
+}
+
+// Userinfo reads the userinfo endpoint with accessToken and checks that it is about
+// subject. It returns nil and no error when userinfo is disabled (SkipUserinfo) or the
+// provider has none. Errors wrap ErrRefused, ErrInvalidToken or ErrUnavailable.
+func (c *Client) Userinfo(ctx context.Context, accessToken, subject string) (map[string]any, error) {
+	d, err := c.discovered(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if c.cfg.SkipUserinfo || d.meta.UserinfoEndpoint == "" {
+		return nil, nil
+	}
+	return c.userinfo(ctx, d, accessToken, subject)
 }
 
 // ClientCredentials gets a token for the gateway's own client (no user).

@@ -87,6 +87,7 @@ type fileProvider struct {
 	SkipUserinfo                 bool              `yaml:"skip_userinfo"`
 	DefaultTokenLifetime         duration          `yaml:"default_token_lifetime"`
 	RefreshLead                  duration          `yaml:"refresh_lead"`
+	ClaimsMaxAge                 duration          `yaml:"claims_max_age"`
 	BackchannelLogoutAllSessions bool              `yaml:"backchannel_logout_all_sessions"`
 	Timeout                      duration          `yaml:"timeout"`
 }
@@ -323,6 +324,7 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			ClockSkew: time.Duration(fc.Provider.ClockSkew), SkipUserinfo: fc.Provider.SkipUserinfo,
 			DefaultTokenLifetime:         time.Duration(fc.Provider.DefaultTokenLifetime),
 			RefreshLead:                  time.Duration(fc.Provider.RefreshLead),
+			ClaimsMaxAge:                 time.Duration(fc.Provider.ClaimsMaxAge),
 			BackchannelLogoutAllSessions: fc.Provider.BackchannelLogoutAllSessions,
 		},
 		Session: gatehouse.SessionConfig{
