@@ -83,3 +83,19 @@ func TestRefreshReReadsUserinfoAfterClaimsMaxAge(t *testing.T) {
 	e.clock.Advance(2 * time.Minute) // claims still stale: read again at this refresh
 	wantStatus(t, b.api("GET", "/staff/x"), 200)
 }
+
+// A claim that userinfo stops sending altogether is gone after the re-read: the claims
+// are rebuilt from the ID token and userinfo, not patched.
+func TestClaimGoneFromUserinfoIsGone(t *testing.T) {
+	up := newUpstream(t)
+	e := routesEnv(t, up, func(c *gatehouse.Config) { c.Provider.ClaimsMaxAge = 5 * time.Minute })
+	b := e.browser()
+	b.login()
+	wantStatus(t, b.api("GET", "/staff/x"), 200)
+	e.idp.Set(func(k *idptest.Knobs) { k.UserinfoOmit = []string{"groups"} }) // removed from every group
+	e.clock.Advance(6 * time.Minute)
+	wantJSONError(t, b.api("GET", "/staff/x"), 403, "forbidden", "claims")
+	if g := groupsOf(t, b); g != nil {
+		t.Fatalf("groups = %v after userinfo stopped sending them", g)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"maps"
 	"net/http"
 	"sync"
 	"time"
@@ -147,41 +146,26 @@ func (g *Gateway) refresh(ctx context.Context, r *http.Request, s *session.Sessi
 
 // refreshClaims makes the session's claims as fresh as its tokens: after a refresh
 // that returned an ID token, or when the claims are older than provider.claims_max_age,
-// they are read again: the new ID token's claims (or, without one, the current claims)
-// with fresh userinfo on top, as at login. Userinfo is read with the session's own
-// access token. When it cannot be read (the provider is busy, or that token has
-// expired after a refresh for another audience), the claims and their age stay as they
-// were, so the next refresh tries again; the refreshed tokens are saved regardless.
+// they are rebuilt as at login, from the session's latest ID token (the new one, if any)
+// and userinfo read now with the session's own access token. When that fails (the
+// provider is busy, or that token has expired after a refresh for another audience), the
+// claims and their age stay as they were, so the next refresh tries again; the refreshed
+// tokens are saved regardless.
 func (g *Gateway) refreshClaims(ctx context.Context, s *session.Session, t *idp.Tokens) {
 	claimsAt := s.ClaimsAt
 	if claimsAt.IsZero() {
 		claimsAt = s.CreatedAt
 	}
-	if t.IDClaims == nil && g.now().Sub(claimsAt) < g.config().Provider.ClaimsMaxAge {
+	if t.IDToken == "" && g.now().Sub(claimsAt) < g.config().Provider.ClaimsMaxAge {
 		return
 	}
 	if s.Token.AccessToken == "" || !g.now().Before(s.Token.Expiry) {
 		return
 	}
-	info, err := g.idp.Userinfo(ctx, s.Token.AccessToken, s.Subject)
+	claims, err := g.idp.SessionClaims(ctx, s.IDToken, s.Token.AccessToken, s.Subject)
 	if err != nil {
 		g.log.Warn("claims not re-read after a refresh: the previous ones stay until the next refresh", "session", s.Handle, "error", err)
 		return
-	}
-	if t.IDClaims == nil && info == nil {
-		return // no userinfo to read: the claims change only with a new ID token
-	}
-	claims := t.IDClaims
-	if claims == nil {
-		claims = maps.Clone(s.Claims)
-		if claims == nil {
-			claims = map[string]any{}
-		}
-	}
-	for k, v := range info {
-		if k != "sub" {
-			claims[k] = v
-		}
 	}
 	for _, c := range protocolClaims {
 		delete(claims, c)

@@ -125,19 +125,21 @@ func TestUserinfoBusyIsUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Userinfo after a refresh: the same classes.
+	// The claims read again after a refresh: the same classes.
 	p.Set(func(k *idptest.Knobs) { k.UserinfoStatus = 503 })
-	_, err = c.Userinfo(t.Context(), tokens.AccessToken, id.Subject)
+	_, err = c.SessionClaims(t.Context(), tokens.IDToken, tokens.AccessToken, id.Subject)
 	wantBusy(t, err, 0)
 	p.Set(func(k *idptest.Knobs) { k.UserinfoStatus = 401 })
-	_, err = c.Userinfo(t.Context(), tokens.AccessToken, id.Subject)
+	_, err = c.SessionClaims(t.Context(), tokens.IDToken, tokens.AccessToken, id.Subject)
 	wantErr(t, err, idp.ErrRefused)
 	reset(p)
-	info, err := c.Userinfo(t.Context(), tokens.AccessToken, id.Subject)
-	if err != nil || info["email"] != "alice@example.com" {
-		t.Fatalf("Userinfo = %v, %v", info, err)
+	p.Set(func(k *idptest.Knobs) { k.Claims = map[string]any{"groups": []string{"admin"}} })
+	claims, err := c.SessionClaims(t.Context(), tokens.IDToken, tokens.AccessToken, id.Subject)
+	groups, _ := claims["groups"].([]any)
+	if err != nil || claims["name"] != "Alice Example" || len(groups) != 1 || groups[0] != "admin" {
+		t.Fatalf("SessionClaims = %v, %v; want the ID token's name and userinfo's new groups", claims, err)
 	}
-	_, err = c.Userinfo(t.Context(), tokens.AccessToken, "mallory")
+	_, err = c.SessionClaims(t.Context(), tokens.IDToken, tokens.AccessToken, "mallory")
 	wantErr(t, err, idp.ErrInvalidToken)
 }
 

@@ -137,7 +137,7 @@ func (o RefreshOptions) params(v url.Values) {
 // Refresh uses a refresh token. The result's RefreshToken is the token to keep: the
 // rotated one, or the old one when the provider did not rotate. A new ID token in the
 // response is verified (signature, iss, aud, iat, and the same subject as before) and
-// its claims returned in IDClaims; userinfo is not read (see Userinfo), so that a
+// its claims returned in IDClaims; userinfo is not read (see SessionClaims), so that a
 // failure there cannot lose a rotated refresh token.
 func (c *Client) Refresh(ctx context.Context, refreshToken, subject string, opts RefreshOptions) (*Tokens, error) {
 	if refreshToken == "" {
@@ -179,18 +179,54 @@ func (c *Client) Refresh(ctx context.Context, refreshToken, subject string, opts
 	return t, nil
 }
 
-// Userinfo reads the userinfo endpoint with accessToken and checks that it is about
-// subject. It returns nil and no error when userinfo is disabled (SkipUserinfo) or the
-// provider has none. Errors wrap ErrRefused, ErrInvalidToken or ErrUnavailable.
-func (c *Client) Userinfo(ctx context.Context, accessToken, subject string) (map[string]any, error) {
+// SessionClaims rebuilds a session's claims the way Exchange builds them at login: the
+// claims of idToken, the session's latest ID token, with userinfo read now with
+// accessToken on top (unless SkipUserinfo, or the provider has none). idToken must be one
+// that Exchange or Refresh verified when it came and the caller kept: it is not verified
+// again, as its key may have rotated and it may have expired since, neither of which
+// changes what it said. Errors wrap ErrRefused, ErrInvalidToken or ErrUnavailable.
+func (c *Client) SessionClaims(ctx context.Context, idToken, accessToken, subject string) (map[string]any, error) {
 	d, err := c.discovered(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if c.cfg.SkipUserinfo || d.meta.UserinfoEndpoint == "" {
-		return nil, nil
+	claims, err := keptClaims(idToken, d.algs)
+	if err != nil {
+		return nil, err
 	}
-	return c.userinfo(ctx, d, accessToken, subject)
+	if sub, _ := claims["sub"].(string); sub != subject {
+		return nil, fmt.Errorf("%w: the kept ID token is about another subject", ErrInvalidToken)
+	}
+	if c.cfg.SkipUserinfo || d.meta.UserinfoEndpoint == "" {
+		return claims, nil
+	}
+	info, err := c.userinfo(ctx, d, accessToken, subject)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range info {
+		if k != "sub" {
+			claims[k] = v
+		}
+	}
+	return claims, nil
+}
+
+// keptClaims reads the claims of an ID token verified earlier (see SessionClaims).
+func keptClaims(raw string, algs []string) (map[string]any, error) {
+	allowed := make([]jose.SignatureAlgorithm, 0, len(algs))
+	for _, a := range algs {
+		allowed = append(allowed, jose.SignatureAlgorithm(a))
+	}
+	tok, err := jwt.ParseSigned(raw, allowed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: kept ID token: %v", ErrInvalidToken, err)
+	}
+	claims := map[string]any{}
+	if err := tok.UnsafeClaimsWithoutVerification(&claims); err != nil {
+		return nil, fmt.Errorf("%w: kept ID token claims: %v", ErrInvalidToken, err)
+	}
+	return claims, nil
 }
 
 // ClientCredentials gets a token for the gateway's own client (no user).

@@ -89,6 +89,9 @@ type Knobs struct {
 	// another subject.
 	UserinfoStatus  int
 	UserinfoSubject string
+	// UserinfoOmit names claims that userinfo leaves out (a user removed from every
+	// group, at a provider that then sends no groups claim at all).
+	UserinfoOmit []string
 	// NoEndSession and NoRevocation remove those endpoints from discovery.
 	NoEndSession bool
 	NoRevocation bool
@@ -590,6 +593,9 @@ func (p *Provider) userinfo(w http.ResponseWriter, r *http.Request) {
 	}
 	claims := map[string]any{"sub": sub, "email": "alice@example.com", "email_verified": true, "groups": []string{"staff"}}
 	maps.Copy(claims, k.Claims)
+	for _, name := range k.UserinfoOmit {
+		delete(claims, name)
+	}
 	writeJSON(w, http.StatusOK, claims)
 }
 
