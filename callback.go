@@ -62,6 +62,9 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 	tokens, id, err := g.idp.Exchange(r.Context(), code, f.Verifier, f.Nonce)
 	if err != nil {
 		g.metrics.logins.WithLabelValues("failed").Inc()
+		if _, busy := idp.RetryAfter(err); busy {
+			return providerDown(err) // 503: the provider is busy, try again
+		}
 		if errors.Is(err, idp.ErrUnavailable) {
 			return errProviderBadGateway.with(err)
 		}
@@ -78,7 +81,7 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 	s := &session.Session{
 		Subject: id.Subject, Issuer: g.idp.Issuer(), ProviderSID: id.SID,
 		UserAgent: userAgent(r), IP: g.clientIP(r),
-		Claims: claims, IDToken: tokens.IDToken,
+		Claims: claims, ClaimsAt: g.now(), IDToken: tokens.IDToken,
 		Token: tokenFrom(tokens, g.now()),
 	}
 	if !tokens.RefreshExpiry.IsZero() {

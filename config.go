@@ -147,6 +147,11 @@ type ProviderConfig struct {
 	// RefreshLead refreshes an access token this long before it expires (refresh_lead).
 	// Default 30 s; never more than half the token's lifetime.
 	RefreshLead time.Duration `gatehouse:"refresh_lead"`
+	// ClaimsMaxAge is how old a session's claims may be at a refresh before the refresh
+	// re-reads userinfo, even when the provider returned no new ID token
+	// (claims_max_age). Default 15 minutes. A refresh that returns an ID token always
+	// replaces the claims.
+	ClaimsMaxAge time.Duration `gatehouse:"claims_max_age"`
 	// BackchannelLogoutAllSessions makes a back-channel logout that names a subject end
 	// every session of that subject, not only those of the named provider session
 	// (backchannel_logout_all_sessions).
@@ -383,6 +388,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Provider.RefreshLead <= 0 {
 		c.Provider.RefreshLead = 30 * time.Second
+	}
+	if c.Provider.ClaimsMaxAge <= 0 {
+		c.Provider.ClaimsMaxAge = 15 * time.Minute
 	}
 	if c.Session.IdleTimeout <= 0 {
 		c.Session.IdleTimeout = 30 * time.Minute

@@ -8,7 +8,9 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gatehouse-bff/gatehouse/idp"
 	"github.com/gatehouse-bff/gatehouse/session"
@@ -31,6 +33,9 @@ type httpError struct {
 	// For people.
 	title   string
 	message string
+	// retryAfter, when set, is sent as Retry-After (whole seconds, rounded up): the
+	// provider asked to wait that long.
+	retryAfter time.Duration
 	// cause is logged, never shown.
 	cause error
 	level slog.Level
@@ -120,6 +125,14 @@ func sessionError(err error) *httpError {
 	}
 }
 
+// providerDown is errProviderDown (503, try again) for err, with the provider's
+// Retry-After when it sent one.
+func providerDown(err error) *httpError {
+	he := errProviderDown.with(err)
+	he.retryAfter, _ = idp.RetryAfter(err)
+	return he
+}
+
 // providerError maps the idp package's classification to responses.
 func providerError(err error) *httpError {
 	if errors.Is(err, idp.ErrUnavailable) {
@@ -149,6 +162,9 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 			attrs = append(attrs, "cause", he.cause.Error())
 		}
 		g.log.Log(r.Context(), level, "request failed", attrs...)
+	}
+	if he.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((he.retryAfter+time.Second-1)/time.Second)))
 	}
 	if he.redirect != "" {
 		http.Redirect(w, r, he.redirect, he.status)

@@ -77,8 +77,9 @@ type Gateway struct {
 	metrics  *metrics
 	auditLog *slog.Logger
 
-	refreshes    flight.Group[*session.Session]
-	clientTokens clientTokens
+	refreshes     flight.Group[*session.Session]
+	clientTokens  clientTokens
+	revokeRetries revokeRetries
 
 	cspConfigured bool // frontend.csp was set explicitly
 
@@ -181,6 +182,7 @@ func New(cfg Config) (*Gateway, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stop, g.done = cancel, make(chan struct{})
+	g.revokeRetries.quit = ctx.Done()
 	go g.discoverLoop(ctx)
 	g.sessions.OnEnd(g.sessionEnded)
 	g.bg.Go(func() { g.sessions.ListenForEnds(ctx, g.recheckTunnels) })
@@ -293,6 +295,7 @@ func (g *Gateway) Close() error {
 		g.stop()
 		<-g.done
 		g.bg.Wait()
+		g.revokeRetries.wg.Wait()
 		if c, ok := g.sessions.Store.(session.Closer); ok && g.ownStore {
 			err = c.Close()
 		}

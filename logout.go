@@ -4,11 +4,15 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/gatehouse-bff/gatehouse/idp"
 	"github.com/gatehouse-bff/gatehouse/session"
 )
 
@@ -91,12 +95,77 @@ func (g *Gateway) revokeAtProvider(ctx context.Context, s *session.Session) {
 	if token == "" {
 		token, hint = s.Token.AccessToken, "access_token"
 	}
-	if err := g.idp.Revoke(ctx, token, hint); err != nil {
-		g.log.Warn("token revocation failed", "session", s.Handle, "error", err)
-		g.metrics.revocations.WithLabelValues("failed").Inc()
+	err := g.idp.Revoke(ctx, token, hint)
+	if err == nil {
+		g.metrics.revocations.WithLabelValues("ok").Inc()
 		return
 	}
-	g.metrics.revocations.WithLabelValues("ok").Inc()
+	g.metrics.revocations.WithLabelValues("failed").Inc()
+	if !errors.Is(err, idp.ErrUnavailable) || !g.revokeRetries.start() {
+		g.log.Warn("token revocation failed", "session", s.Handle, "error", err)
+		return
+	}
+	g.log.Warn("token revocation failed; trying again later", "session", s.Handle, "error", err)
+	go g.retryRevoke(s.Handle, token, hint, err)
+}
+
+// revokeRetries bounds the revocations tried again in the background after a busy or
+// unreachable provider, so that a logout during an outage still ends the tokens'
+// life at the provider once it recovers.
+type revokeRetries struct {
+	wg      sync.WaitGroup
+	pending atomic.Int32
+	quit    <-chan struct{} // closed by Gateway.Close
+}
+
+// Bounds of the background revocations: how many may wait at once (beyond, a failed
+// revocation is only logged), and how many more times each is tried.
+const (
+	maxPendingRevocations = 1000
+	revokeAttempts        = 4
+)
+
+func (q *revokeRetries) start() bool {
+	if q.pending.Add(1) > maxPendingRevocations {
+		q.pending.Add(-1)
+		return false
+	}
+	q.wg.Add(1)
+	return true
+}
+
+func (q *revokeRetries) finish() {
+	q.pending.Add(-1)
+	q.wg.Done()
+}
+
+// retryRevoke tries a revocation again, waiting at least what the provider asked for
+// (Retry-After, at most 5 minutes) and backing off 1 s, 4 s, 16 s, 64 s.
+func (g *Gateway) retryRevoke(handle, token, hint string, err error) {
+	q := &g.revokeRetries
+	defer q.finish()
+	for attempt := range revokeAttempts {
+		wait, _ := idp.RetryAfter(err)
+		wait = max(wait, time.Second<<(2*attempt))
+		select {
+		case <-q.quit:
+			return
+		case <-time.After(wait):
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = g.idp.Revoke(ctx, token, hint)
+		cancel()
+		if err == nil {
+			g.metrics.revocations.WithLabelValues("ok").Inc()
+			g.log.Info("token revoked after a retry", "session", handle)
+			return
+		}
+		if !errors.Is(err, idp.ErrUnavailable) {
+			break
+		}
+	}
+	g.metrics.revocations.WithLabelValues("failed").Inc()
+	g.log.Warn("token revocation failed; given up", "session", handle, "error", err)
 }
 
 // handleLogoutCallback is the post_logout_redirect_uri: GET /bff/logout/callback?state=.

@@ -124,6 +124,7 @@ func (g *Gateway) refresh(ctx context.Context, r *http.Request, s *session.Sessi
 	if t.IDToken != "" {
 		cur.IDToken = t.IDToken
 	}
+	g.refreshClaims(ctx, cur, t)
 	if !t.RefreshExpiry.IsZero() && t.RefreshExpiry.Before(cur.ExpiresAt) {
 		cur.ExpiresAt = t.RefreshExpiry
 	}
@@ -144,6 +145,36 @@ func (g *Gateway) refresh(ctx context.Context, r *http.Request, s *session.Sessi
 		return nil, err
 	}
 	return cur, nil
+}
+
+// refreshClaims makes the session's claims as fresh as its tokens: after a refresh
+// that returned an ID token, or when the claims are older than provider.claims_max_age,
+// they are rebuilt as at login, from the session's latest ID token (the new one, if any)
+// and userinfo read now with the session's own access token. When that fails (the
+// provider is busy, or that token has expired after a refresh for another audience), the
+// claims and their age stay as they were, so the next refresh tries again; the refreshed
+// tokens are saved regardless.
+func (g *Gateway) refreshClaims(ctx context.Context, s *session.Session, t *idp.Tokens) {
+	claimsAt := s.ClaimsAt
+	if claimsAt.IsZero() {
+		claimsAt = s.CreatedAt
+	}
+	if t.IDToken == "" && g.now().Sub(claimsAt) < g.config().Provider.ClaimsMaxAge {
+		return
+	}
+	if s.Token.AccessToken == "" || !g.now().Before(s.Token.Expiry) {
+		return
+	}
+	claims, err := g.idp.SessionClaims(ctx, s.IDToken, s.Token.AccessToken, s.Subject)
+	if err != nil {
+		g.log.Warn("claims not re-read after a refresh: the previous ones stay until the next refresh", "session", s.Handle, "error", err)
+		return
+	}
+	for _, c := range protocolClaims {
+		delete(claims, c)
+	}
+	claims["sub"] = s.Subject
+	s.Claims, s.ClaimsAt = claims, g.now()
 }
 
 // tokenLabel names a route's token for the audit log: "session" for the login's token,

@@ -55,9 +55,6 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 	} else if err := g.checkCSRF(r); err != nil {
 		return withSession(err, s)
 	}
-	if len(rt.Require) > 0 && !rulesHold(rt.Require, s) {
-		return errForbiddenClaims.of(s)
-	}
 
 	var token string
 	var err error
@@ -69,6 +66,11 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 	}
 	if err != nil {
 		return tokenError(err)
+	}
+	// Claim rules are checked after the token, as a refresh may just have re-read the
+	// claims (refreshClaims).
+	if len(rt.Require) > 0 && !rulesHold(rt.Require, s) {
+		return errForbiddenClaims.of(s)
 	}
 	if s != nil {
 		g.touch(r.Context(), s)
@@ -137,7 +139,7 @@ func tokenError(err error) error {
 	case isSessionEnd(err):
 		return sessionError(err)
 	case errors.Is(err, idp.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		return errProviderDown.with(err)
+		return providerDown(err)
 	case errors.Is(err, idp.ErrRefused), errors.Is(err, idp.ErrInvalidToken):
 		return providerError(err)
 	default:

@@ -15,9 +15,11 @@
 // [UnknownKeyRefetchInterval], [KeyMaxAge]), never once per bad token.
 //
 // Errors from the token endpoint are classified once, here: an error wrapping
-// [ErrRefused] means the provider answered with a definitive refusal (any 4xx, such as
+// [ErrRefused] means the provider answered with a definitive refusal (a 4xx, such as
 // invalid_grant from most providers or invalid_request from Dex); an error wrapping
-// [ErrUnavailable] means try again later (network error, 5xx). The provider's error
+// [ErrUnavailable] means try again later (network error, 5xx, 408, 429,
+// temporarily_unavailable, slow_down; [RetryAfter] tells a busy provider's wait, which
+// the Client honours itself before asking that endpoint again). The provider's error
 // description never leaves this package in an error message.
 package idp
 
@@ -44,7 +46,8 @@ var (
 	// ErrRefused: the provider definitively refused (4xx from the token endpoint,
 	// invalid ID token, wrong issuer): retrying the same request will not help.
 	ErrRefused = errors.New("idp: refused by the provider")
-	// ErrUnavailable: the provider could not be reached or answered 5xx; try later.
+	// ErrUnavailable: the provider could not be reached, answered 5xx, or is busy (408,
+	// 429, temporarily_unavailable, slow_down); try later.
 	ErrUnavailable = errors.New("idp: provider unavailable")
 	// ErrInvalidToken: a token (ID token, logout token) failed verification.
 	ErrInvalidToken = errors.New("idp: invalid token")
@@ -143,6 +146,8 @@ type Client struct {
 	cfg  Config
 	http *http.Client
 
+	pace pacer // per-endpoint Retry-After
+
 	mu         sync.Mutex
 	state      *discovered // nil until discovery succeeds
 	lastTry    time.Time
@@ -203,6 +208,7 @@ func New(cfg Config) (*Client, error) {
 	if c.http == nil {
 		c.http = &http.Client{Timeout: 10 * time.Second}
 	}
+	c.http = c.pacedClient(c.http) // honours the provider's Retry-After (pace.go)
 	if c.cfg.DefaultTokenLifetime <= 0 {
 		c.cfg.DefaultTokenLifetime = 5 * time.Minute
 	}

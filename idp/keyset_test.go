@@ -246,3 +246,13 @@ func TestLogoutTokenWithoutKeysIsUnavailable(t *testing.T) {
 	_, err := c.VerifyLogoutToken(t.Context(), p.LogoutToken("alice", "sid-1", "logout+jwt", nil))
 	wantErr(t, err, idp.ErrUnavailable)
 }
+
+// An ID token that cannot be checked because the provider's keys cannot be loaded is the
+// provider being unavailable (try again), not an invalid token (a refused login).
+func TestIDTokenWithoutKeysIsUnavailable(t *testing.T) {
+	p := idptest.New(t)
+	c := newClient(t, p)
+	p.Set(func(k *idptest.Knobs) { k.JWKSStatus = http.StatusServiceUnavailable })
+	_, _, err := login(t, p, c)
+	wantErr(t, err, idp.ErrUnavailable)
+}

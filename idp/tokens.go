@@ -3,8 +3,10 @@ package idp
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/url"
@@ -27,6 +29,9 @@ type Tokens struct {
 	RefreshExpiry time.Time // zero when the provider does not say (refresh_expires_in)
 	Scope         string
 	IDToken       string // raw, when the response carried one
+	// IDClaims are the claims of IDToken, verified, when a refresh response carried one
+	// (Exchange returns them in its Identity instead).
+	IDClaims map[string]any
 }
 
 // Identity is the verified result of a login.
@@ -51,7 +56,7 @@ func (c *Client) Exchange(ctx context.Context, code, verifier, nonce string) (*T
 	}
 	tok, err := d.oauth.Exchange(c.oauthContext(ctx), code, opts...)
 	if err != nil {
-		return nil, nil, classify("exchanging the authorization code", err)
+		return nil, nil, c.classify("exchanging the authorization code", err)
 	}
 	tokens, err := c.tokens(tok)
 	if err != nil {
@@ -61,6 +66,9 @@ func (c *Client) Exchange(ctx context.Context, code, verifier, nonce string) (*T
 		return nil, nil, fmt.Errorf("%w: the token response has no id_token (is the openid scope requested?)", ErrRefused)
 	}
 	idt, err := d.verifier.Verify(ctx, tokens.IDToken)
+	if errors.Is(err, ErrUnavailable) {
+		return nil, nil, fmt.Errorf("ID token: %w", err) // the provider's keys could not be loaded
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: ID token: %v", ErrInvalidToken, err)
 	}
@@ -98,7 +106,7 @@ func (c *Client) Exchange(ctx context.Context, code, verifier, nonce string) (*T
 func (c *Client) userinfo(ctx context.Context, d *discovered, accessToken, subject string) (map[string]any, error) {
 	ui, err := d.provider.UserInfo(c.oauthContext(ctx), oauth2.StaticTokenSource(&oauth2.Token{AccessToken: accessToken, TokenType: "Bearer"}))
 	if err != nil {
-		return nil, classifyUserinfo(err)
+		return nil, c.classifyUserinfo(d.meta.UserinfoEndpoint, err)
 	}
 	if ui.Subject != subject {
 		return nil, fmt.Errorf("%w: userinfo is about another subject than the ID token", ErrInvalidToken)
@@ -131,7 +139,9 @@ func (o RefreshOptions) params(v url.Values) {
 
 // Refresh uses a refresh token. The result's RefreshToken is the token to keep: the
 // rotated one, or the old one when the provider did not rotate. A new ID token in the
-// response is verified (signature, iss, aud, and the same subject as before).
+// response is verified (signature, iss, aud, iat, and the same subject as before) and
+// its claims returned in IDClaims; userinfo is not read (see SessionClaims), so that a
+// failure there cannot lose a rotated refresh token.
 func (c *Client) Refresh(ctx context.Context, refreshToken, subject string, opts RefreshOptions) (*Tokens, error) {
 	if refreshToken == "" {
 		return nil, fmt.Errorf("%w: no refresh token", ErrRefused)
@@ -144,7 +154,7 @@ func (c *Client) Refresh(ctx context.Context, refreshToken, subject string, opts
 	opts.params(params)
 	tok, err := c.tokenRequest(ctx, d, params)
 	if err != nil {
-		return nil, classify("refreshing", err)
+		return nil, c.classify("refreshing", err)
 	}
 	t, err := c.tokens(tok)
 	if err != nil {
@@ -155,6 +165,9 @@ func (c *Client) Refresh(ctx context.Context, refreshToken, subject string, opts
 	}
 	if t.IDToken != "" {
 		idt, err := d.verifier.Verify(ctx, t.IDToken)
+		if errors.Is(err, ErrUnavailable) {
+			return nil, fmt.Errorf("refreshed ID token: %w", err) // the provider's keys could not be loaded
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: refreshed ID token: %v", ErrInvalidToken, err)
 		}
@@ -164,8 +177,62 @@ func (c *Client) Refresh(ctx context.Context, refreshToken, subject string, opts
 		if idt.Subject != subject {
 			return nil, fmt.Errorf("%w: refreshed ID token is about another subject", ErrInvalidToken)
 		}
+		t.IDClaims = map[string]any{}
+		if err := idt.Claims(&t.IDClaims); err != nil {
+			return nil, fmt.Errorf("%w: refreshed ID token claims: %v", ErrInvalidToken, err)
+		}
 	}
 	return t, nil
+}
+
+// SessionClaims rebuilds a session's claims the way Exchange builds them at login: the
+// claims of idToken, the session's latest ID token, with userinfo read now with
+// accessToken on top (unless SkipUserinfo, or the provider has none). idToken must be one
+// that Exchange or Refresh verified when it came and the caller kept: it is not verified
+// again, as its key may have rotated and it may have expired since, neither of which
+// changes what it said. Errors wrap ErrRefused, ErrInvalidToken or ErrUnavailable.
+func (c *Client) SessionClaims(ctx context.Context, idToken, accessToken, subject string) (map[string]any, error) {
+	d, err := c.discovered(ctx)
+	if err != nil {
+		return nil, err
+	}
+	claims, err := keptClaims(idToken, d.algs)
+	if err != nil {
+		return nil, err
+	}
+	if sub, _ := claims["sub"].(string); sub != subject {
+		return nil, fmt.Errorf("%w: the kept ID token is about another subject", ErrInvalidToken)
+	}
+	if c.cfg.SkipUserinfo || d.meta.UserinfoEndpoint == "" {
+		return claims, nil
+	}
+	info, err := c.userinfo(ctx, d, accessToken, subject)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range info {
+		if k != "sub" {
+			claims[k] = v
+		}
+	}
+	return claims, nil
+}
+
+// keptClaims reads the claims of an ID token verified earlier (see SessionClaims).
+func keptClaims(raw string, algs []string) (map[string]any, error) {
+	allowed := make([]jose.SignatureAlgorithm, 0, len(algs))
+	for _, a := range algs {
+		allowed = append(allowed, jose.SignatureAlgorithm(a))
+	}
+	tok, err := jwt.ParseSigned(raw, allowed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: kept ID token: %v", ErrInvalidToken, err)
+	}
+	claims := map[string]any{}
+	if err := tok.UnsafeClaimsWithoutVerification(&claims); err != nil {
+		return nil, fmt.Errorf("%w: kept ID token claims: %v", ErrInvalidToken, err)
+	}
+	return claims, nil
 }
 
 // ClientCredentials gets a token for the gateway's own client (no user).
@@ -178,7 +245,7 @@ func (c *Client) ClientCredentials(ctx context.Context, opts RefreshOptions) (*T
 	opts.params(params)
 	tok, err := c.tokenRequest(ctx, d, params)
 	if err != nil {
-		return nil, classify("client credentials", err)
+		return nil, c.classify("client credentials", err)
 	}
 	return c.tokens(tok)
 }
@@ -263,12 +330,15 @@ func number(v any) int64 {
 	return 0
 }
 
-// TokenError describes a refusal from the token endpoint. Code is the RFC 6749 error
-// code (safe to log); the provider's description is kept out on purpose.
+// TokenError describes a refusal from the token endpoint (or an error answer of the
+// userinfo or revocation endpoint). Code is the RFC 6749 error code (safe to log); the
+// provider's description is kept out on purpose. RetryAfter is the wait the provider
+// asked for (its Retry-After header, at most maxRetryAfter), or 0.
 type TokenError struct {
-	Op     string
-	Status int
-	Code   string
+	Op         string
+	Status     int
+	Code       string
+	RetryAfter time.Duration
 }
 
 func (e *TokenError) Error() string {
@@ -278,23 +348,59 @@ func (e *TokenError) Error() string {
 	return fmt.Sprintf("idp: %s: the provider answered %d", e.Op, e.Status)
 }
 
-// Unwrap classifies: a 4xx (or an error in a 2xx body) is a refusal, anything else a
-// failure to try again.
+// Unwrap classifies. A provider that is busy or down is not a provider that said no:
+// 408, 429, any 5xx, and the codes temporarily_unavailable and slow_down (at any
+// status: some providers send them with 400) are failures to try again (ErrUnavailable);
+// any other 4xx (or an error in a 2xx body) is a refusal (ErrRefused).
 func (e *TokenError) Unwrap() error {
-	if e.Status < 500 {
-		return ErrRefused
+	if e.busy() || e.Status >= 500 {
+		return ErrUnavailable
 	}
-	return ErrUnavailable
+	return ErrRefused
 }
 
-func classify(op string, err error) error {
+// busy reports an answer that means "ask again later", as opposed to a crash (500).
+func (e *TokenError) busy() bool {
+	switch e.Code {
+	case "temporarily_unavailable", "slow_down":
+		return true
+	}
+	switch e.Status {
+	case http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		return true
+	}
+	return false
+}
+
+// RetryAfter reports whether err says the provider is busy (it answered 408, 429 or 503,
+// or temporarily_unavailable or slow_down, or it asked to wait and the wait is not over,
+// so it was not asked at all), and how long it asked to wait (0 when it did not say).
+func RetryAfter(err error) (time.Duration, bool) {
+	var we *waitError
+	if errors.As(err, &we) {
+		return we.wait, true
+	}
+	var te *TokenError
+	if errors.As(err, &te) && te.busy() {
+		return te.RetryAfter, true
+	}
+	return 0, false
+}
+
+func (c *Client) classify(op string, err error) error {
+	var we *waitError
+	if errors.As(err, &we) {
+		return fmt.Errorf("idp: %s: %w", op, we)
+	}
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
-		status := http.StatusBadRequest
+		te := &TokenError{Op: op, Status: http.StatusBadRequest, Code: safeCode(re.ErrorCode)}
 		if re.Response != nil {
-			status = re.Response.StatusCode
+			te.Status = re.Response.StatusCode
+			c.pace.answered(re.Response, te.busy(), c.now())
+			te.RetryAfter = retryAfter(re.Response.Header, c.now())
 		}
-		return &TokenError{Op: op, Status: status, Code: safeCode(re.ErrorCode)}
+		return te
 	}
 	// x/oauth2 (internal/token.go, doTokenRoundTrip) reports a 2xx answer without an
 	// access_token with a plain errors.New: v0.37.0 exports no sentinel or type for it.
@@ -351,13 +457,28 @@ func (c *Client) Revoke(ctx context.Context, token, hint string) error {
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	resp, err := c.http.Do(req)
 	if err != nil {
+		var we *waitError
+		if errors.As(err, &we) {
+			return fmt.Errorf("idp: revocation: %w", we)
+		}
 		return fmt.Errorf("%w: revocation: %v", ErrUnavailable, redactURLError(err))
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusOK {
 		return nil
 	}
-	return &TokenError{Op: "revocation", Status: resp.StatusCode}
+	te := &TokenError{Op: "revocation", Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header, c.now())}
+	if resp.StatusCode == http.StatusBadRequest {
+		// RFC 7009 §2.2.1: an error response in the token endpoint's format.
+		var body struct {
+			Error string `json:"error"`
+		}
+		if json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&body) == nil {
+			te.Code = safeCode(body.Error)
+		}
+		c.pace.answered(resp, te.busy(), c.now())
+	}
+	return te
 }
 
 // EndSessionURL builds the RP-initiated logout URL (OpenID Connect RP-Initiated Logout
@@ -473,25 +594,30 @@ func checkLogoutTyp(raw string, algs []string) error {
 
 // classifyUserinfo turns a go-oidc userinfo error into ours without its text, which
 // carries the provider's response body. go-oidc formats HTTP failures as "<status>: …".
-func classifyUserinfo(err error) error {
+func (c *Client) classifyUserinfo(endpoint string, err error) error {
+	var we *waitError
+	if errors.As(err, &we) {
+		return fmt.Errorf("idp: userinfo: %w", we)
+	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		return fmt.Errorf("%w: userinfo: %v", ErrUnavailable, redactURLError(err))
 	}
 	// go-oidc's Provider.UserInfo returns fmt.Errorf("%s: %s", resp.Status, body) for a
 	// non-200 answer: v3.21.0 has no typed error with the status (only IssuerMismatchError
-	// and TokenExpiredError), so the status is read back from the text.
+	// and TokenExpiredError), so the status is read back from the text. 401 from most
+	// providers, 403 from some: the access token was refused. Its Retry-After, if any,
+	// was recorded by the transport (pace.go).
 	code, _, _ := strings.Cut(err.Error(), " ")
 	status, convErr := strconv.Atoi(code)
-	switch {
-	case convErr != nil:
+	if convErr != nil {
 		return fmt.Errorf("%w: userinfo: unreadable response", ErrRefused)
-	case status >= 500:
-		return &TokenError{Op: "userinfo", Status: status}
-	default:
-		// 401 from most providers, 403 from some: the fresh access token was refused.
-		return &TokenError{Op: "userinfo", Status: status}
 	}
+	te := &TokenError{Op: "userinfo", Status: status}
+	if u, err := url.Parse(endpoint); err == nil && te.busy() {
+		te.RetryAfter = c.pace.wait(u, c.now())
+	}
+	return te
 }
 
 // checkIssuedAt refuses a token issued in the future (go-oidc checks exp, not iat): more

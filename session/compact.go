@@ -20,7 +20,7 @@ import (
 // and every part is read to its end exactly:
 //
 //	meta:   sub iss psid created last_seen expires user_agent ip
-//	secret: claims(JSON) id_token token uvarint(n) n×(audience token)
+//	secret: claims(JSON) claims_at id_token token uvarint(n) n×(audience token)
 //	token:  access_token type expiry issued refresh_token refresh_expiry scope
 //
 // A bearer token's type is left out, as in JSON.
@@ -41,6 +41,7 @@ func encodeCompact(s *Session) (meta, secret []byte) {
 		claims, _ = json.Marshal(s.Claims)
 	}
 	secret = appendString(nil, string(claims))
+	secret = appendTime(secret, s.ClaimsAt)
 	secret = appendString(secret, s.IDToken)
 	secret = appendToken(secret, s.Token)
 	secret = binary.AppendUvarint(secret, uint64(len(s.Audiences)))
@@ -162,6 +163,7 @@ func decodeCompactMeta(meta []byte) (*Session, error) {
 func decodeCompactSecret(secret []byte, s *Session) error {
 	r := &reader{b: secret}
 	claims := r.string()
+	claimsAt := r.time()
 	idToken := r.string()
 	tok := r.token()
 	n := r.uvarint()
@@ -185,6 +187,6 @@ func decodeCompactSecret(secret []byte, s *Session) error {
 			return fmt.Errorf("session: decoding claims: %w", err)
 		}
 	}
-	s.Claims, s.IDToken, s.Token, s.Audiences = c, idToken, tok, audiences
+	s.Claims, s.ClaimsAt, s.IDToken, s.Token, s.Audiences = c, claimsAt, idToken, tok, audiences
 	return nil
 }

@@ -62,7 +62,10 @@ type Session struct {
 	UserAgent   string
 	IP          string
 
-	Claims    map[string]any
+	Claims map[string]any
+	// ClaimsAt is when Claims were last read from the provider (ID token, userinfo); zero
+	// in a record written before it was kept: then CreatedAt.
+	ClaimsAt  time.Time
 	IDToken   string
 	Token     Token
 	Audiences map[string]Token // access tokens for other audiences or resources (RFC 8707)
@@ -91,6 +94,7 @@ type metaJSON struct {
 
 type secretJSON struct {
 	Claims    map[string]any   `json:"claims,omitempty"`
+	ClaimsAt  time.Time        `json:"cat,omitzero"`
 	IDToken   string           `json:"idt,omitempty"`
 	Token     Token            `json:"tok"`
 	Audiences map[string]Token `json:"aud,omitempty"`
@@ -261,7 +265,7 @@ func encodeJSON(s *Session) (meta, secret []byte, err error) {
 			audiences[k] = t.encoded()
 		}
 	}
-	secret, err = json.Marshal(secretJSON{Claims: s.Claims, IDToken: s.IDToken, Token: s.Token.encoded(), Audiences: audiences})
+	secret, err = json.Marshal(secretJSON{Claims: s.Claims, ClaimsAt: s.ClaimsAt, IDToken: s.IDToken, Token: s.Token.encoded(), Audiences: audiences})
 	if err != nil {
 		return nil, nil, fmt.Errorf("session: encoding session: %w", err)
 	}
@@ -348,7 +352,7 @@ func decodeJSONSecret(secret []byte, s *Session) error {
 	for k, t := range sj.Audiences {
 		sj.Audiences[k] = t.decoded()
 	}
-	s.Claims, s.IDToken, s.Token, s.Audiences = sj.Claims, sj.IDToken, sj.Token.decoded(), sj.Audiences
+	s.Claims, s.ClaimsAt, s.IDToken, s.Token, s.Audiences = sj.Claims, sj.ClaimsAt, sj.IDToken, sj.Token.decoded(), sj.Audiences
 	return nil
 }
 

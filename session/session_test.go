@@ -57,8 +57,9 @@ func TestRecordFormats(t *testing.T) {
 	full := &Session{Subject: "alice", Issuer: "https://id.example", ProviderSID: "psid",
 		CreatedAt: now, LastSeen: now.Add(time.Minute), ExpiresAt: now.Add(time.Hour),
 		UserAgent: "UA/1.0", IP: "192.0.2.1", key: NewRandomKey(),
-		Claims:  map[string]any{"sub": "alice", "groups": []any{"a", "b"}, "n": 1.5, "ok": true},
-		IDToken: "id.token.x",
+		Claims:   map[string]any{"sub": "alice", "groups": []any{"a", "b"}, "n": 1.5, "ok": true},
+		ClaimsAt: now.Add(2 * time.Minute),
+		IDToken:  "id.token.x",
 		Token: Token{AccessToken: "at", TokenType: "Bearer", Expiry: now.Add(5 * time.Minute), Issued: now,
 			RefreshToken: "rt", RefreshExpiry: now.Add(24 * time.Hour), Scope: "openid email"},
 		Audiences: map[string]Token{
@@ -111,7 +112,7 @@ func normal(s *Session) *Session {
 		t.Expiry, t.Issued, t.RefreshExpiry = t.Expiry.UTC(), t.Issued.UTC(), t.RefreshExpiry.UTC()
 		return t.decoded()
 	}
-	c.CreatedAt, c.LastSeen, c.ExpiresAt = s.CreatedAt.UTC(), s.LastSeen.UTC(), s.ExpiresAt.UTC()
+	c.CreatedAt, c.LastSeen, c.ExpiresAt, c.ClaimsAt = s.CreatedAt.UTC(), s.LastSeen.UTC(), s.ExpiresAt.UTC(), s.ClaimsAt.UTC()
 	c.Token = tok(s.Token)
 	if s.Audiences != nil {
 		c.Audiences = map[string]Token{}

@@ -94,6 +94,7 @@ type fileProvider struct {
 	TrustedAudiences             []string          `yaml:"trusted_audiences"`
 	DefaultTokenLifetime         duration          `yaml:"default_token_lifetime"`
 	RefreshLead                  duration          `yaml:"refresh_lead"`
+	ClaimsMaxAge                 duration          `yaml:"claims_max_age"`
 	BackchannelLogoutAllSessions bool              `yaml:"backchannel_logout_all_sessions"`
 	Timeout                      duration          `yaml:"timeout"`
 }
@@ -339,6 +340,7 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			TrustedAudiences:             fc.Provider.TrustedAudiences,
 			DefaultTokenLifetime:         time.Duration(fc.Provider.DefaultTokenLifetime),
 			RefreshLead:                  time.Duration(fc.Provider.RefreshLead),
+			ClaimsMaxAge:                 time.Duration(fc.Provider.ClaimsMaxAge),
 			BackchannelLogoutAllSessions: fc.Provider.BackchannelLogoutAllSessions,
 		},
 		Session: gatehouse.SessionConfig{

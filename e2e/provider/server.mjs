@@ -482,7 +482,7 @@ async function interactionRoutes(ctx) {
 
 async function tokenEndpoint(ctx, next) {
   const { mode, ms } = faults;
-  if (mode === '503' || mode === 'reset') {
+  if (mode === '503' || mode === 'reset' || mode === '429') {
     let grantType;
     try {
       grantType = new URLSearchParams(await readBody(ctx.req)).get('grant_type');
@@ -496,6 +496,15 @@ async function tokenEndpoint(ctx, next) {
       const { socket } = ctx.req;
       if (typeof socket.resetAndDestroy === 'function') socket.resetAndDestroy();
       else socket.destroy();
+      return;
+    }
+    if (mode === '429') {
+      // A busy provider: Retry-After in whole seconds (ms rounded up), at least 1.
+      countTokenResponse(429);
+      ctx.status = 429;
+      ctx.set('Cache-Control', 'no-store');
+      ctx.set('Retry-After', String(Math.max(1, Math.ceil(ms / 1000))));
+      ctx.body = { error: 'temporarily_unavailable', error_description: 'too many requests (injected fault)' };
       return;
     }
     countTokenResponse(503);
@@ -609,8 +618,8 @@ async function control(req, res, url) {
       return;
     case 'POST /__test/token-endpoint': {
       const mode = url.searchParams.get('mode') ?? 'normal';
-      if (!['normal', '503', 'reset', 'delay'].includes(mode)) {
-        sendJSON(res, 400, { error: 'invalid_request', error_description: 'mode must be normal, 503, reset or delay' });
+      if (!['normal', '503', '429', 'reset', 'delay'].includes(mode)) {
+        sendJSON(res, 400, { error: 'invalid_request', error_description: 'mode must be normal, 503, 429, reset or delay' });
         return;
       }
       faults.mode = mode;

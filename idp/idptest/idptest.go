@@ -90,6 +90,9 @@ type Knobs struct {
 	// another subject.
 	UserinfoStatus  int
 	UserinfoSubject string
+	// UserinfoOmit names claims that userinfo leaves out (a user removed from every
+	// group, at a provider that then sends no groups claim at all).
+	UserinfoOmit []string
 	// NoEndSession and NoRevocation remove those endpoints from discovery.
 	NoEndSession bool
 	NoRevocation bool
@@ -111,6 +114,14 @@ type Knobs struct {
 	IDTokenOnRefresh bool
 	// NoAccessToken leaves access_token out of successful token responses.
 	NoAccessToken bool
+
+	// RevokeStatus forces the revocation endpoint to answer this status, with
+	// RevokeError as the error code when set.
+	RevokeStatus int
+	RevokeError  string
+	// RetryAfter is sent as the Retry-After header of every forced failure (TokenStatus,
+	// RefreshStatus, UserinfoStatus, RevokeStatus): delta-seconds or an HTTP-date.
+	RetryAfter string
 }
 
 type codeGrant struct {
@@ -454,6 +465,7 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if k.TokenStatus != 0 {
+		retryAfter(w, k)
 		writeJSON(w, k.TokenStatus, map[string]string{"error": k.TokenError, "error_description": "forced failure with secret-looking text"})
 		return
 	}
@@ -479,6 +491,7 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		p.issue(w, k, c.nonce, true, "")
 	case "refresh_token":
 		if k.RefreshStatus != 0 {
+			retryAfter(w, k)
 			writeJSON(w, k.RefreshStatus, map[string]string{"error": k.RefreshError})
 			return
 		}
@@ -639,6 +652,7 @@ func (p *Provider) userinfo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if k.UserinfoStatus != 0 {
+		retryAfter(w, k)
 		w.WriteHeader(k.UserinfoStatus)
 		return
 	}
@@ -648,6 +662,9 @@ func (p *Provider) userinfo(w http.ResponseWriter, r *http.Request) {
 	}
 	claims := map[string]any{"sub": sub, "email": "alice@example.com", "email_verified": true, "groups": []string{"staff"}}
 	maps.Copy(claims, k.Claims)
+	for _, name := range k.UserinfoOmit {
+		delete(claims, name)
+	}
 	writeJSON(w, http.StatusOK, claims)
 }
 
@@ -659,10 +676,21 @@ func (p *Provider) revoke(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client"})
 		return
 	}
+	if k := p.knobsCopy(); k.RevokeStatus != 0 {
+		retryAfter(w, k)
+		writeJSON(w, k.RevokeStatus, map[string]string{"error": k.RevokeError})
+		return
+	}
 	p.mu.Lock()
 	p.revoked[r.PostForm.Get("token")] = true
 	p.mu.Unlock()
 	w.WriteHeader(http.StatusOK)
+}
+
+func retryAfter(w http.ResponseWriter, k Knobs) {
+	if k.RetryAfter != "" {
+		w.Header().Set("Retry-After", k.RetryAfter)
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

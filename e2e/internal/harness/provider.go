@@ -592,14 +592,18 @@ const (
 	ModeNormal = "normal"
 	// Mode503 answers 503 {"error":"temporarily_unavailable"}.
 	Mode503 = "503"
+	// Mode429 answers 429 {"error":"temporarily_unavailable"} with Retry-After: the
+	// mode's delay in whole seconds, rounded up, at least 1.
+	Mode429 = "429"
 	// ModeReset drops the TCP connection (RST) without answering.
 	ModeReset = "reset"
 	// ModeDelay waits before handling the request normally.
 	ModeDelay = "delay"
 )
 
-// SetTokenEndpointMode injects a fault on the token endpoint only: "normal", "503", "reset"
-// or "delay" (delay is the wait, for "delay"). It lasts until changed.
+// SetTokenEndpointMode injects a fault on the token endpoint only: "normal", "503", "429",
+// "reset" or "delay" (delay is the wait, for "delay", or the Retry-After, for "429"). It
+// lasts until changed.
 func (p *Provider) SetTokenEndpointMode(t testing.TB, mode string, delay time.Duration) {
 	t.Helper()
 	q := url.Values{"mode": {mode}}

@@ -438,6 +438,12 @@ func TestProvider(t *testing.T) {
 			resp.Body.Close()
 		}
 
+		p.SetTokenEndpointMode(t, Mode429, 2*time.Second)
+		r, err = cc()
+		if err != nil || r.status != 429 || r.str("error") != "temporarily_unavailable" {
+			t.Fatalf("429 mode: %v %d %v", err, r.status, r.body)
+		}
+
 		p.SetTokenEndpointMode(t, ModeReset, 0)
 		if r, err := cc(); err == nil {
 			t.Fatalf("reset mode answered %d", r.status)
@@ -457,7 +463,7 @@ func TestProvider(t *testing.T) {
 		}
 
 		st := p.Stats(t)
-		if st.TokenRequests["client_credentials"] != 4 || st.TokenResponses["503"] != 1 ||
+		if st.TokenRequests["client_credentials"] != 5 || st.TokenResponses["503"] != 1 || st.TokenResponses["429"] != 1 ||
 			st.TokenResponses["reset"] != 1 || st.TokenResponses["200"] != 2 {
 			t.Fatalf("stats = %+v", st)
 		}
