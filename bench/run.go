@@ -314,6 +314,11 @@ func (e *env) startAll() error {
 			"redis":   "redis://" + e.redisAddr + "/0",
 		}[s]
 		cfg := gatehouseConfig(g.url, g.admin, e.idp.issuer, storeURL, e.upURL)
+		if s == "compare" {
+			// An older build may not know server.max_connections_per_client; the refresh
+			// storm, which needs it, does not run against the compared binary.
+			cfg, _, _ = strings.Cut(cfg, "# Every load generator")
+		}
 		path := filepath.Join(e.dir, "gatehouse-"+s+".yaml")
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			return err
@@ -362,6 +367,10 @@ admin:
   listen: %s
 log:
   level: warn
+# Every load generator here is one client address; the refresh storm alone holds 1,000
+# connections, beyond the default cap of 256 per client network.
+server:
+  max_connections_per_client: 4096
 `, strings.TrimPrefix(public, "http://"), public, issuer, benchClientID, benchClientSecret, store, upstream,
 		strings.TrimPrefix(admin, "http://"))
 }
