@@ -55,6 +55,11 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 	} else if err := g.checkCSRF(r); err != nil {
 		return withSession(err, s)
 	}
+	// Claim rules that fail are final unless the token step is about to refresh (and so
+	// re-read the claims, refreshClaims): no token is minted for a user the rules refuse.
+	if len(rt.Require) > 0 && !rulesHold(rt.Require, s) && (s == nil || g.fresh(s.AccessTokenFor(rt.tokenKey()))) {
+		return errForbiddenClaims.of(s)
+	}
 
 	var token string
 	var err error
@@ -67,8 +72,7 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 	if err != nil {
 		return tokenError(err)
 	}
-	// Claim rules are checked after the token, as a refresh may just have re-read the
-	// claims (refreshClaims).
+	// And again after it, as a refresh may just have re-read the claims.
 	if len(rt.Require) > 0 && !rulesHold(rt.Require, s) {
 		return errForbiddenClaims.of(s)
 	}
