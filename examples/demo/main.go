@@ -32,6 +32,7 @@ import (
 	gatehouse "github.com/gatehouse-bff/gatehouse"
 	"github.com/gatehouse-bff/gatehouse/examples/demo/api"
 	"github.com/gatehouse-bff/gatehouse/internal/devidp"
+	"github.com/gatehouse-bff/gatehouse/session"
 	"github.com/gatehouse-bff/gatehouse/session/memstore"
 )
 
@@ -197,7 +198,9 @@ func run(ctx context.Context, opts options) (err error) {
 			Issuer: idp.Issuer(), ClientID: clientID, ClientSecret: clientSecret,
 			Scopes: scopes,
 		},
-		Session:  gatehouse.SessionConfig{Store: store, IdleTimeout: opts.idleTimeout},
+		// A fresh server key per run: the sessions live in this process's memory anyway.
+		Session: gatehouse.SessionConfig{Store: store, IdleTimeout: opts.idleTimeout,
+			Keys: [][]byte{session.NewRandomKey()}},
 		Routes:   routes(addrs.api),
 		Frontend: gatehouse.FrontendConfig{FS: spa},
 		Admin:    gatehouse.AdminConfig{Token: addrs.adminToken},
