@@ -17,6 +17,29 @@ import (
 // separate, private address (loopback by default in the binary).
 func (g *Gateway) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
+	g.handleProbes(mux)
+	if g.metrics.registry != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}))
+	}
+	mux.Handle("GET /admin/sessions", g.adminAuth(g.adminListSessions))
+	mux.Handle("DELETE /admin/sessions", g.adminAuth(g.adminEndSubject))
+	mux.Handle("DELETE /admin/sessions/{sid}", g.adminAuth(g.adminEndSession))
+	return mux
+}
+
+// HealthHandler serves only the probes: GET (and HEAD) /healthz, which answers while the
+// process serves, and /readyz, which answers 200 {"ready":true} or 503 with the problems
+// (the same as on AdminHandler). Every other path is 404. It exposes no data, so unlike
+// AdminHandler it may listen on any address, for probes from Kubernetes or a load
+// balancer.
+func (g *Gateway) HealthHandler() http.Handler {
+	mux := http.NewServeMux()
+	g.handleProbes(mux)
+	return mux
+}
+
+// handleProbes registers /healthz and /readyz.
+func (g *Gateway) handleProbes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
@@ -29,13 +52,6 @@ func (g *Gateway) AdminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"ready": true})
 	})
-	if g.metrics.registry != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}))
-	}
-	mux.Handle("GET /admin/sessions", g.adminAuth(g.adminListSessions))
-	mux.Handle("DELETE /admin/sessions", g.adminAuth(g.adminEndSubject))
-	mux.Handle("DELETE /admin/sessions/{sid}", g.adminAuth(g.adminEndSession))
-	return mux
 }
 
 var errAdminAuth = &httpError{status: http.StatusUnauthorized, code: "unauthorized", reason: "admin_token", forceJSON: true}

@@ -37,6 +37,7 @@ type fileConfig struct {
 	Routes           []fileRoute    `yaml:"routes"`
 	Frontend         fileFrontend   `yaml:"frontend"`
 	Admin            fileAdmin      `yaml:"admin"`
+	Health           fileHealth     `yaml:"health"`
 	TrustedProxies   []string       `yaml:"trusted_proxies"`
 	WebSocketOrigins []string       `yaml:"websocket_origins"`
 	Log              fileLog        `yaml:"log"`
@@ -179,6 +180,11 @@ type fileAdmin struct {
 	Token            string `yaml:"token"`
 	TokenFile        string `yaml:"token_file"`
 	AllowNonLoopback bool   `yaml:"allow_non_loopback"`
+}
+
+// fileHealth is the health listener: /healthz and /readyz only, on any address.
+type fileHealth struct {
+	Listen string `yaml:"listen"`
 }
 
 type fileLog struct {
@@ -439,6 +445,18 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			probs.add("admin.listen", "%q is not a loopback address; set admin.allow_non_loopback to expose the admin API (and protect it)", fc.Admin.Listen)
 		case !isLoopback(host):
 			l.warnings = append(l.warnings, "admin.allow_non_loopback")
+		}
+	}
+	if fc.Health.Listen != "" {
+		// Any address: the health listener serves no data, so it needs no allow_… option.
+		_, port, err := net.SplitHostPort(fc.Health.Listen)
+		switch {
+		case err != nil:
+			probs.add("health.listen", "%q is not host:port", fc.Health.Listen)
+		case port != "0" && fc.Health.Listen == fc.Admin.Listen:
+			probs.add("health.listen", "%q is also admin.listen; give the health listener its own port", fc.Health.Listen)
+		case port != "0" && fc.Health.Listen == fc.Listen:
+			probs.add("health.listen", "%q is also listen; give the health listener its own port", fc.Health.Listen)
 		}
 	}
 	if fc.Listen != "" {

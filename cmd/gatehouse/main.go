@@ -223,6 +223,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		listeners[admin] = aln
 		log.Info("admin listener", "address", aln.Addr().String())
 	}
+	if l.file.Health.Listen != "" {
+		health := healthServer(l, gw.HealthHandler(), log)
+		hln, err := net.Listen("tcp", l.file.Health.Listen)
+		if err != nil {
+			log.Error("cannot listen", "field", "health.listen", "address", l.file.Health.Listen, "error", err)
+			return 1
+		}
+		servers = append(servers, health)
+		listeners[health] = hln
+		log.Info("health listener (/healthz, /readyz)", "address", hln.Addr().String())
+	}
 	log.Info("gatehouse listening", "address", ln.Addr().String(), "public_url", l.gw.PublicURL,
 		"version", version(), "store", storeKind(l.storeURL))
 
@@ -268,7 +279,8 @@ wait:
 	}
 	forced := servers[0].Shutdown(sctx) != nil
 	<-drained
-	// The admin listener goes last, so /readyz says "draining" while the public one drains.
+	// The admin and health listeners go last, so /readyz says "draining" while the
+	// public one drains.
 	for _, s := range servers[1:] {
 		if s.Shutdown(sctx) != nil {
 			forced = true

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// The http.Server bounds of the two listeners (docs/security.md, "Connection and body
+// The http.Server bounds of the listeners (docs/security.md, "Connection and body
 // limits"). Request bodies on the public listener have read deadlines set by the gateway
 // itself (server.body_timeout, routes[].body_timeout), and its connections are capped
 // per client network (server.max_connections_per_client, Gateway.LimitListener).
@@ -45,4 +45,10 @@ func adminServer(l *loaded, h http.Handler, log *slog.Logger) *http.Server {
 		MaxHeaderBytes:    adminMaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+}
+
+// healthServer is the http.Server of the health listener (/healthz and /readyz only):
+// the admin listener's bounds.
+func healthServer(l *loaded, h http.Handler, log *slog.Logger) *http.Server {
+	return adminServer(l, h, log)
 }
