@@ -46,6 +46,12 @@ func TestHealthListenAnyAddressNoWarning(t *testing.T) {
 	if a, b := warnings(without), warnings(with); !slices.Equal(a, b) {
 		t.Fatalf("health.listen: 0.0.0.0:0 changed the warnings: %q, want %q", b, a)
 	}
+	// A reload names it among the settings that need a restart.
+	a, _ := loadConfig(without)
+	b, _ := loadConfig(with)
+	if got := fileChanges(a, b); !slices.Equal(got, []string{"health.listen"}) {
+		t.Errorf("fileChanges = %v, want [health.listen]", got)
+	}
 	// The same address is refused for the admin listener without allow_non_loopback.
 	admin := writeFile(t, dir, "admin.yaml", healthBase+"admin: {listen: \"0.0.0.0:0\"}\n")
 	if code, _, errOut := runCmd(t, "check", "--config", admin); code != 1 || !strings.Contains(errOut, "admin.listen:") {
