@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every Gatehouse test on a fresh machine, installing what the tests need first:
-# Debian's redis-server and chromium, the npm packages of e2e/ and clients/js, and
-# staticcheck. This is the README's test command; CI (.ci/run) runs exactly this.
+# Debian's redis-server, chromium and prometheus (for promtool), the npm packages of e2e/
+# and clients/js, and staticcheck. This is the README's test command; CI (.ci/run) runs
+# exactly this.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh --quick    static checks and unit tests only (no installs, no e2e)
@@ -22,6 +23,7 @@ install_packages() {
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v redis-cli >/dev/null || missing+=(redis-tools)
   [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+  command -v promtool >/dev/null || missing+=(prometheus)
   ((${#missing[@]})) || return 0
   step "apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -29,6 +31,7 @@ install_packages() {
   # Debian's chromium package sometimes fails once with "rename failed … partial"; retry.
   for attempt in 1 2 3; do
     if as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+      stop_prometheus_service "${missing[@]}"
       return 0
     fi
     echo "apt-get install failed (attempt $attempt), retrying" >&2
@@ -36,6 +39,17 @@ install_packages() {
   done
   echo "could not install ${missing[*]}" >&2
   exit 1
+}
+
+# The tests need only promtool, which Debian ships in its prometheus package; on a machine
+# run by systemd that package also starts a Prometheus server (on :9090, the admin
+# listener's default port). Stop and disable the one this script just installed.
+stop_prometheus_service() {
+  [[ " $* " == *" prometheus "* ]] || return 0
+  if [[ -d /run/systemd/system ]] && systemctl is-enabled --quiet prometheus 2>/dev/null; then
+    echo "stopping the prometheus service the package started (the tests need only promtool)" >&2
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 }
 
 step "static checks: gofmt, go vet, staticcheck"
@@ -56,6 +70,11 @@ if $quick; then
 fi
 
 install_packages
+
+step "Prometheus files: promtool check config, check rules, test rules (deploy/)"
+promtool check config deploy/prometheus-scrape.yml
+promtool check rules deploy/prometheus-alerts.yml
+promtool test rules deploy/prometheus-alerts.test.yml
 
 step "npm ci (e2e, clients/js)"
 npm ci --prefix e2e --no-audit --no-fund --loglevel=error
