@@ -282,6 +282,7 @@ func alertMetrics(t *testing.T) []metricUse {
 		} `yaml:"tests"`
 	}
 	decodeDeployYAML(t, alertTestsFile, &tests)
+	tested := map[string]bool{}
 	if !slices.Contains(tests.RuleFiles, "prometheus-alerts.yml") {
 		t.Errorf("%s: rule_files does not name prometheus-alerts.yml", alertTestsFile)
 	}
@@ -295,6 +296,13 @@ func alertMetrics(t *testing.T) []metricUse {
 			if !alerts[a.Alertname] {
 				t.Errorf("%s: tests alert %q, which %s does not define", alertTestsFile, a.Alertname, alertsFile)
 			}
+			tested[a.Alertname] = true
+		}
+	}
+	// Every alert has a promtool test (scripts/test.sh runs them).
+	for a := range alerts {
+		if !tested[a] {
+			t.Errorf("%s: no test of alert %s", alertTestsFile, a)
 		}
 	}
 	return uses
