@@ -164,8 +164,11 @@ func expandAll(node *yaml.Node, path string, probs *problems) (expanded bool) {
 		}
 		if v != node.Value {
 			node.Value = v
-			if node.Tag != "!!str" {
-				node.Tag = "" // let the expanded text be resolved like a literal value
+			// A plain value is resolved like a literal (${PORT} in an int field); a
+			// quoted or !!str-tagged one stays a string. The parser tags every plain
+			// scalar !!str, hence the style test.
+			if node.Style&(yaml.TaggedStyle|yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
+				node.Tag = ""
 			}
 			node.Style = 0
 			return true
