@@ -267,14 +267,19 @@ func TestSchemaAndParserRejectTheSameMistakes(t *testing.T) {
 			}
 		})
 	}
+}
 
-	// The minimal file itself, and values from the environment in typed fields, pass both.
+// TestSchemaAndParserAcceptEnvValues: ${VAR} fills any field, typed ones included, for
+// the schema and the parser alike (the parser used to refuse it outside string fields).
+func TestSchemaAndParserAcceptEnvValues(t *testing.T) {
+	s := compiledSchema(t)
 	t.Setenv("GH_LEVEL", "debug")
 	t.Setenv("GH_FLAG", "true")
 	t.Setenv("GH_IDLE", "5m")
 	t.Setenv("GH_FLOWS", "100")
+	t.Setenv("GH_TOKEN", "null") // a string field keeps it: not YAML's null
 	ok := minimalFile + "log:\n  level: ${GH_LEVEL}\nfrontend:\n  require_login: ${GH_FLAG:-false}\n" +
-		"session:\n  idle_timeout: ${GH_IDLE}\n  max_pending_flows: ${GH_FLOWS}\ncsrf:\n  value: 1\n"
+		"session:\n  idle_timeout: ${GH_IDLE}\n  max_pending_flows: ${GH_FLOWS}\ncsrf:\n  value: 1\nadmin:\n  token: ${GH_TOKEN}\n"
 	if err := validateYAML(s, []byte(ok)); err != nil {
 		t.Errorf("the schema refuses a valid file: %v\n%s", err, ok)
 	}
@@ -286,9 +291,9 @@ func TestSchemaAndParserRejectTheSameMistakes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the parser refuses a valid file: %v", err)
 	}
-	if !l.gw.Frontend.RequireLogin || l.gw.Session.MaxPendingFlows != 100 || l.gw.Session.IdleTimeout != 5*time.Minute || l.gw.CSRF.Value != "1" {
-		t.Errorf("values from the environment: require_login %v, max_pending_flows %d, idle_timeout %v, csrf.value %q",
-			l.gw.Frontend.RequireLogin, l.gw.Session.MaxPendingFlows, l.gw.Session.IdleTimeout, l.gw.CSRF.Value)
+	if !l.gw.Frontend.RequireLogin || l.gw.Session.MaxPendingFlows != 100 || l.gw.Session.IdleTimeout != 5*time.Minute || l.gw.CSRF.Value != "1" || l.gw.Admin.Token != "null" {
+		t.Errorf("values from the environment: require_login %v, max_pending_flows %d, idle_timeout %v, csrf.value %q, admin.token %q",
+			l.gw.Frontend.RequireLogin, l.gw.Session.MaxPendingFlows, l.gw.Session.IdleTimeout, l.gw.CSRF.Value, l.gw.Admin.Token)
 	}
 	// A quoted value stays a string, as a quoted literal does.
 	quoted := strings.Replace(ok, "max_pending_flows: ${GH_FLOWS}", `max_pending_flows: "${GH_FLOWS}"`, 1)

@@ -137,7 +137,14 @@ func walk(node *yaml.Node, t reflect.Type, path string, probs *problems) {
 			blank(node)
 			return
 		}
+		plain := node.Style&(yaml.TaggedStyle|yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0
 		fromEnv := expandAll(node, at(), probs)
+		if fromEnv && plain && t.Kind() != reflect.String {
+			// The parser tagged the plain "${VAR}" !!str; resolve the value as if it
+			// were written there, so that ${PORT} fills an int. A quoted value stays a
+			// string, and string fields keep theirs ("null" is not nothing).
+			node.Tag = ""
+		}
 		if err := node.Decode(reflect.New(t).Interface()); err != nil {
 			probs.add(at(), "%s (line %d)", decodeProblem(err, fromEnv), node.Line)
 			blank(node)
@@ -164,11 +171,8 @@ func expandAll(node *yaml.Node, path string, probs *problems) (expanded bool) {
 		}
 		if v != node.Value {
 			node.Value = v
-			// A plain value is resolved like a literal (${PORT} in an int field); a
-			// quoted or !!str-tagged one stays a string. The parser tags every plain
-			// scalar !!str, hence the style test.
-			if node.Style&(yaml.TaggedStyle|yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
-				node.Tag = ""
+			if node.Tag != "!!str" {
+				node.Tag = "" // let the expanded text be resolved like a literal value
 			}
 			node.Style = 0
 			return true
