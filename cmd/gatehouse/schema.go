@@ -95,8 +95,8 @@ var schemaDocs = map[string]keyDoc{
 	"session.redis.key_prefix":               {desc: "Prefix of every key, so that several deployments share one Redis.", def: "gatehouse:"},
 	"session.redis.dial_timeout":             {desc: "Connection timeout.", def: "5s"},
 	"session.redis.timeout":                  {desc: "Per-command timeout; past it requests fail closed (503).", def: "2s"},
-	"session.redis.client_cache":             {desc: "Server-assisted client-side caching (RESP3)."},
-	"session.redis.client_cache_ttl":         {desc: "How long a cached entry is kept."},
+	"session.redis.client_cache":             {desc: "Server-assisted client-side caching (RESP3); turn it off for proxies that do not support it.", def: true},
+	"session.redis.client_cache_ttl":         {desc: "How long a cached entry is kept.", def: "30s"},
 	"session.redis.tls_ca_file":              {desc: "PEM CA bundle for rediss:// connections."},
 	"session.redis.insecure_skip_tls_verify": {desc: "Do not verify the Redis server's certificate (weaker: logs a warning).", def: false},
 
