@@ -157,6 +157,7 @@ func TestSchemaAcceptsEveryExample(t *testing.T) {
 			}
 		}
 	}
+	t.Logf("%d configuration blocks of the docs checked", blocks)
 	if blocks < 10 {
 		t.Errorf("only %d configuration blocks found in the docs", blocks)
 	}
