@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -392,4 +393,74 @@ func nonEmpty(path string) string {
 		return "(top level)"
 	}
 	return path
+}
+
+// TestSchemaEnumsAreParserValues: every fixed value the schema offers (editors complete
+// them) loads with the parser without a problem on that key.
+func TestSchemaEnumsAreParserValues(t *testing.T) {
+	type enumKey struct {
+		path  []string // YAML keys; "[]" enters a list
+		value string
+	}
+	var keys []enumKey
+	var walkSchema func(s object, path []string)
+	walkSchema = func(s object, path []string) {
+		if items, ok := s["items"].(object); ok {
+			walkSchema(items, append(slices.Clone(path), "[]"))
+		}
+		if props, ok := s["properties"].(object); ok {
+			for k, v := range props {
+				walkSchema(v.(object), append(slices.Clone(path), k))
+			}
+		}
+		if anyOf, ok := s["anyOf"].([]any); ok {
+			if enum, ok := anyOf[0].(object)["enum"].([]string); ok {
+				for _, v := range enum {
+					keys = append(keys, enumKey{path, v})
+				}
+			}
+		}
+	}
+	walkSchema(configSchema(), nil)
+	if len(keys) < 10 {
+		t.Fatalf("only %d fixed values found", len(keys))
+	}
+	// A route is needed to hold a route's key.
+	route := map[string]any{"path": "/api/", "upstream": "http://127.0.0.1:1"}
+	for _, k := range keys {
+		// Build {a: {b: value}} (or a list) from the path, innermost first.
+		var v any = k.value
+		for i := len(k.path) - 1; i >= 0; i-- {
+			switch {
+			case k.path[i] == "[]" && i > 0 && k.path[i-1] == "routes":
+				r := maps.Clone(route)
+				maps.Copy(r, v.(map[string]any))
+				v = []any{r}
+			case k.path[i] == "[]":
+				v = []any{v}
+			default:
+				v = map[string]any{k.path[i]: v}
+			}
+		}
+		doc := overMinimal(v.(map[string]any))
+		if k.value == "private_key_jwt" {
+			doc["provider"].(map[string]any)["client_secret"] = nil
+		} else {
+			doc["provider"].(map[string]any)["client_secret"] = "s3cret"
+		}
+		data, err := yaml.Marshal(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The parser names a list's bad item by the list (provider.allowed_auth_params).
+		field := strings.ReplaceAll(strings.Join(k.path, "."), ".[]", "[0]")
+		field = strings.TrimSuffix(field, "[0]")
+		path := filepath.Join(t.TempDir(), "gatehouse.yaml")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := loadConfig(path); err != nil && strings.Contains(err.Error(), field+":") {
+			t.Errorf("%s: %q is offered by the schema but refused by the parser: %v", field, k.value, err)
+		}
+	}
 }
