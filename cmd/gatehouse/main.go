@@ -6,6 +6,7 @@
 //	gatehouse probe [URL]                      exit 0 if URL (the admin /readyz) answers 2xx
 //	gatehouse keygen                           print a new random session key (session.keys)
 //	gatehouse keygen --derived --config FILE   print the key used when session.keys is unset
+//	gatehouse schema                           print the JSON Schema of the configuration file
 //	gatehouse version                          print the version
 package main
 
@@ -47,6 +48,7 @@ const usage = `Usage:
   gatehouse keygen                 print a new random 32-byte key for session.keys
   gatehouse keygen --derived --config FILE
                                    print the key used while session.keys is unset (to move to explicit keys)
+  gatehouse schema                 print the JSON Schema of the configuration file (for editors)
   gatehouse version                print the version
 `
 
@@ -66,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return probe(ctx, args[1:], stdout, stderr)
 	case "keygen":
 		return keygen(args[1:], stdout, stderr)
+	case "schema":
+		return printSchema(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "gatehouse %s (%s)\n", version(), runtime.Version())
 		return 0

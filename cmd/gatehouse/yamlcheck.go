@@ -137,7 +137,14 @@ func walk(node *yaml.Node, t reflect.Type, path string, probs *problems) {
 			blank(node)
 			return
 		}
+		plain := node.Style&(yaml.TaggedStyle|yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0
 		fromEnv := expandAll(node, at(), probs)
+		if fromEnv && plain && t.Kind() != reflect.String {
+			// The parser tagged the plain "${VAR}" !!str; resolve the value as if it
+			// were written there, so that ${PORT} fills an int. A quoted value stays a
+			// string, and string fields keep theirs ("null" is not nothing).
+			node.Tag = ""
+		}
 		if err := node.Decode(reflect.New(t).Interface()); err != nil {
 			probs.add(at(), "%s (line %d)", decodeProblem(err, fromEnv), node.Line)
 			blank(node)
