@@ -136,6 +136,8 @@ var schemaDocs = map[string]keyDoc{
 	"frontend.csp":           {desc: "Content-Security-Policy of what Gatehouse serves. Default: a strict self-only policy."},
 	"frontend.require_login": {desc: "Redirect browser navigations without a session to login.", def: false},
 
+	"health":                   {desc: "The health listener: only /healthz and /readyz, for probes; any address, no warning."},
+	"health.listen":            {desc: "Health listener address, host:port (any address). Default: off."},
 	"admin":                    {desc: "The admin listener: /healthz, /readyz, /metrics and the admin API."},
 	"admin.listen":             {desc: "Admin listener address, host:port; must be loopback unless allow_non_loopback. Default: off."},
 	"admin.token":              {desc: "Bearer token of the admin API (prefer token_file); without it the admin API is off."},
