@@ -1,6 +1,6 @@
 // Command gatehouse runs the Gatehouse BFF authentication gateway.
 //
-//	gatehouse serve  --config gatehouse.yaml   run the gateway
+//	gatehouse serve  --config gatehouse.yaml   run the gateway (reloads on SIGHUP and when the file changes)
 //	gatehouse check  --config gatehouse.yaml   validate a configuration, listing every problem
 //	gatehouse devidp [flags]                   a local OpenID Connect provider for development
 //	gatehouse probe [URL]                      exit 0 if URL (the admin /readyz) answers 2xx
@@ -154,7 +154,10 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	path, ok := configFlag("serve", args, stderr)
+	watch := true
+	path, ok := configFlag("serve", args, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&watch, "watch", true, "reload when the configuration file or a *_file it names changes (SIGHUP reloads either way)")
+	})
 	if !ok {
 		return 2
 	}
@@ -233,13 +236,30 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	var watcher *configWatcher
+	if watch {
+		if watcher, err = newConfigWatcher(watchedFiles(path, l.file), reloadDebounce, log); err != nil {
+			log.Warn("cannot watch the configuration file: reload with SIGHUP", "error", err)
+		}
+		defer watcher.Close()
+	}
+	doReload := func(why string) {
+		log.Info("reloading the configuration", "trigger", why)
+		if next := reload(path, l, gw, audit, log); next != nil && watcher != nil {
+			if err := watcher.SetFiles(watchedFiles(path, next.file)); err != nil {
+				log.Warn("cannot watch the configuration files", "error", err)
+			}
+		}
+	}
 wait:
 	for {
 		select {
 		case <-ctx.Done():
 			break wait
 		case <-hup:
-			reload(path, l, gw, audit, log)
+			doReload("SIGHUP")
+		case <-watcher.Changed():
+			doReload("file changed")
 		case err := <-errc:
 			if !errors.Is(err, http.ErrServerClosed) {
 				log.Error("server failed", "error", err)
