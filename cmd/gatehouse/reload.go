@@ -34,8 +34,8 @@ func reload(path string, cur *loaded, gw *gatehouse.Gateway, audit *auditFile, l
 	}
 	next, err := loadConfig(path)
 	if err != nil {
+		gw.ReloadFailed(err) // first, so that whoever reads the log sees it on /readyz
 		log.Error("configuration not reloaded: the file has problems; the running configuration stays", "error", err)
-		gw.ReloadFailed(err)
 		return nil
 	}
 	restart, err := gw.Reload(next.gw)
