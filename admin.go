@@ -45,12 +45,17 @@ func (g *Gateway) handleProbes(mux *http.ServeMux) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := g.Ready(r.Context()); err != nil {
-			problems := strings.Split(err.Error(), "\n")
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "problems": problems})
-			return
+		body := map[string]any{"ready": true}
+		if why := g.reloadFailure.Load(); why != nil {
+			// Still ready (the previous configuration runs), but the file needs fixing.
+			body["warnings"] = []string{"configuration reload failed, the previous configuration is running: " + *why}
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+		status := http.StatusOK
+		if err := g.Ready(r.Context()); err != nil {
+			body["ready"], body["problems"] = false, strings.Split(err.Error(), "\n")
+			status = http.StatusServiceUnavailable
+		}
+		writeJSON(w, status, body)
 	})
 }
 

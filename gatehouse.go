@@ -83,6 +83,8 @@ type Gateway struct {
 
 	cspConfigured bool // frontend.csp was set explicitly
 
+	reloadFailure atomic.Pointer[string] // why the last reload failed; nil after a success
+
 	stop    context.CancelFunc
 	done    chan struct{}
 	bg      sync.WaitGroup // background work other than discovery
@@ -308,6 +310,9 @@ type Readiness struct {
 	Provider error // provider metadata not loaded (yet)
 	Store    error // session store not answering
 	Draining bool  // Drain was called: shutting down
+	// Reload says why the last configuration reload failed; nil when it succeeded or none
+	// was tried. It is not a readiness failure: the previous configuration runs.
+	Reload error
 }
 
 // Readiness checks the provider's metadata and pings the session store.
@@ -321,6 +326,9 @@ func (g *Gateway) Readiness(ctx context.Context) Readiness {
 	}
 	rd.Store = g.sessions.Ping(ctx)
 	rd.Draining = g.drain.isDraining()
+	if why := g.reloadFailure.Load(); why != nil {
+		rd.Reload = errors.New(*why)
+	}
 	return rd
 }
 

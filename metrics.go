@@ -32,6 +32,8 @@ type metrics struct {
 	audit         *prometheus.CounterVec
 	tunnels       prometheus.Gauge
 	tunnelsClosed *prometheus.CounterVec
+	reloads       *prometheus.CounterVec
+	reloadOK      prometheus.Gauge
 }
 
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
@@ -87,6 +89,12 @@ func newMetrics(reg prometheus.Registerer, gauges ...prometheus.Collector) *metr
 	for _, r := range tunnelReasons() {
 		m.tunnelsClosed.WithLabelValues(r)
 	}
+	m.reloads = counter("gatehouse_config_reloads_total", "Configuration reloads (SIGHUP, a changed file, Gateway.Reload) by outcome: ok, or failed (the running configuration stays).", "outcome")
+	m.reloads.WithLabelValues("ok")
+	m.reloads.WithLabelValues("failed")
+	m.reloadOK = f(prometheus.NewGauge(prometheus.GaugeOpts{Name: "gatehouse_config_last_reload_success",
+		Help: "1 when the last configuration reload succeeded (or none was tried), 0 when it failed and the previous configuration runs."})).(prometheus.Gauge)
+	m.reloadOK.Set(1)
 	for _, g := range gauges {
 		f(g)
 	}

@@ -1,6 +1,7 @@
 package gatehouse
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -107,6 +108,7 @@ func configRules(t reflect.Type, index []int, prefix string) []reloadRule {
 // clock, transports) are neither compared nor replaced. cfg is validated first, and
 // nothing changes when it is invalid.
 func (g *Gateway) Reload(cfg Config) (needRestart []string, err error) {
+	defer func() { g.recordReload(err) }()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -154,4 +156,30 @@ func reloadDiff(cur, next Config) (Config, []string) {
 		}
 	}
 	return out, needRestart
+}
+
+// ReloadFailed records a reload that failed before it reached Reload (a configuration
+// file that does not parse): gatehouse_config_reloads_total{outcome="failed"}, the
+// gatehouse_config_last_reload_success gauge and a warning on /readyz, until the next
+// successful reload. Only the first line of err is kept for /readyz, which may be
+// probed without a token; log the whole error.
+func (g *Gateway) ReloadFailed(err error) {
+	if err == nil {
+		err = errors.New("unknown error")
+	}
+	g.recordReload(err)
+}
+
+func (g *Gateway) recordReload(err error) {
+	if err == nil {
+		g.reloadFailure.Store(nil)
+		g.metrics.reloads.WithLabelValues("ok").Inc()
+		g.metrics.reloadOK.Set(1)
+		return
+	}
+	why, _, _ := strings.Cut(err.Error(), "\n")
+	why = strings.TrimSuffix(why, ":")
+	g.reloadFailure.Store(&why)
+	g.metrics.reloads.WithLabelValues("failed").Inc()
+	g.metrics.reloadOK.Set(0)
 }

@@ -346,3 +346,56 @@ rate_limits:
 		t.Fatalf("rate-limit keys in Redis = %v, want the login bucket and the login flows' one", names)
 	}
 }
+
+// TestE2EReloadOnFileChange: no SIGHUP; the binary sees its configuration file change
+// (renamed over, as editors and config management write it) and serves the new route.
+// A broken file then keeps the route, and /readyz and the metrics say why.
+func TestE2EReloadOnFileChange(t *testing.T) {
+	s := startStack(t, stackOpts{})
+	b := newBrowser(t, s.gw.URL)
+	expect(t, b.login("alice", "wonderland", "/"), 200)
+	expect(t, b.api("GET", "/v2/x"), 404)
+
+	cfg, err := os.ReadFile(s.gw.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := strings.Replace(string(cfg), "routes:\n", fmt.Sprintf("routes:\n  - path: /v2/\n    upstream: %s\n    strip_prefix: true\n", s.api.URL), 1)
+	replace := func(content string) {
+		t.Helper()
+		tmp := s.gw.cfgPath + ".tmp"
+		if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, s.gw.cfgPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replace(next)
+	waitFor(t, 5*time.Second, "the new route", func() bool { return b.api("GET", "/v2/x").Status == 200 })
+	if !strings.Contains(s.gw.Logs(), `"trigger":"file changed"`) {
+		t.Fatal("the log does not say the file change triggered the reload")
+	}
+
+	replace(strings.Replace(next, "path: /v2/", "path: v2", 1))
+	waitFor(t, 5*time.Second, "the reload error", func() bool {
+		return strings.Contains(s.gw.Logs(), "configuration not reloaded")
+	})
+	expect(t, b.api("GET", "/v2/x"), 200)
+	get := func(path string) (int, string) {
+		resp, err := http.Get(s.gw.AdminURL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := get("/readyz"); code != 200 || !strings.Contains(body, "configuration reload failed") {
+		t.Fatalf("/readyz after a failed reload = %d %s, want 200 with the failure", code, body)
+	}
+	if _, body := get("/metrics"); !strings.Contains(body, `gatehouse_config_reloads_total{outcome="failed"} 1`) ||
+		!strings.Contains(body, "gatehouse_config_last_reload_success 0") {
+		t.Fatal("the metrics do not show the failed reload")
+	}
+}

@@ -290,12 +290,22 @@ func loadConfig(path string) (*loaded, error) {
 	}
 	l := &loaded{file: fc}
 	base := filepath.Dir(path)
-	l.gw = l.convert(base, &probs)
+	// A field the decoder rejected (a missing ${VAR}, a bad value) is blank from here on:
+	// the later checks' "is required" for it would be the same problem twice.
+	bad := map[string]bool{}
+	for _, p := range probs {
+		field, _, _ := strings.Cut(p, ": ")
+		bad[field] = true
+	}
+	var later problems
+	l.gw = l.convert(base, &later)
 	if err := l.gw.Validate(); err != nil {
-		for _, line := range strings.Split(err.Error(), "\n") {
-			if !slices.Contains(probs, line) {
-				probs = append(probs, line)
-			}
+		later = append(later, strings.Split(err.Error(), "\n")...)
+	}
+	for _, line := range later {
+		field, _, _ := strings.Cut(line, ": ")
+		if !bad[field] && !slices.Contains(probs, line) {
+			probs = append(probs, line)
 		}
 	}
 	if len(probs) > 0 {

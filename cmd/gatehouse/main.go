@@ -1,6 +1,6 @@
 // Command gatehouse runs the Gatehouse BFF authentication gateway.
 //
-//	gatehouse serve  --config gatehouse.yaml   run the gateway
+//	gatehouse serve  --config gatehouse.yaml   run the gateway (reloads on SIGHUP and when the file changes)
 //	gatehouse check  --config gatehouse.yaml   validate a configuration, listing every problem
 //	gatehouse devidp [flags]                   a local OpenID Connect provider for development
 //	gatehouse probe [URL]                      exit 0 if URL (the admin /readyz) answers 2xx
@@ -11,6 +11,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -41,8 +42,8 @@ func main() {
 }
 
 const usage = `Usage:
-  gatehouse serve  --config FILE   run the gateway
-  gatehouse check  --config FILE   validate a configuration file and list every problem
+  gatehouse serve  --config FILE   run the gateway (reloads on SIGHUP and when FILE changes; --watch=false)
+  gatehouse check  --config FILE   validate a configuration file: every problem, then warnings (--strict: fail on them)
   gatehouse devidp [flags]         run a local OpenID Connect provider for development (see gatehouse devidp -h)
   gatehouse probe  [URL]           GET URL (default http://127.0.0.1:9090/readyz); exit 0 on 2xx (container health checks)
   gatehouse keygen                 print a new random 32-byte key for session.keys
@@ -50,6 +51,8 @@ const usage = `Usage:
                                    print the key used while session.keys is unset (to move to explicit keys)
   gatehouse schema                 print the JSON Schema of the configuration file (for editors)
   gatehouse version                print the version
+
+--config defaults to $GATEHOUSE_CONFIG, else gatehouse.yaml. Every command takes --help.
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -71,6 +74,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "schema":
 		return printSchema(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
+		if len(args) > 1 && isHelp(args[1]) {
+			fmt.Fprint(stdout, "Usage: gatehouse version\n\nPrint the version and the Go version it was built with.\n")
+			return 0
+		}
 		fmt.Fprintf(stdout, "gatehouse %s (%s)\n", version(), runtime.Version())
 		return 0
 	case "help", "-h", "--help":
@@ -85,11 +92,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // session.keys seals with, so that it can be listed while moving to explicit keys.
 func keygen(args []string, stdout, stderr io.Writer) int {
 	var derived bool
-	path, ok := configFlag("keygen", args, stderr, func(fs *flag.FlagSet) {
+	path, code, ok := configFlag("keygen", args, stdout, stderr, func(fs *flag.FlagSet) {
 		fs.BoolVar(&derived, "derived", false, "print the key derived from the provider settings of --config")
 	})
 	if !ok {
-		return 2
+		return code
 	}
 	if !derived {
 		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(session.NewRandomKey()))
@@ -114,53 +121,98 @@ func version() string {
 	return "dev"
 }
 
-func configFlag(name string, args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (string, bool) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "gatehouse.yaml", "configuration file")
+// configFlag parses a subcommand's flags: --config (default $GATEHOUSE_CONFIG, else
+// gatehouse.yaml) and those extra adds. When ok is false the command ends with code:
+// 0 after --help (the usage on stdout), 2 after bad usage (on stderr).
+func configFlag(name string, args []string, stdout, stderr io.Writer, extra ...func(*flag.FlagSet)) (path string, code int, ok bool) {
+	fs := flag.NewFlagSet("gatehouse "+name, flag.ContinueOnError)
+	def := "gatehouse.yaml"
+	if env := os.Getenv("GATEHOUSE_CONFIG"); env != "" {
+		def = env
+	}
+	p := fs.String("config", def, "configuration `file` (default from $GATEHOUSE_CONFIG when set)")
 	for _, f := range extra {
 		f(fs)
 	}
-	if err := fs.Parse(args); err != nil {
-		return "", false
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: gatehouse %s [flags]\n\n", name)
+		fs.PrintDefaults()
+	}
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return "", code, false
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "gatehouse %s: unexpected argument %q\n", name, fs.Arg(0))
-		return "", false
+		return "", 2, false
 	}
-	return *path, true
+	return *p, 0, true
+}
+
+// parseFlags parses args with fs; -h or --help prints the usage on stdout and ends the
+// command with 0, a bad flag prints it on stderr and ends it with 2.
+func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code int, ok bool) {
+	var out bytes.Buffer
+	fs.SetOutput(&out)
+	err := fs.Parse(args)
+	fs.SetOutput(stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		stdout.Write(out.Bytes())
+		return 0, false
+	case err != nil:
+		stderr.Write(out.Bytes())
+		return 2, false
+	}
+	return 0, true
 }
 
 func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var online bool
+	var online, strict bool
 	var timeout time.Duration
-	path, ok := configFlag("check", args, stderr, func(fs *flag.FlagSet) {
+	path, code, ok := configFlag("check", args, stdout, stderr, func(fs *flag.FlagSet) {
 		fs.BoolVar(&online, "online", false, "also contact the provider (discovery), the session store and the upstreams")
 		fs.DurationVar(&timeout, "timeout", 15*time.Second, "how long --online waits for each")
+		fs.BoolVar(&strict, "strict", false, "exit 1 when there are warnings (weaker options, production footguns)")
 	})
 	if !ok {
-		return 2
+		return code
 	}
 	l, err := loadConfig(path)
+	if err == nil {
+		err = buildOffline(l)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", path, err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: configuration OK (%d route(s), session store %s, provider %s)\n",
 		path, len(l.gw.Routes), storeKind(l.storeURL), l.gw.Provider.Issuer)
-	for _, w := range append(l.warnings, l.gw.WeakerOptions()...) {
+	weaker := append(l.warnings, l.gw.WeakerOptions()...)
+	for _, w := range weaker {
 		fmt.Fprintf(stdout, "warning: %s weakens the defaults\n", w)
 	}
-	if online {
-		return checkOnline(ctx, l, path, timeout, stdout, stderr)
+	footguns := footguns(l)
+	for _, f := range footguns {
+		fmt.Fprintf(stdout, "warning: %s\n", f)
 	}
-	return 0
+	code = 0
+	if online {
+		code = checkOnline(ctx, l, path, timeout, stdout, stderr)
+	}
+	if strict && code == 0 && len(weaker)+len(footguns) > 0 {
+		fmt.Fprintf(stderr, "%s: %d warning(s) and --strict\n", path, len(weaker)+len(footguns))
+		return 1
+	}
+	return code
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	path, ok := configFlag("serve", args, stderr)
+	watch := true
+	path, code, ok := configFlag("serve", args, stdout, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&watch, "watch", true, "reload when the configuration file or a *_file it names changes (SIGHUP reloads either way)")
+	})
 	if !ok {
-		return 2
+		return code
 	}
 	l, err := loadConfig(path)
 	if err != nil {
@@ -248,13 +300,30 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	var watcher *configWatcher
+	if watch {
+		if watcher, err = newConfigWatcher(watchedFiles(path, l.file), reloadDebounce, log); err != nil {
+			log.Warn("cannot watch the configuration file: reload with SIGHUP", "error", err)
+		}
+		defer watcher.Close()
+	}
+	doReload := func(why string) {
+		log.Info("reloading the configuration", "trigger", why)
+		if next := reload(path, l, gw, audit, log); next != nil && watcher != nil {
+			if err := watcher.SetFiles(watchedFiles(path, next.file)); err != nil {
+				log.Warn("cannot watch the configuration files", "error", err)
+			}
+		}
+	}
 wait:
 	for {
 		select {
 		case <-ctx.Done():
 			break wait
 		case <-hup:
-			reload(path, l, gw, audit, log)
+			doReload("SIGHUP")
+		case <-watcher.Changed():
+			doReload("file changed")
 		case err := <-errc:
 			if !errors.Is(err, http.ErrServerClosed) {
 				log.Error("server failed", "error", err)
@@ -304,6 +373,10 @@ wait:
 	return 0
 }
 
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help"
+}
+
 func durationOr(d duration, def time.Duration) time.Duration {
 	if d > 0 {
 		return time.Duration(d)
@@ -319,6 +392,10 @@ func storeKind(u string) string {
 // probe is `gatehouse probe [URL]`: a health check for images without a shell or curl.
 func probe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	target := "http://127.0.0.1:9090/readyz"
+	if len(args) == 1 && isHelp(args[0]) {
+		fmt.Fprint(stdout, "Usage: gatehouse probe [URL]\n\nGET URL (default "+target+"); exit 0 on 2xx, 1 otherwise.\n")
+		return 0
+	}
 	switch len(args) {
 	case 0:
 	case 1:

@@ -19,11 +19,14 @@ var fileOnly = []string{
 	"server.read_header_timeout", "server.idle_timeout", "server.shutdown_timeout", "server.shutdown_delay",
 }
 
-// reload applies a changed configuration file on SIGHUP: the gateway takes what it can
-// change live, and the audit log file is reopened (for logrotate). Every changed setting
-// that needs a restart is named, by its YAML key, in one warning; an invalid file
-// changes nothing. cur is the configuration the process started with.
-func reload(path string, cur *loaded, gw *gatehouse.Gateway, audit *auditFile, log *slog.Logger) {
+// reload applies a changed configuration file on SIGHUP or when the watcher saw it
+// change: the gateway takes what it can change live, and the audit log file is reopened
+// (for logrotate). Every changed setting that needs a restart is named, by its YAML
+// key, in one warning; an invalid file changes nothing, and the failure shows in the
+// log, gatehouse_config_reloads_total{outcome="failed"} and /readyz. cur is the
+// configuration the process started with. It returns the configuration read, or nil
+// when it had problems.
+func reload(path string, cur *loaded, gw *gatehouse.Gateway, audit *auditFile, log *slog.Logger) *loaded {
 	if audit != nil {
 		if err := audit.Reopen(); err != nil {
 			log.Error("cannot reopen the audit log", "error", err)
@@ -31,18 +34,20 @@ func reload(path string, cur *loaded, gw *gatehouse.Gateway, audit *auditFile, l
 	}
 	next, err := loadConfig(path)
 	if err != nil {
+		gw.ReloadFailed(err) // first, so that whoever reads the log sees it on /readyz
 		log.Error("configuration not reloaded: the file has problems; the running configuration stays", "error", err)
-		return
+		return nil
 	}
 	restart, err := gw.Reload(next.gw)
 	if err != nil {
-		log.Error("configuration not reloaded", "error", err)
-		return
+		log.Error("configuration not reloaded; the running configuration stays", "error", err)
+		return nil
 	}
 	restart = append(restart, fileChanges(cur, next)...)
 	if len(restart) > 0 {
 		log.Warn("configuration reloaded, but these changes need a restart to apply", "settings", strings.Join(restart, ", "))
 	}
+	return next
 }
 
 // fileChanges returns the YAML keys of the file-only settings that differ between a and

@@ -1,6 +1,7 @@
 package devidp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -42,12 +43,18 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(fs.Output(), "Usage: gatehouse devidp [flags]\n\n%s: an OpenID Connect provider that signs anyone in without a password.\n\n", devNotice)
 		fs.PrintDefaults()
 	}
+	// The usage goes to stdout for --help (asked for), to stderr for a bad flag.
+	var parseOut bytes.Buffer
+	fs.SetOutput(&parseOut)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			stdout.Write(parseOut.Bytes())
 			return 0
 		}
+		stderr.Write(parseOut.Bytes())
 		return 2
 	}
+	fs.SetOutput(stderr)
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "devidp: unexpected arguments %q\n", fs.Args())
 		return 2

@@ -97,6 +97,7 @@ func TestMainRefuses(t *testing.T) {
 		args       func(t *testing.T) []string
 		wantCode   int
 		wantStderr []string
+		wantStdout []string
 	}{
 		{name: "non-loopback listen", args: func(*testing.T) []string {
 			return []string{"--listen", "0.0.0.0:0", "--client-id", "c", "--client-secret", "s"}
@@ -118,7 +119,7 @@ func TestMainRefuses(t *testing.T) {
 			return []string{"--client-secret", "s"}
 		}, wantCode: 2, wantStderr: []string{"need --client-id"}},
 		{name: "stray argument", args: func(*testing.T) []string { return []string{"serve"} }, wantCode: 2, wantStderr: []string{"unexpected arguments"}},
-		{name: "help", args: func(*testing.T) []string { return []string{"-h"} }, wantCode: 0, wantStderr: []string{"-insecure-allow-any-address", devNotice}},
+		{name: "help", args: func(*testing.T) []string { return []string{"-h"} }, wantCode: 0, wantStdout: []string{"-insecure-allow-any-address", devNotice}}, // asked for: on stdout
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -133,6 +134,11 @@ func TestMainRefuses(t *testing.T) {
 			for _, want := range tc.wantStderr {
 				if !strings.Contains(stderr.String(), want) {
 					t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+				}
+			}
+			for _, want := range tc.wantStdout {
+				if !strings.Contains(stdout.String(), want) {
+					t.Errorf("stdout lacks %q:\n%s", want, stdout.String())
 				}
 			}
 		})
