@@ -155,6 +155,9 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 			level = slog.LevelError
 		}
 		attrs := []any{"status", he.status, "error", he.code, "method", r.Method, "path", r.URL.Path}
+		if id := requestID(r); id != "" {
+			attrs = append(attrs, "request_id", id)
+		}
 		if he.reason != "" {
 			attrs = append(attrs, "reason", he.reason)
 		}
@@ -174,7 +177,7 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 		g.writePage(w, he)
 		return
 	}
-	g.writeJSONError(w, he)
+	g.writeJSONError(w, he, requestID(r))
 }
 
 // jsonOnly marks an error to be rendered as JSON even for a navigation: for endpoints
@@ -208,8 +211,13 @@ func (g *Gateway) failUpstream(w http.ResponseWriter, r *http.Request, err error
 	g.fail(w, r, jsonOnly(he.with(err)))
 }
 
-func (g *Gateway) writeJSONError(w http.ResponseWriter, he *httpError) {
+// writeJSONError writes he's body; id, the request id, lets a user's report be matched
+// with the logs.
+func (g *Gateway) writeJSONError(w http.ResponseWriter, he *httpError, id string) {
 	body := map[string]string{"error": he.code}
+	if id != "" {
+		body["request_id"] = id
+	}
 	if he.reason != "" {
 		body["reason"] = he.reason
 	}
