@@ -198,6 +198,11 @@ func TestRequestIDInAuditErrorsAndLogs(t *testing.T) {
 		t.Fatalf("error body %v, X-Request-Id %q", body, r.Header.Get("X-Request-Id"))
 	}
 
+	r = b.get("/bff/nothing-here", "Accept", "text/html", "Sec-Fetch-Mode", "navigate")
+	if r.StatusCode != 404 || !strings.Contains(r.body, "request id "+r.Header.Get("X-Request-Id")) {
+		t.Fatalf("error page without the request id %q: %s", r.Header.Get("X-Request-Id"), r.body)
+	}
+
 	r = b.api("GET", "/down/x")
 	if r.StatusCode != http.StatusBadGateway || decode(t, r)["request_id"] != r.Header.Get("X-Request-Id") {
 		t.Fatalf("%d %s", r.StatusCode, r.body)
