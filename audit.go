@@ -33,7 +33,7 @@ var auditEvents = []string{evLoginStarted, evLoginSucceeded, evLoginFailed, evLo
 
 // audit writes one audit event. r may be nil (work not tied to a browser request) and so
 // may s. Fields: event, subject, session (the session's public handle, never the cookie),
-// ip (the peer, or the client a trusted proxy names), user_agent, then attrs (route,
+// ip (the peer, or the client a trusted proxy names), user_agent, request_id, then attrs (route,
 // reason, by, …). Callers never pass a token, code, secret or cookie value.
 func (g *Gateway) audit(r *http.Request, event string, s *session.Session, attrs ...slog.Attr) {
 	g.metrics.audit.WithLabelValues(event).Inc()
@@ -44,7 +44,7 @@ func (g *Gateway) audit(r *http.Request, event string, s *session.Session, attrs
 	if !g.auditLog.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
-	all := make([]slog.Attr, 0, 6+len(attrs))
+	all := make([]slog.Attr, 0, 7+len(attrs))
 	all = append(all, slog.String("event", event))
 	if s != nil {
 		all = append(all, slog.String("subject", s.Subject))
@@ -54,6 +54,9 @@ func (g *Gateway) audit(r *http.Request, event string, s *session.Session, attrs
 	}
 	if r != nil {
 		all = append(all, slog.String("ip", g.clientIP(r)), slog.String("user_agent", userAgent(r)))
+		if id := requestID(r); id != "" {
+			all = append(all, slog.String("request_id", id))
+		}
 	}
 	all = append(all, attrs...)
 	g.auditLog.LogAttrs(ctx, slog.LevelInfo, event, all...)

@@ -73,6 +73,13 @@ type Config struct {
 	// routes), one record each, with no token, code, secret or cookie value. Default:
 	// JSON lines on standard error. See docs/operations.md.
 	AuditLogger *slog.Logger `gatehouse:"-"`
+	// AccessLogger, when not nil, receives one record per request: request id, kind,
+	// route, method, path (never the query), status, bytes, duration_ms, upstream_ms,
+	// client ip, a keyed hash of the session handle, and the subject when
+	// Log.AccessSubject is set. Default: nil, no access log. See docs/operations.md.
+	AccessLogger *slog.Logger `gatehouse:"-"`
+	// Log is what the access log records (log).
+	Log LogConfig `gatehouse:"log"`
 	// RateLimits bound logins, callbacks, back-channel logouts, session management and
 	// the admin API per client IP (and per user for session management) (rate_limits).
 	RateLimits RateLimitConfig `gatehouse:"rate_limits,live"`
@@ -94,6 +101,14 @@ type Config struct {
 	// Metrics registers Gatehouse's Prometheus metrics. Default: a private registry,
 	// served by the admin handler.
 	Metrics prometheus.Registerer `gatehouse:"-"`
+}
+
+// LogConfig is what the access log records (log:).
+type LogConfig struct {
+	// AccessSubject adds the session's subject to access records (access_subject).
+	// Default false: the subject is personal data, and the session hash already groups
+	// a session's requests.
+	AccessSubject bool `gatehouse:"access_subject"`
 }
 
 // ProviderConfig is the OpenID Connect provider and this gateway's client registration

@@ -155,6 +155,9 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 			level = slog.LevelError
 		}
 		attrs := []any{"status", he.status, "error", he.code, "method", r.Method, "path", r.URL.Path}
+		if id := requestID(r); id != "" {
+			attrs = append(attrs, "request_id", id)
+		}
 		if he.reason != "" {
 			attrs = append(attrs, "reason", he.reason)
 		}
@@ -171,10 +174,10 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	if wantsHTML(r) && !he.forceJSON {
-		g.writePage(w, he)
+		g.writePage(w, he, requestID(r))
 		return
 	}
-	g.writeJSONError(w, he)
+	g.writeJSONError(w, he, requestID(r))
 }
 
 // jsonOnly marks an error to be rendered as JSON even for a navigation: for endpoints
@@ -208,8 +211,13 @@ func (g *Gateway) failUpstream(w http.ResponseWriter, r *http.Request, err error
 	g.fail(w, r, jsonOnly(he.with(err)))
 }
 
-func (g *Gateway) writeJSONError(w http.ResponseWriter, he *httpError) {
+// writeJSONError writes he's body; id, the request id, lets a user's report be matched
+// with the logs.
+func (g *Gateway) writeJSONError(w http.ResponseWriter, he *httpError, id string) {
 	body := map[string]string{"error": he.code}
+	if id != "" {
+		body["request_id"] = id
+	}
 	if he.reason != "" {
 		body["reason"] = he.reason
 	}
@@ -243,16 +251,17 @@ var pageCSP = func() string {
 var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{{.Title}}</title>{{if .Refresh}}<meta http-equiv="refresh" content="0;url={{.Refresh}}">{{end}}<style>` + pageStyle + `</style></head>
-<body><h1>{{.Title}}</h1><p>{{.Message}}</p>{{if .Link}}<p><a href="{{.Link}}">{{.LinkText}}</a></p>{{end}}{{if .Code}}<p class="code">Error code: {{.Code}}</p>{{end}}</body></html>
+<body><h1>{{.Title}}</h1><p>{{.Message}}</p>{{if .Link}}<p><a href="{{.Link}}">{{.LinkText}}</a></p>{{end}}{{if .Code}}<p class="code">Error code: {{.Code}}{{if .RequestID}} · request id {{.RequestID}}{{end}}</p>{{end}}</body></html>
 `))
 
 type page struct {
 	Title, Message, Link, LinkText, Code string
 	Refresh                              string
+	RequestID                            string // on error pages, for a support request
 }
 
-func (g *Gateway) writePage(w http.ResponseWriter, he *httpError) {
-	p := page{Title: he.title, Message: he.message, Code: he.code}
+func (g *Gateway) writePage(w http.ResponseWriter, he *httpError, id string) {
+	p := page{Title: he.title, Message: he.message, Code: he.code, RequestID: id}
 	if he.reason != "" {
 		p.Code += " (" + he.reason + ")"
 	}

@@ -88,6 +88,7 @@ func (g *Gateway) loadSession(r *http.Request) (*session.Session, error) {
 			return nil, session.ErrRevoked
 		}
 	}
+	noteSession(r, s)
 	return s, nil
 }
 

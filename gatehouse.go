@@ -76,6 +76,10 @@ type Gateway struct {
 	frontend http.Handler
 	metrics  *metrics
 	auditLog *slog.Logger
+	// accessLog, when not nil, gets one line per request (access.go); accessKey keys its
+	// session hashes.
+	accessLog *slog.Logger
+	accessKey []byte
 
 	refreshes     flight.Group[*session.Session]
 	clientTokens  clientTokens
@@ -111,6 +115,9 @@ func New(cfg Config) (*Gateway, error) {
 	g.origin = g.public.Scheme + "://" + g.public.Host
 
 	g.auditLog = cfg.AuditLogger
+	if g.accessLog = cfg.AccessLogger; g.accessLog != nil {
+		g.accessKey = accessHashKey(cfg)
+	}
 	g.metrics = newMetrics(cfg.Metrics, scrapeGauges(g)...)
 	hc := http.Client{Timeout: 10 * time.Second}
 	if cfg.ProviderHTTPClient != nil {
@@ -280,7 +287,7 @@ func (g *Gateway) discoverLoop(ctx context.Context) {
 			g.log.Info("provider metadata loaded", "issuer", g.config().Provider.Issuer)
 			return
 		}
-		g.log.Warn("provider discovery failed; retrying", "issuer", g.config().Provider.Issuer, "error", err, "retry_in", wait)
+		g.log.Warn("provider discovery failed; retrying", "issuer", g.config().Provider.Issuer, "error", err, "retry_in", wait.String())
 		select {
 		case <-ctx.Done():
 			return
@@ -361,9 +368,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 	}
 	sw := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	g.assignRequestID(sw, r)
+	if g.accessLog != nil {
+		r = r.WithContext(context.WithValue(r.Context(), accessKey{}, sw))
+	}
 	g.setBodyDeadline(sw, r)
 	kind := g.serve(sw, r)
-	g.metrics.observeRequest(kind, r.Method, sw.status, g.now().Sub(start))
+	d := g.now().Sub(start)
+	g.metrics.observeRequest(kind, r.Method, sw.status, d)
+	if g.accessLog != nil {
+		g.logAccess(sw, r, kind, d)
+	}
 }
 
 func (g *Gateway) serve(w *statusRecorder, r *http.Request) string {
@@ -378,6 +393,7 @@ func (g *Gateway) serve(w *statusRecorder, r *http.Request) string {
 	}
 	for _, rt := range g.current().routes {
 		if p == strings.TrimSuffix(rt.prefix, "/") || strings.HasPrefix(p, rt.prefix) {
+			w.route = rt.prefix
 			g.serveRoute(w, r, rt, p)
 			return "route"
 		}
@@ -390,26 +406,53 @@ func (g *Gateway) serve(w *statusRecorder, r *http.Request) string {
 	return "none"
 }
 
-// statusRecorder remembers the status for metrics; Unwrap keeps Flush and Hijack
-// reachable through http.ResponseController.
+// statusRecorder remembers the status for metrics and what the access log says of a
+// request; it writes the request id into the response's headers when they go out.
+// Unwrap keeps Flush and Hijack reachable through http.ResponseController.
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
 	wrote  bool
+	id     [1]string // the request id; the header value slice of X-Request-Id
+	bytes  int64
+	// For the access log.
+	route    string // the route's prefix, when one matched
+	proxied  bool   // the request was forwarded: upstream is its duration
+	upstream time.Duration
+	sess     *session.Session // the request's session, when the access log is on
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
 	if !s.wrote && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		s.status, s.wrote = code, true
+		s.stampID()
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
 func (s *statusRecorder) Write(b []byte) (int, error) {
-	s.wrote = true
-	return s.ResponseWriter.Write(b)
+	if !s.wrote {
+		s.wrote = true
+		s.stampID()
+	}
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += int64(n)
+	return n, err
+}
+
+// stampID sets X-Request-Id on the response, replacing an upstream's.
+func (s *statusRecorder) stampID() {
+	if s.id[0] != "" {
+		s.ResponseWriter.Header()[requestIDHeader] = s.id[:]
+	}
 }
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-func (s *statusRecorder) Flush() { http.NewResponseController(s.ResponseWriter).Flush() }
+func (s *statusRecorder) Flush() {
+	if !s.wrote {
+		s.wrote = true
+		s.stampID()
+	}
+	http.NewResponseController(s.ResponseWriter).Flush()
+}

@@ -135,7 +135,8 @@ func (g *Gateway) limitPendingFlows(w http.ResponseWriter, r *http.Request) erro
 		return nil
 	}
 	retry := g.refused(w, r, limitLoginFlows, "all", nil, res)
-	g.log.Warn("login refused: session.max_pending_flows logins are in progress", "max_pending_flows", n, "retry_after", retry)
+	g.log.Warn("login refused: session.max_pending_flows logins are in progress", "max_pending_flows", n,
+		"retry_after", (time.Duration(retry) * time.Second).String())
 	return errLoginsFull(retry)
 }
 

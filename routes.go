@@ -111,7 +111,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *upstream.Ta
 	}
 	start := time.Now()
 	g.proxy.Serve(sw, r, f)
-	g.metrics.observeProxy(t.Name, r.Method, sw.status, time.Since(start))
+	d := time.Since(start)
+	sw.proxied, sw.upstream = true, d
+	g.metrics.observeProxy(t.Name, r.Method, sw.status, d)
 }
 
 // tokenKey names the token a route uses within a session ("" for the login's token).

@@ -22,6 +22,7 @@ type stack struct {
 type stackOpts struct {
 	accessTTL  time.Duration
 	extraYAML  string // appended to the gatehouse config
+	logYAML    string // appended to its log: block (indented by two spaces)
 	issuerPath string
 	store      string
 	port       int
@@ -63,7 +64,7 @@ admin:
   token: e2e-admin-token
 log:
   level: debug
-routes:
+%sroutes:
   - path: /api/
     upstream: %s
   - path: /client/
@@ -77,7 +78,7 @@ routes:
     require:
       - claim: groups
         contains: admin
-%s`, port, public, idp.Issuer(), store, api.URL, api.URL, api.URL, api.URL, o.extraYAML)
+%s`, port, public, idp.Issuer(), store, o.logYAML, api.URL, api.URL, api.URL, api.URL, o.extraYAML)
 	return &stack{idp: idp, api: api, gw: startGatehouse(t, port, cfg)}
 }
 

@@ -166,6 +166,22 @@ func auditFile(cfgPath, config string) string {
 	}
 }
 
+// accessFile is the access log file a gatehouse configuration names (log.access_file), or "".
+func accessFile(cfgPath, config string) string {
+	var doc struct {
+		Log struct {
+			AccessFile string `yaml:"access_file"`
+		} `yaml:"log"`
+	}
+	if yaml.Unmarshal([]byte(config), &doc) != nil || doc.Log.AccessFile == "" {
+		return ""
+	}
+	if !filepath.IsAbs(doc.Log.AccessFile) {
+		return filepath.Join(filepath.Dir(cfgPath), doc.Log.AccessFile)
+	}
+	return doc.Log.AccessFile
+}
+
 // auditGatehouseLogs fails t when the logs of g — its output and its audit log file, if it
 // writes one — contain any known secret.
 func auditGatehouseLogs(t testing.TB, g *gatehouseProc) {
@@ -174,6 +190,12 @@ func auditGatehouseLogs(t testing.TB, g *gatehouseProc) {
 	secrets := append(auditSecrets(t), configSecrets(string(cfg))...)
 	for _, leak := range logLeaks(g.Logs(), secrets) {
 		t.Errorf("log audit: gatehouse %s: %s", g.URL, leak)
+	}
+	if path := accessFile(g.cfgPath, string(cfg)); path != "" {
+		data, _ := os.ReadFile(path)
+		for _, leak := range logLeaks(string(data), secrets) {
+			t.Errorf("log audit: gatehouse %s, access log file: %s", g.URL, leak)
+		}
 	}
 	if path := auditFile(g.cfgPath, string(cfg)); path != "" {
 		data, err := os.ReadFile(path)

@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -247,6 +248,39 @@ routes:
 				if ev["ip"] != "127.0.0.1" {
 					c.Errorf("an audit event names %v, not the peer 127.0.0.1: %v", ev["ip"], ev)
 				}
+			}
+		})
+
+	s.run(t, e, "RLB", "X-Request-Id is chosen by trusted proxies only",
+		"on rlb (trusted proxy) a valid X-Request-Id is kept: in the response and the login_started audit event; two lines, 129 characters, or a space are replaced by a fresh 32-hex id; on rlbNP a browser's X-Request-Id is replaced, in the response header and in the JSON error body",
+		func(c *secCase) {
+			fresh := regexp.MustCompile(`^[0-9a-f]{32}$`)
+			gw := r.rlb
+			cl := e.client(gw.URL, false)
+			res := cl.do(c, "GET", "/bff/login", nil, rlbFrom("203.0.113.120", rlbChrome156, append([]string{"X-Request-Id", "edge-7c1e-41"}, secNavigate...)...)...)
+			if res.Status != 302 || res.Header.Get("X-Request-Id") != "edge-7c1e-41" {
+				c.Errorf("a trusted proxy's X-Request-Id: %d, X-Request-Id %q, want 302 and edge-7c1e-41", res.Status, res.Header.Get("X-Request-Id"))
+			}
+			if ev := gw.events(c, "event", "login_started", "request_id", "edge-7c1e-41"); len(ev) != 1 {
+				c.Errorf("%d login_started events with request_id edge-7c1e-41, want 1", len(ev))
+			}
+			for _, bad := range [][]string{
+				{"X-Request-Id", "edge-1", "X-Request-Id", "edge-2"},
+				{"X-Request-Id", strings.Repeat("r", 129)},
+				{"X-Request-Id", "edge 3"},
+			} {
+				res := cl.do(c, "GET", "/bff/user", nil, append(rlbFrom("203.0.113.121", rlbChrome156, secSameOrigin...), bad...)...)
+				if id := res.Header.Get("X-Request-Id"); !fresh.MatchString(id) || res.Header.Values("X-Request-Id")[0] != id {
+					c.Errorf("X-Request-Id %.40q from a trusted proxy: answered with %q, want a fresh id", bad, res.Header.Values("X-Request-Id"))
+				}
+			}
+			np := e.client(r.np.URL, false)
+			res = np.do(c, "GET", "/bff/user", nil, append([]string{"X-Request-Id", "forged-by-the-browser"}, secSameOrigin...)...)
+			id := res.Header.Get("X-Request-Id")
+			var body map[string]any
+			json.Unmarshal([]byte(res.Body), &body)
+			if res.Status != 401 || !fresh.MatchString(id) || body["request_id"] != id {
+				c.Errorf("a browser's X-Request-Id on a gateway without trusted_proxies: %d, X-Request-Id %q, body %s; want 401 with a fresh id in both", res.Status, id, res.Body)
 			}
 		})
 

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 )
@@ -47,4 +48,14 @@ func (a *auditFile) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.f.Close()
+}
+
+// reopenAccessLog reopens the access log's file, if any, on SIGHUP (for logrotate).
+func reopenAccessLog(access *auditFile, log *slog.Logger) {
+	if access == nil {
+		return
+	}
+	if err := access.Reopen(); err != nil {
+		log.Error("cannot reopen the access log", "error", err)
+	}
 }

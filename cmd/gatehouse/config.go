@@ -190,6 +190,11 @@ type fileHealth struct {
 type fileLog struct {
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
+	// Access is off (default), stdout, stderr or file: one JSON line per request.
+	Access string `yaml:"access"`
+	// AccessFile is the file of access: file (appended to, reopened on SIGHUP).
+	AccessFile    string `yaml:"access_file"`
+	AccessSubject bool   `yaml:"access_subject"`
 }
 
 type fileServerOpts struct {
@@ -267,14 +272,15 @@ func (s *stringList) UnmarshalYAML(n *yaml.Node) error {
 // loaded is a configuration ready to run: the library config plus what only the binary
 // needs.
 type loaded struct {
-	file      fileConfig
-	gw        gatehouse.Config
-	storeURL  string
-	redis     redisOptions // resolved secrets and files of session.redis
-	logger    *slog.Logger
-	auditOut  io.Writer // stderr or stdout
-	auditPath string    // or this file
-	warnings  []string
+	file       fileConfig
+	gw         gatehouse.Config
+	storeURL   string
+	redis      redisOptions // resolved secrets and files of session.redis
+	logger     *slog.Logger
+	auditOut   io.Writer // stderr or stdout
+	auditPath  string    // or this file
+	accessPath string    // the access log's file, when log.access is file
+	warnings   []string
 }
 
 // loadConfig reads and checks a configuration file. It returns every problem at once.
@@ -500,6 +506,25 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 	if l.auditOut != nil {
 		c.AuditLogger = auditLogger(l.auditOut)
 	}
+	switch fc.Log.Access {
+	case "", "off":
+	case "stdout":
+		c.AccessLogger = accessLogger(os.Stdout)
+	case "stderr":
+		c.AccessLogger = accessLogger(os.Stderr)
+	case "file":
+		if fc.Log.AccessFile == "" {
+			probs.add("log.access_file", "is required when log.access is file")
+		} else {
+			l.accessPath = resolve(fc.Log.AccessFile) // opened by serve, as the audit log
+		}
+	default:
+		probs.add("log.access", "%q is not off, stdout, stderr or file", fc.Log.Access)
+	}
+	if fc.Log.AccessFile != "" && fc.Log.Access != "file" {
+		probs.add("log.access_file", "is set but log.access is %q, not file", fc.Log.Access)
+	}
+	c.Log.AccessSubject = fc.Log.AccessSubject
 	return c
 }
 
@@ -507,6 +532,11 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 // share standard error with the other logs and still be told apart.
 func auditLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, nil)).With("log", "audit")
+}
+
+// accessLogger writes access records as JSON lines marked "log":"access".
+func accessLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, nil)).With("log", "access")
 }
 
 func rateLimit(f fileRateLimit) gatehouse.RateLimit {

@@ -232,6 +232,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer audit.Close()
 		l.gw.AuditLogger = auditLogger(audit)
 	}
+	var access *auditFile // the same kind of file: appended to, reopened on SIGHUP
+	if l.accessPath != "" {
+		if access, err = openAuditFile(l.accessPath); err != nil {
+			log.Error("cannot open the access log", "field", "log.access_file", "error", err)
+			return 1
+		}
+		defer access.Close()
+		l.gw.AccessLogger = accessLogger(access)
+	}
 	store, err := openStore(ctx, l, filepath.Dir(path))
 	if err != nil {
 		log.Error("cannot open the session store", "error", err)
@@ -321,6 +330,7 @@ wait:
 		case <-ctx.Done():
 			break wait
 		case <-hup:
+			reopenAccessLog(access, log) // after logrotate
 			doReload("SIGHUP")
 		case <-watcher.Changed():
 			doReload("file changed")
@@ -347,7 +357,7 @@ wait:
 	if d := time.Duration(l.file.Server.ShutdownDelay); d > 0 {
 		// Keep serving while /readyz says "draining", so that load balancers stop sending
 		// new requests here before the listener closes.
-		log.Info("shutting down: waiting before closing the listener", "shutdown_delay", d)
+		log.Info("shutting down: waiting before closing the listener", "shutdown_delay", d.String())
 		time.Sleep(d)
 	}
 	forced := servers[0].Shutdown(sctx) != nil
@@ -367,7 +377,7 @@ wait:
 		for _, s := range servers {
 			s.Close()
 		}
-		log.Warn("shutdown: the drain timeout passed; remaining connections were closed", "timeout", timeout)
+		log.Warn("shutdown: the drain timeout passed; remaining connections were closed", "timeout", timeout.String())
 	}
 	log.Info("stopped", "drain", time.Since(start).Round(time.Millisecond).String())
 	return 0

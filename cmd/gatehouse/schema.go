@@ -147,6 +147,10 @@ var schemaDocs = map[string]keyDoc{
 	"log":        {desc: "The operational log, on standard error."},
 	"log.level":  {desc: "Minimum level.", def: "info", enum: []string{"debug", "info", "warn", "error"}},
 	"log.format": {desc: "Line format.", def: "json", enum: []string{"json", "text"}},
+	"log.access": {desc: "The access log: one JSON line per request, on its own stream.", def: "off",
+		enum: []string{"off", "stdout", "stderr", "file"}},
+	"log.access_file":    {desc: "File of the access log when log.access is file: appended to (mode 0600), reopened on SIGHUP."},
+	"log.access_subject": {desc: "Write the session's subject in each access line.", def: false},
 
 	"audit_log":        {desc: "The audit log: one JSON object a line, marked \"log\":\"audit\"."},
 	"audit_log.output": {desc: "stderr, stdout, or a file path (appended to, created 0600, reopened on SIGHUP).", def: "stderr"},
