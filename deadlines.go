@@ -3,7 +3,6 @@ package gatehouse
 import (
 	"errors"
 	"net/http"
-	"strings"
 	"time"
 )
 
@@ -55,50 +54,36 @@ func (s ServerConfig) check() []error {
 	return errs
 }
 
-// bodyTimeout is the read deadline of r's body by the class of r; 0 is none.
-func (g *Gateway) bodyTimeout(r *http.Request) time.Duration {
+// bodyTimeout is the read deadline of r's body by the class of r; 0 is none. rt is the
+// route serving r, nil for /bff/*, invalid paths and the rest; other is true for the
+// rest (the frontend, or a 404).
+func (g *Gateway) bodyTimeout(r *http.Request, rt *route, other bool) time.Duration {
 	if r.Body == nil || r.Body == http.NoBody {
 		// Nothing to read: a deadline would only cut the server's watch for the client
 		// going away (and with it a long response).
 		return 0
 	}
-	p, ok := requestPath(r)
-	if !ok || strings.HasPrefix(p, "/bff/") || p == "/bff" {
-		return g.config().Server.BodyTimeout
-	}
-	if rt := g.current().match(p); rt != nil {
-		switch {
-		case isWebSocket(r):
-			return 0
-		case rt.Streaming:
-			return g.config().Server.BodyTimeout // until forwardingBody
-		case rt.BodyTimeout > 0:
-			return rt.BodyTimeout
-		}
+	switch {
+	case rt != nil && isWebSocket(r):
+		return 0
+	case rt != nil && rt.Streaming:
+		return g.config().Server.BodyTimeout // until forwardingBody
+	case rt != nil && rt.BodyTimeout > 0:
+		return rt.BodyTimeout
+	case rt != nil:
 		return rt.Timeout
-	}
-	// The frontend (static files or a development server); its hot-reload WebSocket is
-	// an upgrade like any other.
-	if isWebSocket(r) {
+	case other && isWebSocket(r):
+		// The frontend (static files or a development server); its hot-reload WebSocket is
+		// an upgrade like any other.
 		return 0
 	}
 	return g.config().Server.BodyTimeout
 }
 
-// match is the route serving cleaned path p, or nil.
-func (run *running) match(p string) *route {
-	for _, rt := range run.routes {
-		if p == strings.TrimSuffix(rt.prefix, "/") || strings.HasPrefix(p, rt.prefix) {
-			return rt
-		}
-	}
-	return nil
-}
-
-// setBodyDeadline sets the read deadline of r's body, if it has one. Servers that cannot
-// set deadlines are left alone.
-func (g *Gateway) setBodyDeadline(w http.ResponseWriter, r *http.Request) {
-	if d := g.bodyTimeout(r); d > 0 {
+// setBodyDeadline sets the read deadline of r's body, if it has one (see bodyTimeout for
+// rt and other). Servers that cannot set deadlines are left alone.
+func (g *Gateway) setBodyDeadline(w http.ResponseWriter, r *http.Request, rt *route, other bool) {
+	if d := g.bodyTimeout(r, rt, other); d > 0 {
 		// A real deadline on a real socket: the wall clock, not the configured Now.
 		http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
 	}

@@ -372,7 +372,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.accessLog != nil {
 		r = r.WithContext(context.WithValue(r.Context(), accessKey{}, sw))
 	}
-	g.setBodyDeadline(sw, r)
 	kind := g.serve(sw, r)
 	d := g.now().Sub(start)
 	g.metrics.observeRequest(kind, r.Method, sw.status, d)
@@ -384,26 +383,38 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) serve(w *statusRecorder, r *http.Request) string {
 	p, ok := requestPath(r)
 	if !ok {
+		g.setBodyDeadline(w, r, nil, false)
 		g.fail(w, r, errBadPath)
 		return "invalid"
 	}
 	if strings.HasPrefix(p, "/bff/") || p == "/bff" {
+		g.setBodyDeadline(w, r, nil, false)
 		g.serveBFF(w, r, p)
 		return "bff"
 	}
-	for _, rt := range g.current().routes {
-		if p == strings.TrimSuffix(rt.prefix, "/") || strings.HasPrefix(p, rt.prefix) {
-			w.route = rt.prefix
-			g.serveRoute(w, r, rt, p)
-			return "route"
-		}
+	if rt := g.current().match(p); rt != nil {
+		w.route = rt.prefix
+		g.setBodyDeadline(w, r, rt, false)
+		g.serveRoute(w, r, rt, p)
+		return "route"
 	}
+	g.setBodyDeadline(w, r, nil, true)
 	if g.frontend != nil {
 		g.serveFrontend(w, r)
 		return "frontend"
 	}
 	g.fail(w, r, errNotFound)
 	return "none"
+}
+
+// match is the route serving cleaned path p, or nil.
+func (run *running) match(p string) *route {
+	for _, rt := range run.routes {
+		if p == strings.TrimSuffix(rt.prefix, "/") || strings.HasPrefix(p, rt.prefix) {
+			return rt
+		}
+	}
+	return nil
 }
 
 // statusRecorder remembers the status for metrics and what the access log says of a
