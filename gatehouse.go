@@ -91,7 +91,7 @@ type Gateway struct {
 
 	stop    context.CancelFunc
 	done    chan struct{}
-	bg      sync.WaitGroup // background work other than discovery
+	bg      sync.WaitGroup // background work other than discovery: Close waits for it
 	closeMu sync.Once
 }
 
@@ -304,7 +304,6 @@ func (g *Gateway) Close() error {
 		g.stop()
 		<-g.done
 		g.bg.Wait()
-		g.revokeRetries.wg.Wait()
 		if c, ok := g.sessions.Store.(session.Closer); ok && g.ownStore {
 			err = c.Close()
 		}

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -106,14 +105,13 @@ func (g *Gateway) revokeAtProvider(ctx context.Context, s *session.Session) {
 		return
 	}
 	g.log.Warn("token revocation failed; trying again later", "session", s.Handle, "error", err)
-	go g.retryRevoke(s.Handle, token, hint, err)
+	g.bg.Go(func() { g.retryRevoke(s.Handle, token, hint, err) }) // Close waits for it
 }
 
 // revokeRetries bounds the revocations tried again in the background after a busy or
 // unreachable provider, so that a logout during an outage still ends the tokens'
 // life at the provider once it recovers.
 type revokeRetries struct {
-	wg      sync.WaitGroup
 	pending atomic.Int32
 	quit    <-chan struct{} // closed by Gateway.Close
 }
@@ -130,14 +128,10 @@ func (q *revokeRetries) start() bool {
 		q.pending.Add(-1)
 		return false
 	}
-	q.wg.Add(1)
 	return true
 }
 
-func (q *revokeRetries) finish() {
-	q.pending.Add(-1)
-	q.wg.Done()
-}
+func (q *revokeRetries) finish() { q.pending.Add(-1) }
 
 // retryRevoke tries a revocation again, waiting at least what the provider asked for
 // (Retry-After, at most 5 minutes) and backing off 1 s, 4 s, 16 s, 64 s.
