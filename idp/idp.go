@@ -166,8 +166,7 @@ type discovered struct {
 	loaded     time.Time
 	provider   *oidc.Provider
 	keys       *keySet
-	verifier   *verifier // ID tokens
-	logout     *verifier // logout tokens
+	verifier   *verifier // ID tokens and logout tokens
 	oauth      *oauth2.Config
 	authMethod string
 	algs       []string // accepted JWS algorithms for ID and logout tokens
@@ -382,7 +381,6 @@ func (c *Client) discover(ctx context.Context, old *discovered) (*discovered, er
 	}
 	// Audiences are checked by checkAudience too, stricter than go-oidc's membership test.
 	d.verifier = &verifier{c: c, d: d, v: oidc.NewVerifier(meta.Issuer, ks, &oidc.Config{ClientID: c.cfg.ClientID, SupportedSigningAlgs: pc.Algorithms, Now: now})}
-	d.logout = &verifier{c: c, d: d, v: oidc.NewVerifier(meta.Issuer, ks, &oidc.Config{ClientID: c.cfg.ClientID, SupportedSigningAlgs: pc.Algorithms, Now: now})}
 	d.authMethod = c.authMethod(meta)
 	d.oauth = &oauth2.Config{
 		ClientID: c.cfg.ClientID, RedirectURL: c.cfg.RedirectURL, Scopes: c.cfg.Scopes,
@@ -555,12 +553,8 @@ func (v *verifier) run(ctx context.Context, check func(context.Context, *verifie
 	if d == v.d || d.keys == v.d.keys {
 		return err // same JWKS: the key set has already fetched it again, within its bounds
 	}
-	w := d.verifier
-	if v == v.d.logout {
-		w = d.logout
-	}
 	report = &verifyReport{}
-	if err := check(context.WithValue(ctx, verifyReportKey{}, report), w); err != nil {
+	if err := check(context.WithValue(ctx, verifyReportKey{}, report), d.verifier); err != nil {
 		if report.unavailable {
 			return errKeysUnavailable
 		}

@@ -546,7 +546,7 @@ func (c *Client) VerifyLogoutToken(ctx context.Context, raw string) (*LogoutToke
 	if err := checkLogoutTyp(raw, d.algs); err != nil {
 		return nil, err
 	}
-	lt, err := d.logout.VerifyLogout(ctx, raw)
+	lt, err := d.verifier.VerifyLogout(ctx, raw)
 	if errors.Is(err, ErrUnavailable) {
 		return nil, fmt.Errorf("logout token: %w", err)
 	}
