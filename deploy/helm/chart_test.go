@@ -19,6 +19,7 @@ import (
 	"path"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -33,6 +34,8 @@ const (
 	redisValues = "gatehouse/ci/redis-values.yaml"
 	alertsFile  = "../prometheus-alerts.yml"
 	helmModule  = "helm.sh/helm/v3/cmd/helm@v3.22.0"
+
+	operationsDoc = "../../docs/operations.md"
 )
 
 var (
@@ -352,6 +355,39 @@ func TestChartLint(t *testing.T) {
 		}
 	}
 }
+
+// The values shown in docs/operations.md's "Helm chart" section render, and the
+// configuration they give passes gatehouse check.
+func TestChartDocsExamples(t *testing.T) {
+	b, err := os.ReadFile(operationsDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	start := strings.Index(doc, "\n### Helm chart\n")
+	if start < 0 {
+		t.Fatalf("%s has no \"### Helm chart\" section", operationsDoc)
+	}
+	section := doc[start+1:]
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	blocks := yamlFence.FindAllStringSubmatch(section, -1)
+	if len(blocks) < 2 {
+		t.Fatalf("%d yaml blocks in the Helm chart section, want the install values and Redis mode", len(blocks))
+	}
+	for i, b := range blocks {
+		values := filepath.Join(t.TempDir(), fmt.Sprintf("values-%d.yaml", i))
+		if err := os.WriteFile(values, []byte(b[1]), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := renderChart(t, "-f", values)
+		checkCommon(t, r)
+		gatehouseCheck(t, r)
+	}
+}
+
+var yamlFence = regexp.MustCompile("(?s)```yaml\n(.*?)```")
 
 // checkCommon checks what every rendering must have: the security settings, the probes
 // on the health listener, every *_file of the configuration mounted from a Secret.
