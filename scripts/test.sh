@@ -52,6 +52,12 @@ stop_prometheus_service() {
   fi
 }
 
+# Helm is a Go module: built once into the cache directory, then reused, also by the
+# chart's Go test (deploy/helm, through HELM; without it, that test builds its own).
+helm_version=v3.22.0
+helm_dir="${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse/helm-$helm_version"
+[[ -x "$helm_dir/helm" ]] && export HELM="$helm_dir/helm"
+
 step "static checks: gofmt, go vet, staticcheck"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path '*/node_modules/*'))
 if [[ -n "$unformatted" ]]; then
@@ -77,10 +83,6 @@ promtool check rules deploy/prometheus-alerts.yml
 promtool test rules deploy/prometheus-alerts.test.yml
 
 step "Helm chart: helm lint and helm template (deploy/helm/gatehouse), default and ci/ values"
-# Helm is a Go module: built once into the cache directory, then reused (and by the
-# chart's Go test in deploy/helm, through HELM).
-helm_version=v3.22.0
-helm_dir="${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse/helm-$helm_version"
 if [[ ! -x "$helm_dir/helm" ]]; then
   mkdir -p "$helm_dir"
   GOBIN="$helm_dir" go install "helm.sh/helm/v3/cmd/helm@$helm_version"

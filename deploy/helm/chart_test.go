@@ -301,6 +301,51 @@ func TestChartRedis(t *testing.T) {
 	}
 }
 
+// The other one-replica shapes: the memory store, bolt on an emptyDir, and a client key
+// (private_key_jwt) instead of a client secret.
+func TestChartSingleReplicaStores(t *testing.T) {
+	t.Run("memory", func(t *testing.T) {
+		r := renderChart(t, "--set", "store.type=memory")
+		if got := kinds(r.ms); slices.Contains(got, "PersistentVolumeClaim") {
+			t.Errorf("kinds = %v: the memory store needs no claim", got)
+		}
+		if s := str(r.deploy, "spec", "strategy", "type"); s != "Recreate" {
+			t.Errorf("strategy = %q, want Recreate", s)
+		}
+		if s := str(r.config, "session", "store"); s != "memory" {
+			t.Errorf("session.store = %q, want memory", s)
+		}
+		checkCommon(t, r)
+		warnings := gatehouseCheck(t, r)
+		if len(warnings) != 1 || !strings.Contains(warnings[0], "session.store: memory behind a non-loopback listener") {
+			t.Errorf("gatehouse check warned %q, want the memory store's footgun only", warnings)
+		}
+	})
+	t.Run("bolt on an emptyDir, client key", func(t *testing.T) {
+		r := renderChart(t, "--set", "store.bolt.persistence.enabled=false",
+			"--set", "secrets.clientSecret.name=", "--set", "secrets.clientKey.name=gatehouse-key")
+		if got := kinds(r.ms); slices.Contains(got, "PersistentVolumeClaim") {
+			t.Errorf("kinds = %v with persistence off", got)
+		}
+		var state any
+		for _, v := range get(r.deploy, "spec", "template", "spec", "volumes").([]any) {
+			if str(v, "name") == "state" {
+				state = v
+			}
+		}
+		if get(state, "emptyDir") == nil {
+			t.Errorf("state volume = %v, want an emptyDir", state)
+		}
+		if get(r.config, "provider", "client_secret_file") != nil || str(r.config, "provider", "client_key_file") == "" {
+			t.Errorf("provider = %v, want client_key_file and no client_secret_file", get(r.config, "provider"))
+		}
+		checkCommon(t, r)
+		if w := gatehouseCheck(t, r); len(w) > 0 {
+			t.Errorf("gatehouse check warned %q", w)
+		}
+	})
+}
+
 // A bolt or memory store belongs to one process: more replicas must not render.
 func TestChartRefuses(t *testing.T) {
 	for _, c := range []struct {
