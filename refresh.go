@@ -39,9 +39,20 @@ func (g *Gateway) userToken(ctx context.Context, r *http.Request, s *session.Ses
 	if tok := s.AccessTokenFor(key); g.fresh(tok) {
 		return tok.AccessToken, s, nil
 	}
-	cur, err, _ := g.refreshes.Do(ctx, s.Handle+"\x00"+key, func(ctx context.Context) (*session.Session, error) {
+	ctx, span := g.startSpan(ctx, "refresh")
+	cur, err, shared := g.refreshes.Do(ctx, s.Handle+"\x00"+key, func(ctx context.Context) (*session.Session, error) {
 		return g.refresh(ctx, r, s, key, opts)
 	})
+	if span.IsRecording() {
+		// The leader ran the refresh (its provider call is this span's child); a
+		// follower waited for the leader's result.
+		role := "leader"
+		if shared {
+			role = "follower"
+		}
+		span.SetAttributes(attrSingleFlght.String(role))
+	}
+	endSpan(span, err)
 	if err != nil {
 		return "", nil, err
 	}
