@@ -60,6 +60,8 @@ var noSpan = trace.SpanFromContext(context.Background())
 type tracing struct {
 	tracer     trace.Tracer // nil: off
 	propagator propagation.TextMapPropagator
+	fields     []string          // the propagator's headers, canonical: dropped from untrusted requests
+	storeSpans map[string]string // span name by store operation
 }
 
 // setupTracing turns tracing on when cfg has a TracerProvider: it wraps the provider's
@@ -76,7 +78,14 @@ func (g *Gateway) setupTracing(cfg Config, provider http.RoundTripper, upstreamR
 	if prop == nil {
 		prop = propagation.TraceContext{}
 	}
-	g.tracing = tracing{tracer: tp.Tracer(tracerName, trace.WithInstrumentationVersion(Version)), propagator: prop}
+	g.tracing = tracing{tracer: tp.Tracer(tracerName, trace.WithInstrumentationVersion(Version)), propagator: prop,
+		storeSpans: map[string]string{}}
+	for _, f := range prop.Fields() {
+		g.tracing.fields = append(g.tracing.fields, http.CanonicalHeaderKey(f))
+	}
+	for _, op := range session.Ops() {
+		g.tracing.storeSpans[op] = "session.store " + op
+	}
 	opts := func(name func(*http.Request) string) []otelhttp.Option {
 		return []otelhttp.Option{
 			otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(prop),
@@ -92,13 +101,17 @@ func (g *Gateway) setupTracing(cfg Config, provider http.RoundTripper, upstreamR
 }
 
 // traceStore records a session store operation as a span of the request that made it.
-// Operations outside any trace (background sweeps, the end-of-session subscription) are
-// not recorded.
+// Operations outside a recorded span (background sweeps, the end-of-session
+// subscription, a request not sampled) are not recorded.
 func (g *Gateway) traceStore(ctx context.Context, op string, start, end time.Time, err error) {
-	if !trace.SpanContextFromContext(ctx).IsValid() {
+	if !trace.SpanFromContext(ctx).IsRecording() {
 		return
 	}
-	_, span := g.tracing.tracer.Start(ctx, "session.store "+op, trace.WithTimestamp(start),
+	name, ok := g.tracing.storeSpans[op]
+	if !ok {
+		name = "session.store " + op
+	}
+	_, span := g.tracing.tracer.Start(ctx, name, trace.WithTimestamp(start),
 		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrStoreOp.String(op)))
 	if err != nil && !errors.Is(err, session.ErrNotFound) {
 		span.SetStatus(codes.Error, "store operation failed")
@@ -151,8 +164,8 @@ func (g *Gateway) startRequest(r *http.Request) (*http.Request, trace.Span) {
 	if fromTrusted {
 		ctx = g.tracing.propagator.Extract(ctx, propagation.HeaderCarrier(r.Header))
 	} else {
-		for _, f := range g.tracing.propagator.Fields() {
-			r.Header.Del(f)
+		for _, f := range g.tracing.fields {
+			delete(r.Header, f)
 		}
 	}
 	ctx, span := g.tracing.tracer.Start(ctx, spanMethod(r.Method), trace.WithSpanKind(trace.SpanKindServer))
