@@ -50,9 +50,9 @@ type Provider struct {
 	issued  []string // access tokens, in order
 	secrets []string // every code and token handed out, in order
 	now     func() time.Time
-	forms   map[string]url.Values // the last form posted to "token" and "revoke"
-	jtis    map[string]bool       // client assertion ids seen, to refuse replays
-	retired []jose.JSONWebKey     // earlier signing keys still published (RotateKey)
+	forms   map[string]url.Values  // the last form posted to "token" and "revoke"
+	jtis    map[string]bool        // client assertion ids seen, to refuse replays
+	retired []jose.JSONWebKey      // earlier signing keys still published (RotateKey)
 	headers map[string]http.Header // the last request's headers, by path
 }
 
