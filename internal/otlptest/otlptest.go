@@ -260,3 +260,28 @@ func text(v *commonpb.AnyValue) string {
 	}
 	return ""
 }
+
+// Leaks lists, for each span, the values exported that hold one of secrets (those of 6
+// characters or more), a query in url.full, or an attribute that records a query or a
+// header. A secret is named by its first characters only.
+func Leaks(spans []Span, secrets []string) []string {
+	var out []string
+	for _, s := range spans {
+		for _, v := range s.Values {
+			for _, secret := range secrets {
+				if len(secret) >= 6 && strings.Contains(v, secret) {
+					out = append(out, fmt.Sprintf("span %q exports a secret (%.6s…) in %q", s.Name, secret, v))
+				}
+			}
+		}
+		for k := range s.Attrs {
+			if k == "url.query" || strings.HasPrefix(k, "http.request.header.") || strings.HasPrefix(k, "http.response.header.") {
+				out = append(out, fmt.Sprintf("span %q records %s", s.Name, k))
+			}
+		}
+		if u := s.Attrs["url.full"]; strings.Contains(u, "?") {
+			out = append(out, fmt.Sprintf("span %q records a query in url.full %q", s.Name, u))
+		}
+	}
+	return out
+}
