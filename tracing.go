@@ -28,7 +28,7 @@ import (
 // upstreams' transports are wrapped by otelhttp, which makes their client spans and
 // sends the W3C traceparent. No span carries a cookie, a token, a code, a state or a
 // query string: the server span's attributes are chosen here, and the client spans'
-// url.full is recorded without its query (queryless).
+// url.full is recorded without its query (hideQuery).
 //
 // The server span is not otelhttp's handler: that handler takes client.address from any
 // X-Forwarded-For and trusts any inbound traceparent, and it is named before the route
@@ -93,11 +93,32 @@ func (g *Gateway) setupTracing(cfg Config, provider http.RoundTripper, upstreamR
 			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return name(r) }),
 		}
 	}
-	provider = queryless(otelhttp.NewTransport(withQuery{provider},
-		opts(func(r *http.Request) string { return "provider " + g.idp.EndpointName(r.URL) })...))
-	upstreamRT = queryless(otelhttp.NewTransport(withQuery{upstreamRT},
-		opts(func(r *http.Request) string { return "upstream " + spanMethod(r.Method) })...))
+	provider = tracedTransport{base: provider, prop: prop, otel: otelhttp.NewTransport(withQuery{provider},
+		opts(func(r *http.Request) string { return "provider " + g.idp.EndpointName(r.URL) })...)}
+	upstreamRT = tracedTransport{base: upstreamRT, prop: prop, otel: otelhttp.NewTransport(withQuery{upstreamRT},
+		opts(func(r *http.Request) string { return "upstream " + spanMethod(r.Method) })...)}
 	return provider, upstreamRT
+}
+
+// tracedTransport sends a request through otelhttp (otel), which makes its client span,
+// with the query hidden from it. A request of a trace that is not sampled skips otelhttp:
+// its span would not be recorded either, and with a sampling ratio that is most requests;
+// it only carries the trace context on, so that the upstream follows the decision.
+type tracedTransport struct {
+	otel http.RoundTripper // otelhttp.Transport over withQuery over base
+	base http.RoundTripper
+	prop propagation.TextMapPropagator
+}
+
+func (t tracedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	ctx := r.Context()
+	if span := trace.SpanFromContext(ctx); !span.IsRecording() && span.SpanContext().IsValid() {
+		r2 := r.WithContext(ctx)
+		r2.Header = r.Header.Clone()
+		t.prop.Inject(ctx, propagation.HeaderCarrier(r2.Header))
+		return t.base.RoundTrip(r2)
+	}
+	return hideQuery{t.otel}.RoundTrip(r)
 }
 
 // traceStore records a session store operation as a span of the request that made it.
@@ -251,11 +272,9 @@ func traceID(r *http.Request) string {
 	return ""
 }
 
-// queryless hides the query of a request from next, an otelhttp.Transport, which puts
+// hideQuery hides the query of a request from next, an otelhttp.Transport, which puts
 // the whole URL in url.full: a query may hold anything the browser put there. withQuery,
 // the transport after otelhttp, puts it back before the request goes out.
-func queryless(next http.RoundTripper) http.RoundTripper { return hideQuery{next} }
-
 type hideQuery struct{ next http.RoundTripper }
 
 type queryKey struct{}

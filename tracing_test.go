@@ -57,12 +57,17 @@ func (u *traceUpstream) last(t *testing.T) http.Header {
 
 func newTraceEnv(t *testing.T, mutate ...func(*gatehouse.Config)) *traceEnv {
 	t.Helper()
+	return newTraceEnvSampler(t, sdktrace.ParentBased(sdktrace.AlwaysSample()), mutate...)
+}
+
+func newTraceEnvSampler(t *testing.T, sampler sdktrace.Sampler, mutate ...func(*gatehouse.Config)) *traceEnv {
+	t.Helper()
 	te := &traceEnv{rc: otlptest.New(t), up: &traceUpstream{}, access: &testutil.SyncBuffer{}}
 	exp, err := otlptracehttp.New(t.Context(), otlptracehttp.WithEndpointURL(te.rc.URL+"/v1/traces"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	te.tp = sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(50*time.Millisecond)))
+	te.tp = sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler), sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(50*time.Millisecond)))
 	t.Cleanup(func() { te.tp.Shutdown(context.Background()) })
 	te.up.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		te.up.mu.Lock()
@@ -98,14 +103,6 @@ func one(t *testing.T, spans []otlptest.Span, name string) otlptest.Span {
 		t.Fatalf("%d spans named %q, want 1; received:\n%s", len(got), name, otlptest.Dump(spans))
 	}
 	return got[0]
-}
-
-// wantParent checks that child's parent span is parent.
-func wantParent(t *testing.T, child, parent otlptest.Span) {
-	t.Helper()
-	if child.ParentID != parent.SpanID || child.TraceID != parent.TraceID {
-		t.Errorf("%q: parent %s in trace %s, want %q (%s in %s)", child.Name, child.ParentID, child.TraceID, parent.Name, parent.SpanID, parent.TraceID)
-	}
 }
 
 func wantAttrs(t *testing.T, s otlptest.Span, want map[string]string) {
@@ -388,6 +385,32 @@ func TestTracingInboundTraceparent(t *testing.T) {
 				t.Errorf("an untrusted tracestate reached the upstream: %q", v)
 			}
 		})
+	}
+}
+
+// A request whose trace is not sampled records nothing, and carries the trace context on
+// with the decision, so that the upstream does not sample it either.
+func TestTracingUnsampled(t *testing.T) {
+	const inTrace, inSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	te := newTraceEnvSampler(t, sdktrace.ParentBased(sdktrace.NeverSample()), func(c *gatehouse.Config) {
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	b := te.browser()
+	wantStatus(t, b.do("GET", "/open/x?k=v", nil, "X-CSRF", "1", "traceparent", "00-"+inTrace+"-"+inSpan+"-00"), 200)
+	h := te.up.last(t)
+	tp := h.Get("Traceparent")
+	if tid, _ := traceparent(t, tp); tid != inTrace || !strings.HasSuffix(tp, "-00") {
+		t.Errorf("upstream got traceparent %q, want trace %s, not sampled", tp, inTrace)
+	}
+	if q := h.Get("X-Test-Query"); q != "k=v" {
+		t.Errorf("upstream got the query %q", q)
+	}
+	wantStatus(t, b.do("GET", "/open/y", nil, "X-CSRF", "1"), 200)
+	if tp := te.up.last(t).Get("Traceparent"); !strings.HasSuffix(tp, "-00") {
+		t.Errorf("a new unsampled trace: upstream got traceparent %q", tp)
+	}
+	if spans := te.flush(); len(spans) != 0 {
+		t.Errorf("%d spans exported, want none:\n%s", len(spans), otlptest.Dump(spans))
 	}
 }
 
