@@ -44,13 +44,7 @@ func (g *Gateway) userToken(ctx context.Context, r *http.Request, s *session.Ses
 		return g.refresh(ctx, r, s, key, opts)
 	})
 	if span.IsRecording() {
-		// The leader ran the refresh (its provider call is this span's child); a
-		// follower waited for the leader's result.
-		role := "leader"
-		if shared {
-			role = "follower"
-		}
-		span.SetAttributes(attrSingleFlght.String(role))
+		span.SetAttributes(singleFlight(shared))
 	}
 	endSpan(span, err)
 	if err != nil {
@@ -214,7 +208,8 @@ func (g *Gateway) clientToken(ctx context.Context, key string, opts idp.RefreshO
 	if g.fresh(tok) {
 		return tok.AccessToken, nil
 	}
-	tok, err, _ := c.flights.Do(ctx, key, func(ctx context.Context) (session.Token, error) {
+	ctx, span := g.startSpan(ctx, "client_credentials")
+	tok, err, shared := c.flights.Do(ctx, key, func(ctx context.Context) (session.Token, error) {
 		ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
 		t, err := g.idp.ClientCredentials(ctx, opts)
@@ -232,6 +227,10 @@ func (g *Gateway) clientToken(ctx context.Context, key string, opts idp.RefreshO
 		c.mu.Unlock()
 		return nt, nil
 	})
+	if span.IsRecording() {
+		span.SetAttributes(singleFlight(shared))
+	}
+	endSpan(span, err)
 	if err != nil {
 		return "", err
 	}

@@ -45,12 +45,12 @@ const frontendName = "default"
 
 // Span attribute keys of Gatehouse's own.
 const (
-	attrFrontend    = attribute.Key("gatehouse.frontend")
-	attrKind        = attribute.Key("gatehouse.route.kind")
-	attrRequestID   = attribute.Key("gatehouse.request_id")
-	attrSingleFlght = attribute.Key("gatehouse.single_flight")
-	attrStoreOp     = attribute.Key("db.operation.name")
-	attrReason      = attribute.Key("gatehouse.error")
+	attrFrontend     = attribute.Key("gatehouse.frontend")
+	attrKind         = attribute.Key("gatehouse.route.kind")
+	attrRequestID    = attribute.Key("gatehouse.request_id")
+	attrSingleFlight = attribute.Key("gatehouse.single_flight")
+	attrStoreOp      = attribute.Key("db.operation.name")
+	attrReason       = attribute.Key("gatehouse.error")
 )
 
 // noSpan is what startSpan returns when tracing is off: ending it does nothing.
@@ -138,6 +138,16 @@ func (g *Gateway) traceStore(ctx context.Context, op string, start, end time.Tim
 		span.SetStatus(codes.Error, "store operation failed")
 	}
 	span.End(trace.WithTimestamp(end))
+}
+
+// singleFlight is the gatehouse.single_flight attribute of a refresh: "leader" when this
+// request ran it (the provider call is the span's child), "follower" when it waited for
+// another request's.
+func singleFlight(shared bool) attribute.KeyValue {
+	if shared {
+		return attrSingleFlight.String("follower")
+	}
+	return attrSingleFlight.String("leader")
 }
 
 // startSpan starts a child span of ctx's when tracing is on. Off, it returns ctx and a

@@ -414,6 +414,24 @@ func TestTracingUnsampled(t *testing.T) {
 	}
 }
 
+// The gateway's own client-credentials token is fetched under a client_credentials span.
+func TestTracingClientCredentials(t *testing.T) {
+	te := newTraceEnv(t, func(c *gatehouse.Config) {
+		c.Routes = append(c.Routes, gatehouse.Route{Path: "/client/", Upstream: te0URL(c), Token: gatehouse.TokenClient})
+	})
+	b := te.browser()
+	wantStatus(t, b.do("GET", "/client/x", nil, "X-CSRF", "1"), 200)
+	spans := te.flush()
+	req := one(t, spans, "GET /client/")
+	cc := childOf(t, spans, req, "client_credentials")
+	wantAttrs(t, cc, map[string]string{"gatehouse.single_flight": "leader"})
+	childOf(t, spans, cc, "provider token")
+	leakCheck(t, spans, te.idp.IssuedSecrets())
+}
+
+// te0URL is the upstream of the first route newTraceEnv configured.
+func te0URL(c *gatehouse.Config) string { return c.Routes[0].Upstream }
+
 // Tracing on, a failing upstream call is an error span, and its server span says 502.
 func TestTracingUpstreamDown(t *testing.T) {
 	te := newTraceEnv(t)
