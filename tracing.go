@@ -50,7 +50,6 @@ const (
 	attrRequestID    = attribute.Key("gatehouse.request_id")
 	attrSingleFlight = attribute.Key("gatehouse.single_flight")
 	attrStoreOp      = attribute.Key("db.operation.name")
-	attrReason       = attribute.Key("gatehouse.error")
 )
 
 // noSpan is what startSpan returns when tracing is off: ending it does nothing.
@@ -204,8 +203,8 @@ func (g *Gateway) startRequest(r *http.Request) (*http.Request, trace.Span) {
 }
 
 // endRequest names the server span after what served the request, and records its
-// outcome. Attributes: method, path (never the query), route, kind, frontend, status,
-// request id and the client's address.
+// outcome. Attributes: method, path (never the query; for /bff/ the endpoint's pattern),
+// route, kind, frontend, status, request id and the client's address.
 func (g *Gateway) endRequest(span trace.Span, r *http.Request, sw *statusRecorder, kind string) {
 	if !span.IsRecording() {
 		span.End()
@@ -226,7 +225,10 @@ func (g *Gateway) endRequest(span trace.Span, r *http.Request, sw *statusRecorde
 	}
 	span.SetName(name)
 	p := r.URL.Path
-	if len(p) > maxLoggedPath {
+	switch {
+	case kind == "bff":
+		p = route // /bff/sessions/{sid}: a session's handle, which the admin API accepts, is not exported
+	case len(p) > maxLoggedPath:
 		p = p[:maxLoggedPath] + "…"
 	}
 	attrs := make([]attribute.KeyValue, 0, 9)

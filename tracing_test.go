@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -168,6 +169,8 @@ func TestTracingSpanTree(t *testing.T) {
 		t.Fatal("no session cookie")
 	}
 	upHeader := te.up.last(t)
+	sid, _ := decode(t, b.api("GET", "/bff/user"))["sid"].(string)
+	other := b.api("DELETE", "/bff/sessions/"+sid+"x") // another session's handle in the path
 	wantStatus(t, b.api("POST", "/bff/logout"), 200)
 	spans := te.flush()
 
@@ -240,6 +243,11 @@ func TestTracingSpanTree(t *testing.T) {
 		t.Errorf("access line %v, want trace_id %s and request_id %s", apiLine, apiReq.TraceID, apiReq.Attrs["gatehouse.request_id"])
 	}
 
+	// A session's handle in the path is not exported.
+	del := one(t, spans, "DELETE /bff/sessions/{sid}")
+	wantAttrs(t, del, map[string]string{"url.path": "/bff/sessions/{sid}", "http.route": "/bff/sessions/{sid}",
+		"http.response.status_code": strconv.Itoa(other.StatusCode)})
+
 	// Logout: the revocation at the provider.
 	logoutReq := one(t, spans, "POST /bff/logout")
 	logout := childOf(t, spans, logoutReq, "logout")
@@ -258,7 +266,10 @@ func TestTracingSpanTree(t *testing.T) {
 		t.Errorf("the four requests are in %d traces, want 4", len(traces))
 	}
 
-	secrets := append(te.idp.IssuedSecrets(), cookie.Value, state, querySecret, "access_key", te.idp.ClientSecret)
+	if sid == "" {
+		t.Fatal("/bff/user has no sid")
+	}
+	secrets := append(te.idp.IssuedSecrets(), cookie.Value, state, querySecret, "access_key", te.idp.ClientSecret, sid)
 	for _, c := range b.c.Jar.Cookies(mustURL(strings.Replace(te.url, "http:", "https:", 1))) {
 		secrets = append(secrets, c.Value)
 	}
