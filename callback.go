@@ -59,7 +59,9 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 		return errLoginMalformed
 	}
 
-	tokens, id, err := g.idp.Exchange(r.Context(), code, f.Verifier, f.Nonce)
+	ctx, span := g.startSpan(r.Context(), "code_exchange") // the token request, the ID token's keys, userinfo
+	tokens, id, err := g.idp.Exchange(ctx, code, f.Verifier, f.Nonce)
+	endSpan(span, err)
 	if err != nil {
 		g.metrics.logins.WithLabelValues("failed").Inc()
 		if _, busy := idp.RetryAfter(err); busy {

@@ -248,6 +248,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	l.gw.Session.Store = store
 	l.gw.RateLimiter = limiterFor(store, l)
+	if l.tracing.enabled {
+		tp, err := startTracing(ctx, l.tracing, log)
+		if err != nil {
+			log.Error("cannot start tracing", "error", err)
+			return 1
+		}
+		defer stopTracing(tp, log) // after the gateway's Close: its last spans are flushed
+		l.gw.TracerProvider = tp
+	}
 	gw, err := gatehouse.New(l.gw)
 	if err != nil {
 		log.Error("invalid configuration", "error", err)
