@@ -354,7 +354,7 @@ wait:
 	// Graceful shutdown: /readyz turns 503, the listeners close, requests in flight
 	// finish and WebSockets get until the drain timeout to close by themselves.
 	timeout := durationOr(l.file.Server.ShutdownTimeout, 30*time.Second)
-	log.Info("shutting down: draining requests and WebSockets", "timeout", timeout)
+	log.Info("shutting down: draining requests and WebSockets", "timeout", timeout.String())
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
