@@ -144,17 +144,22 @@ done
 mkdir -p "$work/pkg"
 sed 's|/usr/local/bin/gatehouse|/usr/bin/gatehouse|g' deploy/gatehouse.service >"$work/pkg/gatehouse.service"
 cp deploy/gatehouse.example.yaml "$work/pkg/gatehouse.yaml"
-cp deploy/packaging/*.sh "$work/pkg/"
-chmod 0644 "$work/pkg/gatehouse.service" "$work/pkg/gatehouse.yaml"
+cp deploy/packaging/*.sh deploy/nfpm.yaml "$work/pkg/"
+chmod 0644 "$work/pkg/gatehouse.service" "$work/pkg/gatehouse.yaml" "$work/pkg/nfpm.yaml"
 chmod 0755 "$work/pkg/"*.sh
+for target in $TARGETS; do
+  if [[ ${target%/*} == linux ]]; then
+    install -D -m 0755 "$work/bin/linux_${target#*/}/gatehouse" "$work/pkg/bin/${target#*/}/gatehouse"
+  fi
+done
 stamp "$work/pkg"
 for target in $TARGETS; do
   goos=${target%/*} goarch=${target#*/}
   [[ $goos == linux ]] || continue
   for packager in deb rpm; do
     step "$packager $goarch"
-    PKGDIR=$work/pkg BINARY=$work/bin/linux_$goarch/gatehouse VERSION=$VERSION GOARCH=$goarch \
-      go run "$NFPM" package --config deploy/nfpm.yaml --packager "$packager" --target "$DIST/" >"$work/nfpm.log" 2>&1 \
+    (cd "$work/pkg" && VERSION=$VERSION GOARCH=$goarch \
+      go run "$NFPM" package --config nfpm.yaml --packager "$packager" --target "$DIST/") >"$work/nfpm.log" 2>&1 \
       || { cat "$work/nfpm.log" >&2; die "nfpm $packager $goarch failed"; }
   done
 done
