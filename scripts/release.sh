@@ -199,7 +199,6 @@ for target in $TARGETS; do
     --cmd 'serve --config /etc/gatehouse/gatehouse.yaml' \
     --port 9080 --port 9090 --port 9091 \
     --volume /var/lib/gatehouse \
-    --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     --created-by "scripts/release.sh" \
     --label org.opencontainers.image.title=gatehouse \
     --label "org.opencontainers.image.description=Backend-for-Frontend OAuth/OpenID Connect gateway" \
@@ -211,7 +210,9 @@ for target in $TARGETS; do
     "$ctr"
   # --timestamp: the image's creation time, its history and its layer's file times are the
   # commit's. --identity-label=false: no label naming the buildah version that built it.
+  # The layer is gzip'ed (a deterministic compressor: same bytes in, same bytes out).
   buildah_ commit --quiet --rm --format oci --timestamp "$SOURCE_DATE_EPOCH" --identity-label=false \
+    --disable-compression=false --compression-format gzip \
     "$ctr" "oci:$work/oci_$goarch:gatehouse:$VERSION" >/dev/null
   # The oci-archive transport would stamp the archive's own entries with the time of day;
   # the same OCI layout tarred here has none.
