@@ -212,7 +212,7 @@ for target in $TARGETS; do
   # commit's. --identity-label=false: no label naming the buildah version that built it.
   # The layer is gzip'ed (a deterministic compressor: same bytes in, same bytes out).
   buildah_ commit --quiet --rm --format oci --timestamp "$SOURCE_DATE_EPOCH" --identity-label=false \
-    --disable-compression=false --compression-format gzip \
+    --disable-compression=false \
     "$ctr" "oci:$work/oci_$goarch:gatehouse:$VERSION" >/dev/null
   # The oci-archive transport would stamp the archive's own entries with the time of day;
   # the same OCI layout tarred here has none.
