@@ -86,6 +86,14 @@ reproducible_tgz() { # out dir-to-archive (relative to cwd)
     -cf - "$2" | gzip -9 -n >"$1"
 }
 
+# --- tools ------------------------------------------------------------------------------
+# nfpm and cyclonedx-gomod, pinned, built for this machine (go install, not go run: the SBOM
+# step sets GOOS and GOARCH for the target, which go run would build the tool for).
+step "tools: nfpm, cyclonedx-gomod"
+for tool in "$NFPM" "$CYCLONEDX"; do
+  GOBIN=$work/tools GOOS= GOARCH= GOFLAGS= go install "$tool"
+done
+
 # --- binaries ---------------------------------------------------------------------------
 # CGO_ENABLED=0: static, no libc. -trimpath: no paths of the build machine. -buildid=: no
 # build id (it hashes the inputs, but the linker's varies with the tool binary). -s -w: no
@@ -133,7 +141,7 @@ for target in $TARGETS; do
   goos=${target%/*} goarch=${target#*/}
   step "SBOM $goos/$goarch"
   GOOS=$goos GOARCH=$goarch CGO_ENABLED=0 GOFLAGS=-mod=readonly \
-    go run "$CYCLONEDX" app -json -noserial -notimestamp -std -licenses -main cmd/gatehouse \
+    "$work/tools/cyclonedx-gomod" app -json -noserial -notimestamp -std -licenses -main cmd/gatehouse \
     -output "$DIST/gatehouse_${VERSION}_${goos}_$goarch.cdx.json" . 2>"$work/sbom.log" \
     || { cat "$work/sbom.log" >&2; die "cyclonedx-gomod failed"; }
 done
@@ -159,7 +167,7 @@ for target in $TARGETS; do
   for packager in deb rpm; do
     step "$packager $goarch"
     (cd "$work/pkg" && VERSION=$VERSION GOARCH=$goarch \
-      go run "$NFPM" package --config nfpm.yaml --packager "$packager" --target "$DIST/") >"$work/nfpm.log" 2>&1 \
+      "$work/tools/nfpm" package --config nfpm.yaml --packager "$packager" --target "$DIST/") >"$work/nfpm.log" 2>&1 \
       || { cat "$work/nfpm.log" >&2; die "nfpm $packager $goarch failed"; }
   done
 done

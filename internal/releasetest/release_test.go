@@ -448,7 +448,7 @@ func (r release) checkInstalled(t *testing.T, what, root string) {
 		if fi.Mode() != want.mode || st.Uid() != want.uid {
 			t.Errorf("%s: /%s has mode %v and owner %d, want %v and %d", what, p, fi.Mode(), st.Uid(), want.mode, want.uid)
 		}
-		if !fi.ModTime().Equal(r.epoch) && p != "var/lib/gatehouse" && p != "etc/gatehouse" {
+		if !fi.IsDir() && !fi.ModTime().Equal(r.epoch) {
 			t.Errorf("%s: /%s modified %v, want the commit's time %v", what, p, fi.ModTime().UTC(), r.epoch)
 		}
 	}
@@ -573,7 +573,7 @@ func (r release) checkImage(t *testing.T) {
 			buildah := func(args ...string) string {
 				return run(t, "", "buildah", append([]string{"--root", filepath.Join(store, "storage"), "--runroot", filepath.Join(store, "run"), "--storage-driver", "vfs"}, args...)...)
 			}
-			ctr := strings.TrimSpace(buildah("from", "--quiet", "--pull-never", "oci-archive:"+archive))
+			ctr := strings.TrimSpace(buildah("from", "--quiet", "oci-archive:"+archive))
 			t.Cleanup(func() {
 				_ = exec.Command("buildah", "--root", filepath.Join(store, "storage"), "--runroot", filepath.Join(store, "run"), "--storage-driver", "vfs", "rm", ctr).Run()
 			})
