@@ -205,7 +205,7 @@ for target in $TARGETS; do
     --workingdir /var/lib/gatehouse \
     --entrypoint '["/usr/local/bin/gatehouse"]' \
     --cmd 'serve --config /etc/gatehouse/gatehouse.yaml' \
-    --port 9080 --port 9090 --port 9091 \
+    --port 9080/tcp --port 9090/tcp --port 9091/tcp \
     --volume /var/lib/gatehouse \
     --created-by "scripts/release.sh" \
     --label org.opencontainers.image.title=gatehouse \
