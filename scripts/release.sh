@@ -63,9 +63,18 @@ step "gatehouse $VERSION, commit $commit ($date_iso)"
 rm -rf "$DIST"
 mkdir -p "$DIST"
 work=$(mktemp -d "${TMPDIR:-/tmp}/gatehouse-release.XXXXXX")
+# buildah run as root keeps a cache of blob digests in /var/lib/containers/cache whatever its
+# --root says; when this run is what created it, it is removed again at the end.
+bic=/var/lib/containers/cache
+bic_new=() # the directories this run creates, innermost first
+for d in "$bic" "${bic%/*}"; do [[ -e $d ]] || bic_new+=("$d"); done
 cleanup() {
   # buildah's vfs store holds root-owned copies of the image; remove them with the rest.
   rm -rf "$work"
+  if ((${#bic_new[@]})); then
+    rm -f "$bic/blob-info-cache-v1.boltdb"
+    rmdir "${bic_new[@]}" 2>/dev/null || true
+  fi
 }
 trap cleanup EXIT
 

@@ -63,8 +63,16 @@ func TestRelease(t *testing.T) {
 		targets = []string{"linux/amd64", "linux/arm64", "darwin/arm64", "windows/amd64"}
 	}
 	tmp := t.TempDir()
+	// buildah's storage is private to the build; its one machine-wide file, a cache of
+	// blob digests, is removed again when the build created it.
+	const containers = "/var/lib/containers"
+	_, err = os.Stat(containers)
+	hadContainers := err == nil
 	a := build(t, repo, filepath.Join(tmp, "a"), targets)
 	b := build(t, repo, filepath.Join(tmp, "b"), targets)
+	if _, err := os.Stat(containers); !hadContainers && err == nil {
+		t.Errorf("the release build left %s behind", containers)
+	}
 
 	t.Run("reproducible", func(t *testing.T) {
 		sa, sb := readSums(t, a.dist), readSums(t, b.dist)
