@@ -10,17 +10,18 @@
 # It writes, for version V:
 #   gatehouse_V_{linux_amd64,linux_arm64,darwin_arm64}.tar.gz, gatehouse_V_windows_amd64.zip
 #   gatehouse_V_<os>_<arch>.cdx.json        CycloneDX SBOM of each binary (cyclonedx-gomod)
-#   gatehouse_V_{amd64,arm64}.deb, gatehouse-V.{x86_64,aarch64}.rpm (nfpm, with the systemd unit)
+#   gatehouse_V-1_{amd64,arm64}.deb, gatehouse-V-1.{x86_64,aarch64}.rpm (nfpm, with the systemd unit)
 #   gatehouse_V_linux_{amd64,arm64}.oci.tar  an OCI image FROM scratch (buildah), as an oci-archive
 #   SHA256SUMS                              of all of the above
 #
 # Why a script and not goreleaser: it is go build, tar, zip, nfpm and buildah, each
-# pinned, in about 200 lines anyone can read; goreleaser would be a large module to
+# pinned, in a script anyone can read; goreleaser would be a large module to
 # compile for that, and it pulls base images through a Docker daemon this build avoids.
 #
 # Needs: go, git, GNU tar, gzip, zip, buildah (Debian's). Root, for buildah: its storage is
-# a private vfs store in a temporary directory, so nothing on the machine is touched.
+# a private vfs store in a temporary directory, so the machine's images are not touched.
 set -euo pipefail
+start=$PWD
 cd "$(dirname "$0")/.."
 repo=$PWD
 
@@ -28,6 +29,7 @@ NFPM=github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 CYCLONEDX=github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@v1.10.0
 PKG=github.com/gatehouse-bff/gatehouse
 DIST=${DIST:-$repo/dist}
+[[ $DIST == /* ]] || DIST=$start/$DIST
 TARGETS=${TARGETS:-linux/amd64 linux/arm64 darwin/arm64 windows/amd64}
 
 die() { echo "release: $*" >&2; exit 1; }
@@ -60,8 +62,11 @@ fi
 [[ $VERSION =~ ^[0-9]+\.[0-9]+\.[0-9]+([-.+~][0-9A-Za-z.+~-]*)?$ ]] || die "VERSION=$VERSION is not a version like 1.2.3 or 1.2.3-rc.1"
 step "gatehouse $VERSION, commit $commit ($date_iso)"
 
-rm -rf "$DIST"
+# dist/ is emptied of the last release, and of nothing else.
 mkdir -p "$DIST"
+others=$(find "$DIST" -mindepth 1 -maxdepth 1 ! -name 'gatehouse[-_]*' ! -name SHA256SUMS -printf '%f ')
+[[ -z $others ]] || die "$DIST holds files of no release ($others): give an empty DIST"
+rm -f "$DIST"/gatehouse[-_]* "$DIST/SHA256SUMS"
 work=$(mktemp -d "${TMPDIR:-/tmp}/gatehouse-release.XXXXXX")
 # buildah run as root keeps a cache of blob digests in /var/lib/containers/cache whatever its
 # --root says; when this run is what created it, it is removed again at the end.
