@@ -553,23 +553,21 @@ func (r release) checkRPM(t *testing.T) {
 	rpm := func(args ...string) string {
 		return run(t, "", "rpm", append([]string{"--root", root, "--dbpath", "/var/lib/rpm"}, args...)...)
 	}
-	scripts := t.TempDir()
-	for i, tag := range []string{"PREIN", "POSTIN"} {
+	scriptlet := func(tag string) {
+		t.Helper()
 		body := run(t, "", "rpm", "-qp", "--qf", "%{"+tag+"}", pkg)
 		if !strings.HasPrefix(body, "#!/bin/sh") {
 			t.Fatalf("rpm: the %s scriptlet is %q", tag, body)
 		}
-		p := filepath.Join(scripts, tag)
+		p := filepath.Join(t.TempDir(), tag)
 		if err := os.WriteFile(p, []byte(body), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if i == 0 {
-			runEnv(t, []string{"DPKG_ROOT=" + root}, "sh", p, "1")
-			rpm("--install", "--nodeps", "--noscripts", pkg)
-		} else {
-			runEnv(t, []string{"DPKG_ROOT=" + root}, "sh", p, "1")
-		}
+		runEnv(t, []string{"DPKG_ROOT=" + root}, "sh", p, "1") // $1 = 1: the first install
 	}
+	scriptlet("PREIN")
+	rpm("--install", "--nodeps", "--noscripts", pkg)
+	scriptlet("POSTIN")
 	if q := rpm("-q", "gatehouse"); strings.TrimSpace(q) != fmt.Sprintf("gatehouse-%s.%s", r.debVersion(), rpmArch(arch)) {
 		t.Errorf("rpm -q gatehouse: %q", q)
 	}
