@@ -21,6 +21,9 @@
 # Needs: go, git, GNU tar, gzip, zip, buildah (Debian's). Root, for buildah: its storage is
 # a private vfs store in a temporary directory, so the machine's images are not touched.
 set -euo pipefail
+# Every file and directory made here is 0644 or 0755 unless it says otherwise, whatever the
+# caller's umask: the modes are part of the bytes.
+umask 022
 start=$PWD
 cd "$(dirname "$0")/.."
 repo=$PWD
