@@ -24,6 +24,8 @@ set -euo pipefail
 # Every file and directory made here is 0644 or 0755 unless it says otherwise, whatever the
 # caller's umask: the modes are part of the bytes.
 umask 022
+# Name order and times are the C locale's and UTC's, whatever the caller's.
+export LC_ALL=C TZ=UTC
 start=$PWD
 cd "$(dirname "$0")/.."
 repo=$PWD
