@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every Gatehouse test on a fresh machine, installing what the tests need first:
-# Debian's redis-server, chromium and prometheus (for promtool), the npm packages of e2e/
-# and clients/js, staticcheck and helm (Go modules). This is the README's test command; CI (.ci/run) runs
+# Debian's redis-server, chromium, prometheus (for promtool), and buildah, rpm and zip (for
+# the release build's test), the npm packages of e2e/ and clients/js, and staticcheck and
+# helm (Go modules). This is the README's test command; CI (.ci/run) runs
 # exactly this.
 #
 #   scripts/test.sh            everything
@@ -24,6 +25,10 @@ install_packages() {
   command -v redis-cli >/dev/null || missing+=(redis-tools)
   [[ -x /usr/bin/chromium ]] || missing+=(chromium)
   command -v promtool >/dev/null || missing+=(prometheus)
+  command -v buildah >/dev/null || missing+=(buildah)
+  command -v rpm >/dev/null || missing+=(rpm)
+  command -v zip >/dev/null || missing+=(zip)
+  [[ -f /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
   ((${#missing[@]})) || return 0
   step "apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -66,7 +71,9 @@ if [[ -n "$unformatted" ]]; then
   exit 1
 fi
 go vet ./...
+go vet -tags release ./internal/releasetest
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags release ./internal/releasetest
 
 if $quick; then
   command -v redis-server >/dev/null || { echo "the Redis store's tests need redis-server: run scripts/test.sh once, or apt-get install -y redis-server" >&2; exit 1; }
@@ -99,6 +106,9 @@ npm ci --prefix clients/js --no-audit --no-fund --loglevel=error
 
 step "unit and integration tests (-race)"
 go test -race -timeout 15m $(go list ./... | grep -v /e2e)
+
+step "release: scripts/release.sh twice, byte-identical; the .deb, .rpm and image install and run"
+go test -tags release -count=1 -timeout 20m -v ./internal/releasetest
 
 step "fuzzing: every fuzz target for a few seconds (scripts/fuzz.sh)"
 FUZZTIME=${FUZZTIME:-4s} scripts/fuzz.sh

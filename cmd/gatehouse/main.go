@@ -75,10 +75,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return printSchema(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		if len(args) > 1 && isHelp(args[1]) {
-			fmt.Fprint(stdout, "Usage: gatehouse version\n\nPrint the version and the Go version it was built with.\n")
+			fmt.Fprint(stdout, "Usage: gatehouse version\n\nPrint the version, the Go version it was built with and, when built from git, the commit.\n")
 			return 0
 		}
-		fmt.Fprintf(stdout, "gatehouse %s (%s)\n", version(), runtime.Version())
+		fmt.Fprintf(stdout, "gatehouse %s (%s%s)\n", version(), runtime.Version(), buildCommit())
 		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -119,6 +119,32 @@ func version() string {
 		return bi.Main.Version
 	}
 	return "dev"
+}
+
+// buildCommit is ", commit <hash> <time>" from the build's VCS stamp (go build records it
+// from git; -buildvcs), with "+modified" for a work tree with uncommitted changes, or "".
+func buildCommit() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	var rev, at, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			at = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = "+modified"
+			}
+		}
+	}
+	if rev == "" {
+		return ""
+	}
+	return ", commit " + rev + modified + " " + at
 }
 
 // configFlag parses a subcommand's flags: --config (default $GATEHOUSE_CONFIG, else
