@@ -126,6 +126,10 @@ type ProviderConfig struct {
 	// AuthMethod: client_secret_basic, client_secret_post or private_key_jwt
 	// (token_endpoint_auth_method). Default: chosen from the credentials and discovery.
 	AuthMethod string `gatehouse:"token_endpoint_auth_method"`
+	// PAR is when logins push their authorization request to the provider first (RFC
+	// 9126, par): "auto" (default: when the provider advertises an endpoint), "always"
+	// (refuse a provider without one) or "never" (unless the provider requires it).
+	PAR string `gatehouse:"par"`
 	// Scopes requested at login (scopes). Default: openid profile email offline_access.
 	Scopes []string `gatehouse:"scopes"`
 	// AuthParams are extra authorization request parameters (auth_params), e.g.
@@ -504,6 +508,11 @@ func (c Config) Validate() error {
 		}
 	default:
 		bad("provider.token_endpoint_auth_method", "%q is not one of client_secret_basic, client_secret_post, private_key_jwt", p.AuthMethod)
+	}
+	switch p.PAR {
+	case "", "auto", "always", "never":
+	default:
+		bad("provider.par", "%q is not one of auto, always, never", p.PAR)
 	}
 	if !slices.Contains(p.Scopes, "openid") {
 		bad("provider.scopes", "must include openid")

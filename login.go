@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/gatehouse-bff/gatehouse/idp"
 	"github.com/gatehouse-bff/gatehouse/session"
 )
 
@@ -58,15 +59,16 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request, _ *session
 			f.Previous = prev.Handle
 		}
 	}
+	// After the per-client limits (which refuse before this handler runs), so that what
+	// they refuse takes nothing from everyone's bucket; before the authorization request,
+	// which with PAR is a request to the provider: the bucket bounds those too.
+	if err := g.limitPendingFlows(w, r); err != nil {
+		return err
+	}
 	state := randomString(24)
 	authURL, err := g.idp.AuthCodeURL(r.Context(), state, f.Nonce, f.Verifier, g.authParams(q))
 	if err != nil {
-		return errProviderDown.with(err)
-	}
-	// Last, so that requests the per-client limits refuse take nothing from everyone's
-	// bucket.
-	if err := g.limitPendingFlows(w, r); err != nil {
-		return err
+		return authorizationFailed(err)
 	}
 	plain, _ := json.Marshal(f)
 	key, err := g.sessions.PutFlow(r.Context(), state, plain, cfg.Session.FlowTimeout)
@@ -95,6 +97,17 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request, _ *session
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	http.Redirect(w, r, authURL, http.StatusFound)
 	return nil
+}
+
+// authorizationFailed answers a login whose authorization request could not be made: 503
+// (with the provider's Retry-After) when discovery or a pushed request could not reach a
+// provider that is down or busy, 502 when the provider refused the pushed request.
+func authorizationFailed(err error) *httpError {
+	var te *idp.TokenError
+	if errors.As(err, &te) && errors.Is(err, idp.ErrRefused) {
+		return providerError(err)
+	}
+	return providerDown(err)
 }
 
 // authParams merges the configured authorization parameters with those the login

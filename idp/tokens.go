@@ -441,16 +441,7 @@ func (c *Client) Revoke(ctx context.Context, token, hint string) error {
 	if err != nil {
 		return err
 	}
-	switch d.authMethod {
-	case AuthClientSecretBasic:
-		req.SetBasicAuth(url.QueryEscape(c.cfg.ClientID), url.QueryEscape(c.cfg.ClientSecret))
-	case AuthClientSecretPost:
-		form.Set("client_id", c.cfg.ClientID)
-		form.Set("client_secret", c.cfg.ClientSecret)
-	default:
-		form.Set("client_id", c.cfg.ClientID)
-		maps.Copy(form, c.assertionParamsFor(d.meta.RevocationEndpoint))
-	}
+	c.authenticate(req, form, d, d.meta.RevocationEndpoint)
 	body := form.Encode()
 	req.Body = readCloser(body)
 	req.ContentLength = int64(len(body))
@@ -479,6 +470,23 @@ func (c *Client) Revoke(ctx context.Context, token, hint string) error {
 		c.pace.answered(resp, te.busy(), c.now())
 	}
 	return te
+}
+
+// authenticate adds the client's authentication to a request for one of the provider's
+// endpoints other than the token endpoint (revocation, pushed authorization), in the
+// token endpoint's manner: HTTP Basic, the form, or a client assertion for that endpoint.
+func (c *Client) authenticate(req *http.Request, form url.Values, d *discovered, endpoint string) {
+	switch d.authMethod {
+	case AuthClientSecretBasic:
+		// RFC 6749 §2.3.1: both parts form-encoded before Basic.
+		req.SetBasicAuth(url.QueryEscape(c.cfg.ClientID), url.QueryEscape(c.cfg.ClientSecret))
+	case AuthClientSecretPost:
+		form.Set("client_id", c.cfg.ClientID)
+		form.Set("client_secret", c.cfg.ClientSecret)
+	default:
+		form.Set("client_id", c.cfg.ClientID)
+		maps.Copy(form, c.assertionParamsFor(endpoint))
+	}
 }
 
 // EndSessionURL builds the RP-initiated logout URL (OpenID Connect RP-Initiated Logout

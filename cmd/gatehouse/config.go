@@ -83,6 +83,7 @@ type fileProvider struct {
 	ClientKeyID                  string            `yaml:"client_key_id"`
 	ClientKeyAlg                 string            `yaml:"client_key_alg"`
 	TokenEndpointAuthMethod      string            `yaml:"token_endpoint_auth_method"`
+	PAR                          string            `yaml:"par"`
 	Scopes                       []string          `yaml:"scopes"`
 	AuthParams                   map[string]string `yaml:"auth_params"`
 	AllowedAuthParams            []string          `yaml:"allowed_auth_params"`
@@ -354,7 +355,7 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			Issuer: fc.Provider.Issuer, DiscoveryURL: fc.Provider.DiscoveryURL, ClientID: fc.Provider.ClientID,
 			ClientSecret: secret("provider.client_secret", fc.Provider.ClientSecret, fc.Provider.ClientSecretFile),
 			ClientKeyID:  fc.Provider.ClientKeyID, ClientKeyAlg: fc.Provider.ClientKeyAlg,
-			AuthMethod: fc.Provider.TokenEndpointAuthMethod, Scopes: fc.Provider.Scopes, AuthParams: fc.Provider.AuthParams,
+			AuthMethod: fc.Provider.TokenEndpointAuthMethod, PAR: fc.Provider.PAR, Scopes: fc.Provider.Scopes, AuthParams: fc.Provider.AuthParams,
 			AllowedAuthParams: fc.Provider.AllowedAuthParams, EndSessionURL: fc.Provider.EndSessionURL,
 			OmitIDTokenHint:    fc.Provider.OmitIDTokenHint,
 			RequireIssuerParam: fc.Provider.RequireIssParam, SigningAlgs: fc.Provider.SigningAlgs,

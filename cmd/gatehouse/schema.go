@@ -54,6 +54,7 @@ var schemaDocs = map[string]keyDoc{
 	"provider.client_key_file":                 {desc: "PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) for private_key_jwt."},
 	"provider.client_key_id":                   {desc: "kid header of client assertions."},
 	"provider.client_key_alg":                  {desc: "Algorithm of client assertions. Default: by the key's type (RS256, ES256)."},
+	"provider.par":                             {desc: "Pushed authorization requests (RFC 9126): auto uses them when the provider advertises pushed_authorization_request_endpoint, always refuses a provider without one, never sends the parameters in the URL unless the provider requires PAR.", def: "auto", enum: []string{"auto", "always", "never"}},
 	"provider.token_endpoint_auth_method":      {desc: "How the client authenticates at the token endpoint. Default: private_key_jwt with a key, else client_secret_basic unless the provider only lists client_secret_post.", enum: []string{"client_secret_basic", "client_secret_post", "private_key_jwt"}},
 	"provider.scopes":                          {desc: "Scopes requested at login; must include openid.", def: []string{"openid", "profile", "email", "offline_access"}},
 	"provider.auth_params":                     {desc: "Extra authorization request parameters, e.g. {prompt: consent} or {audience: https://api.example.com}."},

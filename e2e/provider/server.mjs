@@ -128,6 +128,7 @@ function newStats() {
     introspections: 0,
     userinfo_requests: 0,
     authorization_requests: 0,
+    pushed_authorization_requests: 0,
     end_session_requests: 0,
     logins: 0,
     failed_logins: 0,
@@ -248,6 +249,11 @@ const configuration = {
   rotateRefreshToken: cfg.rotateRefreshToken !== false,
   features: {
     devInteractions: { enabled: false },
+    // RFC 9126: offered by default, as oidc-provider does; "off" or "required" by config.
+    pushedAuthorizationRequests: {
+      enabled: cfg.par !== 'off',
+      requirePushedAuthorizationRequests: cfg.par === 'required',
+    },
     revocation: {
       enabled: true,
       // A client may revoke only its own tokens (oidc-provider's default policy, made explicit).
@@ -546,6 +552,7 @@ provider.use(async (ctx, next) => {
   else if (path === '/me') stats.userinfo_requests += 1;
   else if (path === '/auth') stats.authorization_requests += 1;
   else if (path === '/session/end') stats.end_session_requests += 1;
+  else if (path === '/request' && ctx.method === 'POST') stats.pushed_authorization_requests += 1;
 
   await next();
 

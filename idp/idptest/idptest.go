@@ -53,6 +53,13 @@ type Provider struct {
 	forms   map[string]url.Values // the last form posted to "token" and "revoke"
 	jtis    map[string]bool       // client assertion ids seen, to refuse replays
 	retired []jose.JSONWebKey     // earlier signing keys still published (RotateKey)
+	pushed  map[string]pushedRequest
+}
+
+// pushedRequest is an authorization request received at /par, until /authorize uses it.
+type pushedRequest struct {
+	params  url.Values
+	expires time.Time
 }
 
 // Knobs change the fake's behaviour. The zero value is a correct provider.
@@ -120,8 +127,21 @@ type Knobs struct {
 	RevokeStatus int
 	RevokeError  string
 	// RetryAfter is sent as the Retry-After header of every forced failure (TokenStatus,
-	// RefreshStatus, UserinfoStatus, RevokeStatus): delta-seconds or an HTTP-date.
+	// RefreshStatus, UserinfoStatus, RevokeStatus, PARStatus): delta-seconds or an HTTP-date.
 	RetryAfter string
+
+	// PAR advertises pushed_authorization_request_endpoint (RFC 9126): /par takes an
+	// authenticated authorization request and answers a one-time request_uri, valid
+	// 60 s, that /authorize then accepts in place of the parameters. RequirePAR also
+	// advertises require_pushed_authorization_requests, and /authorize then refuses
+	// requests that were not pushed.
+	PAR        bool
+	RequirePAR bool
+	// PARStatus forces /par to answer this status, with PARError as the error code;
+	// PARNoRequestURI makes it answer 201 without a request_uri.
+	PARStatus       int
+	PARError        string
+	PARNoRequestURI bool
 }
 
 type codeGrant struct {
@@ -155,7 +175,7 @@ func New(t TB) *Provider {
 	p := &Provider{
 		ClientID: "gatehouse-test", ClientSecret: "test-secret", Key: key, KeyID: "test-key", ForgedKey: forged,
 		codes: map[string]codeGrant{}, grants: map[string]*grant{}, revoked: map[string]bool{}, counts: map[string]int{},
-		knobs: Knobs{AdvertiseIss: true}, now: time.Now,
+		pushed: map[string]pushedRequest{}, knobs: Knobs{AdvertiseIss: true}, now: time.Now,
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", p.discovery)
@@ -164,6 +184,7 @@ func New(t TB) *Provider {
 	mux.HandleFunc("POST /token", p.token)
 	mux.HandleFunc("GET /userinfo", p.userinfo)
 	mux.HandleFunc("POST /revoke", p.revoke)
+	mux.HandleFunc("POST /par", p.par)
 	mux.HandleFunc("GET /end_session", func(w http.ResponseWriter, r *http.Request) {
 		p.count("end_session")
 		fmt.Fprintln(w, "signed out")
@@ -183,7 +204,7 @@ func (p *Provider) Set(f func(k *Knobs)) {
 
 // Count returns how many requests of a kind the fake served: "authorize",
 // "authorization_code", "refresh_token", "client_credentials", "userinfo", "revoke",
-// "end_session", "discovery", "jwks".
+// "end_session", "discovery", "jwks", "par".
 func (p *Provider) Count(kind string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -213,7 +234,7 @@ func (p *Provider) Revoked(token string) bool {
 	return p.revoked[token]
 }
 
-// LastForm returns the form of the last request to an endpoint, "token" or "revoke",
+// LastForm returns the form of the last request to an endpoint, "token", "revoke" or "par",
 // or nil if there was none.
 func (p *Provider) LastForm(endpoint string) url.Values {
 	p.mu.Lock()
@@ -336,6 +357,12 @@ func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 	if !k.NoRevocation {
 		meta["revocation_endpoint"] = p.Issuer + "/revoke"
 	}
+	if k.PAR || k.RequirePAR {
+		meta["pushed_authorization_request_endpoint"] = p.Issuer + "/par"
+	}
+	if k.RequirePAR {
+		meta["require_pushed_authorization_requests"] = true
+	}
 	writeJSON(w, http.StatusOK, meta)
 }
 
@@ -356,6 +383,20 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	p.count("authorize")
 	q := r.URL.Query()
 	k := p.knobsCopy()
+	if uri := q.Get("request_uri"); uri != "" {
+		p.mu.Lock()
+		pr, ok := p.pushed[uri]
+		delete(p.pushed, uri) // one use
+		p.mu.Unlock()
+		if !ok || p.now().After(pr.expires) || q.Get("client_id") != pr.params.Get("client_id") || len(q) != 2 {
+			http.Error(w, "invalid_request_uri", http.StatusBadRequest)
+			return
+		}
+		q = pr.params
+	} else if k.RequirePAR {
+		http.Error(w, "this provider requires pushed authorization requests", http.StatusBadRequest)
+		return
+	}
 	redirect := q.Get("redirect_uri")
 	if q.Get("client_id") != p.ClientID || redirect == "" {
 		http.Error(w, "unknown client or redirect_uri", http.StatusBadRequest)
@@ -685,6 +726,43 @@ func (p *Provider) revoke(w http.ResponseWriter, r *http.Request) {
 	p.revoked[r.PostForm.Get("token")] = true
 	p.mu.Unlock()
 	w.WriteHeader(http.StatusOK)
+}
+
+// par is the pushed authorization request endpoint (RFC 9126 §2).
+func (p *Provider) par(w http.ResponseWriter, r *http.Request) {
+	r.ParseForm()
+	p.recordForm("par", r)
+	p.count("par")
+	k := p.knobsCopy()
+	if !p.clientOK(r) {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client"})
+		return
+	}
+	if k.PARStatus != 0 {
+		retryAfter(w, k)
+		writeJSON(w, k.PARStatus, map[string]string{"error": k.PARError})
+		return
+	}
+	if r.PostForm.Has("request_uri") {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
+		return
+	}
+	params := maps.Clone(r.PostForm)
+	for _, auth := range []string{"client_secret", "client_assertion", "client_assertion_type"} {
+		delete(params, auth)
+	}
+	if params.Get("client_id") == "" {
+		params.Set("client_id", p.ClientID) // authenticated with HTTP Basic
+	}
+	if k.PARNoRequestURI {
+		writeJSON(w, http.StatusCreated, map[string]any{"expires_in": 60})
+		return
+	}
+	uri := "urn:ietf:params:oauth:request_uri:" + random()
+	p.mu.Lock()
+	p.pushed[uri] = pushedRequest{params: params, expires: p.now().Add(time.Minute)}
+	p.mu.Unlock()
+	writeJSON(w, http.StatusCreated, map[string]any{"request_uri": uri, "expires_in": 60})
 }
 
 func retryAfter(w http.ResponseWriter, k Knobs) {

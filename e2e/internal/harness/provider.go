@@ -67,6 +67,12 @@ type ProviderConfig struct {
 	// refresh token and reusing a rotated one revokes the whole grant.
 	DisableRefreshTokenRotation bool
 
+	// PAR is the provider's pushed authorization requests (RFC 9126): "" leaves
+	// oidc-provider's default (offered: pushed_authorization_request_endpoint in
+	// discovery), "off" turns the feature off, "required" makes every authorization
+	// request need a request_uri (require_pushed_authorization_requests).
+	PAR string
+
 	// Clients registered at the provider (at least one). See BFFClient.
 	Clients []Client
 	// Users who can log in. Empty means one user, alice / wonderland (see DefaultUsers).
@@ -334,6 +340,7 @@ type jsonConfig struct {
 	ClientCredentialsTTL int             `json:"clientCredentialsTTL,omitempty"`
 	SessionTTL           int             `json:"sessionTTL,omitempty"`
 	RotateRefreshToken   bool            `json:"rotateRefreshToken"`
+	PAR                  string          `json:"par,omitempty"`
 	Clients              []Client        `json:"clients"`
 	Users                []User          `json:"users"`
 	Resources            []jsonResource  `json:"resources,omitempty"`
@@ -371,6 +378,7 @@ func startProvider(t testing.TB, root string, cfg ProviderConfig, port int) (*Pr
 		ClientCredentialsTTL: seconds(cfg.ClientCredentialsTTL),
 		SessionTTL:           seconds(cfg.SessionTTL),
 		RotateRefreshToken:   !cfg.DisableRefreshTokenRotation,
+		PAR:                  cfg.PAR,
 		Clients:              cfg.Clients,
 		Users:                users,
 		TokenLog:             filepath.Join(dir, "tokens.jsonl"),
@@ -527,9 +535,11 @@ type Stats struct {
 	Introspections        int `json:"introspections"`
 	UserinfoRequests      int `json:"userinfo_requests"`
 	AuthorizationRequests int `json:"authorization_requests"`
-	EndSessionRequests    int `json:"end_session_requests"`
-	Logins                int `json:"logins"`
-	FailedLogins          int `json:"failed_logins"`
+	// PushedRequests counts POSTs to the pushed authorization request endpoint.
+	PushedRequests     int `json:"pushed_authorization_requests"`
+	EndSessionRequests int `json:"end_session_requests"`
+	Logins             int `json:"logins"`
+	FailedLogins       int `json:"failed_logins"`
 	// Backchannel lists every back-channel logout POST the provider made, in order.
 	Backchannel []BackchannelCall `json:"backchannel"`
 }
