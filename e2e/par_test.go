@@ -28,6 +28,17 @@ func TestE2ELoginThroughPushedAuthorizationRequest(t *testing.T) {
 			if q := auth.Query(); len(q) != 2 || q.Get("client_id") != "bff" || !strings.HasPrefix(q.Get("request_uri"), "urn:ietf:params:oauth:request_uri:") {
 				t.Fatalf("the browser is sent to %s: want client_id and request_uri only", auth)
 			}
+			// What the browser adds to the URL changes nothing: the provider uses the pushed
+			// request (RFC 9126 §4), so a redirect_uri slipped in does not take the code away.
+			tampered := auth.String() + "&redirect_uri=" + url.QueryEscape("https://evil.example/cb") + "&prompt=none"
+			resp, err = noFollow.Get(tampered)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if loc := resp.Header.Get("Location"); strings.Contains(loc, "evil.example") {
+				t.Fatalf("the provider followed a redirect_uri added in the browser: %d %s", resp.StatusCode, loc)
+			}
 
 			before := s.idp.Stats(t)
 			b := newBrowser(t, s.gw.URL)
