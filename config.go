@@ -123,6 +123,9 @@ type ProviderConfig struct {
 	ClientKey    crypto.Signer `gatehouse:"client_key_file"`
 	ClientKeyID  string        `gatehouse:"client_key_id"`
 	ClientKeyAlg string        `gatehouse:"client_key_alg"`
+	// ClientAssertionAudience is the aud of client assertions (client_assertion_audience):
+	// "endpoint" (default: the URL the assertion is sent to) or "issuer" (RFC 7523bis).
+	ClientAssertionAudience string `gatehouse:"client_assertion_audience"`
 	// AuthMethod: client_secret_basic, client_secret_post or private_key_jwt
 	// (token_endpoint_auth_method). Default: chosen from the credentials and discovery.
 	AuthMethod string `gatehouse:"token_endpoint_auth_method"`
@@ -508,6 +511,11 @@ func (c Config) Validate() error {
 		}
 	default:
 		bad("provider.token_endpoint_auth_method", "%q is not one of client_secret_basic, client_secret_post, private_key_jwt", p.AuthMethod)
+	}
+	switch p.ClientAssertionAudience {
+	case "", "endpoint", "issuer":
+	default:
+		bad("provider.client_assertion_audience", "%q is not endpoint or issuer", p.ClientAssertionAudience)
 	}
 	switch p.PAR {
 	case "", "auto", "always", "never":

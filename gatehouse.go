@@ -134,7 +134,8 @@ func New(cfg Config) (*Gateway, error) {
 	g.idp, err = idp.New(idp.Config{
 		Issuer: p.Issuer, DiscoveryURL: p.DiscoveryURL, ClientID: p.ClientID, ClientSecret: p.ClientSecret,
 		ClientKey: p.ClientKey, ClientKeyID: p.ClientKeyID, ClientKeyAlg: p.ClientKeyAlg, AuthMethod: p.AuthMethod, PAR: p.PAR,
-		RedirectURL: g.origin + "/bff/callback", Scopes: p.Scopes, EndSessionURL: p.EndSessionURL,
+		AssertionAudience: p.ClientAssertionAudience,
+		RedirectURL:       g.origin + "/bff/callback", Scopes: p.Scopes, EndSessionURL: p.EndSessionURL,
 		RequireIssuerParam: p.RequireIssuerParam, SigningAlgs: p.SigningAlgs, ClockSkew: p.ClockSkew,
 		SkipUserinfo: p.SkipUserinfo, DefaultTokenLifetime: p.DefaultTokenLifetime,
 		TrustedAudiences: p.TrustedAudiences, Logger: g.log,

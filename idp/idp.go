@@ -61,6 +61,12 @@ const (
 	AuthPrivateKeyJWT     = "private_key_jwt"
 )
 
+// The audiences a client assertion may name (Config.AssertionAudience).
+const (
+	AssertionAudienceEndpoint = "endpoint"
+	AssertionAudienceIssuer   = "issuer"
+)
+
 // When logins use pushed authorization requests (RFC 9126).
 const (
 	// PARAuto pushes when the provider advertises pushed_authorization_request_endpoint.
@@ -89,6 +95,11 @@ type Config struct {
 	ClientKey    crypto.Signer
 	ClientKeyID  string
 	ClientKeyAlg string
+	// AssertionAudience is the "aud" of client assertions: AssertionAudienceEndpoint (the
+	// default, ""): the URL of the endpoint the assertion is sent to, which every provider
+	// accepts; AssertionAudienceIssuer: the issuer identifier, as RFC 7523bis asks, for
+	// providers that accept it (oidc-provider, Keycloak).
+	AssertionAudience string
 	// AuthMethod is how the client authenticates at the token and revocation endpoints.
 	// Default: private_key_jwt with a ClientKey, otherwise client_secret_basic unless the
 	// provider only lists client_secret_post.
@@ -215,6 +226,11 @@ func New(cfg Config) (*Client, error) {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("idp: unknown client authentication method %q", cfg.AuthMethod))
+	}
+	switch cfg.AssertionAudience {
+	case "", AssertionAudienceEndpoint, AssertionAudienceIssuer:
+	default:
+		errs = append(errs, fmt.Errorf("idp: client assertion audience is %q; want endpoint or issuer", cfg.AssertionAudience))
 	}
 	switch cfg.PAR {
 	case "", PARAuto, PARAlways, PARNever:

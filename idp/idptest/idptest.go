@@ -117,6 +117,9 @@ type Knobs struct {
 	// sends a signed assertion (iss and sub the client id, aud the endpoint's URL, an
 	// unexpired exp, a jti never seen before) and no secret.
 	ClientKey crypto.PublicKey
+	// AssertionIssuerAudience makes the fake accept client assertions whose aud is its
+	// issuer identifier (RFC 7523bis) instead of the endpoint's URL.
+	AssertionIssuerAudience bool
 	// IDTokenOnRefresh adds an ID token (without nonce) to refresh responses.
 	IDTokenOnRefresh bool
 	// NoAccessToken leaves access_token out of successful token responses.
@@ -476,7 +479,11 @@ func (p *Provider) assertionOK(r *http.Request, key crypto.PublicKey) bool {
 	if err := tok.Claims(key, &cl); err != nil || cl.ID == "" || cl.Expiry == nil {
 		return false
 	}
-	want := jwt.Expected{Issuer: p.ClientID, Subject: p.ClientID, AnyAudience: jwt.Audience{p.Issuer + r.URL.Path}, Time: p.now()}
+	aud := p.Issuer + r.URL.Path
+	if p.knobsCopy().AssertionIssuerAudience {
+		aud = p.Issuer
+	}
+	want := jwt.Expected{Issuer: p.ClientID, Subject: p.ClientID, AnyAudience: jwt.Audience{aud}, Time: p.now()}
 	if cl.Validate(want) != nil {
 		return false
 	}
