@@ -73,6 +73,14 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 			cause: err, level: slog.LevelWarn}
 	}
 
+	if unmet := f.stepUp().unmet(id.Claims, g.now(), g.config().Provider.ClockSkew); unmet != "" {
+		// The provider signed the user in, but not as strongly or as recently as the
+		// action that asked for this login needs: no session, the old one stays.
+		g.metrics.logins.WithLabelValues("rejected").Inc()
+		return &httpError{status: http.StatusForbidden, code: "step_up_failed", reason: unmet,
+			title: "Sign-in not strong enough", level: slog.LevelWarn,
+			message: "The sign-in did not meet what this action needs (a stronger or more recent sign-in). Please try again."}
+	}
 	claims := id.Claims
 	for _, c := range protocolClaims {
 		delete(claims, c)

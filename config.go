@@ -331,6 +331,13 @@ type Rule struct {
 	Claim    string
 	Contains []string // all of these (contains)
 	AnyOf    []string // at least one of these (any_of)
+
+	// ACR and MaxAge, each a rule of its own (without Claim), ask for a login of one of
+	// these acr values (acr) or no older than this (max_age). When they do not hold the
+	// SPA gets 401 step_up_required with a login_url that asks the provider for it (RFC
+	// 9470), instead of 403.
+	ACR    []string
+	MaxAge time.Duration
 }
 
 // FrontendConfig serves the SPA from the same origin (frontend:).
@@ -669,11 +676,29 @@ func (c Config) Validate() error {
 			}
 		}
 		for j, rule := range r.Require {
-			if rule.Claim == "" {
-				bad(f(fmt.Sprintf("require[%d].claim", j)), "is required")
+			at := fmt.Sprintf("require[%d]", j)
+			kinds := 0
+			for _, set := range []bool{rule.Claim != "", len(rule.ACR) > 0, rule.MaxAge != 0} {
+				if set {
+					kinds++
+				}
 			}
-			if len(rule.Contains) == 0 && len(rule.AnyOf) == 0 {
-				bad(f(fmt.Sprintf("require[%d]", j)), "needs contains or any_of")
+			switch {
+			case rule.Claim == "" && (len(rule.Contains) > 0 || len(rule.AnyOf) > 0):
+				bad(f(at+".claim"), "is required with contains or any_of")
+			case kinds == 0:
+				bad(f(at), "needs claim (with contains or any_of), acr or max_age")
+			case kinds > 1:
+				bad(f(at), "is one rule: claim, acr or max_age, not several (write one rule each)")
+			case rule.Claim != "" && len(rule.Contains) == 0 && len(rule.AnyOf) == 0:
+				bad(f(at), "needs contains or any_of")
+			case rule.MaxAge < 0 || rule.MaxAge > maxStepUpAge:
+				bad(f(at+".max_age"), "must be between 1s and 366 days")
+			case rule.MaxAge != 0 && rule.MaxAge < time.Second:
+				bad(f(at+".max_age"), "must be at least 1s")
+			}
+			if su, ok := parseStepUp(strings.Join(rule.ACR, " "), "", false); !ok || !slices.Equal(su.ACR, rule.ACR) {
+				bad(f(at+".acr"), "holds a value that is empty, repeated, has spaces or quotes, or too many values")
 			}
 		}
 		if len(r.Require) > 0 && (r.Token == TokenClient || r.Token == TokenNone) {

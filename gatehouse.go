@@ -170,7 +170,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.proxy = upstream.New(upstream.Config{
 		Transport: cfg.UpstreamTransport, PublicURL: g.public, TrustedProxies: cfg.TrustedProxies,
 		ProtectedCookie: g.isOwnCookie, DropHeaders: []string{cfg.CSRF.Header}, Logger: g.log,
-		ErrorHandler: g.failUpstream, OnStream: g.openTunnel,
+		ErrorHandler: g.failUpstream, OnStream: g.openTunnel, OnUnauthorized: g.stepUpChallenge,
 		StripHeaders: cfg.StripRequestHeaders, KeepHeaders: cfg.AllowRequestHeaders,
 	})
 	g.run.Store(newRunning(cfg))

@@ -55,6 +55,13 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 	} else if err := g.checkCSRF(r); err != nil {
 		return withSession(err, s)
 	}
+	// A login too weak or too old for the route (acr, max_age rules): the SPA is told to
+	// step up, before any token is minted for this request.
+	if len(rt.Require) > 0 {
+		if su := g.routeStepUp(rt.Require, s); su != nil {
+			return errStepUpRequired(*su, r, s)
+		}
+	}
 	// Claim rules that fail are final unless the token step is about to refresh (and so
 	// re-read the claims, refreshClaims): no token is minted for a user the rules refuse.
 	if len(rt.Require) > 0 && !rulesHold(rt.Require, s) && (s == nil || g.fresh(s.AccessTokenFor(rt.tokenKey()))) {
@@ -159,6 +166,9 @@ func rulesHold(rules []Rule, s *session.Session) bool {
 		return false
 	}
 	for _, rule := range rules {
+		if rule.Claim == "" {
+			continue // acr and max_age rules: routeStepUp
+		}
 		have := claimValues(s, rule.Claim)
 		for _, want := range rule.Contains {
 			if !slices.Contains(have, want) {

@@ -85,6 +85,10 @@ type Config struct {
 	// WebSocket) from any goroutine, at any time; done, which OnStream returns, is
 	// called once the forward has ended, however it ended.
 	OnStream func(t *Target, owner any, stop func()) (done func())
+	// OnUnauthorized, when set, sees every 401 response before it is sent on, with the
+	// request given to Serve, and may change it (its status, headers and body): the
+	// gateway turns an upstream's step-up challenge into an answer the SPA can act on.
+	OnUnauthorized func(in *http.Request, resp *http.Response)
 }
 
 // Forward is one request to forward.
@@ -400,6 +404,9 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	}
 	// An upstream must not plant or overwrite the gateway's cookies.
 	p.filterResponseHeader(resp.Header)
+	if resp.StatusCode == http.StatusUnauthorized && p.cfg.OnUnauthorized != nil {
+		p.cfg.OnUnauthorized(forwardOf(resp.Request).in, resp)
+	}
 	return nil
 }
 

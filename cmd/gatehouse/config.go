@@ -171,6 +171,8 @@ type fileRule struct {
 	Claim    string     `yaml:"claim"`
 	Contains stringList `yaml:"contains"`
 	AnyOf    stringList `yaml:"any_of"`
+	ACR      stringList `yaml:"acr"`
+	MaxAge   duration   `yaml:"max_age"`
 }
 
 type fileFrontend struct {
@@ -459,7 +461,8 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			Resource: r.Resource, Scopes: r.Scopes, ForwardCookies: r.ForwardCookies, MaxBody: int64(r.MaxBody),
 			BodyTimeout: time.Duration(r.BodyTimeout), Streaming: r.Streaming}
 		for _, rule := range r.Require {
-			rt.Require = append(rt.Require, gatehouse.Rule{Claim: rule.Claim, Contains: rule.Contains, AnyOf: rule.AnyOf})
+			rt.Require = append(rt.Require, gatehouse.Rule{Claim: rule.Claim, Contains: rule.Contains, AnyOf: rule.AnyOf,
+				ACR: rule.ACR, MaxAge: time.Duration(rule.MaxAge)})
 		}
 		c.Routes = append(c.Routes, rt)
 	}
