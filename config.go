@@ -273,7 +273,26 @@ const (
 	TokenUserOrClient TokenMode = "user_or_client" // the session's token, else the client's
 	TokenUserOrNone   TokenMode = "user_or_none"   // the session's token, else none
 	TokenNone         TokenMode = "none"           // no token
+	// TokenExchange sends a token obtained by exchanging the user's (RFC 8693) for the
+	// route's Exchange; 401 without a session.
+	TokenExchange TokenMode = "exchange"
 )
+
+// ExchangeConfig describes the token a route with token: exchange gets (exchange:):
+// the session's access token (or ID token) traded at the provider's token endpoint for
+// one with this audience, resource and scopes (RFC 8693). It is kept in the session
+// until it expires and then exchanged again, once, even under concurrent requests.
+type ExchangeConfig struct {
+	Audience string   `gatehouse:"audience"` // audience parameter
+	Resource string   `gatehouse:"resource"` // resource parameter (an absolute URI)
+	Scopes   []string `gatehouse:"scopes"`   // scope parameter
+	// RequestedTokenType is sent as requested_token_type when set (requested_token_type),
+	// e.g. urn:ietf:params:oauth:token-type:jwt. The answer must still be a Bearer token.
+	RequestedTokenType string `gatehouse:"requested_token_type"`
+	// SubjectToken is what is exchanged (subject_token): "access_token" (default) or
+	// "id_token".
+	SubjectToken string `gatehouse:"subject_token"`
+}
 
 // Route sends requests under a path prefix to an upstream API (routes:).
 type Route struct {
@@ -298,6 +317,8 @@ type Route struct {
 	Resource string
 	// Scopes down-scope the token for this route (scopes).
 	Scopes []string
+	// Exchange is the token of a route with Token TokenExchange (exchange).
+	Exchange *ExchangeConfig
 	// ForwardCookies are browser cookies passed to the upstream (forward_cookies).
 	// Gatehouse's own cookies never are. Default: none.
 	ForwardCookies []string
@@ -644,9 +665,32 @@ func (c Config) Validate() error {
 			bad(f("upstream"), "%q is not an absolute http(s) URL without query or credentials", r.Upstream)
 		}
 		switch r.Token {
-		case TokenUser, TokenClient, TokenUserOrClient, TokenUserOrNone, TokenNone:
+		case TokenUser, TokenClient, TokenUserOrClient, TokenUserOrNone, TokenNone, TokenExchange:
 		default:
-			bad(f("token"), "%q is not one of user, client, user_or_client, user_or_none, none", r.Token)
+			bad(f("token"), "%q is not one of user, client, user_or_client, user_or_none, none, exchange", r.Token)
+		}
+		switch x := r.Exchange; {
+		case x == nil && r.Token == TokenExchange:
+			bad(f("exchange"), "is required with token: exchange (audience, resource or scopes of the token to get)")
+		case x == nil:
+		case r.Token != TokenExchange:
+			bad(f("exchange"), "needs token: exchange")
+		case r.Audience != "" || r.Resource != "" || len(r.Scopes) > 0:
+			bad(f("token"), "exchange takes its audience, resource and scopes in exchange:, not on the route")
+		case x.Audience == "" && x.Resource == "" && len(x.Scopes) == 0:
+			bad(f("exchange"), "needs audience, resource or scopes: what the exchanged token is for")
+		default:
+			if x.Resource != "" {
+				if u, err := url.Parse(x.Resource); err != nil || !u.IsAbs() || u.Fragment != "" {
+					bad(f("exchange.resource"), "%q must be an absolute URI without fragment (RFC 8707)", x.Resource)
+				}
+			}
+			if x.SubjectToken != "" && x.SubjectToken != "access_token" && x.SubjectToken != "id_token" {
+				bad(f("exchange.subject_token"), "%q is not access_token or id_token", x.SubjectToken)
+			}
+			if t := x.RequestedTokenType; t != "" && !strings.HasPrefix(t, "urn:") {
+				bad(f("exchange.requested_token_type"), "%q is not a token type URI (urn:ietf:params:oauth:token-type:…)", t)
+			}
 		}
 		if (r.Audience != "" || r.Resource != "" || len(r.Scopes) > 0) && r.Token == TokenNone {
 			bad(f("token"), "none cannot be combined with audience, resource or scopes")

@@ -29,7 +29,7 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 	}
 	var s *session.Session
 	switch {
-	case rt.Token == TokenUser || len(rt.Require) > 0:
+	case rt.Token == TokenUser || rt.Token == TokenExchange || len(rt.Require) > 0:
 		var err error
 		if s, err = g.gate(w, r, sessionOrLogin); err != nil {
 			return err
@@ -72,7 +72,7 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 	var err error
 	switch {
 	case s != nil:
-		token, s, err = g.userToken(r.Context(), r, s, rt.tokenKey(), rt.refreshOptions())
+		token, s, err = g.routeToken(r.Context(), r, s, rt)
 	case rt.Token == TokenClient || rt.Token == TokenUserOrClient:
 		token, err = g.clientToken(r.Context(), rt.tokenKey(), rt.refreshOptions())
 	}
@@ -123,8 +123,20 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *upstream.Ta
 	g.metrics.observeProxy(t.Name, r.Method, sw.status, d)
 }
 
+// routeToken returns the session's token for rt: the user's (for its audience), or an
+// exchanged one.
+func (g *Gateway) routeToken(ctx context.Context, r *http.Request, s *session.Session, rt *route) (string, *session.Session, error) {
+	if rt.Token == TokenExchange {
+		return g.exchangedToken(ctx, r, s, *rt.Exchange)
+	}
+	return g.userToken(ctx, r, s, rt.tokenKey(), rt.refreshOptions())
+}
+
 // tokenKey names the token a route uses within a session ("" for the login's token).
 func (rt *route) tokenKey() string {
+	if rt.Token == TokenExchange {
+		return exchangeKey(*rt.Exchange)
+	}
 	var parts []string
 	if rt.Resource != "" {
 		parts = append(parts, "resource="+rt.Resource)

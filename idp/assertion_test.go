@@ -3,7 +3,9 @@ package idp_test
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"strings"
 	"testing"
+	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
@@ -69,5 +71,46 @@ func TestClientAssertionAudience(t *testing.T) {
 	}
 	if _, err := idp.New(idp.Config{Issuer: "https://idp.example", ClientID: "c", ClientSecret: "s", AssertionAudience: "token"}); err == nil {
 		t.Fatal("an unknown assertion audience was accepted")
+	}
+}
+
+// A token exchange (RFC 8693) trades the user's access token for one for another
+// audience; the provider's refusal is a refusal, its busy answer a wait, and neither the
+// subject token nor the secret appears in an error.
+func TestTokenExchange(t *testing.T) {
+	p := idptest.New(t)
+	c := newClient(t, p)
+	tokens := mustLogin(t, p, c)
+	got, err := c.TokenExchange(t.Context(), tokens.AccessToken, idp.ExchangeOptions{
+		RefreshOptions: idp.RefreshOptions{Audience: "https://orders.example", Scopes: []string{"orders:read"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if aud, ok := p.ExchangedFor(got.AccessToken); !ok || aud != "https://orders.example" || got.RefreshToken != "" {
+		t.Fatalf("exchanged token %+v for %q", got, aud)
+	}
+	form := p.LastForm("token")
+	if form.Get("grant_type") != idptest.GrantTokenExchange || form.Get("subject_token") != tokens.AccessToken ||
+		form.Get("subject_token_type") != idp.TokenTypeAccessToken || form.Get("scope") != "orders:read" || form.Has("requested_token_type") {
+		t.Fatalf("exchange request %v", form)
+	}
+	if _, err := c.TokenExchange(t.Context(), tokens.AccessToken, idp.ExchangeOptions{RequestedTokenType: idp.TokenTypeJWT}); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.LastForm("token").Get("requested_token_type"); got != idp.TokenTypeJWT {
+		t.Fatalf("requested_token_type %q", got)
+	}
+
+	_, err = c.TokenExchange(t.Context(), "not-a-token-of-this-provider", idp.ExchangeOptions{})
+	wantErr(t, err, idp.ErrRefused)
+	wantTokenError(t, err, 400, "invalid_grant")
+	p.Set(func(k *idptest.Knobs) { k.ExchangeStatus, k.ExchangeError, k.RetryAfter = 429, "slow_down", "7" })
+	_, err = c.TokenExchange(t.Context(), tokens.AccessToken, idp.ExchangeOptions{})
+	wantErr(t, err, idp.ErrUnavailable)
+	if d, busy := idp.RetryAfter(err); !busy || d != 7*time.Second {
+		t.Fatalf("RetryAfter = %v %v", d, busy)
+	}
+	if strings.Contains(err.Error(), tokens.AccessToken) || strings.Contains(err.Error(), p.ClientSecret) {
+		t.Fatalf("error %q holds a secret", err)
 	}
 }

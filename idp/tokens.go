@@ -250,6 +250,54 @@ func (c *Client) ClientCredentials(ctx context.Context, opts RefreshOptions) (*T
 	return c.tokens(tok)
 }
 
+// Token types of RFC 8693 §3.
+const (
+	TokenTypeAccessToken = "urn:ietf:params:oauth:token-type:access_token"
+	TokenTypeIDToken     = "urn:ietf:params:oauth:token-type:id_token"
+	TokenTypeJWT         = "urn:ietf:params:oauth:token-type:jwt"
+)
+
+// ExchangeOptions describe the token a token exchange asks for (RFC 8693 §2.1).
+type ExchangeOptions struct {
+	RefreshOptions            // resource, audience, scope
+	SubjectTokenType   string // default TokenTypeAccessToken
+	RequestedTokenType string // default: none sent (the provider's choice, an access token)
+}
+
+// TokenExchange trades subjectToken, a token of the user's, for another token (RFC
+// 8693): for another audience or resource, with fewer scopes. The answer must be a
+// Bearer token; its refresh token, if any, is dropped (an exchanged token is exchanged
+// again, from the user's current token).
+func (c *Client) TokenExchange(ctx context.Context, subjectToken string, opts ExchangeOptions) (*Tokens, error) {
+	if subjectToken == "" {
+		return nil, fmt.Errorf("%w: token exchange: no subject token", ErrRefused)
+	}
+	d, err := c.discovered(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stt := opts.SubjectTokenType
+	if stt == "" {
+		stt = TokenTypeAccessToken
+	}
+	params := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token": {subjectToken}, "subject_token_type": {stt}}
+	if opts.RequestedTokenType != "" {
+		params.Set("requested_token_type", opts.RequestedTokenType)
+	}
+	opts.params(params)
+	tok, err := c.tokenRequest(ctx, d, params)
+	if err != nil {
+		return nil, c.classify("token exchange", err)
+	}
+	t, err := c.tokens(tok)
+	if err != nil {
+		return nil, err
+	}
+	t.RefreshToken, t.RefreshExpiry, t.IDToken = "", time.Time{}, ""
+	return t, nil
+}
+
 // tokenRequest posts params to the token endpoint with the client's authentication.
 // x/oauth2's clientcredentials config is used as a generic token request: it lets the
 // grant_type be set, which refresh requests with extra parameters (RFC 8707) need.

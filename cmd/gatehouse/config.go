@@ -161,10 +161,19 @@ type fileRoute struct {
 	Audience       string            `yaml:"audience"`
 	Resource       string            `yaml:"resource"`
 	Scopes         []string          `yaml:"scopes"`
+	Exchange       *fileExchange     `yaml:"exchange"`
 	ForwardCookies []string          `yaml:"forward_cookies"`
 	MaxBody        byteSize          `yaml:"max_body"`
 	BodyTimeout    duration          `yaml:"body_timeout"`
 	Streaming      bool              `yaml:"streaming"`
+}
+
+type fileExchange struct {
+	Audience           string   `yaml:"audience"`
+	Resource           string   `yaml:"resource"`
+	Scopes             []string `yaml:"scopes"`
+	RequestedTokenType string   `yaml:"requested_token_type"`
+	SubjectToken       string   `yaml:"subject_token"`
 }
 
 type fileRule struct {
@@ -460,6 +469,10 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			Methods: r.Methods, Timeout: time.Duration(r.Timeout), Headers: r.Headers, Audience: r.Audience,
 			Resource: r.Resource, Scopes: r.Scopes, ForwardCookies: r.ForwardCookies, MaxBody: int64(r.MaxBody),
 			BodyTimeout: time.Duration(r.BodyTimeout), Streaming: r.Streaming}
+		if x := r.Exchange; x != nil {
+			rt.Exchange = &gatehouse.ExchangeConfig{Audience: x.Audience, Resource: x.Resource, Scopes: x.Scopes,
+				RequestedTokenType: x.RequestedTokenType, SubjectToken: x.SubjectToken}
+		}
 		for _, rule := range r.Require {
 			rt.Require = append(rt.Require, gatehouse.Rule{Claim: rule.Claim, Contains: rule.Contains, AnyOf: rule.AnyOf,
 				ACR: rule.ACR, MaxAge: time.Duration(rule.MaxAge)})

@@ -369,6 +369,49 @@ const configuration = {
 
 const provider = new Provider(cfg.issuer, configuration);
 
+// ---------------------------------------------------------------------------------------------
+// token exchange (RFC 8693), which oidc-provider leaves to a registered grant: a live access
+// token of this provider, issued to the same client, is exchanged for an opaque access token
+// for one of cfg.exchangeAudiences (given as audience or resource), with the subject token's
+// account and grant (so that revoking the grant revokes it too) and the requested scope.
+
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+const exchangeAudiences = new Set(cfg.exchangeAudiences ?? []);
+
+provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
+  const { params, client } = ctx.oidc;
+  if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new errors.InvalidRequest('only access tokens can be exchanged here');
+  }
+  if (params.requested_token_type && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new errors.InvalidRequest('only access tokens are issued here');
+  }
+  const subject = await provider.AccessToken.find(params.subject_token);
+  if (!subject || subject.isExpired || subject.clientId !== client.clientId) {
+    throw new errors.InvalidGrant('subject_token is not a live access token of this client');
+  }
+  const audience = params.audience || params.resource;
+  if (!audience || !exchangeAudiences.has(audience)) throw new errors.InvalidTarget();
+  const token = new provider.AccessToken({
+    accountId: subject.accountId,
+    client,
+    grantId: subject.grantId,
+    gty: 'token_exchange',
+    scope: params.scope || undefined,
+    aud: audience,
+    sid: subject.sid,
+  });
+  const value = await token.save();
+  ctx.body = {
+    access_token: value,
+    issued_token_type: ACCESS_TOKEN_TYPE,
+    token_type: 'Bearer',
+    expires_in: token.expiration,
+    scope: token.scope,
+  };
+}, ['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'resource', 'scope', 'actor_token', 'actor_token_type']);
+
 provider.on('server_error', (_ctx, err) => {
   process.stderr.write(`provider: server_error: ${err?.stack ?? err}\n`);
 });

@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -54,7 +55,13 @@ type Provider struct {
 	jtis    map[string]bool       // client assertion ids seen, to refuse replays
 	retired []jose.JSONWebKey     // earlier signing keys still published (RotateKey)
 	pushed  map[string]pushedRequest
+	// exchanged maps the tokens a token exchange issued to the audience (or resource)
+	// they were issued for.
+	exchanged map[string]string
 }
+
+// GrantTokenExchange is the grant_type of RFC 8693, as Count names it.
+const GrantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
 
 // pushedRequest is an authorization request received at /par, until /authorize uses it.
 type pushedRequest struct {
@@ -145,6 +152,12 @@ type Knobs struct {
 	PARStatus       int
 	PARError        string
 	PARNoRequestURI bool
+
+	// ExchangeStatus forces token exchange requests (RFC 8693) to answer this status,
+	// with ExchangeError as the error code. Otherwise an exchange of a live access token
+	// the fake issued answers a new token for the audience (or resource) asked for.
+	ExchangeStatus int
+	ExchangeError  string
 }
 
 type codeGrant struct {
@@ -212,6 +225,15 @@ func (p *Provider) Count(kind string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.counts[kind]
+}
+
+// ExchangedFor returns the audience (or resource) a token exchange issued token for,
+// and whether the fake issued it.
+func (p *Provider) ExchangedFor(token string) (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	aud, ok := p.exchanged[token]
+	return aud, ok
 }
 
 // AccessTokens returns the user access tokens issued so far, oldest first.
@@ -560,6 +582,35 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		} else {
 			p.issue(w, k, "", k.IDTokenOnRefresh, g.rt)
 		}
+	case GrantTokenExchange:
+		if k.ExchangeStatus != 0 {
+			retryAfter(w, k)
+			writeJSON(w, k.ExchangeStatus, map[string]string{"error": k.ExchangeError})
+			return
+		}
+		subject := r.PostForm.Get("subject_token")
+		p.mu.Lock()
+		live := slices.Contains(p.issued, subject) && !p.revoked[subject]
+		p.mu.Unlock()
+		if r.PostForm.Get("subject_token_type") != "urn:ietf:params:oauth:token-type:access_token" || !live {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_grant"})
+			return
+		}
+		aud := r.PostForm.Get("audience")
+		if aud == "" {
+			aud = r.PostForm.Get("resource")
+		}
+		tok := "xt-" + random()
+		p.mu.Lock()
+		if p.exchanged == nil {
+			p.exchanged = map[string]string{}
+		}
+		p.exchanged[tok] = aud
+		p.secrets = append(p.secrets, tok)
+		p.mu.Unlock()
+		writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "token_type": k.TokenType,
+			"issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+			"expires_in":        int(k.AccessTokenTTL.Seconds()), "scope": r.PostForm.Get("scope")})
 	case "client_credentials":
 		tok := "client-" + random()
 		p.mu.Lock()

@@ -73,6 +73,12 @@ type ProviderConfig struct {
 	// request need a request_uri (require_pushed_authorization_requests).
 	PAR string
 
+	// ExchangeAudiences are the audiences (or resources) a token exchange (RFC 8693,
+	// grant type urn:ietf:params:oauth:grant-type:token-exchange, registered in the
+	// provider for this) may issue tokens for. A client needs that grant type in its
+	// GrantTypes to use it.
+	ExchangeAudiences []string
+
 	// Clients registered at the provider (at least one). See BFFClient.
 	Clients []Client
 	// Users who can log in. Empty means one user, alice / wonderland (see DefaultUsers).
@@ -341,6 +347,7 @@ type jsonConfig struct {
 	SessionTTL           int             `json:"sessionTTL,omitempty"`
 	RotateRefreshToken   bool            `json:"rotateRefreshToken"`
 	PAR                  string          `json:"par,omitempty"`
+	ExchangeAudiences    []string        `json:"exchangeAudiences,omitempty"`
 	Clients              []Client        `json:"clients"`
 	Users                []User          `json:"users"`
 	Resources            []jsonResource  `json:"resources,omitempty"`
@@ -379,6 +386,7 @@ func startProvider(t testing.TB, root string, cfg ProviderConfig, port int) (*Pr
 		SessionTTL:           seconds(cfg.SessionTTL),
 		RotateRefreshToken:   !cfg.DisableRefreshTokenRotation,
 		PAR:                  cfg.PAR,
+		ExchangeAudiences:    cfg.ExchangeAudiences,
 		Clients:              cfg.Clients,
 		Users:                users,
 		TokenLog:             filepath.Join(dir, "tokens.jsonl"),
