@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/gatehouse-bff/gatehouse/idp"
+	"github.com/gatehouse-bff/gatehouse/internal/dpop"
 	"github.com/gatehouse-bff/gatehouse/session"
 )
 
@@ -59,7 +60,18 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 		return errLoginMalformed
 	}
 
-	tokens, id, err := g.idp.Exchange(r.Context(), code, f.Verifier, f.Nonce)
+	ctx := r.Context()
+	var dpopKey []byte
+	if g.config().Provider.DPoP {
+		// The session's own key pair, made now: the code exchange proves it, and the
+		// tokens the provider binds to it are useless without it.
+		k, err := dpop.NewKey()
+		if err != nil {
+			return errStoreDown.with(err)
+		}
+		ctx, dpopKey = dpop.WithKey(ctx, k), k.Marshal()
+	}
+	tokens, id, err := g.idp.Exchange(ctx, code, f.Verifier, f.Nonce)
 	if err != nil {
 		g.metrics.logins.WithLabelValues("failed").Inc()
 		if _, busy := idp.RetryAfter(err); busy {
@@ -90,7 +102,7 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 		Subject: id.Subject, Issuer: g.idp.Issuer(), ProviderSID: id.SID,
 		UserAgent: userAgent(r), IP: g.clientIP(r),
 		Claims: claims, ClaimsAt: g.now(), IDToken: tokens.IDToken,
-		Token: tokenFrom(tokens, g.now()),
+		Token: tokenFrom(tokens, g.now()), DPoPKey: dpopKey,
 	}
 	if !tokens.RefreshExpiry.IsZero() {
 		s.ExpiresAt = tokens.RefreshExpiry // a session never outlives its refresh token

@@ -133,6 +133,10 @@ type ProviderConfig struct {
 	// 9126, par): "auto" (default: when the provider advertises an endpoint), "always"
 	// (refuse a provider without one) or "never" (unless the provider requires it).
 	PAR string `gatehouse:"par"`
+	// DPoP asks for sender-constrained tokens (RFC 9449, dpop): each session gets its
+	// own key pair at login, kept only in its sealed record, and every token request of
+	// the session carries a proof of it. Routes that send such a token need DPoP too.
+	DPoP bool `gatehouse:"dpop"`
 	// Scopes requested at login (scopes). Default: openid profile email offline_access.
 	Scopes []string `gatehouse:"scopes"`
 	// AuthParams are extra authorization request parameters (auth_params), e.g.
@@ -319,6 +323,10 @@ type Route struct {
 	Scopes []string
 	// Exchange is the token of a route with Token TokenExchange (exchange).
 	Exchange *ExchangeConfig
+	// DPoP sends a DPoP-bound token as "Authorization: DPoP" with a fresh proof for each
+	// request (dpop). A route without it refuses (502) to forward a bound token: the
+	// upstream could not use it.
+	DPoP bool `gatehouse:"dpop"`
 	// ForwardCookies are browser cookies passed to the upstream (forward_cookies).
 	// Gatehouse's own cookies never are. Default: none.
 	ForwardCookies []string

@@ -83,6 +83,7 @@ type Gateway struct {
 
 	refreshes     flight.Group[*session.Session]
 	clientTokens  clientTokens
+	dpopKeys      dpopKeys
 	revokeRetries revokeRetries
 
 	cspConfigured bool // frontend.csp was set explicitly

@@ -91,19 +91,25 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 		// browser a raw connection to the upstream past every check of later requests.
 		r.Header.Del("Upgrade")
 	}
+	f := upstream.Forward{Target: rt.target, Token: token}
+	if s != nil && token != "" {
+		if err := g.forwardDPoP(&f, rt, s, s.AccessTokenFor(rt.tokenKey()).TokenType); err != nil {
+			return err
+		}
+	}
 	forwardingBody(w, r, rt)
-	g.forward(w, r, rt.target, token, p, s)
+	g.forward(w, r, f, p, s)
 	return nil
 }
 
-// forward sends r to t with token, and times it for gatehouse_proxy_request_seconds. p
+// forward sends r as f says (target, token), and times it for gatehouse_proxy_request_seconds. p
 // is the cleaned path that was matched: the request's own escaped form is kept only
 // when it decodes to exactly that path (so %2F inside a segment survives, while "..",
 // "//" and encoded dot segments never reach the upstream).
 //
 // s, when not nil, is the session the request was made in: a WebSocket or event stream
 // it opens is closed when the session ends (tunnels.go).
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *upstream.Target, token, p string, s *session.Session) {
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, f upstream.Forward, p string, s *session.Session) {
 	sw, ok := w.(*statusRecorder)
 	if !ok {
 		sw = &statusRecorder{ResponseWriter: w, status: http.StatusOK}
@@ -112,7 +118,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *upstream.Ta
 	if p == r.URL.Path {
 		rawPath = r.URL.RawPath
 	}
-	f := upstream.Forward{Target: t, Token: token, Path: p, RawPath: rawPath, ClientIP: g.clientIP(r)}
+	f.Path, f.RawPath, f.ClientIP = p, rawPath, g.clientIP(r)
 	if s != nil {
 		f.Owner = s
 	}
@@ -120,7 +126,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *upstream.Ta
 	g.proxy.Serve(sw, r, f)
 	d := time.Since(start)
 	sw.proxied, sw.upstream = true, d
-	g.metrics.observeProxy(t.Name, r.Method, sw.status, d)
+	g.metrics.observeProxy(f.Target.Name, r.Method, sw.status, d)
 }
 
 // routeToken returns the session's token for rt: the user's (for its audience), or an

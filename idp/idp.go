@@ -177,7 +177,8 @@ type Client struct {
 	cfg  Config
 	http *http.Client
 
-	pace pacer // per-endpoint Retry-After
+	pace   pacer      // per-endpoint Retry-After
+	nonces dpopNonces // per-origin DPoP-Nonce
 
 	mu         sync.Mutex
 	state      *discovered // nil until discovery succeeds

@@ -18,12 +18,14 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/gatehouse-bff/gatehouse/internal/dpop"
 )
 
 // Tokens is what the token endpoint handed out, with expiries on our clock.
 type Tokens struct {
 	AccessToken   string
-	TokenType     string // always "Bearer": other types are refused
+	TokenType     string // "Bearer", or "DPoP" for a token bound to the request's DPoP key
 	Expiry        time.Time
 	RefreshToken  string    // empty when the provider issued none (or, on refresh, kept the old one)
 	RefreshExpiry time.Time // zero when the provider does not say (refresh_expires_in)
@@ -58,7 +60,7 @@ func (c *Client) Exchange(ctx context.Context, code, verifier, nonce string) (*T
 	if err != nil {
 		return nil, nil, c.classify("exchanging the authorization code", err)
 	}
-	tokens, err := c.tokens(tok)
+	tokens, err := c.tokens(ctx, tok)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -90,7 +92,11 @@ func (c *Client) Exchange(ctx context.Context, code, verifier, nonce string) (*T
 	id := &Identity{Subject: idt.Subject, Claims: claims}
 	id.SID, _ = claims["sid"].(string)
 	if !c.cfg.SkipUserinfo && d.meta.UserinfoEndpoint != "" {
-		info, err := c.userinfo(ctx, d, tokens.AccessToken, idt.Subject)
+		uctx := ctx
+		if tokens.TokenType == "DPoP" {
+			uctx = WithBoundToken(ctx)
+		}
+		info, err := c.userinfo(uctx, d, tokens.AccessToken, idt.Subject)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -156,7 +162,7 @@ func (c *Client) Refresh(ctx context.Context, refreshToken, subject string, opts
 	if err != nil {
 		return nil, c.classify("refreshing", err)
 	}
-	t, err := c.tokens(tok)
+	t, err := c.tokens(ctx, tok)
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +253,7 @@ func (c *Client) ClientCredentials(ctx context.Context, opts RefreshOptions) (*T
 	if err != nil {
 		return nil, c.classify("client credentials", err)
 	}
-	return c.tokens(tok)
+	return c.tokens(ctx, tok)
 }
 
 // Token types of RFC 8693 §3.
@@ -290,7 +296,7 @@ func (c *Client) TokenExchange(ctx context.Context, subjectToken string, opts Ex
 	if err != nil {
 		return nil, c.classify("token exchange", err)
 	}
-	t, err := c.tokens(tok)
+	t, err := c.tokens(ctx, tok)
 	if err != nil {
 		return nil, err
 	}
@@ -317,12 +323,17 @@ func (c *Client) oauthContext(ctx context.Context) context.Context {
 }
 
 // tokens converts and checks a token response.
-func (c *Client) tokens(tok *oauth2.Token) (*Tokens, error) {
-	if tt := tok.TokenType; tt != "" && !strings.EqualFold(tt, "bearer") {
-		return nil, fmt.Errorf("%w: token_type %q is not Bearer", ErrRefused, tt)
+func (c *Client) tokens(ctx context.Context, tok *oauth2.Token) (*Tokens, error) {
+	tt := "Bearer"
+	switch {
+	case tok.TokenType == "" || strings.EqualFold(tok.TokenType, "bearer"):
+	case strings.EqualFold(tok.TokenType, "dpop") && dpop.FromContext(ctx) != nil:
+		tt = "DPoP" // bound to the key the request's proof was made with
+	default:
+		return nil, fmt.Errorf("%w: token_type %q is not Bearer (nor DPoP for a request with a DPoP proof)", ErrRefused, tok.TokenType)
 	}
 	now := c.now()
-	t := &Tokens{AccessToken: tok.AccessToken, TokenType: "Bearer", RefreshToken: tok.RefreshToken}
+	t := &Tokens{AccessToken: tok.AccessToken, TokenType: tt, RefreshToken: tok.RefreshToken}
 	t.IDToken, _ = tok.Extra("id_token").(string)
 	t.Scope, _ = tok.Extra("scope").(string)
 	// expires_in is read from the raw response: x/oauth2 converts it with its own clock

@@ -88,6 +88,7 @@ type fileProvider struct {
 	ClientAssertionAudience      string            `yaml:"client_assertion_audience"`
 	TokenEndpointAuthMethod      string            `yaml:"token_endpoint_auth_method"`
 	PAR                          string            `yaml:"par"`
+	DPoP                         bool              `yaml:"dpop"`
 	Scopes                       []string          `yaml:"scopes"`
 	AuthParams                   map[string]string `yaml:"auth_params"`
 	AllowedAuthParams            []string          `yaml:"allowed_auth_params"`
@@ -162,6 +163,7 @@ type fileRoute struct {
 	Resource       string            `yaml:"resource"`
 	Scopes         []string          `yaml:"scopes"`
 	Exchange       *fileExchange     `yaml:"exchange"`
+	DPoP           bool              `yaml:"dpop"`
 	ForwardCookies []string          `yaml:"forward_cookies"`
 	MaxBody        byteSize          `yaml:"max_body"`
 	BodyTimeout    duration          `yaml:"body_timeout"`
@@ -370,7 +372,7 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			Issuer: fc.Provider.Issuer, DiscoveryURL: fc.Provider.DiscoveryURL, ClientID: fc.Provider.ClientID,
 			ClientSecret: secret("provider.client_secret", fc.Provider.ClientSecret, fc.Provider.ClientSecretFile),
 			ClientKeyID:  fc.Provider.ClientKeyID, ClientKeyAlg: fc.Provider.ClientKeyAlg,
-			AuthMethod: fc.Provider.TokenEndpointAuthMethod, PAR: fc.Provider.PAR,
+			AuthMethod: fc.Provider.TokenEndpointAuthMethod, PAR: fc.Provider.PAR, DPoP: fc.Provider.DPoP,
 			ClientAssertionAudience: fc.Provider.ClientAssertionAudience, Scopes: fc.Provider.Scopes, AuthParams: fc.Provider.AuthParams,
 			AllowedAuthParams: fc.Provider.AllowedAuthParams, EndSessionURL: fc.Provider.EndSessionURL,
 			OmitIDTokenHint:    fc.Provider.OmitIDTokenHint,
@@ -468,7 +470,7 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 		rt := gatehouse.Route{Path: r.Path, Upstream: r.Upstream, Token: gatehouse.TokenMode(r.Token), StripPrefix: r.StripPrefix,
 			Methods: r.Methods, Timeout: time.Duration(r.Timeout), Headers: r.Headers, Audience: r.Audience,
 			Resource: r.Resource, Scopes: r.Scopes, ForwardCookies: r.ForwardCookies, MaxBody: int64(r.MaxBody),
-			BodyTimeout: time.Duration(r.BodyTimeout), Streaming: r.Streaming}
+			BodyTimeout: time.Duration(r.BodyTimeout), Streaming: r.Streaming, DPoP: r.DPoP}
 		if x := r.Exchange; x != nil {
 			rt.Exchange = &gatehouse.ExchangeConfig{Audience: x.Audience, Resource: x.Resource, Scopes: x.Scopes,
 				RequestedTokenType: x.RequestedTokenType, SubjectToken: x.SubjectToken}

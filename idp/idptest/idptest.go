@@ -24,7 +24,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -58,6 +57,7 @@ type Provider struct {
 	// exchanged maps the tokens a token exchange issued to the audience (or resource)
 	// they were issued for.
 	exchanged map[string]string
+	bound     map[string]string // DPoP-bound access token → jkt
 }
 
 // GrantTokenExchange is the grant_type of RFC 8693, as Count names it.
@@ -136,6 +136,8 @@ type Knobs struct {
 	// RevokeError as the error code when set.
 	RevokeStatus int
 	RevokeError  string
+
+	jkt string // the token request's DPoP key, for issue
 	// RetryAfter is sent as the Retry-After header of every forced failure (TokenStatus,
 	// RefreshStatus, UserinfoStatus, RevokeStatus, PARStatus): delta-seconds or an HTTP-date.
 	RetryAfter string
@@ -158,6 +160,14 @@ type Knobs struct {
 	// the fake issued answers a new token for the audience (or resource) asked for.
 	ExchangeStatus int
 	ExchangeError  string
+
+	// DPoP makes the fake a DPoP server (RFC 9449): a token request with a valid proof
+	// gets a token of type DPoP bound to the proof's key (BoundTo), and userinfo then
+	// wants that token with the DPoP scheme and a proof for it; an invalid or replayed
+	// proof is invalid_dpop_proof. DPoPNonce, when set, is the nonce every proof must
+	// carry: a proof without it gets 400 use_dpop_nonce with the DPoP-Nonce header.
+	DPoP      bool
+	DPoPNonce string
 }
 
 type codeGrant struct {
@@ -534,6 +544,11 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client"})
 		return
 	}
+	jkt, ok := p.dpopTokenRequest(w, r, k)
+	if !ok {
+		return
+	}
+	k.jkt = jkt
 	if k.TokenStatus != 0 {
 		retryAfter(w, k)
 		writeJSON(w, k.TokenStatus, map[string]string{"error": k.TokenError, "error_description": "forced failure with secret-looking text"})
@@ -634,6 +649,13 @@ func (p *Provider) issue(w http.ResponseWriter, k Knobs, nonce string, withID bo
 		resp["access_token"] = at
 		p.mu.Lock()
 		p.issued = append(p.issued, at)
+		if k.jkt != "" {
+			if p.bound == nil {
+				p.bound = map[string]string{}
+			}
+			p.bound[at] = k.jkt
+			resp["token_type"] = "DPoP"
+		}
 		p.mu.Unlock()
 	}
 	if !k.OmitExpiresIn {
@@ -746,7 +768,7 @@ func hmacJWT(key []byte, kid string, claims map[string]any) string {
 func (p *Provider) userinfo(w http.ResponseWriter, r *http.Request) {
 	p.count("userinfo")
 	k := p.knobsCopy()
-	if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer at-") {
+	if !p.dpopUserinfo(r) {
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
