@@ -121,6 +121,11 @@ func (g *Gateway) logAccess(sw *statusRecorder, r *http.Request, kind string, d 
 		attrs = append(attrs, slog.Float64("upstream_ms", ms(sw.upstream)))
 	}
 	attrs = append(attrs, slog.String("ip", g.clientIP(r)))
+	if g.tracing.tracer != nil {
+		if id := traceID(r); id != "" {
+			attrs = append(attrs, slog.String("trace_id", id))
+		}
+	}
 	if s := sw.sess; s != nil {
 		if s.Handle != "" {
 			attrs = append(attrs, slog.String("session", g.sessionHash(s.Handle)))

@@ -36,13 +36,18 @@ func (staticUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
 // session cookie.
 func benchGateway(b *testing.B, transport http.RoundTripper, upstreamURL string) (http.Handler, string, string) {
 	b.Helper()
+	return benchGatewayWith(b, transport, upstreamURL)
+}
+
+func benchGatewayWith(b *testing.B, transport http.RoundTripper, upstreamURL string, mutate ...func(*gatehouse.Config)) (http.Handler, string, string) {
+	b.Helper()
 	idp := idptest.New(b)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
 	public := "http://" + ln.Addr().String()
-	gw, err := gatehouse.New(gatehouse.Config{
+	cfg := gatehouse.Config{
 		PublicURL: public,
 		Provider:  gatehouse.ProviderConfig{Issuer: idp.Issuer, ClientID: idp.ClientID, ClientSecret: idp.ClientSecret},
 		Routes: []gatehouse.Route{
@@ -52,7 +57,11 @@ func benchGateway(b *testing.B, transport http.RoundTripper, upstreamURL string)
 		UpstreamTransport: transport,
 		Logger:            slog.New(slog.DiscardHandler),
 		AuditLogger:       slog.New(slog.DiscardHandler),
-	})
+	}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	gw, err := gatehouse.New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

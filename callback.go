@@ -71,7 +71,9 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 		}
 		ctx, dpopKey = dpop.WithKey(ctx, k), k.Marshal()
 	}
+	ctx, span := g.startSpan(ctx, "code_exchange") // the token request, the ID token's keys, userinfo
 	tokens, id, err := g.idp.Exchange(ctx, code, f.Verifier, f.Nonce)
+	endSpan(span, err)
 	if err != nil {
 		g.metrics.logins.WithLabelValues("failed").Inc()
 		if _, busy := idp.RetryAfter(err); busy {

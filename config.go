@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gatehouse-bff/gatehouse/ratelimit"
 	"github.com/gatehouse-bff/gatehouse/session"
@@ -98,6 +100,17 @@ type Config struct {
 	// UpstreamTransport carries proxied requests. Default: a transport tuned for many
 	// concurrent requests to few upstreams.
 	UpstreamTransport http.RoundTripper `gatehouse:"-"`
+	// TracerProvider, when not nil, traces requests with OpenTelemetry: a server span per
+	// request, child spans for the flows (login, callback, code exchange, refresh,
+	// revocation, session store operations) and client spans for every request to the
+	// provider and the upstreams, which carry the W3C traceparent. No span holds a
+	// cookie, token, code, state or query string. Default nil: no tracing, and nothing
+	// on the request path is wrapped. See docs/operations.md, "Tracing".
+	TracerProvider trace.TracerProvider `gatehouse:"-"`
+	// Propagator reads the trace context of requests from TrustedProxies (anyone else's
+	// request starts a new trace) and writes it on requests to the provider and the
+	// upstreams. Default: W3C Trace Context (traceparent, tracestate).
+	Propagator propagation.TextMapPropagator `gatehouse:"-"`
 	// Metrics registers Gatehouse's Prometheus metrics. Default: a private registry,
 	// served by the admin handler.
 	Metrics prometheus.Registerer `gatehouse:"-"`

@@ -28,6 +28,12 @@ var banned = []struct{ path, why string }{
 	{"go.yaml.in/yaml/", "YAML: the configuration file is cmd/gatehouse's business"},
 	{"sigs.k8s.io/yaml", "YAML: the configuration file is cmd/gatehouse's business"},
 	{"github.com/goccy/go-yaml", "YAML: the configuration file is cmd/gatehouse's business"},
+	// The library takes an OpenTelemetry API TracerProvider (Config.TracerProvider); the
+	// SDK, an exporter and their wire formats are the program's choice, as the binary's.
+	{"go.opentelemetry.io/otel/sdk", "the OpenTelemetry SDK: the program that makes the TracerProvider links it (cmd/gatehouse does)"},
+	{"go.opentelemetry.io/otel/exporters/", "an OpenTelemetry exporter, with its wire format: the program picks it (cmd/gatehouse: OTLP/HTTP)"},
+	{"go.opentelemetry.io/proto/otlp", "an OpenTelemetry exporter, with its wire format: the program picks it (cmd/gatehouse: OTLP/HTTP)"},
+	{"google.golang.org/grpc", "gRPC: only the OTLP exporter's dependencies bring it, and only into cmd/gatehouse"},
 }
 
 // The library's import graph stays free of the stores and YAML, on every platform it

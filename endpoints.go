@@ -28,7 +28,9 @@ type endpoint struct {
 	userLimit string
 	// enabled, when set, hides the endpoint (404) while it returns false.
 	enabled func(*Gateway) bool
-	handle  func(g *Gateway, w http.ResponseWriter, r *http.Request, s *session.Session) error
+	// span, when set, names the child span the handler runs in when tracing is on.
+	span   string
+	handle func(g *Gateway, w http.ResponseWriter, r *http.Request, s *session.Session) error
 }
 
 // originCheck is the CSRF defence of an endpoint.
@@ -47,10 +49,10 @@ const (
 
 // endpoints are Gatehouse's /bff/ endpoints by path. "{sid}" is a path value.
 var endpoints = map[string]*endpoint{
-	"/bff/login":           {methods: []string{"GET"}, limit: limitLogin, handle: (*Gateway).handleLogin},
-	"/bff/callback":        {methods: []string{"GET"}, limit: limitCallback, handle: (*Gateway).handleCallback},
+	"/bff/login":           {methods: []string{"GET"}, limit: limitLogin, span: "login", handle: (*Gateway).handleLogin},
+	"/bff/callback":        {methods: []string{"GET"}, limit: limitCallback, span: "callback", handle: (*Gateway).handleCallback},
 	"/bff/user":            {methods: []string{"GET"}, api: true, origin: originSame, session: sessionRequired, handle: (*Gateway).handleUser},
-	"/bff/logout":          {methods: []string{"GET", "POST"}, origin: originWrites, session: sessionOptional, handle: (*Gateway).handleLogout},
+	"/bff/logout":          {methods: []string{"GET", "POST"}, origin: originWrites, session: sessionOptional, span: "logout", handle: (*Gateway).handleLogout},
 	"/bff/logout/callback": {methods: []string{"GET"}, handle: (*Gateway).handleLogoutCallback},
 	"/bff/sessions": {methods: []string{"GET", "DELETE"}, api: true, origin: originSame, session: sessionRequired,
 		userLimit: limitSessions, handle: (*Gateway).handleSessions},
@@ -59,7 +61,7 @@ var endpoints = map[string]*endpoint{
 	// Back-channel logout is rate-limited by the handler, on tokens that fail only: the
 	// provider's address is shared by all its tenants, and valid logouts must not queue
 	// behind anyone's flood.
-	"/bff/backchannel": {methods: []string{"POST"}, api: true, handle: (*Gateway).handleBackchannel},
+	"/bff/backchannel": {methods: []string{"POST"}, api: true, span: "backchannel_logout", handle: (*Gateway).handleBackchannel},
 	"/bff/diagnostics": {methods: []string{"GET"}, api: true, origin: originSame,
 		enabled: func(g *Gateway) bool { return g.config().InsecureDiagnostics }, handle: (*Gateway).handleDiagnostics},
 	"/bff/client.js": {methods: []string{"GET", "HEAD"}, handle: (*Gateway).handleClientJS},
@@ -125,6 +127,12 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, e *endpo
 		if err := g.limitBySubject(w, r, e.userLimit, s); err != nil {
 			return err
 		}
+	}
+	if e.span != "" && g.tracing.tracer != nil {
+		ctx, span := g.tracing.tracer.Start(r.Context(), e.span)
+		err := e.handle(g, w, r.WithContext(ctx), s)
+		endSpan(span, err)
+		return err
 	}
 	return e.handle(g, w, r, s)
 }

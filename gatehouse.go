@@ -44,6 +44,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/gatehouse-bff/gatehouse/idp"
 	"github.com/gatehouse-bff/gatehouse/internal/flight"
 	"github.com/gatehouse-bff/gatehouse/ratelimit"
@@ -80,6 +82,8 @@ type Gateway struct {
 	// session hashes.
 	accessLog *slog.Logger
 	accessKey []byte
+
+	tracing tracing // off unless Config.TracerProvider is set (tracing.go)
 
 	refreshes     flight.Group[*session.Session]
 	clientTokens  clientTokens
@@ -128,6 +132,8 @@ func New(cfg Config) (*Gateway, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
+	upstreamTransport := cfg.UpstreamTransport
+	base, upstreamTransport = g.setupTracing(cfg, base, upstreamTransport)
 	hc.Transport = &providerTransport{base: base, m: g.metrics, endpoint: func(r *http.Request) string { return g.idp.EndpointName(r.URL) }}
 
 	p := cfg.Provider
@@ -160,6 +166,9 @@ func New(cfg Config) (*Gateway, error) {
 		IdleTimeout: cfg.Session.IdleTimeout, AbsoluteTimeout: cfg.Session.AbsoluteTimeout,
 		Observe: g.metrics.storeObserver(),
 	}
+	if g.tracing.tracer != nil {
+		g.sessions.Trace = g.traceStore
+	}
 
 	g.cop = http.NewCrossOriginProtection()
 	for _, o := range append([]string{g.origin}, cfg.CSRF.TrustedOrigins...) {
@@ -169,7 +178,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 
 	g.proxy = upstream.New(upstream.Config{
-		Transport: cfg.UpstreamTransport, PublicURL: g.public, TrustedProxies: cfg.TrustedProxies,
+		Transport: upstreamTransport, PublicURL: g.public, TrustedProxies: cfg.TrustedProxies,
 		ProtectedCookie: g.isOwnCookie, DropHeaders: []string{cfg.CSRF.Header}, Logger: g.log,
 		ErrorHandler: g.failUpstream, OnStream: g.openTunnel, OnUnauthorized: g.stepUpChallenge,
 		StripHeaders: cfg.StripRequestHeaders, KeepHeaders: cfg.AllowRequestHeaders,
@@ -370,12 +379,19 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sw := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	g.assignRequestID(sw, r)
+	var span trace.Span // nil unless tracing is on: the request path then pays this check only
+	if g.tracing.tracer != nil {
+		r, span = g.startRequest(r)
+	}
 	if g.accessLog != nil {
 		r = r.WithContext(context.WithValue(r.Context(), accessKey{}, sw))
 	}
 	kind := g.serve(sw, r)
 	d := g.now().Sub(start)
 	g.metrics.observeRequest(kind, r.Method, sw.status, d)
+	if span != nil {
+		g.endRequest(span, r, sw, kind)
+	}
 	if g.accessLog != nil {
 		g.logAccess(sw, r, kind, d)
 	}

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/gatehouse-bff/gatehouse/idp"
 	"github.com/gatehouse-bff/gatehouse/session"
 )
@@ -94,7 +96,9 @@ func (g *Gateway) revokeAtProvider(ctx context.Context, s *session.Session) {
 	if token == "" {
 		token, hint = s.Token.AccessToken, "access_token"
 	}
+	ctx, span := g.startSpan(ctx, "revocation", attribute.String("gatehouse.token_type_hint", hint))
 	err := g.idp.Revoke(ctx, token, hint)
+	endSpan(span, err)
 	if err == nil {
 		g.metrics.revocations.WithLabelValues("ok").Inc()
 		return
@@ -147,7 +151,9 @@ func (g *Gateway) retryRevoke(handle, token, hint string, err error) {
 		case <-time.After(wait):
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, span := g.startSpan(ctx, "revocation", attribute.String("gatehouse.token_type_hint", hint), attribute.Int("gatehouse.retry", attempt+1))
 		err = g.idp.Revoke(ctx, token, hint)
+		endSpan(span, err)
 		cancel()
 		if err == nil {
 			g.metrics.revocations.WithLabelValues("ok").Inc()

@@ -39,9 +39,14 @@ func (g *Gateway) userToken(ctx context.Context, r *http.Request, s *session.Ses
 	if tok := s.AccessTokenFor(key); g.fresh(tok) {
 		return tok.AccessToken, s, nil
 	}
-	cur, err, _ := g.refreshes.Do(ctx, s.Handle+"\x00"+key, func(ctx context.Context) (*session.Session, error) {
+	ctx, span := g.startSpan(ctx, "refresh")
+	cur, err, shared := g.refreshes.Do(ctx, s.Handle+"\x00"+key, func(ctx context.Context) (*session.Session, error) {
 		return g.refresh(ctx, r, s, key, opts)
 	})
+	if span.IsRecording() {
+		span.SetAttributes(singleFlight(shared))
+	}
+	endSpan(span, err)
 	if err != nil {
 		return "", nil, err
 	}
@@ -203,7 +208,8 @@ func (g *Gateway) clientToken(ctx context.Context, key string, opts idp.RefreshO
 	if g.fresh(tok) {
 		return tok.AccessToken, nil
 	}
-	tok, err, _ := c.flights.Do(ctx, key, func(ctx context.Context) (session.Token, error) {
+	ctx, span := g.startSpan(ctx, "client_credentials")
+	tok, err, shared := c.flights.Do(ctx, key, func(ctx context.Context) (session.Token, error) {
 		ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
 		t, err := g.idp.ClientCredentials(ctx, opts)
@@ -221,6 +227,10 @@ func (g *Gateway) clientToken(ctx context.Context, key string, opts idp.RefreshO
 		c.mu.Unlock()
 		return nt, nil
 	})
+	if span.IsRecording() {
+		span.SetAttributes(singleFlight(shared))
+	}
+	endSpan(span, err)
 	if err != nil {
 		return "", err
 	}

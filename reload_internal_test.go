@@ -12,6 +12,9 @@ import (
 	"testing/fstest"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/gatehouse-bff/gatehouse/ratelimit"
 	"github.com/gatehouse-bff/gatehouse/session"
@@ -153,6 +156,10 @@ func otherValue(t *testing.T, v reflect.Value) reflect.Value {
 		return reflect.ValueOf(prometheus.Registerer(prometheus.NewRegistry()))
 	case reflect.TypeFor[fs.FS]():
 		return reflect.ValueOf(fs.FS(fstest.MapFS{}))
+	case reflect.TypeFor[trace.TracerProvider]():
+		return reflect.ValueOf(trace.TracerProvider(tracenoop.NewTracerProvider()))
+	case reflect.TypeFor[propagation.TextMapPropagator]():
+		return reflect.ValueOf(propagation.TextMapPropagator(propagation.Baggage{}))
 	}
 	out := reflect.New(typ).Elem()
 	out.Set(v)

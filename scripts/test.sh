@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Gatehouse test on a fresh machine, installing what the tests need first:
 # Debian's redis-server, chromium and prometheus (for promtool), the npm packages of e2e/
-# and clients/js, and staticcheck. This is the README's test command; CI (.ci/run) runs
+# and clients/js, staticcheck and helm (Go modules). This is the README's test command; CI (.ci/run) runs
 # exactly this.
 #
 #   scripts/test.sh            everything
@@ -52,6 +52,12 @@ stop_prometheus_service() {
   fi
 }
 
+# Helm is a Go module: built once into the cache directory, then reused, also by the
+# chart's Go test (deploy/helm, through HELM; without it, that test builds its own).
+helm_version=v3.22.0
+helm_dir="${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse/helm-$helm_version"
+[[ -x "$helm_dir/helm" ]] && export HELM="$helm_dir/helm"
+
 step "static checks: gofmt, go vet, staticcheck"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path '*/node_modules/*'))
 if [[ -n "$unformatted" ]]; then
@@ -75,6 +81,17 @@ step "Prometheus files: promtool check config, check rules, test rules (deploy/)
 promtool check config deploy/prometheus-scrape.yml
 promtool check rules deploy/prometheus-alerts.yml
 promtool test rules deploy/prometheus-alerts.test.yml
+
+step "Helm chart: helm lint and helm template (deploy/helm/gatehouse), default and ci/ values"
+if [[ ! -x "$helm_dir/helm" ]]; then
+  mkdir -p "$helm_dir"
+  GOBIN="$helm_dir" go install "helm.sh/helm/v3/cmd/helm@$helm_version"
+fi
+export HELM="$helm_dir/helm"
+for values in "" deploy/helm/gatehouse/ci/*.yaml; do
+  "$HELM" lint --strict deploy/helm/gatehouse ${values:+-f "$values"}
+  "$HELM" template gatehouse deploy/helm/gatehouse ${values:+-f "$values"} >/dev/null
+done
 
 step "npm ci (e2e, clients/js)"
 npm ci --prefix e2e --no-audit --no-fund --loglevel=error

@@ -36,6 +36,11 @@ type Manager struct {
 	// (ErrNotFound included: a miss is an answer, not a failure). Metrics and traces hang
 	// off it. It must be cheap and safe for concurrent use.
 	Observe func(op string, d time.Duration, err error)
+	// Trace, when set, is called after every store operation as Observe is, with the
+	// context the operation ran in and when it started and ended, so that a tracer can
+	// record it as a span of the request that made it. It must be cheap and safe for
+	// concurrent use. Nil costs nothing.
+	Trace func(ctx context.Context, op string, start, end time.Time, err error)
 
 	locks   keylock.Map
 	decoded decodedCache

@@ -36,16 +36,23 @@ var ErrNoCounter = errors.New("session: the store cannot count sessions (not a C
 // Observe, and they are the only place that checks the optional capabilities. Durations
 // are measured on the wall clock (time.Now), not on Manager.Now, which tests may fake.
 
-func (m *Manager) observe(op string, start time.Time, err error) {
+func (m *Manager) observe(ctx context.Context, op string, start time.Time, err error) {
+	if m.Observe == nil && m.Trace == nil {
+		return
+	}
+	end := time.Now()
 	if m.Observe != nil {
-		m.Observe(op, time.Since(start), err)
+		m.Observe(op, end.Sub(start), err)
+	}
+	if m.Trace != nil {
+		m.Trace(ctx, op, start, end, err)
 	}
 }
 
 // start returns the time an operation starts, or the zero time when nobody observes:
 // the hot path then pays no clock read.
 func (m *Manager) start() time.Time {
-	if m.Observe == nil {
+	if m.Observe == nil && m.Trace == nil {
 		return time.Time{}
 	}
 	return time.Now()
@@ -54,7 +61,7 @@ func (m *Manager) start() time.Time {
 func (m *Manager) storeGet(ctx context.Context, key string) ([]byte, error) {
 	t := m.start()
 	b, err := m.Store.Get(ctx, key)
-	m.observe(OpGet, t, err)
+	m.observe(ctx, OpGet, t, err)
 	return b, err
 }
 
@@ -66,21 +73,21 @@ func (m *Manager) storeGetFresh(ctx context.Context, key string) ([]byte, error)
 	}
 	t := m.start()
 	b, err := f.GetFresh(ctx, key)
-	m.observe(OpGetFresh, t, err)
+	m.observe(ctx, OpGetFresh, t, err)
 	return b, err
 }
 
 func (m *Manager) storeSet(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	t := m.start()
 	err := m.Store.Set(ctx, key, value, ttl)
-	m.observe(OpSet, t, err)
+	m.observe(ctx, OpSet, t, err)
 	return err
 }
 
 func (m *Manager) storeDelete(ctx context.Context, key string) (bool, error) {
 	t := m.start()
 	ok, err := m.Store.Delete(ctx, key)
-	m.observe(OpDelete, t, err)
+	m.observe(ctx, OpDelete, t, err)
 	return ok, err
 }
 
@@ -104,7 +111,7 @@ func (m *Manager) storeAdd(ctx context.Context, key string, value []byte, ttl ti
 	}
 	t := m.start()
 	added, err := a.Add(ctx, key, value, ttl)
-	m.observe(OpAdd, t, err)
+	m.observe(ctx, OpAdd, t, err)
 	return added, err
 }
 
@@ -117,7 +124,7 @@ func (m *Manager) storeLock(ctx context.Context, name string) (func(), error) {
 	}
 	t := m.start()
 	release, err := l.Lock(ctx, name, m.lockTTL())
-	m.observe(OpLock, t, err)
+	m.observe(ctx, OpLock, t, err)
 	return release, err
 }
 
@@ -129,7 +136,7 @@ func (m *Manager) storeSetIndexed(ctx context.Context, key string, value []byte,
 	}
 	t := m.start()
 	err := ix.SetIndexed(ctx, key, value, ttl, indexes...)
-	m.observe(OpSetIndexed, t, err)
+	m.observe(ctx, OpSetIndexed, t, err)
 	return err
 }
 
@@ -141,7 +148,7 @@ func (m *Manager) storeDeleteIndexed(ctx context.Context, key string, indexes ..
 	}
 	t := m.start()
 	existed, err := ix.DeleteIndexed(ctx, key, indexes...)
-	m.observe(OpDeleteIndexed, t, err)
+	m.observe(ctx, OpDeleteIndexed, t, err)
 	return existed, err
 }
 
@@ -152,7 +159,7 @@ func (m *Manager) storeMembers(ctx context.Context, index string) ([]string, err
 	}
 	t := m.start()
 	keys, err := ix.Members(ctx, index)
-	m.observe(OpMembers, t, err)
+	m.observe(ctx, OpMembers, t, err)
 	return keys, err
 }
 
@@ -165,7 +172,7 @@ func (m *Manager) Ping(ctx context.Context) error {
 	}
 	t := m.start()
 	err := p.Ping(ctx)
-	m.observe(OpPing, t, err)
+	m.observe(ctx, OpPing, t, err)
 	return err
 }
 
@@ -178,6 +185,6 @@ func (m *Manager) CountSessions(ctx context.Context) (int, error) {
 	}
 	t := m.start()
 	n, err := c.CountSessions(ctx)
-	m.observe(OpCount, t, err)
+	m.observe(ctx, OpCount, t, err)
 	return n, err
 }

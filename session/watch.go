@@ -64,7 +64,7 @@ func (m *Manager) ended(ctx context.Context, h string) {
 	}
 	t := m.start()
 	err := b.Publish(context.WithoutCancel(ctx), endedChannel, h)
-	m.observe(OpPublish, t, err)
+	m.observe(ctx, OpPublish, t, err)
 }
 
 func (m *Manager) callEnded(h string) {
@@ -104,7 +104,7 @@ func (m *Manager) ListenForEnds(ctx context.Context, resync func()) {
 		if ctx.Err() != nil {
 			return
 		}
-		m.observe(OpSubscribe, t, err)
+		m.observe(ctx, OpSubscribe, t, err)
 		select {
 		case <-ctx.Done():
 			return

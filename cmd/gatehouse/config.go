@@ -47,6 +47,7 @@ type fileConfig struct {
 	AuditLog         fileAuditLog   `yaml:"audit_log"`
 	RateLimits       fileRateLimits `yaml:"rate_limits"`
 	Server           fileServerOpts `yaml:"server"`
+	Tracing          fileTracing    `yaml:"tracing"`
 	// InsecureDiagnostics serves /bff/diagnostics (loopback public_url only).
 	InsecureDiagnostics bool `yaml:"insecure_diagnostics"`
 
@@ -298,6 +299,7 @@ type loaded struct {
 	auditOut   io.Writer // stderr or stdout
 	auditPath  string    // or this file
 	accessPath string    // the access log's file, when log.access is file
+	tracing    tracingPlan
 	warnings   []string
 }
 
@@ -555,6 +557,7 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 		probs.add("log.access_file", "is set but log.access is %q, not file", fc.Log.Access)
 	}
 	c.Log.AccessSubject = fc.Log.AccessSubject
+	l.tracing = tracingFrom(fc.Tracing, os.Getenv, resolve, probs, &l.warnings)
 	return c
 }
 

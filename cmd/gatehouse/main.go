@@ -248,6 +248,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	l.gw.Session.Store = store
 	l.gw.RateLimiter = limiterFor(store, l)
+	if l.tracing.enabled {
+		tp, err := startTracing(ctx, l.tracing, log)
+		if err != nil {
+			log.Error("cannot start tracing", "error", err)
+			return 1
+		}
+		defer stopTracing(tp, log) // after the gateway's Close: its last spans are flushed
+		l.gw.TracerProvider = tp
+	}
 	gw, err := gatehouse.New(l.gw)
 	if err != nil {
 		log.Error("invalid configuration", "error", err)
@@ -345,7 +354,7 @@ wait:
 	// Graceful shutdown: /readyz turns 503, the listeners close, requests in flight
 	// finish and WebSockets get until the drain timeout to close by themselves.
 	timeout := durationOr(l.file.Server.ShutdownTimeout, 30*time.Second)
-	log.Info("shutting down: draining requests and WebSockets", "timeout", timeout)
+	log.Info("shutting down: draining requests and WebSockets", "timeout", timeout.String())
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

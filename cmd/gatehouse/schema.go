@@ -164,6 +164,14 @@ var schemaDocs = map[string]keyDoc{
 	"log.access_file":    {desc: "File of the access log when log.access is file: appended to (mode 0600), reopened on SIGHUP."},
 	"log.access_subject": {desc: "Write the session's subject in each access line.", def: false},
 
+	"tracing":                     {desc: "OpenTelemetry tracing, exported over OTLP/HTTP. Off unless enabled, an endpoint or OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set; OTEL_* fill unset keys; OTEL_SDK_DISABLED=true turns it off."},
+	"tracing.enabled":             {desc: "Turn tracing on or off. Unset: on when an OTLP endpoint is configured here or in OTEL_* variables."},
+	"tracing.endpoint":            {desc: "The collector's OTLP/HTTP base URL (/v1/traces is appended), e.g. https://otel-collector:4318.", def: "http://localhost:4318"},
+	"tracing.sampler_ratio":       {desc: "Share of new traces sampled (parentbased_traceidratio); a trusted proxy's sampling decision is followed. Default: OTEL_TRACES_SAMPLER, else all.", limits: map[string]any{"minimum": 0, "maximum": 1}},
+	"tracing.service_name":        {desc: "service.name of the spans. Default: OTEL_SERVICE_NAME, else gatehouse."},
+	"tracing.headers_file":        {desc: "File of headers sent with each export, \"Name: value\" a line (e.g. Authorization). Default: OTEL_EXPORTER_OTLP_HEADERS."},
+	"tracing.insecure_allow_http": {desc: "Allow a plain http endpoint on a non-loopback host (weaker: logs a warning).", def: false},
+
 	"audit_log":        {desc: "The audit log: one JSON object a line, marked \"log\":\"audit\"."},
 	"audit_log.output": {desc: "stderr, stdout, or a file path (appended to, created 0600, reopened on SIGHUP).", def: "stderr"},
 

@@ -50,9 +50,10 @@ type Provider struct {
 	issued  []string // access tokens, in order
 	secrets []string // every code and token handed out, in order
 	now     func() time.Time
-	forms   map[string]url.Values // the last form posted to "token" and "revoke"
-	jtis    map[string]bool       // client assertion ids seen, to refuse replays
-	retired []jose.JSONWebKey     // earlier signing keys still published (RotateKey)
+	forms   map[string]url.Values  // the last form posted to "token" and "revoke"
+	jtis    map[string]bool        // client assertion ids seen, to refuse replays
+	retired []jose.JSONWebKey      // earlier signing keys still published (RotateKey)
+	headers map[string]http.Header // the last request's headers, by path
 	pushed  map[string]pushedRequest
 	// exchanged maps the tokens a token exchange issued to the audience (or resource)
 	// they were issued for.
@@ -215,7 +216,15 @@ func New(t TB) *Provider {
 		p.count("end_session")
 		fmt.Fprintln(w, "signed out")
 	})
-	p.Server = httptest.NewServer(mux)
+	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		if p.headers == nil {
+			p.headers = map[string]http.Header{}
+		}
+		p.headers[r.URL.Path] = r.Header.Clone()
+		p.mu.Unlock()
+		mux.ServeHTTP(w, r)
+	}))
 	p.Issuer = p.Server.URL
 	t.Cleanup(p.Server.Close)
 	return p
@@ -275,6 +284,14 @@ func (p *Provider) LastForm(endpoint string) url.Values {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return maps.Clone(p.forms[endpoint])
+}
+
+// LastHeader returns the named header of the last request to path ("/token",
+// "/userinfo", "/revoke", "/jwks", "/.well-known/openid-configuration"), or "".
+func (p *Provider) LastHeader(path, name string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.headers[path].Get(name)
 }
 
 // recordForm keeps a copy of a parsed request form for LastForm.
