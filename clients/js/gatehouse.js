@@ -23,6 +23,10 @@
  * @typedef {import('./gatehouse.js').UnauthenticatedInfo} UnauthenticatedInfo
  * @typedef {import('./gatehouse.js').GetUserOptions} GetUserOptions
  * @typedef {import('./gatehouse.js').LogoutOptions} LogoutOptions
+ * @typedef {import('./gatehouse.js').StepUpDetail} StepUpDetail
+ * @typedef {import('./gatehouse.js').StepUpInfo} StepUpInfo
+ * @typedef {import('./gatehouse.js').StepUpRequest} StepUpRequest
+ * @typedef {import('./gatehouse.js').StepUpOptions} StepUpOptions
  */
 
 /** Longest delay setTimeout accepts; longer waits are chained. */
@@ -55,6 +59,29 @@ export class GatehouseError extends Error {
     /** @type {unknown} */
     this.body = details.body ?? null;
   }
+}
+
+/**
+ * What a `step_up_required` body asks for, in the client's names.
+ * @param {any} body
+ * @returns {StepUpDetail}
+ */
+function stepUpDetail(body) {
+  return {
+    reason: str(body?.reason) ?? 'insufficient_user_authentication',
+    acrValues: str(body?.acr_values) ?? null,
+    maxAge: maxAgeOf(body?.max_age),
+    loginUrl: str(body?.login_url) ?? null,
+  };
+}
+
+/**
+ * A max_age as Gatehouse reads it: whole seconds, not negative.
+ * @param {unknown} value
+ * @returns {number | null}
+ */
+function maxAgeOf(value) {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : null;
 }
 
 /**
@@ -207,6 +234,7 @@ class Client extends EventTarget {
   /** @type {GatehouseFetch} */ #fetchImpl;
   /** @type {GatehouseLocation | undefined} */ #locationOption;
   /** @type {((info: UnauthenticatedInfo) => void) | null} */ #onUnauthenticated;
+  /** @type {((info: StepUpInfo) => void) | null} */ #onStepUp;
 
   /** @type {GatehouseUser | null} */ #user = null;
   /** Absolute expiry (Date.now() ms). */ #absoluteDeadline = Infinity;
@@ -229,6 +257,7 @@ class Client extends EventTarget {
     this.#locationOption = options.location;
     this.#onUnauthenticated =
       options.onUnauthenticated === undefined ? () => this.login() : options.onUnauthenticated;
+    this.#onStepUp = options.onStepUp === undefined ? (info) => this.stepUp(info) : options.onStepUp;
   }
 
   /** @returns {GatehouseUser | null} */
@@ -295,13 +324,15 @@ class Client extends EventTarget {
   }
 
   /**
-   * Looks at a same-origin response: `401 unauthenticated` ends the session, success is activity.
+   * Looks at a same-origin response: `401 unauthenticated` ends the session, `401
+   * step_up_required` asks for a stronger sign-in (the session stays), success is activity.
    * @param {Response} response
    */
   async #inspect(response) {
     if (response.status === 401) {
       const body = await readJson(response.clone());
       if (body?.error === 'unauthenticated') this.#unauthenticated(body, response);
+      else if (body?.error === 'step_up_required') this.#stepUpRequired(body, response);
     } else if (response.ok) {
       this.#activity();
     }
@@ -383,6 +414,36 @@ class Client extends EventTarget {
   }
 
   /**
+   * @param {StepUpRequest | null} [request]
+   * @param {StepUpOptions} [options]
+   * @returns {string}
+   */
+  stepUpUrl(request, { returnUrl } = {}) {
+    const query = new URLSearchParams();
+    // A request as given (camelCase), or a step_up_required body as Gatehouse sent it.
+    const raw = /** @type {any} */ (request ?? {});
+    const acrValues = str(raw.acrValues) ?? str(raw.acr_values);
+    const maxAge = maxAgeOf(raw.maxAge) ?? maxAgeOf(raw.max_age);
+    if (acrValues !== undefined) query.set('acr_values', acrValues);
+    if (maxAge !== null) query.set('max_age', String(maxAge));
+    let target = returnUrl;
+    if (target === undefined) {
+      const location = this.#location();
+      target = location ? location.pathname + location.search + location.hash : '/';
+    }
+    query.set('returnUrl', localPath(target));
+    return `${this.#url('/login')}?${query}`;
+  }
+
+  /**
+   * @param {StepUpRequest | null} [request]
+   * @param {StepUpOptions} [options]
+   */
+  stepUp(request, options) {
+    this.#requireLocation().assign(this.stepUpUrl(request, options));
+  }
+
+  /**
    * @param {LogoutOptions} [options]
    * @returns {Promise<void>}
    */
@@ -455,6 +516,23 @@ class Client extends EventTarget {
     if (this.#onUnauthenticated) {
       try {
         this.#onUnauthenticated({ ...detail, response });
+      } catch (error) {
+        report(error);
+      }
+    }
+  }
+
+  /**
+   * An action needs a stronger sign-in: the session stays; `stepuprequired` and `onStepUp`.
+   * @param {any} body
+   * @param {Response} response
+   */
+  #stepUpRequired(body, response) {
+    const detail = stepUpDetail(body);
+    this.dispatchEvent(makeEvent('stepuprequired', detail));
+    if (this.#onStepUp) {
+      try {
+        this.#onStepUp({ ...detail, response });
       } catch (error) {
         report(error);
       }
