@@ -73,6 +73,12 @@ type ProviderConfig struct {
 	// request need a request_uri (require_pushed_authorization_requests).
 	PAR string
 
+	// ACRValues are the authentication context classes (acr) the provider offers, weakest
+	// first (acr_values_supported). Empty: logins and tokens carry no acr. With them, a
+	// login gets the first of the request's acr_values its user may reach (User.ACR), else
+	// the user's weakest, and access tokens carry that acr (introspection, JWT payload).
+	ACRValues []string
+
 	// Clients registered at the provider (at least one). See BFFClient.
 	Clients []Client
 	// Users who can log in. Empty means one user, alice / wonderland (see DefaultUsers).
@@ -130,6 +136,9 @@ type User struct {
 	ID       string         `json:"id"`
 	Password string         `json:"password"`
 	Claims   map[string]any `json:"claims,omitempty"`
+	// ACR lists the acr values (of ProviderConfig.ACRValues) this user can reach, weakest
+	// first; empty means only the provider's weakest.
+	ACR []string `json:"acr,omitempty"`
 }
 
 // Resource is a resource server (RFC 8707). Tokens for it are JWTs unless AccessTokenFormat
@@ -341,6 +350,7 @@ type jsonConfig struct {
 	SessionTTL           int             `json:"sessionTTL,omitempty"`
 	RotateRefreshToken   bool            `json:"rotateRefreshToken"`
 	PAR                  string          `json:"par,omitempty"`
+	ACRValues            []string        `json:"acrValues,omitempty"`
 	Clients              []Client        `json:"clients"`
 	Users                []User          `json:"users"`
 	Resources            []jsonResource  `json:"resources,omitempty"`
@@ -379,6 +389,7 @@ func startProvider(t testing.TB, root string, cfg ProviderConfig, port int) (*Pr
 		SessionTTL:           seconds(cfg.SessionTTL),
 		RotateRefreshToken:   !cfg.DisableRefreshTokenRotation,
 		PAR:                  cfg.PAR,
+		ACRValues:            cfg.ACRValues,
 		Clients:              cfg.Clients,
 		Users:                users,
 		TokenLog:             filepath.Join(dir, "tokens.jsonl"),
