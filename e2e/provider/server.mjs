@@ -249,7 +249,9 @@ const policy = interactionPolicy.base();
 policy.get('login').checks.add(new interactionPolicy.Check('acr_values', 'requested ACR not met by the session', (ctx) => {
   const { oidc } = ctx;
   const requested = oidc.params.acr_values;
-  if (!requested || !oidc.session.accountId || oidc.result?.login) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+  if (acrValues.length === 0 || !requested || !oidc.session.accountId || oidc.result?.login) {
+    return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+  }
   return requested.split(' ').includes(oidc.session.acr)
     ? interactionPolicy.Check.NO_NEED_TO_PROMPT
     : interactionPolicy.Check.REQUEST_PROMPT;
