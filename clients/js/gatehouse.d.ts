@@ -147,8 +147,9 @@ export interface GatehouseOptions {
   /**
    * Called when a request made through the client gets Gatehouse's `401 step_up_required`
    * (after the `stepuprequired` event). Default: `client.stepUp(info)`, a sign-in with the
-   * asked `acr_values`/`max_age` back to the current page. `null` turns the default off
-   * (handle the event or the response yourself, e.g. to ask the user first).
+   * asked `acr_values`/`max_age` back to the current page, except when this tab started the
+   * same step-up less than a minute ago (no login loop; an error is reported instead). `null`
+   * turns the default off (handle the event or the response yourself, e.g. to ask the user first).
    */
   onStepUp?: ((info: StepUpInfo) => void) | null;
   /** Seconds before expiry at which `sessionexpiring` fires. Default `60`. */

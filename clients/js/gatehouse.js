@@ -37,6 +37,10 @@ const CHECK_GRACE = 1000;
 const MIN_CHECK_DELAY = 1000;
 /** Retry delay of an expiry check that failed (network error, 5xx) (ms). */
 const CHECK_RETRY_DELAY = 30_000;
+/** sessionStorage key of the last step-up sign-in this tab started. */
+const STEP_UP_KEY = 'gatehouse:stepup';
+/** Within this long after a step-up (ms), the default onStepUp does not start the same one again. */
+const STEP_UP_REPEAT_WINDOW = 60_000;
 /** Base used to tell relative URLs from absolute ones when there is no location. */
 const NO_ORIGIN_BASE = 'http://gatehouse.invalid/';
 
@@ -82,6 +86,27 @@ function stepUpDetail(body) {
  */
 function maxAgeOf(value) {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : null;
+}
+
+/**
+ * The tab's sessionStorage, or null where there is none or it may not be used.
+ * @returns {Storage | null}
+ */
+function tabStorage() {
+  try {
+    return /** @type {any} */ (globalThis).sessionStorage ?? null;
+  } catch {
+    return null; // e.g. a sandboxed frame
+  }
+}
+
+/**
+ * What a step-up asks for, as one string (to recognise the same request again).
+ * @param {string | undefined} acrValues
+ * @param {number | null} maxAge
+ */
+function stepUpKey(acrValues, maxAge) {
+  return `${acrValues ?? ''}|${maxAge ?? ''}`;
 }
 
 /**
@@ -257,7 +282,7 @@ class Client extends EventTarget {
     this.#locationOption = options.location;
     this.#onUnauthenticated =
       options.onUnauthenticated === undefined ? () => this.login() : options.onUnauthenticated;
-    this.#onStepUp = options.onStepUp === undefined ? (info) => this.stepUp(info) : options.onStepUp;
+    this.#onStepUp = options.onStepUp === undefined ? (info) => this.#defaultStepUp(info) : options.onStepUp;
   }
 
   /** @returns {GatehouseUser | null} */
@@ -420,10 +445,7 @@ class Client extends EventTarget {
    */
   stepUpUrl(request, { returnUrl } = {}) {
     const query = new URLSearchParams();
-    // A request as given (camelCase), or a step_up_required body as Gatehouse sent it.
-    const raw = /** @type {any} */ (request ?? {});
-    const acrValues = str(raw.acrValues) ?? str(raw.acr_values);
-    const maxAge = maxAgeOf(raw.maxAge) ?? maxAgeOf(raw.max_age);
+    const { acrValues, maxAge } = this.#stepUpParams(request);
     if (acrValues !== undefined) query.set('acr_values', acrValues);
     if (maxAge !== null) query.set('max_age', String(maxAge));
     let target = returnUrl;
@@ -440,7 +462,49 @@ class Client extends EventTarget {
    * @param {StepUpOptions} [options]
    */
   stepUp(request, options) {
-    this.#requireLocation().assign(this.stepUpUrl(request, options));
+    const location = this.#requireLocation();
+    const url = this.stepUpUrl(request, options);
+    const { acrValues, maxAge } = this.#stepUpParams(request);
+    try {
+      tabStorage()?.setItem(STEP_UP_KEY, JSON.stringify({ key: stepUpKey(acrValues, maxAge), at: Date.now() }));
+    } catch {
+      // storage full or refused: only the repeat guard is lost
+    }
+    location.assign(url);
+  }
+
+  /**
+   * A request as given (camelCase), or a step_up_required body as Gatehouse sent it.
+   * @param {StepUpRequest | null | undefined} request
+   */
+  #stepUpParams(request) {
+    const raw = /** @type {any} */ (request ?? {});
+    return {
+      acrValues: str(raw.acrValues) ?? str(raw.acr_values),
+      maxAge: maxAgeOf(raw.maxAge) ?? maxAgeOf(raw.max_age),
+    };
+  }
+
+  /**
+   * The default onStepUp: the step-up sign-in, unless this tab started the same one less than
+   * a minute ago. Then the sign-in did not give the API what it wants (its provider's tokens
+   * may not carry the acr), and navigating again would loop.
+   * @param {StepUpInfo} info
+   */
+  #defaultStepUp(info) {
+    let last = null;
+    try {
+      last = JSON.parse(tabStorage()?.getItem(STEP_UP_KEY) ?? 'null');
+    } catch {
+      last = null;
+    }
+    const { acrValues, maxAge } = this.#stepUpParams(info);
+    const age = Date.now() - Number(last?.at);
+    if (last?.key === stepUpKey(acrValues, maxAge) && age >= 0 && age < STEP_UP_REPEAT_WINDOW) {
+      report(new Error('Gatehouse: the same step-up was asked again right after one; not navigating again'));
+      return;
+    }
+    this.stepUp(info);
   }
 
   /**

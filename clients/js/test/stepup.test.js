@@ -138,3 +138,53 @@ test('a throwing onStepUp is reported, not turned into a rejection', async () =>
     else delete (/** @type {any} */ (globalThis).reportError);
   }
 });
+
+test('the default onStepUp does not start the same step-up again within a minute (no login loop)', async () => {
+  /** @type {Map<string, string>} */
+  const store = new Map();
+  const storage = {
+    getItem: (/** @type {string} */ k) => store.get(k) ?? null,
+    setItem: (/** @type {string} */ k, /** @type {string} */ v) => void store.set(k, v),
+  };
+  /** @type {unknown[]} */
+  const reported = [];
+  const saved = ['sessionStorage', 'reportError'].map((name) => [name, Object.getOwnPropertyDescriptor(globalThis, name)]);
+  Object.defineProperty(globalThis, 'sessionStorage', { value: storage, configurable: true, writable: true });
+  Object.defineProperty(globalThis, 'reportError', {
+    value: (/** @type {unknown} */ e) => reported.push(e),
+    configurable: true,
+    writable: true,
+  });
+  try {
+    // Each page load is a new client; the tab's sessionStorage remembers the last step-up.
+    const first = setup(() => json(401, challenge));
+    await first.gh.fetch('/api/pay');
+    assert.equal(first.location.assigned.length, 1);
+
+    const again = setup(() => json(401, challenge));
+    const events = recordEvents(again.gh, ['stepuprequired']);
+    await again.gh.fetch('/api/pay');
+    assert.deepEqual(again.location.assigned, [], 'the same step-up right after one: no navigation');
+    assert.equal(events.length, 1, 'the event still fires');
+    assert.equal(reported.length, 1);
+    assert.match(String(/** @type {Error} */ (reported[0]).message), /same step-up/);
+
+    again.gh.stepUp(challenge); // an explicit call always navigates
+    assert.equal(again.location.assigned.length, 1);
+
+    const other = setup(() => json(401, { ...challenge, max_age: 60 }));
+    await other.gh.fetch('/api/pay');
+    assert.equal(other.location.assigned.length, 1, 'another step-up is started');
+
+    const record = JSON.parse(/** @type {string} */ (store.get('gatehouse:stepup')));
+    store.set('gatehouse:stepup', JSON.stringify({ ...record, at: Date.now() - 61_000 }));
+    const later = setup(() => json(401, { ...challenge, max_age: 60 }));
+    await later.gh.fetch('/api/pay');
+    assert.equal(later.location.assigned.length, 1, 'a minute later the same step-up is started again');
+  } finally {
+    for (const [name, descriptor] of saved) {
+      if (descriptor) Object.defineProperty(globalThis, /** @type {string} */ (name), /** @type {PropertyDescriptor} */ (descriptor));
+      else delete (/** @type {any} */ (globalThis))[/** @type {string} */ (name)];
+    }
+  }
+});
