@@ -65,10 +65,28 @@ const ttls = {
   authorizationCode: num(cfg.authorizationCodeTTL, 60),
 };
 
+// Authentication context classes (acr) the provider offers, weakest first. Empty: no acr at all.
+const acrValues = cfg.acrValues ?? [];
+if (!Array.isArray(acrValues) || acrValues.some((v) => typeof v !== 'string' || !v)) {
+  fatal('config: "acrValues" must be an array of non-empty strings');
+}
+
 const users = new Map();
 for (const user of cfg.users ?? [{ id: 'alice', password: 'wonderland', claims: {} }]) {
   if (!user.id || typeof user.password !== 'string') fatal('config: every user needs "id" and "password"');
+  if (user.acr !== undefined && (!Array.isArray(user.acr) || user.acr.some((v) => !acrValues.includes(v)))) {
+    fatal(`config: user ${user.id}: "acr" must be a list of values from "acrValues"`);
+  }
   users.set(user.id, user);
+}
+
+// The acr a login gets: the first of the request's acr_values this user may reach, else the
+// weakest the user has (their first "acr", or the provider's first of "acrValues").
+function loginACR(user, requested) {
+  if (acrValues.length === 0) return undefined;
+  const mine = user.acr?.length ? user.acr : [acrValues[0]];
+  const wanted = (requested ?? '').split(' ').filter(Boolean);
+  return wanted.find((v) => mine.includes(v)) ?? mine[0];
 }
 
 function findUserByLogin(login) {
@@ -102,6 +120,9 @@ const claims = {
   groups: ['groups'],
   ...(cfg.claims ?? {}),
 };
+// With acr values every ID token says how and when the user signed in (oidc-provider
+// otherwise adds acr only when acr_values asked, and auth_time only for max_age).
+if (acrValues.length > 0) claims.openid = [...new Set([...claims.openid, 'acr', 'auth_time'])];
 
 // Every scope any client may ask for is a known OpenID scope, except the resource servers'.
 const scopes = new Set(['openid', 'offline_access', ...(cfg.scopes ?? [])]);
@@ -219,7 +240,22 @@ function generateJwks() {
 // ---------------------------------------------------------------------------------------------
 // the provider
 
-const { default: Provider, errors } = await import('oidc-provider');
+const { default: Provider, errors, interactionPolicy } = await import('oidc-provider');
+
+// The login prompt also comes back when acr_values asks for a class the provider session
+// does not have (a step-up), unless this very interaction just logged in: oidc-provider only
+// does that for an essential acr claim.
+const policy = interactionPolicy.base();
+policy.get('login').checks.add(new interactionPolicy.Check('acr_values', 'requested ACR not met by the session', (ctx) => {
+  const { oidc } = ctx;
+  const requested = oidc.params.acr_values;
+  if (acrValues.length === 0 || !requested || !oidc.session.accountId || oidc.result?.login) {
+    return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+  }
+  return requested.split(' ').includes(oidc.session.acr)
+    ? interactionPolicy.Check.NO_NEED_TO_PROMPT
+    : interactionPolicy.Check.REQUEST_PROMPT;
+}));
 
 const store = new Store();
 
@@ -238,6 +274,7 @@ const configuration = {
     },
   },
   claims,
+  acrValues,
   scopes: [...scopes],
   conformIdTokenClaims: false,
   clockTolerance: 0,
@@ -319,7 +356,16 @@ const configuration = {
     Interaction: ttls.interaction,
   },
   interactions: {
+    policy,
     url: (_ctx, interaction) => `${mountPath}/interaction/${interaction.uid}`,
+  },
+  // Access tokens carry the login's acr (in a JWT's payload, or, for opaque tokens, in what
+  // introspection returns), so that a test API can ask for a stronger login.
+  async extraTokenClaims(ctx, token) {
+    if (acrValues.length === 0 || token.kind !== 'AccessToken') return undefined;
+    const entities = ctx?.oidc?.entities ?? {};
+    const acr = entities.AuthorizationCode?.acr ?? entities.RefreshToken?.acr;
+    return acr ? { acr } : undefined;
   },
   async findAccount(_ctx, sub) {
     const user = users.get(sub);
@@ -451,8 +497,10 @@ async function interactionRoutes(ctx) {
   ctx.set('Cache-Control', 'no-store');
   const { prompt, params } = details;
 
-  const finish = async (result) => {
-    const returnTo = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
+  // merge: keep this flow's login in a later interaction's result (consent), so that the
+  // acr_values check sees that the user has just signed in (with acr values only).
+  const finish = async (result, merge = false) => {
+    const returnTo = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: merge });
     ctx.status = 303;
     ctx.redirect(returnTo);
   };
@@ -487,7 +535,9 @@ async function interactionRoutes(ctx) {
       return;
     }
     stats.logins += 1;
-    await finish({ login: { accountId: user.id, remember: true } });
+    const acr = loginACR(user, params.acr_values);
+    // ts: a later merge of this result (see finish) keeps the time of this login.
+    await finish({ login: { accountId: user.id, remember: true, ts: Math.floor(Date.now() / 1000), ...(acr ? { acr } : undefined) } });
     return;
   }
 
@@ -517,7 +567,7 @@ async function interactionRoutes(ctx) {
       }
     }
     const grantId = await grant.save();
-    await finish({ consent: existing ? {} : { grantId } });
+    await finish({ consent: existing ? {} : { grantId } }, acrValues.length > 0);
     return;
   }
 

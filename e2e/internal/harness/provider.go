@@ -73,11 +73,19 @@ type ProviderConfig struct {
 	// request need a request_uri (require_pushed_authorization_requests).
 	PAR string
 
+<<<<<<< HEAD
 	// ExchangeAudiences are the audiences (or resources) a token exchange (RFC 8693,
 	// grant type urn:ietf:params:oauth:grant-type:token-exchange, registered in the
 	// provider for this) may issue tokens for. A client needs that grant type in its
 	// GrantTypes to use it.
 	ExchangeAudiences []string
+=======
+	// ACRValues are the authentication context classes (acr) the provider offers, weakest
+	// first (acr_values_supported). Empty: logins and tokens carry no acr. With them, a
+	// login gets the first of the request's acr_values its user may reach (User.ACR), else
+	// the user's weakest, and access tokens carry that acr (introspection, JWT payload).
+	ACRValues []string
+>>>>>>> i-stepup-js
 
 	// Clients registered at the provider (at least one). See BFFClient.
 	Clients []Client
@@ -136,6 +144,9 @@ type User struct {
 	ID       string         `json:"id"`
 	Password string         `json:"password"`
 	Claims   map[string]any `json:"claims,omitempty"`
+	// ACR lists the acr values (of ProviderConfig.ACRValues) this user can reach, weakest
+	// first; empty means only the provider's weakest.
+	ACR []string `json:"acr,omitempty"`
 }
 
 // Resource is a resource server (RFC 8707). Tokens for it are JWTs unless AccessTokenFormat
@@ -347,7 +358,11 @@ type jsonConfig struct {
 	SessionTTL           int             `json:"sessionTTL,omitempty"`
 	RotateRefreshToken   bool            `json:"rotateRefreshToken"`
 	PAR                  string          `json:"par,omitempty"`
+<<<<<<< HEAD
 	ExchangeAudiences    []string        `json:"exchangeAudiences,omitempty"`
+=======
+	ACRValues            []string        `json:"acrValues,omitempty"`
+>>>>>>> i-stepup-js
 	Clients              []Client        `json:"clients"`
 	Users                []User          `json:"users"`
 	Resources            []jsonResource  `json:"resources,omitempty"`
@@ -386,7 +401,11 @@ func startProvider(t testing.TB, root string, cfg ProviderConfig, port int) (*Pr
 		SessionTTL:           seconds(cfg.SessionTTL),
 		RotateRefreshToken:   !cfg.DisableRefreshTokenRotation,
 		PAR:                  cfg.PAR,
+<<<<<<< HEAD
 		ExchangeAudiences:    cfg.ExchangeAudiences,
+=======
+		ACRValues:            cfg.ACRValues,
+>>>>>>> i-stepup-js
 		Clients:              cfg.Clients,
 		Users:                users,
 		TokenLog:             filepath.Join(dir, "tokens.jsonl"),
