@@ -230,6 +230,7 @@ func (g *Gateway) writeJSONError(w http.ResponseWriter, he *httpError, id string
 	}
 	if he.stepUp != nil {
 		he.stepUpFields(body)
+		w.Header().Set("WWW-Authenticate", he.stepUp.challenge())
 	}
 	writeJSON(w, he.status, body)
 }

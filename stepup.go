@@ -73,6 +73,19 @@ func parseStepUp(acrValues, maxAge string, hasMaxAge bool) (su stepUp, ok bool) 
 	return su, true
 }
 
+// challenge is su as an RFC 9470 WWW-Authenticate value. Its values passed
+// parseStepUp, so they need no escaping.
+func (su stepUp) challenge() string {
+	c := `Bearer error="insufficient_user_authentication"`
+	if len(su.ACR) > 0 {
+		c += `, acr_values="` + strings.Join(su.ACR, " ") + `"`
+	}
+	if su.HasMaxAge {
+		c += ", max_age=" + strconv.FormatInt(int64(su.MaxAge/time.Second), 10)
+	}
+	return c
+}
+
 // params is su as authorization request parameters.
 func (su stepUp) params(out url.Values) {
 	if len(su.ACR) > 0 {
@@ -194,6 +207,9 @@ func (g *Gateway) stepUpChallenge(in *http.Request, resp *http.Response) {
 	h.Set("Cache-Control", "no-store")
 	h.Del("Content-Encoding")
 	h.Del("Transfer-Encoding")
+	// The challenge stays (a 401 has one), rebuilt from what was read: the upstream's
+	// error_description and anything else it wrote there do not reach the browser.
+	h.Set("WWW-Authenticate", su.challenge())
 	g.audit(in, evStepUpRequired, nil, slog.String("source", "upstream"))
 }
 

@@ -52,6 +52,9 @@ func TestUpstreamStepUpChallenge(t *testing.T) {
 	if strings.Contains(r.body, "secret-looking") || r.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("the upstream's body or type came through: %s %s", r.Header.Get("Content-Type"), r.body)
 	}
+	if got := r.Header.Get("WWW-Authenticate"); got != `Bearer error="insufficient_user_authentication", acr_values="gold platinum", max_age=300` {
+		t.Fatalf("WWW-Authenticate %q: want the challenge rebuilt without the upstream's text", got)
+	}
 	// A Referer from another site is no return address.
 	r = b.do("GET", "/api/pay", nil, "X-CSRF", "1", "Accept", "application/json", "Referer", "https://evil.example/x")
 	if login := decode(t, r)["login_url"].(string); strings.Contains(login, "returnUrl") {
@@ -134,6 +137,9 @@ func TestRouteStepUpRules(t *testing.T) {
 	wantJSONError(t, r, http.StatusUnauthorized, "step_up_required", "insufficient_user_authentication")
 	if m := decode(t, r); m["acr_values"] != "gold" || m["max_age"] != float64(300) {
 		t.Fatalf("step-up body %v", m)
+	}
+	if got := r.Header.Get("WWW-Authenticate"); got != `Bearer error="insufficient_user_authentication", acr_values="gold", max_age=300` {
+		t.Fatalf("WWW-Authenticate %q", got)
 	}
 	if n := up.count(); n != 1 {
 		t.Fatalf("%d requests reached the upstream, want 1 (the /api/ one)", n)
