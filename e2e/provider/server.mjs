@@ -286,6 +286,11 @@ const configuration = {
   rotateRefreshToken: cfg.rotateRefreshToken !== false,
   features: {
     devInteractions: { enabled: false },
+    // RFC 9449: on, as oidc-provider has it; dpopNonce: true makes every proof need a
+    // server nonce (use_dpop_nonce first).
+    dPoP: cfg.dpopNonce
+      ? { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => true }
+      : { enabled: true },
     // RFC 9126: offered by default, as oidc-provider does; "off" or "required" by config.
     pushedAuthorizationRequests: {
       enabled: cfg.par !== 'off',

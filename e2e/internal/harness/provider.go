@@ -73,19 +73,22 @@ type ProviderConfig struct {
 	// request need a request_uri (require_pushed_authorization_requests).
 	PAR string
 
-<<<<<<< HEAD
 	// ExchangeAudiences are the audiences (or resources) a token exchange (RFC 8693,
 	// grant type urn:ietf:params:oauth:grant-type:token-exchange, registered in the
 	// provider for this) may issue tokens for. A client needs that grant type in its
 	// GrantTypes to use it.
 	ExchangeAudiences []string
-=======
+
+	// DPoPNonce makes the provider (which does DPoP, RFC 9449, whenever a request carries
+	// a proof) require a server nonce in every proof: a proof without it gets 400
+	// use_dpop_nonce with a DPoP-Nonce header.
+	DPoPNonce bool
+
 	// ACRValues are the authentication context classes (acr) the provider offers, weakest
 	// first (acr_values_supported). Empty: logins and tokens carry no acr. With them, a
 	// login gets the first of the request's acr_values its user may reach (User.ACR), else
 	// the user's weakest, and access tokens carry that acr (introspection, JWT payload).
 	ACRValues []string
->>>>>>> i-stepup-js
 
 	// Clients registered at the provider (at least one). See BFFClient.
 	Clients []Client
@@ -358,11 +361,9 @@ type jsonConfig struct {
 	SessionTTL           int             `json:"sessionTTL,omitempty"`
 	RotateRefreshToken   bool            `json:"rotateRefreshToken"`
 	PAR                  string          `json:"par,omitempty"`
-<<<<<<< HEAD
 	ExchangeAudiences    []string        `json:"exchangeAudiences,omitempty"`
-=======
+	DPoPNonce            bool            `json:"dpopNonce,omitempty"`
 	ACRValues            []string        `json:"acrValues,omitempty"`
->>>>>>> i-stepup-js
 	Clients              []Client        `json:"clients"`
 	Users                []User          `json:"users"`
 	Resources            []jsonResource  `json:"resources,omitempty"`
@@ -401,11 +402,9 @@ func startProvider(t testing.TB, root string, cfg ProviderConfig, port int) (*Pr
 		SessionTTL:           seconds(cfg.SessionTTL),
 		RotateRefreshToken:   !cfg.DisableRefreshTokenRotation,
 		PAR:                  cfg.PAR,
-<<<<<<< HEAD
 		ExchangeAudiences:    cfg.ExchangeAudiences,
-=======
+		DPoPNonce:            cfg.DPoPNonce,
 		ACRValues:            cfg.ACRValues,
->>>>>>> i-stepup-js
 		Clients:              cfg.Clients,
 		Users:                users,
 		TokenLog:             filepath.Join(dir, "tokens.jsonl"),
