@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -50,12 +51,18 @@ func Parse(der []byte) (*Key, error) {
 }
 
 func fromPrivate(priv *ecdsa.PrivateKey) (*Key, error) {
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: priv},
-		(&jose.SignerOptions{EmbedJWK: true}).WithType("dpop+jwt"))
+	pub := jose.JSONWebKey{Key: &priv.PublicKey}
+	// The public JWK goes into every proof's header: marshalled once here, not by the
+	// signer for each proof (go-jose's EmbedJWK does that every time).
+	jwk, err := pub.MarshalJSON()
 	if err != nil {
 		return nil, err
 	}
-	pub := jose.JSONWebKey{Key: &priv.PublicKey}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: priv},
+		(&jose.SignerOptions{}).WithType("dpop+jwt").WithHeader("jwk", json.RawMessage(jwk)))
+	if err != nil {
+		return nil, err
+	}
 	tp, err := pub.Thumbprint(crypto.SHA256)
 	if err != nil {
 		return nil, err
