@@ -25,11 +25,12 @@ const (
 	evRateLimited       = "rate_limited"
 	evRouteDenied       = "route_denied"
 	evAdminDenied       = "admin_denied"
+	evStepUpRequired    = "step_up_required"
 )
 
 // auditEvents lists every event, for the metric's label values and the docs' test.
 var auditEvents = []string{evLoginStarted, evLoginSucceeded, evLoginFailed, evLogout, evRefreshSucceeded,
-	evRefreshFailed, evSessionExpired, evSessionRevoked, evBackchannelLogout, evCSRFRejected, evRateLimited, evRouteDenied, evAdminDenied}
+	evRefreshFailed, evSessionExpired, evSessionRevoked, evBackchannelLogout, evCSRFRejected, evRateLimited, evRouteDenied, evAdminDenied, evStepUpRequired}
 
 // audit writes one audit event. r may be nil (work not tied to a browser request) and so
 // may s. Fields: event, subject, session (the session's public handle, never the cookie),
@@ -72,6 +73,8 @@ func (g *Gateway) auditFailure(r *http.Request, route string, err error) {
 	switch {
 	case he.code == "csrf_rejected":
 		g.audit(r, evCSRFRejected, he.sess, slog.String("route", route), slog.String("reason", he.reason))
+	case he.code == "step_up_required":
+		g.audit(r, evStepUpRequired, he.sess, slog.String("route", route), slog.String("source", "route"))
 	case he == errForbiddenClaims || he.reason == "claims":
 		g.audit(r, evRouteDenied, he.sess, slog.String("route", route), slog.String("reason", "claims"))
 	}

@@ -41,7 +41,16 @@ func benchGateway(b *testing.B, transport http.RoundTripper, upstreamURL string)
 
 func benchGatewayWith(b *testing.B, transport http.RoundTripper, upstreamURL string, mutate ...func(*gatehouse.Config)) (http.Handler, string, string) {
 	b.Helper()
+	return benchGatewayKnobs(b, transport, upstreamURL, nil, mutate...)
+}
+
+// benchGatewayKnobs is benchGatewayWith against a fake provider with these knobs.
+func benchGatewayKnobs(b *testing.B, transport http.RoundTripper, upstreamURL string, knobs func(*idptest.Knobs), mutate ...func(*gatehouse.Config)) (http.Handler, string, string) {
+	b.Helper()
 	idp := idptest.New(b)
+	if knobs != nil {
+		idp.Set(knobs)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/gatehouse-bff/gatehouse/idp"
+	"github.com/gatehouse-bff/gatehouse/internal/dpop"
 	"github.com/gatehouse-bff/gatehouse/session"
 )
 
@@ -59,7 +60,18 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 		return errLoginMalformed
 	}
 
-	ctx, span := g.startSpan(r.Context(), "code_exchange") // the token request, the ID token's keys, userinfo
+	ctx := r.Context()
+	var dpopKey []byte
+	if g.config().Provider.DPoP {
+		// The session's own key pair, made now: the code exchange proves it, and the
+		// tokens the provider binds to it are useless without it.
+		k, err := dpop.NewKey()
+		if err != nil {
+			return errStoreDown.with(err)
+		}
+		ctx, dpopKey = dpop.WithKey(ctx, k), k.Marshal()
+	}
+	ctx, span := g.startSpan(ctx, "code_exchange") // the token request, the ID token's keys, userinfo
 	tokens, id, err := g.idp.Exchange(ctx, code, f.Verifier, f.Nonce)
 	endSpan(span, err)
 	if err != nil {
@@ -75,6 +87,14 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 			cause: err, level: slog.LevelWarn}
 	}
 
+	if unmet := f.stepUp().unmet(id.Claims, g.now(), g.config().Provider.ClockSkew); unmet != "" {
+		// The provider signed the user in, but not as strongly or as recently as the
+		// action that asked for this login needs: no session, the old one stays.
+		g.metrics.logins.WithLabelValues("rejected").Inc()
+		return &httpError{status: http.StatusForbidden, code: "step_up_failed", reason: unmet,
+			title: "Sign-in not strong enough", level: slog.LevelWarn,
+			message: "The sign-in did not meet what this action needs (a stronger or more recent sign-in). Please try again."}
+	}
 	claims := id.Claims
 	for _, c := range protocolClaims {
 		delete(claims, c)
@@ -84,7 +104,7 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 		Subject: id.Subject, Issuer: g.idp.Issuer(), ProviderSID: id.SID,
 		UserAgent: userAgent(r), IP: g.clientIP(r),
 		Claims: claims, ClaimsAt: g.now(), IDToken: tokens.IDToken,
-		Token: tokenFrom(tokens, g.now()),
+		Token: tokenFrom(tokens, g.now()), DPoPKey: dpopKey,
 	}
 	if !tokens.RefreshExpiry.IsZero() {
 		s.ExpiresAt = tokens.RefreshExpiry // a session never outlives its refresh token

@@ -136,9 +136,20 @@ type ProviderConfig struct {
 	ClientKey    crypto.Signer `gatehouse:"client_key_file"`
 	ClientKeyID  string        `gatehouse:"client_key_id"`
 	ClientKeyAlg string        `gatehouse:"client_key_alg"`
+	// ClientAssertionAudience is the aud of client assertions (client_assertion_audience):
+	// "endpoint" (default: the URL the assertion is sent to) or "issuer" (RFC 7523bis).
+	ClientAssertionAudience string `gatehouse:"client_assertion_audience"`
 	// AuthMethod: client_secret_basic, client_secret_post or private_key_jwt
 	// (token_endpoint_auth_method). Default: chosen from the credentials and discovery.
 	AuthMethod string `gatehouse:"token_endpoint_auth_method"`
+	// PAR is when logins push their authorization request to the provider first (RFC
+	// 9126, par): "auto" (default: when the provider advertises an endpoint), "always"
+	// (refuse a provider without one) or "never" (unless the provider requires it).
+	PAR string `gatehouse:"par"`
+	// DPoP asks for sender-constrained tokens (RFC 9449, dpop): each session gets its
+	// own key pair at login, kept only in its sealed record, and every token request of
+	// the session carries a proof of it. Routes that send such a token need DPoP too.
+	DPoP bool `gatehouse:"dpop"`
 	// Scopes requested at login (scopes). Default: openid profile email offline_access.
 	Scopes []string `gatehouse:"scopes"`
 	// AuthParams are extra authorization request parameters (auth_params), e.g.
@@ -279,7 +290,26 @@ const (
 	TokenUserOrClient TokenMode = "user_or_client" // the session's token, else the client's
 	TokenUserOrNone   TokenMode = "user_or_none"   // the session's token, else none
 	TokenNone         TokenMode = "none"           // no token
+	// TokenExchange sends a token obtained by exchanging the user's (RFC 8693) for the
+	// route's Exchange; 401 without a session.
+	TokenExchange TokenMode = "exchange"
 )
+
+// ExchangeConfig describes the token a route with token: exchange gets (exchange:):
+// the session's access token (or ID token) traded at the provider's token endpoint for
+// one with this audience, resource and scopes (RFC 8693). It is kept in the session
+// until it expires and then exchanged again, once, even under concurrent requests.
+type ExchangeConfig struct {
+	Audience string   `gatehouse:"audience"` // audience parameter
+	Resource string   `gatehouse:"resource"` // resource parameter (an absolute URI)
+	Scopes   []string `gatehouse:"scopes"`   // scope parameter
+	// RequestedTokenType is sent as requested_token_type when set (requested_token_type),
+	// e.g. urn:ietf:params:oauth:token-type:jwt. The answer must still be a Bearer token.
+	RequestedTokenType string `gatehouse:"requested_token_type"`
+	// SubjectToken is what is exchanged (subject_token): "access_token" (default) or
+	// "id_token".
+	SubjectToken string `gatehouse:"subject_token"`
+}
 
 // Route sends requests under a path prefix to an upstream API (routes:).
 type Route struct {
@@ -304,6 +334,12 @@ type Route struct {
 	Resource string
 	// Scopes down-scope the token for this route (scopes).
 	Scopes []string
+	// Exchange is the token of a route with Token TokenExchange (exchange).
+	Exchange *ExchangeConfig
+	// DPoP sends a DPoP-bound token as "Authorization: DPoP" with a fresh proof for each
+	// request (dpop). A route without it refuses (502) to forward a bound token: the
+	// upstream could not use it.
+	DPoP bool `gatehouse:"dpop"`
 	// ForwardCookies are browser cookies passed to the upstream (forward_cookies).
 	// Gatehouse's own cookies never are. Default: none.
 	ForwardCookies []string
@@ -337,6 +373,13 @@ type Rule struct {
 	Claim    string
 	Contains []string // all of these (contains)
 	AnyOf    []string // at least one of these (any_of)
+
+	// ACR and MaxAge, each a rule of its own (without Claim), ask for a login of one of
+	// these acr values (acr) or no older than this (max_age). When they do not hold the
+	// SPA gets 401 step_up_required with a login_url that asks the provider for it (RFC
+	// 9470), instead of 403.
+	ACR    []string
+	MaxAge time.Duration
 }
 
 // FrontendConfig serves the SPA from the same origin (frontend:).
@@ -518,6 +561,16 @@ func (c Config) Validate() error {
 	default:
 		bad("provider.token_endpoint_auth_method", "%q is not one of client_secret_basic, client_secret_post, private_key_jwt", p.AuthMethod)
 	}
+	switch p.ClientAssertionAudience {
+	case "", "endpoint", "issuer":
+	default:
+		bad("provider.client_assertion_audience", "%q is not endpoint or issuer", p.ClientAssertionAudience)
+	}
+	switch p.PAR {
+	case "", "auto", "always", "never":
+	default:
+		bad("provider.par", "%q is not one of auto, always, never", p.PAR)
+	}
 	if !slices.Contains(p.Scopes, "openid") {
 		bad("provider.scopes", "must include openid")
 	}
@@ -633,9 +686,32 @@ func (c Config) Validate() error {
 			bad(f("upstream"), "%q is not an absolute http(s) URL without query or credentials", r.Upstream)
 		}
 		switch r.Token {
-		case TokenUser, TokenClient, TokenUserOrClient, TokenUserOrNone, TokenNone:
+		case TokenUser, TokenClient, TokenUserOrClient, TokenUserOrNone, TokenNone, TokenExchange:
 		default:
-			bad(f("token"), "%q is not one of user, client, user_or_client, user_or_none, none", r.Token)
+			bad(f("token"), "%q is not one of user, client, user_or_client, user_or_none, none, exchange", r.Token)
+		}
+		switch x := r.Exchange; {
+		case x == nil && r.Token == TokenExchange:
+			bad(f("exchange"), "is required with token: exchange (audience, resource or scopes of the token to get)")
+		case x == nil:
+		case r.Token != TokenExchange:
+			bad(f("exchange"), "needs token: exchange")
+		case r.Audience != "" || r.Resource != "" || len(r.Scopes) > 0:
+			bad(f("token"), "exchange takes its audience, resource and scopes in exchange:, not on the route")
+		case x.Audience == "" && x.Resource == "" && len(x.Scopes) == 0:
+			bad(f("exchange"), "needs audience, resource or scopes: what the exchanged token is for")
+		default:
+			if x.Resource != "" {
+				if u, err := url.Parse(x.Resource); err != nil || !u.IsAbs() || u.Fragment != "" {
+					bad(f("exchange.resource"), "%q must be an absolute URI without fragment (RFC 8707)", x.Resource)
+				}
+			}
+			if x.SubjectToken != "" && x.SubjectToken != "access_token" && x.SubjectToken != "id_token" {
+				bad(f("exchange.subject_token"), "%q is not access_token or id_token", x.SubjectToken)
+			}
+			if t := x.RequestedTokenType; t != "" && !strings.HasPrefix(t, "urn:") {
+				bad(f("exchange.requested_token_type"), "%q is not a token type URI (urn:ietf:params:oauth:token-type:…)", t)
+			}
 		}
 		if (r.Audience != "" || r.Resource != "" || len(r.Scopes) > 0) && r.Token == TokenNone {
 			bad(f("token"), "none cannot be combined with audience, resource or scopes")
@@ -665,11 +741,29 @@ func (c Config) Validate() error {
 			}
 		}
 		for j, rule := range r.Require {
-			if rule.Claim == "" {
-				bad(f(fmt.Sprintf("require[%d].claim", j)), "is required")
+			at := fmt.Sprintf("require[%d]", j)
+			kinds := 0
+			for _, set := range []bool{rule.Claim != "", len(rule.ACR) > 0, rule.MaxAge != 0} {
+				if set {
+					kinds++
+				}
 			}
-			if len(rule.Contains) == 0 && len(rule.AnyOf) == 0 {
-				bad(f(fmt.Sprintf("require[%d]", j)), "needs contains or any_of")
+			switch {
+			case rule.Claim == "" && (len(rule.Contains) > 0 || len(rule.AnyOf) > 0):
+				bad(f(at+".claim"), "is required with contains or any_of")
+			case kinds == 0:
+				bad(f(at), "needs claim (with contains or any_of), acr or max_age")
+			case kinds > 1:
+				bad(f(at), "is one rule: claim, acr or max_age, not several (write one rule each)")
+			case rule.Claim != "" && len(rule.Contains) == 0 && len(rule.AnyOf) == 0:
+				bad(f(at), "needs contains or any_of")
+			case rule.MaxAge < 0 || rule.MaxAge > maxStepUpAge:
+				bad(f(at+".max_age"), "must be between 1s and 366 days")
+			case rule.MaxAge != 0 && rule.MaxAge < time.Second:
+				bad(f(at+".max_age"), "must be at least 1s")
+			}
+			if su, ok := parseStepUp(strings.Join(rule.ACR, " "), "", false); !ok || !slices.Equal(su.ACR, rule.ACR) {
+				bad(f(at+".acr"), "holds a value that is empty, repeated, has spaces or quotes, or too many values")
 			}
 		}
 		if len(r.Require) > 0 && (r.Token == TokenClient || r.Token == TokenNone) {

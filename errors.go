@@ -41,6 +41,10 @@ type httpError struct {
 	level slog.Level
 	// sess is the session the request had, if any, for the audit log.
 	sess *session.Session
+	// stepUp, when set, is the login an action needs (401 step_up_required): its JSON
+	// names it and the login_url that asks for it, returning to stepUpReturn.
+	stepUp       *stepUp
+	stepUpReturn string
 }
 
 func (e *httpError) Error() string {
@@ -214,7 +218,7 @@ func (g *Gateway) failUpstream(w http.ResponseWriter, r *http.Request, err error
 // writeJSONError writes he's body; id, the request id, lets a user's report be matched
 // with the logs.
 func (g *Gateway) writeJSONError(w http.ResponseWriter, he *httpError, id string) {
-	body := map[string]string{"error": he.code}
+	body := map[string]any{"error": he.code}
 	if id != "" {
 		body["request_id"] = id
 	}
@@ -223,6 +227,10 @@ func (g *Gateway) writeJSONError(w http.ResponseWriter, he *httpError, id string
 	}
 	if he.login {
 		body["login_url"] = "/bff/login"
+	}
+	if he.stepUp != nil {
+		he.stepUpFields(body)
+		w.Header().Set("WWW-Authenticate", he.stepUp.challenge())
 	}
 	writeJSON(w, he.status, body)
 }

@@ -87,6 +87,7 @@ type Gateway struct {
 
 	refreshes     flight.Group[*session.Session]
 	clientTokens  clientTokens
+	dpopKeys      dpopKeys
 	revokeRetries revokeRetries
 
 	cspConfigured bool // frontend.csp was set explicitly
@@ -139,8 +140,9 @@ func New(cfg Config) (*Gateway, error) {
 	var err error
 	g.idp, err = idp.New(idp.Config{
 		Issuer: p.Issuer, DiscoveryURL: p.DiscoveryURL, ClientID: p.ClientID, ClientSecret: p.ClientSecret,
-		ClientKey: p.ClientKey, ClientKeyID: p.ClientKeyID, ClientKeyAlg: p.ClientKeyAlg, AuthMethod: p.AuthMethod,
-		RedirectURL: g.origin + "/bff/callback", Scopes: p.Scopes, EndSessionURL: p.EndSessionURL,
+		ClientKey: p.ClientKey, ClientKeyID: p.ClientKeyID, ClientKeyAlg: p.ClientKeyAlg, AuthMethod: p.AuthMethod, PAR: p.PAR,
+		AssertionAudience: p.ClientAssertionAudience,
+		RedirectURL:       g.origin + "/bff/callback", Scopes: p.Scopes, EndSessionURL: p.EndSessionURL,
 		RequireIssuerParam: p.RequireIssuerParam, SigningAlgs: p.SigningAlgs, ClockSkew: p.ClockSkew,
 		SkipUserinfo: p.SkipUserinfo, DefaultTokenLifetime: p.DefaultTokenLifetime,
 		TrustedAudiences: p.TrustedAudiences, Logger: g.log,
@@ -178,7 +180,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.proxy = upstream.New(upstream.Config{
 		Transport: upstreamTransport, PublicURL: g.public, TrustedProxies: cfg.TrustedProxies,
 		ProtectedCookie: g.isOwnCookie, DropHeaders: []string{cfg.CSRF.Header}, Logger: g.log,
-		ErrorHandler: g.failUpstream, OnStream: g.openTunnel,
+		ErrorHandler: g.failUpstream, OnStream: g.openTunnel, OnUnauthorized: g.stepUpChallenge,
 		StripHeaders: cfg.StripRequestHeaders, KeepHeaders: cfg.AllowRequestHeaders,
 	})
 	g.run.Store(newRunning(cfg))

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/gatehouse-bff/gatehouse/idp"
 	"github.com/gatehouse-bff/gatehouse/session"
 )
 
@@ -31,6 +32,19 @@ type flow struct {
 	// provider on another site, does not. Only a session whose cookie opened it at
 	// /bff/login is recorded, and the flow is sealed, so a flow names no one else's session.
 	Previous string `json:"p,omitempty"`
+	// ACR and MaxAge (seconds; -1 for none) are a step-up request's: the callback refuses
+	// a login that does not deliver them.
+	ACR    []string `json:"a,omitempty"`
+	MaxAge *int64   `json:"m,omitempty"`
+}
+
+// stepUp is what the flow's login must deliver.
+func (f *flow) stepUp() stepUp {
+	su := stepUp{ACR: f.ACR}
+	if f.MaxAge != nil {
+		su.MaxAge, su.HasMaxAge = time.Duration(*f.MaxAge)*time.Second, true
+	}
+	return su
 }
 
 // maxFlowCookies bounds the flow cookies one browser may hold (one per tab logging in).
@@ -52,21 +66,35 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request, _ *session
 		ReturnURL: localPath(q.Get("returnUrl")),
 		Created:   g.now(),
 	}
+	// A step-up (RFC 9470): acr_values and max_age are taken whatever
+	// allowed_auth_params says, because the callback then holds the login to them.
+	su, ok := parseStepUp(q.Get("acr_values"), q.Get("max_age"), q.Has("max_age"))
+	if !ok {
+		return errBadRequest("login_invalid_step_up", "This sign-in link asks for a sign-in strength Gatehouse cannot read. Please go back and try again.")
+	}
+	f.ACR = su.ACR
+	if su.HasMaxAge {
+		n := int64(su.MaxAge / time.Second)
+		f.MaxAge = &n
+	}
 	if c := g.sessionCookie(r); c != "" {
 		// Best effort: a store that cannot answer now fails the PutFlow below anyway.
 		if prev, err := g.sessions.Load(r.Context(), c); err == nil {
 			f.Previous = prev.Handle
 		}
 	}
-	state := randomString(24)
-	authURL, err := g.idp.AuthCodeURL(r.Context(), state, f.Nonce, f.Verifier, g.authParams(q))
-	if err != nil {
-		return errProviderDown.with(err)
-	}
-	// Last, so that requests the per-client limits refuse take nothing from everyone's
-	// bucket.
+	// After the per-client limits (which refuse before this handler runs), so that what
+	// they refuse takes nothing from everyone's bucket; before the authorization request,
+	// which with PAR is a request to the provider: the bucket bounds those too.
 	if err := g.limitPendingFlows(w, r); err != nil {
 		return err
+	}
+	state := randomString(24)
+	params := g.authParams(q)
+	su.params(params)
+	authURL, err := g.idp.AuthCodeURL(r.Context(), state, f.Nonce, f.Verifier, params)
+	if err != nil {
+		return authorizationFailed(err)
 	}
 	plain, _ := json.Marshal(f)
 	key, err := g.sessions.PutFlow(r.Context(), state, plain, cfg.Session.FlowTimeout)
@@ -95,6 +123,17 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request, _ *session
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	http.Redirect(w, r, authURL, http.StatusFound)
 	return nil
+}
+
+// authorizationFailed answers a login whose authorization request could not be made: 503
+// (with the provider's Retry-After) when discovery or a pushed request could not reach a
+// provider that is down or busy, 502 when the provider refused the pushed request.
+func authorizationFailed(err error) *httpError {
+	var te *idp.TokenError
+	if errors.As(err, &te) && errors.Is(err, idp.ErrRefused) {
+		return providerError(err)
+	}
+	return providerDown(err)
 }
 
 // authParams merges the configured authorization parameters with those the login

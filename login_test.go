@@ -178,15 +178,23 @@ func TestAuthParams(t *testing.T) {
 		c.Provider.AllowedAuthParams = []string{"prompt", "login_hint", "max_age"}
 	})
 	b := e.browser()
-	r := b.get("/bff/login?prompt=login&login_hint=alice%40example.com&max_age=abc&acr_values=gold&state=evil&redirect_uri=https://evil")
+	r := b.get("/bff/login?prompt=login&login_hint=alice%40example.com&ui_locales=fr&state=evil&redirect_uri=https://evil")
 	u, _ := url.Parse(r.Header.Get("Location"))
 	q := u.Query()
 	if q.Get("prompt") != "consent login" || q.Get("login_hint") != "alice@example.com" || q.Get("audience") != "https://api.example" {
 		t.Fatalf("allowed parameters not passed: %v", q)
 	}
-	if q.Has("max_age") || q.Has("acr_values") || q.Get("state") == "evil" || q.Get("redirect_uri") != e.url+"/bff/callback" {
+	if q.Has("ui_locales") || q.Get("state") == "evil" || q.Get("redirect_uri") != e.url+"/bff/callback" {
 		t.Fatalf("a parameter passed that should not: %v", q)
 	}
+	// acr_values and max_age are step-up parameters: passed whatever the list says (the
+	// callback holds the login to them, TestStepUpLogin), refused when unreadable.
+	r = b.get("/bff/login?acr_values=gold&max_age=0")
+	u, _ = url.Parse(r.Header.Get("Location"))
+	if q := u.Query(); q.Get("acr_values") != "gold" || q.Get("max_age") != "0" {
+		t.Fatalf("step-up parameters not passed: %v", q)
+	}
+	wantStatus(t, b.get("/bff/login?max_age=abc"), http.StatusBadRequest)
 }
 
 func TestHeadDoesNotConsumeAFlow(t *testing.T) {

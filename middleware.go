@@ -55,6 +55,17 @@ func (s *Session) AccessTokenFor(ctx context.Context, resource, audience string)
 	return tok, nil
 }
 
+// ExchangedToken returns a token for another API obtained by exchanging the user's
+// token (RFC 8693) as x describes, cached in the session until it is about to expire.
+func (s *Session) ExchangedToken(ctx context.Context, x ExchangeConfig) (string, error) {
+	tok, cur, err := s.g.exchangedToken(ctx, nil, s.s, x)
+	if err != nil {
+		return "", err
+	}
+	s.s = cur
+	return tok, nil
+}
+
 // RequireSession lets a request through to next only with a live session and, like the
 // gateway's routes, passing the CSRF checks (the X-CSRF header and cross-origin
 // protection) — except a top-level page navigation, which cannot carry the header and

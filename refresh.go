@@ -87,7 +87,7 @@ func (g *Gateway) refresh(ctx context.Context, r *http.Request, s *session.Sessi
 		return nil, session.ErrExpired
 	}
 
-	t, err := g.idp.Refresh(ctx, cur.Token.RefreshToken, cur.Subject, opts)
+	t, err := g.idp.Refresh(g.dpopContext(ctx, cur), cur.Token.RefreshToken, cur.Subject, opts)
 	var te *idp.TokenError
 	switch {
 	case key != "" && errors.As(err, &te) && (te.Code == "invalid_target" || te.Code == "invalid_scope"):
@@ -129,7 +129,7 @@ func (g *Gateway) refresh(ctx context.Context, r *http.Request, s *session.Sessi
 	if t.IDToken != "" {
 		cur.IDToken = t.IDToken
 	}
-	g.refreshClaims(ctx, cur, t)
+	g.refreshClaims(g.dpopContext(ctx, cur), cur, t)
 	if !t.RefreshExpiry.IsZero() && t.RefreshExpiry.Before(cur.ExpiresAt) {
 		cur.ExpiresAt = t.RefreshExpiry
 	}

@@ -29,7 +29,7 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 	}
 	var s *session.Session
 	switch {
-	case rt.Token == TokenUser || len(rt.Require) > 0:
+	case rt.Token == TokenUser || rt.Token == TokenExchange || len(rt.Require) > 0:
 		var err error
 		if s, err = g.gate(w, r, sessionOrLogin); err != nil {
 			return err
@@ -55,6 +55,13 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 	} else if err := g.checkCSRF(r); err != nil {
 		return withSession(err, s)
 	}
+	// A login too weak or too old for the route (acr, max_age rules): the SPA is told to
+	// step up, before any token is minted for this request.
+	if len(rt.Require) > 0 {
+		if su := g.routeStepUp(rt.Require, s); su != nil {
+			return errStepUpRequired(*su, r, s)
+		}
+	}
 	// Claim rules that fail are final unless the token step is about to refresh (and so
 	// re-read the claims, refreshClaims): no token is minted for a user the rules refuse.
 	if len(rt.Require) > 0 && !rulesHold(rt.Require, s) && (s == nil || g.fresh(s.AccessTokenFor(rt.tokenKey()))) {
@@ -65,7 +72,7 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 	var err error
 	switch {
 	case s != nil:
-		token, s, err = g.userToken(r.Context(), r, s, rt.tokenKey(), rt.refreshOptions())
+		token, s, err = g.routeToken(r.Context(), r, s, rt)
 	case rt.Token == TokenClient || rt.Token == TokenUserOrClient:
 		token, err = g.clientToken(r.Context(), rt.tokenKey(), rt.refreshOptions())
 	}
@@ -84,19 +91,25 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 		// browser a raw connection to the upstream past every check of later requests.
 		r.Header.Del("Upgrade")
 	}
+	f := upstream.Forward{Target: rt.target, Token: token}
+	if s != nil && token != "" {
+		if err := g.forwardDPoP(&f, rt, s, s.AccessTokenFor(rt.tokenKey()).TokenType); err != nil {
+			return err
+		}
+	}
 	forwardingBody(w, r, rt)
-	g.forward(w, r, rt.target, token, p, s)
+	g.forward(w, r, f, p, s)
 	return nil
 }
 
-// forward sends r to t with token, and times it for gatehouse_proxy_request_seconds. p
+// forward sends r as f says (target, token), and times it for gatehouse_proxy_request_seconds. p
 // is the cleaned path that was matched: the request's own escaped form is kept only
 // when it decodes to exactly that path (so %2F inside a segment survives, while "..",
 // "//" and encoded dot segments never reach the upstream).
 //
 // s, when not nil, is the session the request was made in: a WebSocket or event stream
 // it opens is closed when the session ends (tunnels.go).
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *upstream.Target, token, p string, s *session.Session) {
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, f upstream.Forward, p string, s *session.Session) {
 	sw, ok := w.(*statusRecorder)
 	if !ok {
 		sw = &statusRecorder{ResponseWriter: w, status: http.StatusOK}
@@ -105,7 +118,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *upstream.Ta
 	if p == r.URL.Path {
 		rawPath = r.URL.RawPath
 	}
-	f := upstream.Forward{Target: t, Token: token, Path: p, RawPath: rawPath, ClientIP: g.clientIP(r)}
+	f.Path, f.RawPath, f.ClientIP = p, rawPath, g.clientIP(r)
 	if s != nil {
 		f.Owner = s
 	}
@@ -113,11 +126,23 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *upstream.Ta
 	g.proxy.Serve(sw, r, f)
 	d := time.Since(start)
 	sw.proxied, sw.upstream = true, d
-	g.metrics.observeProxy(t.Name, r.Method, sw.status, d)
+	g.metrics.observeProxy(f.Target.Name, r.Method, sw.status, d)
+}
+
+// routeToken returns the session's token for rt: the user's (for its audience), or an
+// exchanged one.
+func (g *Gateway) routeToken(ctx context.Context, r *http.Request, s *session.Session, rt *route) (string, *session.Session, error) {
+	if rt.Token == TokenExchange {
+		return g.exchangedToken(ctx, r, s, *rt.Exchange)
+	}
+	return g.userToken(ctx, r, s, rt.tokenKey(), rt.refreshOptions())
 }
 
 // tokenKey names the token a route uses within a session ("" for the login's token).
 func (rt *route) tokenKey() string {
+	if rt.Token == TokenExchange {
+		return exchangeKey(*rt.Exchange)
+	}
 	var parts []string
 	if rt.Resource != "" {
 		parts = append(parts, "resource="+rt.Resource)
@@ -159,6 +184,9 @@ func rulesHold(rules []Rule, s *session.Session) bool {
 		return false
 	}
 	for _, rule := range rules {
+		if rule.Claim == "" {
+			continue // acr and max_age rules: routeStepUp
+		}
 		have := claimValues(s, rule.Claim)
 		for _, want := range rule.Contains {
 			if !slices.Contains(have, want) {

@@ -216,7 +216,7 @@ func (tn *tunnel) check() {
 			// session can still get a new one. No request is behind this refresh, so it
 			// does not count as use of the session (the idle timeout still applies).
 			refreshed = true
-			_, cur, err = g.userToken(ctx, nil, cur, key, tn.rt.refreshOptions())
+			_, cur, err = g.routeToken(ctx, nil, cur, tn.rt)
 		}
 	}
 	unavailable := errors.Is(err, idp.ErrUnavailable) || errors.Is(err, session.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)

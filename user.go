@@ -13,6 +13,10 @@ type userResponse struct {
 	SID       string         `json:"sid"`
 	Session   sessionTimes   `json:"session"`
 	LogoutURL string         `json:"logout_url"`
+	// ACR and AuthTime are the login's strength and time (the acr and auth_time
+	// claims), when the provider sent them: what step-up compares.
+	ACR      string `json:"acr,omitempty"`
+	AuthTime int64  `json:"auth_time,omitempty"`
 }
 
 type sessionTimes struct {
@@ -28,6 +32,7 @@ func (g *Gateway) handleUser(w http.ResponseWriter, r *http.Request, s *session.
 		s = g.touch(r.Context(), s)
 	}
 	now := g.now()
+	acr, _ := s.Claims["acr"].(string)
 	writeJSON(w, http.StatusOK, userResponse{
 		Claims: s.Claims,
 		SID:    s.Handle,
@@ -37,6 +42,8 @@ func (g *Gateway) handleUser(w http.ResponseWriter, r *http.Request, s *session.
 			IdleExpiresIn: int64(g.sessions.IdleExpiry(s).Sub(now).Seconds()),
 		},
 		LogoutURL: "/bff/logout?sid=" + url.QueryEscape(s.Handle),
+		ACR:       acr,
+		AuthTime:  authTimeUnix(s.Claims),
 	})
 	return nil
 }

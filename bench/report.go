@@ -203,8 +203,8 @@ func (r *report) markdown() string {
 		fmt.Fprintf(&b, "| CPU of oidc-provider (Node.js) | %.2f ms |\n", l.CPUPerLoginMS["provider"])
 		fmt.Fprintf(&b, "| CPU of gatehouse | %.2f ms |\n", l.CPUPerLoginMS["gatehouse"])
 		fmt.Fprintf(&b, "| CPU of the client (Go, HTML forms, cookie jars) | %.2f ms |\n", l.CPUPerLoginMS["client"])
-		fmt.Fprintf(&b, "| provider requests: authorization, token, userinfo | %.1f, %.1f, %.1f |\n\n",
-			l.ProviderRequests["authorization"], l.ProviderRequests["token"], l.ProviderRequests["userinfo"])
+		fmt.Fprintf(&b, "| provider requests: pushed authorization (PAR), authorization, token, userinfo | %.1f, %.1f, %.1f, %.1f |\n\n",
+			l.ProviderRequests["pushed"], l.ProviderRequests["authorization"], l.ProviderRequests["token"], l.ProviderRequests["userinfo"])
 	}
 
 	if len(r.gobench) > 0 {

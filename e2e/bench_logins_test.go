@@ -118,6 +118,7 @@ routes:
 		},
 		ProviderRequests: map[string]float64{
 			"authorization": float64(st.AuthorizationRequests) / float64(n),
+			"pushed":        float64(st.PushedRequests) / float64(n),
 			"token":         float64(sum(st.TokenRequests)) / float64(n),
 			"userinfo":      float64(st.UserinfoRequests) / float64(n),
 		},

@@ -20,13 +20,15 @@ type stack struct {
 }
 
 type stackOpts struct {
-	accessTTL  time.Duration
-	extraYAML  string // appended to the gatehouse config
-	logYAML    string // appended to its log: block (indented by two spaces)
-	issuerPath string
-	store      string
-	port       int
-	jwks       json.RawMessage // the provider's private signing keys; default fresh ones
+	accessTTL    time.Duration
+	extraYAML    string // appended to the gatehouse config
+	providerYAML string // appended to its provider: block (indented by two spaces)
+	logYAML      string // appended to its log: block (indented by two spaces)
+	issuerPath   string
+	store        string
+	port         int
+	jwks         json.RawMessage // the provider's private signing keys; default fresh ones
+	par          string          // the provider's pushed authorization requests (harness.ProviderConfig.PAR)
 }
 
 func startStack(t *testing.T, o stackOpts) *stack {
@@ -37,7 +39,7 @@ func startStack(t *testing.T, o stackOpts) *stack {
 	}
 	public := fmt.Sprintf("http://127.0.0.1:%d", port)
 	idp := harness.StartProvider(t, harness.ProviderConfig{
-		IssuerPath: o.issuerPath, AccessTokenTTL: o.accessTTL, JWKS: o.jwks,
+		IssuerPath: o.issuerPath, AccessTokenTTL: o.accessTTL, JWKS: o.jwks, PAR: o.par,
 		Clients:   []harness.Client{harness.BFFClient(public)},
 		Resources: []harness.Resource{{Resource: "https://orders.example", Scope: "orders:read"}},
 	})
@@ -57,7 +59,7 @@ provider:
   auth_params: {prompt: consent}
   allowed_auth_params: [prompt, login_hint]
   refresh_lead: 2s
-session:
+%ssession:
   store: %s
 admin:
   listen: {{ADMIN}}
@@ -78,7 +80,7 @@ log:
     require:
       - claim: groups
         contains: admin
-%s`, port, public, idp.Issuer(), store, o.logYAML, api.URL, api.URL, api.URL, api.URL, o.extraYAML)
+%s`, port, public, idp.Issuer(), o.providerYAML, store, o.logYAML, api.URL, api.URL, api.URL, api.URL, o.extraYAML)
 	return &stack{idp: idp, api: api, gw: startGatehouse(t, port, cfg)}
 }
 

@@ -123,6 +123,11 @@ func startSecEnv(t *testing.T) *secEnv {
 		Clients: []harness.Client{harness.BFFClient(pub1), short},
 		Users:   users,
 		JWKS:    json.RawMessage(`{"keys":[` + string(jwk) + `]}`),
+		// The login cases attack what an authorization URL carries (state, PKCE,
+		// redirect_uri), so the provider offers no PAR: with it the URL would carry only a
+		// request_uri and they would pass without testing anything. PAR has its own tests
+		// (e2e/par_test.go).
+		PAR: "off",
 	})
 	e.up = startSecUpstream(t)
 

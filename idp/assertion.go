@@ -50,8 +50,13 @@ func (c *Client) assertionParams(d *discovered) url.Values {
 }
 
 // assertionParamsFor signs a fresh, short-lived client assertion (RFC 7523 §3) for an
-// endpoint: iss and sub are the client id, aud the endpoint, jti random.
-func (c *Client) assertionParamsFor(audience string) url.Values {
+// endpoint: iss and sub are the client id, aud the endpoint (or the issuer, with
+// AssertionAudienceIssuer), jti random.
+func (c *Client) assertionParamsFor(endpoint string) url.Values {
+	audience := endpoint
+	if c.cfg.AssertionAudience == AssertionAudienceIssuer {
+		audience = c.cfg.Issuer
+	}
 	alg, _ := assertionAlg(c.cfg.ClientKey, c.cfg.ClientKeyAlg) // checked in New
 	opts := (&jose.SignerOptions{}).WithType("JWT")
 	if c.cfg.ClientKeyID != "" {

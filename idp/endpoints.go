@@ -6,7 +6,7 @@ import (
 )
 
 // EndpointName names the provider endpoint a request URL is for, for metrics:
-// discovery, jwks, token, userinfo, revocation, end_session, or other. It is cheap
+// discovery, jwks, token, userinfo, revocation, end_session, par, or other. It is cheap
 // enough to call on every provider request.
 func (c *Client) EndpointName(u *url.URL) string {
 	if u == nil {
@@ -33,6 +33,8 @@ func (c *Client) EndpointName(u *url.URL) string {
 		return "revocation"
 	case d.meta.EndSessionEndpoint:
 		return "end_session"
+	case d.meta.PAREndpoint:
+		return "par"
 	}
 	return "other"
 }

@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -60,6 +61,23 @@ const (
 	AuthPrivateKeyJWT     = "private_key_jwt"
 )
 
+// The audiences a client assertion may name (Config.AssertionAudience).
+const (
+	AssertionAudienceEndpoint = "endpoint"
+	AssertionAudienceIssuer   = "issuer"
+)
+
+// When logins use pushed authorization requests (RFC 9126).
+const (
+	// PARAuto pushes when the provider advertises pushed_authorization_request_endpoint.
+	PARAuto = "auto"
+	// PARAlways pushes, and refuses a provider that advertises no PAR endpoint.
+	PARAlways = "always"
+	// PARNever sends the parameters in the authorization URL, unless the provider says
+	// require_pushed_authorization_requests.
+	PARNever = "never"
+)
+
 // Config describes the provider and this client's registration with it.
 type Config struct {
 	// Issuer is compared exactly with the discovery document and every token's "iss":
@@ -77,6 +95,11 @@ type Config struct {
 	ClientKey    crypto.Signer
 	ClientKeyID  string
 	ClientKeyAlg string
+	// AssertionAudience is the "aud" of client assertions: AssertionAudienceEndpoint (the
+	// default, ""): the URL of the endpoint the assertion is sent to, which every provider
+	// accepts; AssertionAudienceIssuer: the issuer identifier, as RFC 7523bis asks, for
+	// providers that accept it (oidc-provider, Keycloak).
+	AssertionAudience string
 	// AuthMethod is how the client authenticates at the token and revocation endpoints.
 	// Default: private_key_jwt with a ClientKey, otherwise client_secret_basic unless the
 	// provider only lists client_secret_post.
@@ -84,6 +107,12 @@ type Config struct {
 
 	RedirectURL string
 	Scopes      []string
+
+	// PAR says when the authorization request is pushed to the provider first (RFC
+	// 9126), so that the browser's redirect carries only client_id and request_uri:
+	// PARAuto (the default, ""), PARAlways or PARNever. A provider whose metadata says
+	// require_pushed_authorization_requests gets pushed requests whatever this says.
+	PAR string
 
 	// EndSessionURL replaces the provider's end_session_endpoint, for providers that have
 	// none in discovery or use other parameter names. It may hold the placeholders
@@ -139,6 +168,8 @@ type Metadata struct {
 	BackchannelLogoutSupported   bool     `json:"backchannel_logout_supported"`
 	IDTokenSigningAlgs           []string `json:"id_token_signing_alg_values_supported"`
 	RevocationEndpointAuthMethod []string `json:"revocation_endpoint_auth_methods_supported"`
+	PAREndpoint                  string   `json:"pushed_authorization_request_endpoint"`
+	RequirePAR                   bool     `json:"require_pushed_authorization_requests"`
 }
 
 // Client talks to one provider. Safe for concurrent use.
@@ -146,7 +177,8 @@ type Client struct {
 	cfg  Config
 	http *http.Client
 
-	pace pacer // per-endpoint Retry-After
+	pace   pacer      // per-endpoint Retry-After
+	nonces dpopNonces // per-origin DPoP-Nonce
 
 	mu         sync.Mutex
 	state      *discovered // nil until discovery succeeds
@@ -170,6 +202,7 @@ type discovered struct {
 	oauth      *oauth2.Config
 	authMethod string
 	algs       []string // accepted JWS algorithms for ID and logout tokens
+	par        bool     // authorization requests are pushed to meta.PAREndpoint
 }
 
 // New checks cfg and returns a Client. It does not contact the provider.
@@ -194,6 +227,16 @@ func New(cfg Config) (*Client, error) {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("idp: unknown client authentication method %q", cfg.AuthMethod))
+	}
+	switch cfg.AssertionAudience {
+	case "", AssertionAudienceEndpoint, AssertionAudienceIssuer:
+	default:
+		errs = append(errs, fmt.Errorf("idp: client assertion audience is %q; want endpoint or issuer", cfg.AssertionAudience))
+	}
+	switch cfg.PAR {
+	case "", PARAuto, PARAlways, PARNever:
+	default:
+		errs = append(errs, fmt.Errorf("idp: par is %q; want auto, always or never", cfg.PAR))
 	}
 	if cfg.ClientKey != nil {
 		if _, err := assertionAlg(cfg.ClientKey, cfg.ClientKeyAlg); err != nil {
@@ -357,6 +400,10 @@ func (c *Client) discover(ctx context.Context, old *discovered) (*discovered, er
 	if len(meta.CodeChallengeMethods) > 0 && !contains(meta.CodeChallengeMethods, "S256") {
 		return nil, fmt.Errorf("%w: discovery: the provider does not support PKCE S256", ErrRefused)
 	}
+	par, err := c.usePAR(meta)
+	if err != nil {
+		return nil, err
+	}
 
 	pc := oidc.ProviderConfig{
 		IssuerURL: meta.Issuer, AuthURL: meta.AuthorizationEndpoint, TokenURL: meta.TokenEndpoint,
@@ -378,6 +425,7 @@ func (c *Client) discover(ctx context.Context, old *discovered) (*discovered, er
 		provider: p,
 		keys:     ks,
 		algs:     pc.Algorithms,
+		par:      par,
 	}
 	// Audiences are checked by checkAudience too, stricter than go-oidc's membership test.
 	d.verifier = &verifier{c: c, d: d, v: oidc.NewVerifier(meta.Issuer, ks, &oidc.Config{ClientID: c.cfg.ClientID, SupportedSigningAlgs: pc.Algorithms, Now: now})}
@@ -393,6 +441,19 @@ func (c *Client) discover(ctx context.Context, old *discovered) (*discovered, er
 		d.oauth.Endpoint.AuthStyle = oauth2.AuthStyleInHeader
 	}
 	return d, nil
+}
+
+// usePAR decides from the metadata whether logins push their authorization requests.
+func (c *Client) usePAR(meta Metadata) (bool, error) {
+	switch {
+	case meta.PAREndpoint == "" && meta.RequirePAR:
+		return false, fmt.Errorf("%w: discovery: the provider requires pushed authorization requests but advertises no pushed_authorization_request_endpoint", ErrRefused)
+	case meta.PAREndpoint == "" && c.cfg.PAR == PARAlways:
+		return false, fmt.Errorf("%w: discovery: par is always, but the provider advertises no pushed_authorization_request_endpoint", ErrRefused)
+	case meta.PAREndpoint == "":
+		return false, nil
+	}
+	return meta.RequirePAR || c.cfg.PAR != PARNever, nil
 }
 
 func (c *Client) signingAlgs(meta Metadata) []string {
@@ -427,7 +488,10 @@ func (c *Client) authMethod(meta Metadata) string {
 }
 
 // AuthCodeURL returns the provider URL that starts a login: authorization code flow with
-// PKCE S256, state and nonce, plus extra parameters (provider quirks, prompt, …).
+// PKCE S256, state and nonce, plus extra parameters (provider quirks, prompt, …). With
+// pushed authorization requests (Config.PAR) it first posts the parameters to the
+// provider, authenticated as at the token endpoint, and the URL then carries only
+// client_id and the request_uri the provider returned.
 func (c *Client) AuthCodeURL(ctx context.Context, state, nonce, verifier string, extra url.Values) (string, error) {
 	d, err := c.discovered(ctx)
 	if err != nil {
@@ -441,13 +505,68 @@ func (c *Client) AuthCodeURL(ctx context.Context, state, nonce, verifier string,
 	q := u.Query()
 	for k, vs := range extra {
 		switch k {
-		case "state", "nonce", "code_challenge", "code_challenge_method", "client_id", "redirect_uri", "response_type", "scope":
+		case "state", "nonce", "code_challenge", "code_challenge_method", "client_id", "redirect_uri", "response_type", "scope", "request_uri", "request":
 			continue // never overridable
 		}
 		q[k] = vs // several values allowed: resource (RFC 8707) may repeat
 	}
+	if d.par {
+		uri, err := c.pushAuthorization(ctx, d, q)
+		if err != nil {
+			return "", err
+		}
+		// RFC 9126 §4: client_id and request_uri only; the rest is the provider's to recall.
+		q = url.Values{"client_id": {c.cfg.ClientID}, "request_uri": {uri}}
+	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
+}
+
+// maxRequestURI bounds the request_uri a provider may hand back: it goes into a URL.
+const maxRequestURI = 2048
+
+// pushAuthorization posts an authorization request's parameters to the PAR endpoint
+// (RFC 9126 §2) and returns the request_uri of the answer.
+func (c *Client) pushAuthorization(ctx context.Context, d *discovered, params url.Values) (string, error) {
+	form := maps.Clone(params)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.meta.PAREndpoint, nil)
+	if err != nil {
+		return "", fmt.Errorf("idp: pushed authorization request endpoint: %w", err)
+	}
+	c.authenticate(req, form, d, d.meta.PAREndpoint)
+	body := form.Encode()
+	req.Body = readCloser(body)
+	req.ContentLength = int64(len(body))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var we *waitError
+		if errors.As(err, &we) {
+			return "", fmt.Errorf("idp: pushed authorization request: %w", we)
+		}
+		return "", fmt.Errorf("%w: pushed authorization request: %v", ErrUnavailable, redactURLError(err))
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		RequestURI string          `json:"request_uri"`
+		ExpiresIn  json.RawMessage `json:"expires_in"`
+		Error      string          `json:"error"`
+	}
+	decodeErr := json.NewDecoder(io.LimitReader(resp.Body, 16<<10)).Decode(&answer)
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		// RFC 9126 §2.3: errors in the token endpoint's format.
+		te := &TokenError{Op: "pushed authorization request", Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header, c.now())}
+		if decodeErr == nil {
+			te.Code = safeCode(answer.Error)
+		}
+		c.pace.answered(resp, te.busy(), c.now())
+		return "", te
+	}
+	if decodeErr != nil || answer.RequestURI == "" || len(answer.RequestURI) > maxRequestURI {
+		return "", fmt.Errorf("%w: pushed authorization request: the answer has no usable request_uri", ErrRefused)
+	}
+	return answer.RequestURI, nil
 }
 
 // CheckIssuerParam applies RFC 9207 to an authorization response's "iss" parameter

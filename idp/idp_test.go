@@ -1270,6 +1270,7 @@ func TestVerifyLogoutToken(t *testing.T) {
 
 func TestEndpointName(t *testing.T) {
 	p := idptest.New(t)
+	p.Set(func(k *idptest.Knobs) { k.PAR = true })
 	c := newClient(t, p)
 	name := func(raw string) string { return c.EndpointName(mustParse(t, raw)) }
 
@@ -1289,6 +1290,7 @@ func TestEndpointName(t *testing.T) {
 		p.Issuer + "/userinfo":                         "userinfo",
 		p.Issuer + "/revoke":                           "revocation",
 		p.Issuer + "/end_session?id_token_hint=x":      "end_session",
+		p.Issuer + "/par":                              "par",
 		p.Issuer + "/authorize":                        "other",
 		p.Issuer + "/token/extra":                      "other",
 		"http://127.0.0.2:1/token":                     "other",

@@ -118,6 +118,6 @@ func (c *Client) pacedClient(hc *http.Client) *http.Client {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	cp.Transport = &pacedTransport{base: base, c: c}
+	cp.Transport = &pacedTransport{base: &dpopTransport{base: base, c: c}, c: c}
 	return &cp
 }

@@ -18,12 +18,14 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/gatehouse-bff/gatehouse/internal/dpop"
 )
 
 // Tokens is what the token endpoint handed out, with expiries on our clock.
 type Tokens struct {
 	AccessToken   string
-	TokenType     string // always "Bearer": other types are refused
+	TokenType     string // "Bearer", or "DPoP" for a token bound to the request's DPoP key
 	Expiry        time.Time
 	RefreshToken  string    // empty when the provider issued none (or, on refresh, kept the old one)
 	RefreshExpiry time.Time // zero when the provider does not say (refresh_expires_in)
@@ -58,7 +60,7 @@ func (c *Client) Exchange(ctx context.Context, code, verifier, nonce string) (*T
 	if err != nil {
 		return nil, nil, c.classify("exchanging the authorization code", err)
 	}
-	tokens, err := c.tokens(tok)
+	tokens, err := c.tokens(ctx, tok)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -90,7 +92,11 @@ func (c *Client) Exchange(ctx context.Context, code, verifier, nonce string) (*T
 	id := &Identity{Subject: idt.Subject, Claims: claims}
 	id.SID, _ = claims["sid"].(string)
 	if !c.cfg.SkipUserinfo && d.meta.UserinfoEndpoint != "" {
-		info, err := c.userinfo(ctx, d, tokens.AccessToken, idt.Subject)
+		uctx := ctx
+		if tokens.TokenType == "DPoP" {
+			uctx = WithBoundToken(ctx)
+		}
+		info, err := c.userinfo(uctx, d, tokens.AccessToken, idt.Subject)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -156,7 +162,7 @@ func (c *Client) Refresh(ctx context.Context, refreshToken, subject string, opts
 	if err != nil {
 		return nil, c.classify("refreshing", err)
 	}
-	t, err := c.tokens(tok)
+	t, err := c.tokens(ctx, tok)
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +253,55 @@ func (c *Client) ClientCredentials(ctx context.Context, opts RefreshOptions) (*T
 	if err != nil {
 		return nil, c.classify("client credentials", err)
 	}
-	return c.tokens(tok)
+	return c.tokens(ctx, tok)
+}
+
+// Token types of RFC 8693 §3.
+const (
+	TokenTypeAccessToken = "urn:ietf:params:oauth:token-type:access_token"
+	TokenTypeIDToken     = "urn:ietf:params:oauth:token-type:id_token"
+	TokenTypeJWT         = "urn:ietf:params:oauth:token-type:jwt"
+)
+
+// ExchangeOptions describe the token a token exchange asks for (RFC 8693 §2.1).
+type ExchangeOptions struct {
+	RefreshOptions            // resource, audience, scope
+	SubjectTokenType   string // default TokenTypeAccessToken
+	RequestedTokenType string // default: none sent (the provider's choice, an access token)
+}
+
+// TokenExchange trades subjectToken, a token of the user's, for another token (RFC
+// 8693): for another audience or resource, with fewer scopes. The answer must be a
+// Bearer token; its refresh token, if any, is dropped (an exchanged token is exchanged
+// again, from the user's current token).
+func (c *Client) TokenExchange(ctx context.Context, subjectToken string, opts ExchangeOptions) (*Tokens, error) {
+	if subjectToken == "" {
+		return nil, fmt.Errorf("%w: token exchange: no subject token", ErrRefused)
+	}
+	d, err := c.discovered(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stt := opts.SubjectTokenType
+	if stt == "" {
+		stt = TokenTypeAccessToken
+	}
+	params := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token": {subjectToken}, "subject_token_type": {stt}}
+	if opts.RequestedTokenType != "" {
+		params.Set("requested_token_type", opts.RequestedTokenType)
+	}
+	opts.params(params)
+	tok, err := c.tokenRequest(ctx, d, params)
+	if err != nil {
+		return nil, c.classify("token exchange", err)
+	}
+	t, err := c.tokens(ctx, tok)
+	if err != nil {
+		return nil, err
+	}
+	t.RefreshToken, t.RefreshExpiry, t.IDToken = "", time.Time{}, ""
+	return t, nil
 }
 
 // tokenRequest posts params to the token endpoint with the client's authentication.
@@ -269,12 +323,17 @@ func (c *Client) oauthContext(ctx context.Context) context.Context {
 }
 
 // tokens converts and checks a token response.
-func (c *Client) tokens(tok *oauth2.Token) (*Tokens, error) {
-	if tt := tok.TokenType; tt != "" && !strings.EqualFold(tt, "bearer") {
-		return nil, fmt.Errorf("%w: token_type %q is not Bearer", ErrRefused, tt)
+func (c *Client) tokens(ctx context.Context, tok *oauth2.Token) (*Tokens, error) {
+	tt := "Bearer"
+	switch {
+	case tok.TokenType == "" || strings.EqualFold(tok.TokenType, "bearer"):
+	case strings.EqualFold(tok.TokenType, "dpop") && dpop.FromContext(ctx) != nil:
+		tt = "DPoP" // bound to the key the request's proof was made with
+	default:
+		return nil, fmt.Errorf("%w: token_type %q is not Bearer (nor DPoP for a request with a DPoP proof)", ErrRefused, tok.TokenType)
 	}
 	now := c.now()
-	t := &Tokens{AccessToken: tok.AccessToken, TokenType: "Bearer", RefreshToken: tok.RefreshToken}
+	t := &Tokens{AccessToken: tok.AccessToken, TokenType: tt, RefreshToken: tok.RefreshToken}
 	t.IDToken, _ = tok.Extra("id_token").(string)
 	t.Scope, _ = tok.Extra("scope").(string)
 	// expires_in is read from the raw response: x/oauth2 converts it with its own clock
@@ -441,16 +500,7 @@ func (c *Client) Revoke(ctx context.Context, token, hint string) error {
 	if err != nil {
 		return err
 	}
-	switch d.authMethod {
-	case AuthClientSecretBasic:
-		req.SetBasicAuth(url.QueryEscape(c.cfg.ClientID), url.QueryEscape(c.cfg.ClientSecret))
-	case AuthClientSecretPost:
-		form.Set("client_id", c.cfg.ClientID)
-		form.Set("client_secret", c.cfg.ClientSecret)
-	default:
-		form.Set("client_id", c.cfg.ClientID)
-		maps.Copy(form, c.assertionParamsFor(d.meta.RevocationEndpoint))
-	}
+	c.authenticate(req, form, d, d.meta.RevocationEndpoint)
 	body := form.Encode()
 	req.Body = readCloser(body)
 	req.ContentLength = int64(len(body))
@@ -479,6 +529,23 @@ func (c *Client) Revoke(ctx context.Context, token, hint string) error {
 		c.pace.answered(resp, te.busy(), c.now())
 	}
 	return te
+}
+
+// authenticate adds the client's authentication to a request for one of the provider's
+// endpoints other than the token endpoint (revocation, pushed authorization), in the
+// token endpoint's manner: HTTP Basic, the form, or a client assertion for that endpoint.
+func (c *Client) authenticate(req *http.Request, form url.Values, d *discovered, endpoint string) {
+	switch d.authMethod {
+	case AuthClientSecretBasic:
+		// RFC 6749 §2.3.1: both parts form-encoded before Basic.
+		req.SetBasicAuth(url.QueryEscape(c.cfg.ClientID), url.QueryEscape(c.cfg.ClientSecret))
+	case AuthClientSecretPost:
+		form.Set("client_id", c.cfg.ClientID)
+		form.Set("client_secret", c.cfg.ClientSecret)
+	default:
+		form.Set("client_id", c.cfg.ClientID)
+		maps.Copy(form, c.assertionParamsFor(endpoint))
+	}
 }
 
 // EndSessionURL builds the RP-initiated logout URL (OpenID Connect RP-Initiated Logout

@@ -20,7 +20,7 @@ import (
 // and every part is read to its end exactly:
 //
 //	meta:   sub iss psid created last_seen expires user_agent ip
-//	secret: claims(JSON) claims_at id_token token uvarint(n) n×(audience token)
+//	secret: claims(JSON) claims_at id_token token uvarint(n) n×(audience token) dpop_key
 //	token:  access_token type expiry issued refresh_token refresh_expiry scope
 //
 // A bearer token's type is left out, as in JSON.
@@ -49,6 +49,7 @@ func encodeCompact(s *Session) (meta, secret []byte) {
 		secret = appendString(secret, k)
 		secret = appendToken(secret, s.Audiences[k])
 	}
+	secret = appendString(secret, string(s.DPoPKey))
 	return meta, secret
 }
 
@@ -178,6 +179,7 @@ func decodeCompactSecret(secret []byte, s *Session) error {
 		k := r.string()
 		audiences[k] = r.token()
 	}
+	dpopKey := r.string()
 	if err := r.end("session"); err != nil {
 		return err
 	}
@@ -188,5 +190,8 @@ func decodeCompactSecret(secret []byte, s *Session) error {
 		}
 	}
 	s.Claims, s.ClaimsAt, s.IDToken, s.Token, s.Audiences = c, claimsAt, idToken, tok, audiences
+	if dpopKey != "" {
+		s.DPoPKey = []byte(dpopKey)
+	}
 	return nil
 }

@@ -69,6 +69,9 @@ type Session struct {
 	IDToken   string
 	Token     Token
 	Audiences map[string]Token // access tokens for other audiences or resources (RFC 8707)
+	// DPoPKey is the session's DPoP private key (RFC 9449, SEC 1 DER), when the provider
+	// binds its tokens: it never leaves the sealed part of the record.
+	DPoPKey []byte
 
 	key []byte // per-session key, from the cookie; nil until created or loaded
 }
@@ -98,6 +101,7 @@ type secretJSON struct {
 	IDToken   string           `json:"idt,omitempty"`
 	Token     Token            `json:"tok"`
 	Audiences map[string]Token `json:"aud,omitempty"`
+	DPoPKey   []byte           `json:"dpop,omitempty"`
 }
 
 const (
@@ -265,7 +269,7 @@ func encodeJSON(s *Session) (meta, secret []byte, err error) {
 			audiences[k] = t.encoded()
 		}
 	}
-	secret, err = json.Marshal(secretJSON{Claims: s.Claims, ClaimsAt: s.ClaimsAt, IDToken: s.IDToken, Token: s.Token.encoded(), Audiences: audiences})
+	secret, err = json.Marshal(secretJSON{Claims: s.Claims, ClaimsAt: s.ClaimsAt, IDToken: s.IDToken, Token: s.Token.encoded(), Audiences: audiences, DPoPKey: s.DPoPKey})
 	if err != nil {
 		return nil, nil, fmt.Errorf("session: encoding session: %w", err)
 	}
@@ -353,6 +357,7 @@ func decodeJSONSecret(secret []byte, s *Session) error {
 		sj.Audiences[k] = t.decoded()
 	}
 	s.Claims, s.ClaimsAt, s.IDToken, s.Token, s.Audiences = sj.Claims, sj.ClaimsAt, sj.IDToken, sj.Token.decoded(), sj.Audiences
+	s.DPoPKey = sj.DPoPKey
 	return nil
 }
 

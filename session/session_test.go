@@ -154,3 +154,32 @@ func FuzzCompactParts(f *testing.F) {
 		}
 	})
 }
+
+// A DPoP key is kept in the part sealed with the cookie's key, in both record formats,
+// and comes back as it went in.
+func TestRecordDPoPKey(t *testing.T) {
+	keys, err := NewKeyRing(NewRandomKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dpopKey := []byte("\x30\x77\x02\x01\x01 a DER private key")
+	for _, format := range []byte{recordJSON, recordCompact} {
+		s := &Session{Subject: "alice", ExpiresAt: time.Now().Add(time.Hour), key: NewRandomKey(), DPoPKey: dpopKey}
+		b, err := encodeRecord(keys, recordKey("h"), s, format)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "DER private key") {
+			t.Fatalf("format %d: the DPoP key is readable in the stored record", format)
+		}
+		got, err := decodeRecord(keys, recordKey("h"), s.key, b)
+		if err != nil || string(got.DPoPKey) != string(dpopKey) {
+			t.Fatalf("format %d: %v, key %q", format, err, got.DPoPKey)
+		}
+		s.DPoPKey = nil
+		b, _ = encodeRecord(keys, recordKey("h"), s, format)
+		if got, err := decodeRecord(keys, recordKey("h"), s.key, b); err != nil || got.DPoPKey != nil {
+			t.Fatalf("format %d without a key: %v %q", format, err, got.DPoPKey)
+		}
+	}
+}

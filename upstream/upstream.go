@@ -85,6 +85,10 @@ type Config struct {
 	// WebSocket) from any goroutine, at any time; done, which OnStream returns, is
 	// called once the forward has ended, however it ended.
 	OnStream func(t *Target, owner any, stop func()) (done func())
+	// OnUnauthorized, when set, sees every 401 response before it is sent on, with the
+	// request given to Serve, and may change it (its status, headers and body): the
+	// gateway turns an upstream's step-up challenge into an answer the SPA can act on.
+	OnUnauthorized func(in *http.Request, resp *http.Response)
 }
 
 // Forward is one request to forward.
@@ -97,6 +101,10 @@ type Forward struct {
 	// Owner, when not nil, is handed to Config.OnStream if the response is a stream
 	// (the gateway's session).
 	Owner any
+	// DPoP, when set, makes Token a DPoP-bound token (RFC 9449): it is sent as
+	// "Authorization: DPoP <token>" with the proof DPoP returns for the outbound method,
+	// URL and token in the DPoP header.
+	DPoP func(method string, u *url.URL, token string) (string, error)
 }
 
 // The kinds of failed forward, as Error.Kind.
@@ -308,7 +316,19 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	h := pr.Out.Header
 	h.Del("Authorization")
 	h.Del("Proxy-Authorization")
-	if f.Token != "" {
+	h.Del("DPoP") // the browser's: a proof is the gateway's to make
+	switch {
+	case f.Token != "" && f.DPoP != nil:
+		// RFC 9449 §7.1: the bound token with the DPoP scheme, and a fresh proof of the
+		// session's key for exactly this request (method and URL without query).
+		proof, err := f.DPoP(pr.Out.Method, out, f.Token)
+		if err != nil {
+			p.cfg.Logger.Error("no DPoP proof for a forward; sent without a token", "target", t.Name, "error", err)
+			break
+		}
+		h.Set("Authorization", "DPoP "+f.Token)
+		h.Set("DPoP", proof)
+	case f.Token != "":
 		h.Set("Authorization", "Bearer "+f.Token)
 	}
 	for _, name := range p.cfg.DropHeaders {
@@ -400,6 +420,9 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	}
 	// An upstream must not plant or overwrite the gateway's cookies.
 	p.filterResponseHeader(resp.Header)
+	if resp.StatusCode == http.StatusUnauthorized && p.cfg.OnUnauthorized != nil {
+		p.cfg.OnUnauthorized(forwardOf(resp.Request).in, resp)
+	}
 	return nil
 }
 

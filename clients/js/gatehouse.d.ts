@@ -27,6 +27,10 @@ export interface GatehouseUser {
   session: GatehouseSessionTiming;
   /** A `GET` logout link carrying `sid` (for plain `<a href>` logout). */
   logout_url: string;
+  /** The login's authentication context class (the `acr` claim), when the provider sent one. */
+  acr?: string;
+  /** When the user last authenticated at the provider (the `auth_time` claim, seconds since the epoch). */
+  auth_time?: number;
 }
 
 /** One entry of `GET /bff/sessions`. */
@@ -76,6 +80,43 @@ export interface UnauthenticatedInfo extends SessionEndDetail {
   response: Response;
 }
 
+/**
+ * `detail` of the `stepuprequired` event: Gatehouse answered `401 step_up_required` (RFC 9470),
+ * so the action needs a stronger or more recent sign-in. The session stays as it is.
+ */
+export interface StepUpDetail {
+  /** Why: `insufficient_user_authentication`. */
+  reason: string;
+  /** Space-separated acr values one of which the sign-in must reach, or `null`. */
+  acrValues: string | null;
+  /** Seconds: the sign-in must be at most this old, or `null`. */
+  maxAge: number | null;
+  /** Gatehouse's own login URL for this step-up (returning to the page that made the call), or `null`. */
+  loginUrl: string | null;
+}
+
+/** Argument of `onStepUp`. */
+export interface StepUpInfo extends StepUpDetail {
+  /** The `401` response (its body is still unread: the client read a clone). */
+  response: Response;
+}
+
+/**
+ * What a step-up sign-in asks for: a `StepUpDetail` (or `StepUpInfo`), or a `step_up_required`
+ * body as Gatehouse sent it (`acr_values`, `max_age`).
+ */
+export interface StepUpRequest {
+  acrValues?: string | null;
+  maxAge?: number | null;
+  acr_values?: string | null;
+  max_age?: number | null;
+}
+
+export interface StepUpOptions {
+  /** Local path to come back to after the sign-in. Default: the current path, query and hash. */
+  returnUrl?: string;
+}
+
 /** The parts of `window.location` the client uses. */
 export interface GatehouseLocation {
   readonly origin: string;
@@ -103,6 +144,14 @@ export interface GatehouseOptions {
    * `null` turns the default off.
    */
   onUnauthenticated?: ((info: UnauthenticatedInfo) => void) | null;
+  /**
+   * Called when a request made through the client gets Gatehouse's `401 step_up_required`
+   * (after the `stepuprequired` event). Default: `client.stepUp(info)`, a sign-in with the
+   * asked `acr_values`/`max_age` back to the current page, except when this tab started the
+   * same step-up less than a minute ago (no login loop; an error is reported instead). `null`
+   * turns the default off (handle the event or the response yourself, e.g. to ask the user first).
+   */
+  onStepUp?: ((info: StepUpInfo) => void) | null;
   /** Seconds before expiry at which `sessionexpiring` fires. Default `60`. */
   expiringThreshold?: number;
   /** The `fetch` to use. Default `globalThis.fetch`. */
@@ -124,6 +173,7 @@ export interface LogoutOptions {
 export interface GatehouseEventMap {
   sessionend: CustomEvent<SessionEndDetail>;
   sessionexpiring: CustomEvent<SessionExpiringDetail>;
+  stepuprequired: CustomEvent<StepUpDetail>;
   user: CustomEvent<GatehouseUser>;
 }
 
@@ -134,7 +184,8 @@ export interface GatehouseClient extends EventTarget {
   /**
    * `fetch` with Gatehouse's conventions: same-origin requests get `credentials: 'same-origin'`
    * and the CSRF header; cross-origin requests are passed through untouched. Resolves with the
-   * response also on `401` (after emitting `sessionend` and calling `onUnauthenticated`).
+   * response also on `401` (after emitting `sessionend` and calling `onUnauthenticated`, or for
+   * `step_up_required` after emitting `stepuprequired` and calling `onStepUp`).
    */
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
 
@@ -146,6 +197,15 @@ export interface GatehouseClient extends EventTarget {
 
   /** Navigates to the login URL (`location.assign`). */
   login(returnUrl?: string): void;
+
+  /**
+   * The login URL of a step-up sign-in: `acr_values` and `max_age` from `request`, and a local
+   * `returnUrl` (default: the current path, query and hash).
+   */
+  stepUpUrl(request?: StepUpRequest | null, options?: StepUpOptions): string;
+
+  /** Navigates to `stepUpUrl(request, options)` (`location.assign`). */
+  stepUp(request?: StepUpRequest | null, options?: StepUpOptions): void;
 
   /** `POST /bff/logout`, emits `sessionend` (`logged_out`), then navigates to the provider's logout. */
   logout(options?: LogoutOptions): Promise<void>;

@@ -23,6 +23,10 @@
  * @typedef {import('./gatehouse.js').UnauthenticatedInfo} UnauthenticatedInfo
  * @typedef {import('./gatehouse.js').GetUserOptions} GetUserOptions
  * @typedef {import('./gatehouse.js').LogoutOptions} LogoutOptions
+ * @typedef {import('./gatehouse.js').StepUpDetail} StepUpDetail
+ * @typedef {import('./gatehouse.js').StepUpInfo} StepUpInfo
+ * @typedef {import('./gatehouse.js').StepUpRequest} StepUpRequest
+ * @typedef {import('./gatehouse.js').StepUpOptions} StepUpOptions
  */
 
 /** Longest delay setTimeout accepts; longer waits are chained. */
@@ -33,6 +37,10 @@ const CHECK_GRACE = 1000;
 const MIN_CHECK_DELAY = 1000;
 /** Retry delay of an expiry check that failed (network error, 5xx) (ms). */
 const CHECK_RETRY_DELAY = 30_000;
+/** sessionStorage key of the last step-up sign-in this tab started. */
+const STEP_UP_KEY = 'gatehouse:stepup';
+/** Within this long after a step-up (ms), the default onStepUp does not start the same one again. */
+const STEP_UP_REPEAT_WINDOW = 60_000;
 /** Base used to tell relative URLs from absolute ones when there is no location. */
 const NO_ORIGIN_BASE = 'http://gatehouse.invalid/';
 
@@ -55,6 +63,50 @@ export class GatehouseError extends Error {
     /** @type {unknown} */
     this.body = details.body ?? null;
   }
+}
+
+/**
+ * What a `step_up_required` body asks for, in the client's names.
+ * @param {any} body
+ * @returns {StepUpDetail}
+ */
+function stepUpDetail(body) {
+  return {
+    reason: str(body?.reason) ?? 'insufficient_user_authentication',
+    acrValues: str(body?.acr_values) ?? null,
+    maxAge: maxAgeOf(body?.max_age),
+    loginUrl: str(body?.login_url) ?? null,
+  };
+}
+
+/**
+ * A max_age as Gatehouse reads it: whole seconds, not negative.
+ * @param {unknown} value
+ * @returns {number | null}
+ */
+function maxAgeOf(value) {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : null;
+}
+
+/**
+ * The tab's sessionStorage, or null where there is none or it may not be used.
+ * @returns {Storage | null}
+ */
+function tabStorage() {
+  try {
+    return /** @type {any} */ (globalThis).sessionStorage ?? null;
+  } catch {
+    return null; // e.g. a sandboxed frame
+  }
+}
+
+/**
+ * What a step-up asks for, as one string (to recognise the same request again).
+ * @param {string | undefined} acrValues
+ * @param {number | null} maxAge
+ */
+function stepUpKey(acrValues, maxAge) {
+  return `${acrValues ?? ''}|${maxAge ?? ''}`;
 }
 
 /**
@@ -207,6 +259,7 @@ class Client extends EventTarget {
   /** @type {GatehouseFetch} */ #fetchImpl;
   /** @type {GatehouseLocation | undefined} */ #locationOption;
   /** @type {((info: UnauthenticatedInfo) => void) | null} */ #onUnauthenticated;
+  /** @type {((info: StepUpInfo) => void) | null} */ #onStepUp;
 
   /** @type {GatehouseUser | null} */ #user = null;
   /** Absolute expiry (Date.now() ms). */ #absoluteDeadline = Infinity;
@@ -229,6 +282,7 @@ class Client extends EventTarget {
     this.#locationOption = options.location;
     this.#onUnauthenticated =
       options.onUnauthenticated === undefined ? () => this.login() : options.onUnauthenticated;
+    this.#onStepUp = options.onStepUp === undefined ? (info) => this.#defaultStepUp(info) : options.onStepUp;
   }
 
   /** @returns {GatehouseUser | null} */
@@ -295,13 +349,15 @@ class Client extends EventTarget {
   }
 
   /**
-   * Looks at a same-origin response: `401 unauthenticated` ends the session, success is activity.
+   * Looks at a same-origin response: `401 unauthenticated` ends the session, `401
+   * step_up_required` asks for a stronger sign-in (the session stays), success is activity.
    * @param {Response} response
    */
   async #inspect(response) {
     if (response.status === 401) {
       const body = await readJson(response.clone());
       if (body?.error === 'unauthenticated') this.#unauthenticated(body, response);
+      else if (body?.error === 'step_up_required') this.#stepUpRequired(body, response);
     } else if (response.ok) {
       this.#activity();
     }
@@ -383,6 +439,75 @@ class Client extends EventTarget {
   }
 
   /**
+   * @param {StepUpRequest | null} [request]
+   * @param {StepUpOptions} [options]
+   * @returns {string}
+   */
+  stepUpUrl(request, { returnUrl } = {}) {
+    const query = new URLSearchParams();
+    const { acrValues, maxAge } = this.#stepUpParams(request);
+    if (acrValues !== undefined) query.set('acr_values', acrValues);
+    if (maxAge !== null) query.set('max_age', String(maxAge));
+    let target = returnUrl;
+    if (target === undefined) {
+      const location = this.#location();
+      target = location ? location.pathname + location.search + location.hash : '/';
+    }
+    query.set('returnUrl', localPath(target));
+    return `${this.#url('/login')}?${query}`;
+  }
+
+  /**
+   * @param {StepUpRequest | null} [request]
+   * @param {StepUpOptions} [options]
+   */
+  stepUp(request, options) {
+    const location = this.#requireLocation();
+    const url = this.stepUpUrl(request, options);
+    const { acrValues, maxAge } = this.#stepUpParams(request);
+    try {
+      tabStorage()?.setItem(STEP_UP_KEY, JSON.stringify({ key: stepUpKey(acrValues, maxAge), at: Date.now() }));
+    } catch {
+      // storage full or refused: only the repeat guard is lost
+    }
+    location.assign(url);
+  }
+
+  /**
+   * A request as given (camelCase), or a step_up_required body as Gatehouse sent it.
+   * @param {StepUpRequest | null | undefined} request
+   */
+  #stepUpParams(request) {
+    const raw = /** @type {any} */ (request ?? {});
+    return {
+      acrValues: str(raw.acrValues) ?? str(raw.acr_values),
+      maxAge: maxAgeOf(raw.maxAge) ?? maxAgeOf(raw.max_age),
+    };
+  }
+
+  /**
+   * The default onStepUp: the step-up sign-in, unless this tab started the same one less than
+   * a minute ago. Then the sign-in did not give the API what it wants (its provider's tokens
+   * may not carry the acr), and navigating again would loop.
+   * @param {StepUpInfo} info
+   */
+  #defaultStepUp(info) {
+    let last = null;
+    try {
+      last = JSON.parse(tabStorage()?.getItem(STEP_UP_KEY) ?? 'null');
+    } catch {
+      last = null;
+    }
+    const { acrValues, maxAge } = this.#stepUpParams(info);
+    const age = Date.now() - Number(last?.at);
+    if (last?.key === stepUpKey(acrValues, maxAge) && age >= 0 && age < STEP_UP_REPEAT_WINDOW) {
+      report(new Error('Gatehouse: the same step-up was asked again right after one; not navigating again'));
+      return;
+    }
+    this.stepUp(info);
+  }
+
+  /**
    * @param {LogoutOptions} [options]
    * @returns {Promise<void>}
    */
@@ -455,6 +580,23 @@ class Client extends EventTarget {
     if (this.#onUnauthenticated) {
       try {
         this.#onUnauthenticated({ ...detail, response });
+      } catch (error) {
+        report(error);
+      }
+    }
+  }
+
+  /**
+   * An action needs a stronger sign-in: the session stays; `stepuprequired` and `onStepUp`.
+   * @param {any} body
+   * @param {Response} response
+   */
+  #stepUpRequired(body, response) {
+    const detail = stepUpDetail(body);
+    this.dispatchEvent(makeEvent('stepuprequired', detail));
+    if (this.#onStepUp) {
+      try {
+        this.#onStepUp({ ...detail, response });
       } catch (error) {
         report(error);
       }

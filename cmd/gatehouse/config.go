@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -19,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"go.yaml.in/yaml/v3"
 
 	gatehouse "github.com/gatehouse-bff/gatehouse"
@@ -83,7 +86,10 @@ type fileProvider struct {
 	ClientKeyFile                string            `yaml:"client_key_file"`
 	ClientKeyID                  string            `yaml:"client_key_id"`
 	ClientKeyAlg                 string            `yaml:"client_key_alg"`
+	ClientAssertionAudience      string            `yaml:"client_assertion_audience"`
 	TokenEndpointAuthMethod      string            `yaml:"token_endpoint_auth_method"`
+	PAR                          string            `yaml:"par"`
+	DPoP                         bool              `yaml:"dpop"`
 	Scopes                       []string          `yaml:"scopes"`
 	AuthParams                   map[string]string `yaml:"auth_params"`
 	AllowedAuthParams            []string          `yaml:"allowed_auth_params"`
@@ -157,16 +163,28 @@ type fileRoute struct {
 	Audience       string            `yaml:"audience"`
 	Resource       string            `yaml:"resource"`
 	Scopes         []string          `yaml:"scopes"`
+	Exchange       *fileExchange     `yaml:"exchange"`
+	DPoP           bool              `yaml:"dpop"`
 	ForwardCookies []string          `yaml:"forward_cookies"`
 	MaxBody        byteSize          `yaml:"max_body"`
 	BodyTimeout    duration          `yaml:"body_timeout"`
 	Streaming      bool              `yaml:"streaming"`
 }
 
+type fileExchange struct {
+	Audience           string   `yaml:"audience"`
+	Resource           string   `yaml:"resource"`
+	Scopes             []string `yaml:"scopes"`
+	RequestedTokenType string   `yaml:"requested_token_type"`
+	SubjectToken       string   `yaml:"subject_token"`
+}
+
 type fileRule struct {
 	Claim    string     `yaml:"claim"`
 	Contains stringList `yaml:"contains"`
 	AnyOf    stringList `yaml:"any_of"`
+	ACR      stringList `yaml:"acr"`
+	MaxAge   duration   `yaml:"max_age"`
 }
 
 type fileFrontend struct {
@@ -356,7 +374,8 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			Issuer: fc.Provider.Issuer, DiscoveryURL: fc.Provider.DiscoveryURL, ClientID: fc.Provider.ClientID,
 			ClientSecret: secret("provider.client_secret", fc.Provider.ClientSecret, fc.Provider.ClientSecretFile),
 			ClientKeyID:  fc.Provider.ClientKeyID, ClientKeyAlg: fc.Provider.ClientKeyAlg,
-			AuthMethod: fc.Provider.TokenEndpointAuthMethod, Scopes: fc.Provider.Scopes, AuthParams: fc.Provider.AuthParams,
+			AuthMethod: fc.Provider.TokenEndpointAuthMethod, PAR: fc.Provider.PAR, DPoP: fc.Provider.DPoP,
+			ClientAssertionAudience: fc.Provider.ClientAssertionAudience, Scopes: fc.Provider.Scopes, AuthParams: fc.Provider.AuthParams,
 			AllowedAuthParams: fc.Provider.AllowedAuthParams, EndSessionURL: fc.Provider.EndSessionURL,
 			OmitIDTokenHint:    fc.Provider.OmitIDTokenHint,
 			RequireIssuerParam: fc.Provider.RequireIssParam, SigningAlgs: fc.Provider.SigningAlgs,
@@ -392,11 +411,17 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 		c.ProviderHTTPClient = &http.Client{Timeout: time.Duration(fc.Provider.Timeout)}
 	}
 	if fc.Provider.ClientKeyFile != "" {
-		key, err := readPrivateKey(resolve(fc.Provider.ClientKeyFile))
+		ck, err := readClientKey(resolve(fc.Provider.ClientKeyFile), fc.Provider.ClientKeyID)
 		if err != nil {
 			probs.add("provider.client_key_file", "%v", err)
 		}
-		c.Provider.ClientKey = key
+		c.Provider.ClientKey = ck.key
+		if c.Provider.ClientKeyID == "" {
+			c.Provider.ClientKeyID = ck.kid
+		}
+		if c.Provider.ClientKeyAlg == "" {
+			c.Provider.ClientKeyAlg = ck.alg
+		}
 	}
 	switch strings.ToLower(fc.Cookie.SameSite) {
 	case "", "strict":
@@ -447,9 +472,14 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 		rt := gatehouse.Route{Path: r.Path, Upstream: r.Upstream, Token: gatehouse.TokenMode(r.Token), StripPrefix: r.StripPrefix,
 			Methods: r.Methods, Timeout: time.Duration(r.Timeout), Headers: r.Headers, Audience: r.Audience,
 			Resource: r.Resource, Scopes: r.Scopes, ForwardCookies: r.ForwardCookies, MaxBody: int64(r.MaxBody),
-			BodyTimeout: time.Duration(r.BodyTimeout), Streaming: r.Streaming}
+			BodyTimeout: time.Duration(r.BodyTimeout), Streaming: r.Streaming, DPoP: r.DPoP}
+		if x := r.Exchange; x != nil {
+			rt.Exchange = &gatehouse.ExchangeConfig{Audience: x.Audience, Resource: x.Resource, Scopes: x.Scopes,
+				RequestedTokenType: x.RequestedTokenType, SubjectToken: x.SubjectToken}
+		}
 		for _, rule := range r.Require {
-			rt.Require = append(rt.Require, gatehouse.Rule{Claim: rule.Claim, Contains: rule.Contains, AnyOf: rule.AnyOf})
+			rt.Require = append(rt.Require, gatehouse.Rule{Claim: rule.Claim, Contains: rule.Contains, AnyOf: rule.AnyOf,
+				ACR: rule.ACR, MaxAge: time.Duration(rule.MaxAge)})
 		}
 		c.Routes = append(c.Routes, rt)
 	}
@@ -558,12 +588,62 @@ func isLoopback(host string) bool {
 	return err == nil && a.IsLoopback()
 }
 
-// readPrivateKey reads a PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
-func readPrivateKey(path string) (crypto.Signer, error) {
+// clientKey is the private_key_jwt signing key read from client_key_file, with the kid
+// and alg that a JWK gives it.
+type clientKey struct {
+	key      crypto.Signer
+	kid, alg string
+}
+
+// readClientKey reads client_key_file: a PEM private key, or a private JWK or JWK Set
+// (JSON), from which kid picks the key (needed when the set holds several: during a
+// rotation both keys are registered at the provider and kid says which one signs).
+func readClientKey(path, kid string) (clientKey, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read %s: %v", path, errors.Unwrap(err))
+		return clientKey{}, fmt.Errorf("cannot read %s: %v", path, errors.Unwrap(err))
 	}
+	if t := bytes.TrimSpace(b); len(t) == 0 || t[0] != '{' {
+		key, err := parsePrivateKeyPEM(path, b)
+		return clientKey{key: key}, err
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(b, &set); err != nil || len(set.Keys) == 0 {
+		var one jose.JSONWebKey
+		if err1 := json.Unmarshal(b, &one); err1 != nil {
+			return clientKey{}, fmt.Errorf("%s is neither a JWK Set nor a JWK: %v", path, err1)
+		}
+		set.Keys = []jose.JSONWebKey{one}
+	}
+	var kids []string
+	for _, k := range set.Keys {
+		kids = append(kids, strconv.Quote(k.KeyID))
+	}
+	var picked *jose.JSONWebKey
+	for i, k := range set.Keys {
+		if kid == "" && len(set.Keys) == 1 || kid != "" && k.KeyID == kid {
+			picked = &set.Keys[i]
+			break
+		}
+	}
+	switch {
+	case picked == nil && kid == "":
+		return clientKey{}, fmt.Errorf("%s holds %d keys (kid %s): set provider.client_key_id to the one that signs", path, len(set.Keys), strings.Join(kids, ", "))
+	case picked == nil:
+		return clientKey{}, fmt.Errorf("%s has no key with kid %q (it has %s)", path, kid, strings.Join(kids, ", "))
+	case picked.IsPublic():
+		return clientKey{}, fmt.Errorf("%s: key %q is a public key; client_key_file needs the private key", path, picked.KeyID)
+	}
+	signer, ok := picked.Key.(crypto.Signer)
+	if !ok {
+		return clientKey{}, fmt.Errorf("%s: key %q of type %T cannot sign client assertions (use RSA or EC)", path, picked.KeyID, picked.Key)
+	}
+	return clientKey{key: signer, kid: picked.KeyID, alg: picked.Algorithm}, nil
+}
+
+// parsePrivateKeyPEM reads a PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+func parsePrivateKeyPEM(path string, b []byte) (crypto.Signer, error) {
+	var err error
 	block, _ := pem.Decode(b)
 	if block == nil {
 		return nil, fmt.Errorf("%s holds no PEM block", path)

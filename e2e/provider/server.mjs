@@ -65,10 +65,28 @@ const ttls = {
   authorizationCode: num(cfg.authorizationCodeTTL, 60),
 };
 
+// Authentication context classes (acr) the provider offers, weakest first. Empty: no acr at all.
+const acrValues = cfg.acrValues ?? [];
+if (!Array.isArray(acrValues) || acrValues.some((v) => typeof v !== 'string' || !v)) {
+  fatal('config: "acrValues" must be an array of non-empty strings');
+}
+
 const users = new Map();
 for (const user of cfg.users ?? [{ id: 'alice', password: 'wonderland', claims: {} }]) {
   if (!user.id || typeof user.password !== 'string') fatal('config: every user needs "id" and "password"');
+  if (user.acr !== undefined && (!Array.isArray(user.acr) || user.acr.some((v) => !acrValues.includes(v)))) {
+    fatal(`config: user ${user.id}: "acr" must be a list of values from "acrValues"`);
+  }
   users.set(user.id, user);
+}
+
+// The acr a login gets: the first of the request's acr_values this user may reach, else the
+// weakest the user has (their first "acr", or the provider's first of "acrValues").
+function loginACR(user, requested) {
+  if (acrValues.length === 0) return undefined;
+  const mine = user.acr?.length ? user.acr : [acrValues[0]];
+  const wanted = (requested ?? '').split(' ').filter(Boolean);
+  return wanted.find((v) => mine.includes(v)) ?? mine[0];
 }
 
 function findUserByLogin(login) {
@@ -102,6 +120,9 @@ const claims = {
   groups: ['groups'],
   ...(cfg.claims ?? {}),
 };
+// With acr values every ID token says how and when the user signed in (oidc-provider
+// otherwise adds acr only when acr_values asked, and auth_time only for max_age).
+if (acrValues.length > 0) claims.openid = [...new Set([...claims.openid, 'acr', 'auth_time'])];
 
 // Every scope any client may ask for is a known OpenID scope, except the resource servers'.
 const scopes = new Set(['openid', 'offline_access', ...(cfg.scopes ?? [])]);
@@ -128,6 +149,7 @@ function newStats() {
     introspections: 0,
     userinfo_requests: 0,
     authorization_requests: 0,
+    pushed_authorization_requests: 0,
     end_session_requests: 0,
     logins: 0,
     failed_logins: 0,
@@ -218,7 +240,22 @@ function generateJwks() {
 // ---------------------------------------------------------------------------------------------
 // the provider
 
-const { default: Provider, errors } = await import('oidc-provider');
+const { default: Provider, errors, interactionPolicy } = await import('oidc-provider');
+
+// The login prompt also comes back when acr_values asks for a class the provider session
+// does not have (a step-up), unless this very interaction just logged in: oidc-provider only
+// does that for an essential acr claim.
+const policy = interactionPolicy.base();
+policy.get('login').checks.add(new interactionPolicy.Check('acr_values', 'requested ACR not met by the session', (ctx) => {
+  const { oidc } = ctx;
+  const requested = oidc.params.acr_values;
+  if (acrValues.length === 0 || !requested || !oidc.session.accountId || oidc.result?.login) {
+    return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+  }
+  return requested.split(' ').includes(oidc.session.acr)
+    ? interactionPolicy.Check.NO_NEED_TO_PROMPT
+    : interactionPolicy.Check.REQUEST_PROMPT;
+}));
 
 const store = new Store();
 
@@ -237,6 +274,7 @@ const configuration = {
     },
   },
   claims,
+  acrValues,
   scopes: [...scopes],
   conformIdTokenClaims: false,
   clockTolerance: 0,
@@ -248,6 +286,16 @@ const configuration = {
   rotateRefreshToken: cfg.rotateRefreshToken !== false,
   features: {
     devInteractions: { enabled: false },
+    // RFC 9449: on, as oidc-provider has it; dpopNonce: true makes every proof need a
+    // server nonce (use_dpop_nonce first).
+    dPoP: cfg.dpopNonce
+      ? { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => true }
+      : { enabled: true },
+    // RFC 9126: offered by default, as oidc-provider does; "off" or "required" by config.
+    pushedAuthorizationRequests: {
+      enabled: cfg.par !== 'off',
+      requirePushedAuthorizationRequests: cfg.par === 'required',
+    },
     revocation: {
       enabled: true,
       // A client may revoke only its own tokens (oidc-provider's default policy, made explicit).
@@ -313,7 +361,16 @@ const configuration = {
     Interaction: ttls.interaction,
   },
   interactions: {
+    policy,
     url: (_ctx, interaction) => `${mountPath}/interaction/${interaction.uid}`,
+  },
+  // Access tokens carry the login's acr (in a JWT's payload, or, for opaque tokens, in what
+  // introspection returns), so that a test API can ask for a stronger login.
+  async extraTokenClaims(ctx, token) {
+    if (acrValues.length === 0 || token.kind !== 'AccessToken') return undefined;
+    const entities = ctx?.oidc?.entities ?? {};
+    const acr = entities.AuthorizationCode?.acr ?? entities.RefreshToken?.acr;
+    return acr ? { acr } : undefined;
   },
   async findAccount(_ctx, sub) {
     const user = users.get(sub);
@@ -363,6 +420,49 @@ const configuration = {
 
 const provider = new Provider(cfg.issuer, configuration);
 
+// ---------------------------------------------------------------------------------------------
+// token exchange (RFC 8693), which oidc-provider leaves to a registered grant: a live access
+// token of this provider, issued to the same client, is exchanged for an opaque access token
+// for one of cfg.exchangeAudiences (given as audience or resource), with the subject token's
+// account and grant (so that revoking the grant revokes it too) and the requested scope.
+
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+const exchangeAudiences = new Set(cfg.exchangeAudiences ?? []);
+
+provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
+  const { params, client } = ctx.oidc;
+  if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new errors.InvalidRequest('only access tokens can be exchanged here');
+  }
+  if (params.requested_token_type && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new errors.InvalidRequest('only access tokens are issued here');
+  }
+  const subject = await provider.AccessToken.find(params.subject_token);
+  if (!subject || subject.isExpired || subject.clientId !== client.clientId) {
+    throw new errors.InvalidGrant('subject_token is not a live access token of this client');
+  }
+  const audience = params.audience || params.resource;
+  if (!audience || !exchangeAudiences.has(audience)) throw new errors.InvalidTarget();
+  const token = new provider.AccessToken({
+    accountId: subject.accountId,
+    client,
+    grantId: subject.grantId,
+    gty: 'token_exchange',
+    scope: params.scope || undefined,
+    aud: audience,
+    sid: subject.sid,
+  });
+  const value = await token.save();
+  ctx.body = {
+    access_token: value,
+    issued_token_type: ACCESS_TOKEN_TYPE,
+    token_type: 'Bearer',
+    expires_in: token.expiration,
+    scope: token.scope,
+  };
+}, ['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'resource', 'scope', 'actor_token', 'actor_token_type']);
+
 provider.on('server_error', (_ctx, err) => {
   process.stderr.write(`provider: server_error: ${err?.stack ?? err}\n`);
 });
@@ -402,8 +502,10 @@ async function interactionRoutes(ctx) {
   ctx.set('Cache-Control', 'no-store');
   const { prompt, params } = details;
 
-  const finish = async (result) => {
-    const returnTo = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
+  // merge: keep this flow's login in a later interaction's result (consent), so that the
+  // acr_values check sees that the user has just signed in (with acr values only).
+  const finish = async (result, merge = false) => {
+    const returnTo = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: merge });
     ctx.status = 303;
     ctx.redirect(returnTo);
   };
@@ -438,7 +540,9 @@ async function interactionRoutes(ctx) {
       return;
     }
     stats.logins += 1;
-    await finish({ login: { accountId: user.id, remember: true } });
+    const acr = loginACR(user, params.acr_values);
+    // ts: a later merge of this result (see finish) keeps the time of this login.
+    await finish({ login: { accountId: user.id, remember: true, ts: Math.floor(Date.now() / 1000), ...(acr ? { acr } : undefined) } });
     return;
   }
 
@@ -468,7 +572,7 @@ async function interactionRoutes(ctx) {
       }
     }
     const grantId = await grant.save();
-    await finish({ consent: existing ? {} : { grantId } });
+    await finish({ consent: existing ? {} : { grantId } }, acrValues.length > 0);
     return;
   }
 
@@ -546,6 +650,7 @@ provider.use(async (ctx, next) => {
   else if (path === '/me') stats.userinfo_requests += 1;
   else if (path === '/auth') stats.authorization_requests += 1;
   else if (path === '/session/end') stats.end_session_requests += 1;
+  else if (path === '/request' && ctx.method === 'POST') stats.pushed_authorization_requests += 1;
 
   await next();
 

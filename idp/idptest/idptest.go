@@ -23,7 +23,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strings"
+	"slices"
 	"sync"
 	"time"
 
@@ -54,6 +54,20 @@ type Provider struct {
 	jtis    map[string]bool        // client assertion ids seen, to refuse replays
 	retired []jose.JSONWebKey      // earlier signing keys still published (RotateKey)
 	headers map[string]http.Header // the last request's headers, by path
+	pushed  map[string]pushedRequest
+	// exchanged maps the tokens a token exchange issued to the audience (or resource)
+	// they were issued for.
+	exchanged map[string]string
+	bound     map[string]string // DPoP-bound access token → jkt
+}
+
+// GrantTokenExchange is the grant_type of RFC 8693, as Count names it.
+const GrantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+
+// pushedRequest is an authorization request received at /par, until /authorize uses it.
+type pushedRequest struct {
+	params  url.Values
+	expires time.Time
 }
 
 // Knobs change the fake's behaviour. The zero value is a correct provider.
@@ -111,6 +125,9 @@ type Knobs struct {
 	// sends a signed assertion (iss and sub the client id, aud the endpoint's URL, an
 	// unexpired exp, a jti never seen before) and no secret.
 	ClientKey crypto.PublicKey
+	// AssertionIssuerAudience makes the fake accept client assertions whose aud is its
+	// issuer identifier (RFC 7523bis) instead of the endpoint's URL.
+	AssertionIssuerAudience bool
 	// IDTokenOnRefresh adds an ID token (without nonce) to refresh responses.
 	IDTokenOnRefresh bool
 	// NoAccessToken leaves access_token out of successful token responses.
@@ -120,9 +137,38 @@ type Knobs struct {
 	// RevokeError as the error code when set.
 	RevokeStatus int
 	RevokeError  string
+
+	jkt string // the token request's DPoP key, for issue
 	// RetryAfter is sent as the Retry-After header of every forced failure (TokenStatus,
-	// RefreshStatus, UserinfoStatus, RevokeStatus): delta-seconds or an HTTP-date.
+	// RefreshStatus, UserinfoStatus, RevokeStatus, PARStatus): delta-seconds or an HTTP-date.
 	RetryAfter string
+
+	// PAR advertises pushed_authorization_request_endpoint (RFC 9126): /par takes an
+	// authenticated authorization request and answers a one-time request_uri, valid
+	// 60 s, that /authorize then accepts in place of the parameters. RequirePAR also
+	// advertises require_pushed_authorization_requests, and /authorize then refuses
+	// requests that were not pushed.
+	PAR        bool
+	RequirePAR bool
+	// PARStatus forces /par to answer this status, with PARError as the error code;
+	// PARNoRequestURI makes it answer 201 without a request_uri.
+	PARStatus       int
+	PARError        string
+	PARNoRequestURI bool
+
+	// ExchangeStatus forces token exchange requests (RFC 8693) to answer this status,
+	// with ExchangeError as the error code. Otherwise an exchange of a live access token
+	// the fake issued answers a new token for the audience (or resource) asked for.
+	ExchangeStatus int
+	ExchangeError  string
+
+	// DPoP makes the fake a DPoP server (RFC 9449): a token request with a valid proof
+	// gets a token of type DPoP bound to the proof's key (BoundTo), and userinfo then
+	// wants that token with the DPoP scheme and a proof for it; an invalid or replayed
+	// proof is invalid_dpop_proof. DPoPNonce, when set, is the nonce every proof must
+	// carry: a proof without it gets 400 use_dpop_nonce with the DPoP-Nonce header.
+	DPoP      bool
+	DPoPNonce string
 }
 
 type codeGrant struct {
@@ -156,7 +202,7 @@ func New(t TB) *Provider {
 	p := &Provider{
 		ClientID: "gatehouse-test", ClientSecret: "test-secret", Key: key, KeyID: "test-key", ForgedKey: forged,
 		codes: map[string]codeGrant{}, grants: map[string]*grant{}, revoked: map[string]bool{}, counts: map[string]int{},
-		knobs: Knobs{AdvertiseIss: true}, now: time.Now,
+		pushed: map[string]pushedRequest{}, knobs: Knobs{AdvertiseIss: true}, now: time.Now,
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", p.discovery)
@@ -165,6 +211,7 @@ func New(t TB) *Provider {
 	mux.HandleFunc("POST /token", p.token)
 	mux.HandleFunc("GET /userinfo", p.userinfo)
 	mux.HandleFunc("POST /revoke", p.revoke)
+	mux.HandleFunc("POST /par", p.par)
 	mux.HandleFunc("GET /end_session", func(w http.ResponseWriter, r *http.Request) {
 		p.count("end_session")
 		fmt.Fprintln(w, "signed out")
@@ -192,11 +239,20 @@ func (p *Provider) Set(f func(k *Knobs)) {
 
 // Count returns how many requests of a kind the fake served: "authorize",
 // "authorization_code", "refresh_token", "client_credentials", "userinfo", "revoke",
-// "end_session", "discovery", "jwks".
+// "end_session", "discovery", "jwks", "par".
 func (p *Provider) Count(kind string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.counts[kind]
+}
+
+// ExchangedFor returns the audience (or resource) a token exchange issued token for,
+// and whether the fake issued it.
+func (p *Provider) ExchangedFor(token string) (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	aud, ok := p.exchanged[token]
+	return aud, ok
 }
 
 // AccessTokens returns the user access tokens issued so far, oldest first.
@@ -222,7 +278,7 @@ func (p *Provider) Revoked(token string) bool {
 	return p.revoked[token]
 }
 
-// LastForm returns the form of the last request to an endpoint, "token" or "revoke",
+// LastForm returns the form of the last request to an endpoint, "token", "revoke" or "par",
 // or nil if there was none.
 func (p *Provider) LastForm(endpoint string) url.Values {
 	p.mu.Lock()
@@ -353,6 +409,12 @@ func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 	if !k.NoRevocation {
 		meta["revocation_endpoint"] = p.Issuer + "/revoke"
 	}
+	if k.PAR || k.RequirePAR {
+		meta["pushed_authorization_request_endpoint"] = p.Issuer + "/par"
+	}
+	if k.RequirePAR {
+		meta["require_pushed_authorization_requests"] = true
+	}
 	writeJSON(w, http.StatusOK, meta)
 }
 
@@ -373,6 +435,20 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	p.count("authorize")
 	q := r.URL.Query()
 	k := p.knobsCopy()
+	if uri := q.Get("request_uri"); uri != "" {
+		p.mu.Lock()
+		pr, ok := p.pushed[uri]
+		delete(p.pushed, uri) // one use
+		p.mu.Unlock()
+		if !ok || p.now().After(pr.expires) || q.Get("client_id") != pr.params.Get("client_id") || len(q) != 2 {
+			http.Error(w, "invalid_request_uri", http.StatusBadRequest)
+			return
+		}
+		q = pr.params
+	} else if k.RequirePAR {
+		http.Error(w, "this provider requires pushed authorization requests", http.StatusBadRequest)
+		return
+	}
 	redirect := q.Get("redirect_uri")
 	if q.Get("client_id") != p.ClientID || redirect == "" {
 		http.Error(w, "unknown client or redirect_uri", http.StatusBadRequest)
@@ -452,7 +528,11 @@ func (p *Provider) assertionOK(r *http.Request, key crypto.PublicKey) bool {
 	if err := tok.Claims(key, &cl); err != nil || cl.ID == "" || cl.Expiry == nil {
 		return false
 	}
-	want := jwt.Expected{Issuer: p.ClientID, Subject: p.ClientID, AnyAudience: jwt.Audience{p.Issuer + r.URL.Path}, Time: p.now()}
+	aud := p.Issuer + r.URL.Path
+	if p.knobsCopy().AssertionIssuerAudience {
+		aud = p.Issuer
+	}
+	want := jwt.Expected{Issuer: p.ClientID, Subject: p.ClientID, AnyAudience: jwt.Audience{aud}, Time: p.now()}
 	if cl.Validate(want) != nil {
 		return false
 	}
@@ -481,6 +561,11 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client"})
 		return
 	}
+	jkt, ok := p.dpopTokenRequest(w, r, k)
+	if !ok {
+		return
+	}
+	k.jkt = jkt
 	if k.TokenStatus != 0 {
 		retryAfter(w, k)
 		writeJSON(w, k.TokenStatus, map[string]string{"error": k.TokenError, "error_description": "forced failure with secret-looking text"})
@@ -529,6 +614,35 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		} else {
 			p.issue(w, k, "", k.IDTokenOnRefresh, g.rt)
 		}
+	case GrantTokenExchange:
+		if k.ExchangeStatus != 0 {
+			retryAfter(w, k)
+			writeJSON(w, k.ExchangeStatus, map[string]string{"error": k.ExchangeError})
+			return
+		}
+		subject := r.PostForm.Get("subject_token")
+		p.mu.Lock()
+		live := slices.Contains(p.issued, subject) && !p.revoked[subject]
+		p.mu.Unlock()
+		if r.PostForm.Get("subject_token_type") != "urn:ietf:params:oauth:token-type:access_token" || !live {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_grant"})
+			return
+		}
+		aud := r.PostForm.Get("audience")
+		if aud == "" {
+			aud = r.PostForm.Get("resource")
+		}
+		tok := "xt-" + random()
+		p.mu.Lock()
+		if p.exchanged == nil {
+			p.exchanged = map[string]string{}
+		}
+		p.exchanged[tok] = aud
+		p.secrets = append(p.secrets, tok)
+		p.mu.Unlock()
+		writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "token_type": k.TokenType,
+			"issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+			"expires_in":        int(k.AccessTokenTTL.Seconds()), "scope": r.PostForm.Get("scope")})
 	case "client_credentials":
 		tok := "client-" + random()
 		p.mu.Lock()
@@ -552,6 +666,13 @@ func (p *Provider) issue(w http.ResponseWriter, k Knobs, nonce string, withID bo
 		resp["access_token"] = at
 		p.mu.Lock()
 		p.issued = append(p.issued, at)
+		if k.jkt != "" {
+			if p.bound == nil {
+				p.bound = map[string]string{}
+			}
+			p.bound[at] = k.jkt
+			resp["token_type"] = "DPoP"
+		}
 		p.mu.Unlock()
 	}
 	if !k.OmitExpiresIn {
@@ -664,7 +785,7 @@ func hmacJWT(key []byte, kid string, claims map[string]any) string {
 func (p *Provider) userinfo(w http.ResponseWriter, r *http.Request) {
 	p.count("userinfo")
 	k := p.knobsCopy()
-	if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer at-") {
+	if !p.dpopUserinfo(r) {
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
@@ -702,6 +823,43 @@ func (p *Provider) revoke(w http.ResponseWriter, r *http.Request) {
 	p.revoked[r.PostForm.Get("token")] = true
 	p.mu.Unlock()
 	w.WriteHeader(http.StatusOK)
+}
+
+// par is the pushed authorization request endpoint (RFC 9126 §2).
+func (p *Provider) par(w http.ResponseWriter, r *http.Request) {
+	r.ParseForm()
+	p.recordForm("par", r)
+	p.count("par")
+	k := p.knobsCopy()
+	if !p.clientOK(r) {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client"})
+		return
+	}
+	if k.PARStatus != 0 {
+		retryAfter(w, k)
+		writeJSON(w, k.PARStatus, map[string]string{"error": k.PARError})
+		return
+	}
+	if r.PostForm.Has("request_uri") {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
+		return
+	}
+	params := maps.Clone(r.PostForm)
+	for _, auth := range []string{"client_secret", "client_assertion", "client_assertion_type"} {
+		delete(params, auth)
+	}
+	if params.Get("client_id") == "" {
+		params.Set("client_id", p.ClientID) // authenticated with HTTP Basic
+	}
+	if k.PARNoRequestURI {
+		writeJSON(w, http.StatusCreated, map[string]any{"expires_in": 60})
+		return
+	}
+	uri := "urn:ietf:params:oauth:request_uri:" + random()
+	p.mu.Lock()
+	p.pushed[uri] = pushedRequest{params: params, expires: p.now().Add(time.Minute)}
+	p.mu.Unlock()
+	writeJSON(w, http.StatusCreated, map[string]any{"request_uri": uri, "expires_in": 60})
 }
 
 func retryAfter(w http.ResponseWriter, k Knobs) {

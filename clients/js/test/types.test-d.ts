@@ -8,6 +8,8 @@ import {
   type GatehouseUser,
   type SessionEndDetail,
   type SessionExpiringDetail,
+  type StepUpDetail,
+  type StepUpInfo,
   type UnauthenticatedInfo,
 } from '../gatehouse.js';
 
@@ -27,6 +29,14 @@ export async function typeTests(): Promise<void> {
   });
   createClient();
   createClient({ onUnauthenticated: null });
+  createClient({ onStepUp: null });
+  createClient({
+    onStepUp: (info: StepUpInfo) => {
+      const acr: string | null = info.acrValues;
+      const maxAge: number | null = info.maxAge;
+      void [acr, maxAge, info.response.status, info.loginUrl];
+    },
+  });
 
   // @ts-expect-error expiringThreshold is a number of seconds
   createClient({ expiringThreshold: '60' });
@@ -93,7 +103,22 @@ export async function typeTests(): Promise<void> {
     const text: string = event.detail.expiresIn;
     void [detail, seconds, text];
   });
+  gh.addEventListener('stepuprequired', (event) => {
+    const detail: StepUpDetail = event.detail;
+    gh.stepUp(detail);
+    gh.stepUp(detail, { returnUrl: '/pay' });
+    const url: string = gh.stepUpUrl({ acr_values: 'gold', max_age: 300 });
+    // @ts-expect-error maxAge is a number of seconds
+    gh.stepUp({ maxAge: '300' });
+    // @ts-expect-error returnUrl goes in the options
+    gh.stepUp(detail, '/pay');
+    void url;
+  });
+  gh.stepUp();
   gh.addEventListener('user', (event) => {
+    const acr: string | undefined = event.detail.acr;
+    const authTime: number | undefined = event.detail.auth_time;
+    void [acr, authTime];
     const name: unknown = event.detail.claims['name'];
     void name;
   });

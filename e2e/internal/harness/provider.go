@@ -67,6 +67,29 @@ type ProviderConfig struct {
 	// refresh token and reusing a rotated one revokes the whole grant.
 	DisableRefreshTokenRotation bool
 
+	// PAR is the provider's pushed authorization requests (RFC 9126): "" leaves
+	// oidc-provider's default (offered: pushed_authorization_request_endpoint in
+	// discovery), "off" turns the feature off, "required" makes every authorization
+	// request need a request_uri (require_pushed_authorization_requests).
+	PAR string
+
+	// ExchangeAudiences are the audiences (or resources) a token exchange (RFC 8693,
+	// grant type urn:ietf:params:oauth:grant-type:token-exchange, registered in the
+	// provider for this) may issue tokens for. A client needs that grant type in its
+	// GrantTypes to use it.
+	ExchangeAudiences []string
+
+	// DPoPNonce makes the provider (which does DPoP, RFC 9449, whenever a request carries
+	// a proof) require a server nonce in every proof: a proof without it gets 400
+	// use_dpop_nonce with a DPoP-Nonce header.
+	DPoPNonce bool
+
+	// ACRValues are the authentication context classes (acr) the provider offers, weakest
+	// first (acr_values_supported). Empty: logins and tokens carry no acr. With them, a
+	// login gets the first of the request's acr_values its user may reach (User.ACR), else
+	// the user's weakest, and access tokens carry that acr (introspection, JWT payload).
+	ACRValues []string
+
 	// Clients registered at the provider (at least one). See BFFClient.
 	Clients []Client
 	// Users who can log in. Empty means one user, alice / wonderland (see DefaultUsers).
@@ -124,6 +147,9 @@ type User struct {
 	ID       string         `json:"id"`
 	Password string         `json:"password"`
 	Claims   map[string]any `json:"claims,omitempty"`
+	// ACR lists the acr values (of ProviderConfig.ACRValues) this user can reach, weakest
+	// first; empty means only the provider's weakest.
+	ACR []string `json:"acr,omitempty"`
 }
 
 // Resource is a resource server (RFC 8707). Tokens for it are JWTs unless AccessTokenFormat
@@ -334,6 +360,10 @@ type jsonConfig struct {
 	ClientCredentialsTTL int             `json:"clientCredentialsTTL,omitempty"`
 	SessionTTL           int             `json:"sessionTTL,omitempty"`
 	RotateRefreshToken   bool            `json:"rotateRefreshToken"`
+	PAR                  string          `json:"par,omitempty"`
+	ExchangeAudiences    []string        `json:"exchangeAudiences,omitempty"`
+	DPoPNonce            bool            `json:"dpopNonce,omitempty"`
+	ACRValues            []string        `json:"acrValues,omitempty"`
 	Clients              []Client        `json:"clients"`
 	Users                []User          `json:"users"`
 	Resources            []jsonResource  `json:"resources,omitempty"`
@@ -371,6 +401,10 @@ func startProvider(t testing.TB, root string, cfg ProviderConfig, port int) (*Pr
 		ClientCredentialsTTL: seconds(cfg.ClientCredentialsTTL),
 		SessionTTL:           seconds(cfg.SessionTTL),
 		RotateRefreshToken:   !cfg.DisableRefreshTokenRotation,
+		PAR:                  cfg.PAR,
+		ExchangeAudiences:    cfg.ExchangeAudiences,
+		DPoPNonce:            cfg.DPoPNonce,
+		ACRValues:            cfg.ACRValues,
 		Clients:              cfg.Clients,
 		Users:                users,
 		TokenLog:             filepath.Join(dir, "tokens.jsonl"),
@@ -527,9 +561,11 @@ type Stats struct {
 	Introspections        int `json:"introspections"`
 	UserinfoRequests      int `json:"userinfo_requests"`
 	AuthorizationRequests int `json:"authorization_requests"`
-	EndSessionRequests    int `json:"end_session_requests"`
-	Logins                int `json:"logins"`
-	FailedLogins          int `json:"failed_logins"`
+	// PushedRequests counts POSTs to the pushed authorization request endpoint.
+	PushedRequests     int `json:"pushed_authorization_requests"`
+	EndSessionRequests int `json:"end_session_requests"`
+	Logins             int `json:"logins"`
+	FailedLogins       int `json:"failed_logins"`
 	// Backchannel lists every back-channel logout POST the provider made, in order.
 	Backchannel []BackchannelCall `json:"backchannel"`
 }

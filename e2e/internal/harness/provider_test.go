@@ -858,3 +858,67 @@ func (f *fakeTB) Fatalf(format string, args ...any) {
 func (f *fakeTB) Skip(...any)          { f.skipped = true; panic(errFatal) }
 func (f *fakeTB) Skipf(string, ...any) { f.skipped = true; panic(errFatal) }
 func (f *fakeTB) SkipNow()             { f.skipped = true; panic(errFatal) }
+
+// TestProviderACR: with ACRValues the provider advertises them, every ID token carries acr
+// and auth_time, acr_values asks for a class the user may reach (and brings the login page
+// back when the provider session has a weaker one), a user without it gets the weakest, and
+// access tokens carry the acr for introspection, also after a refresh.
+func TestProviderACR(t *testing.T) {
+	rp := newRelyingParty(t)
+	users := DefaultUsers()
+	users[0].ACR = []string{"silver", "gold"} // alice; bob has no list: silver only
+	p := StartProvider(t, ProviderConfig{ACRValues: []string{"silver", "gold"}, Clients: []Client{rp.client("bff")}, Users: users})
+	c := discover(t, p, rp, "bff")
+	var meta struct {
+		ACRValues []string `json:"acr_values_supported"`
+	}
+	if err := c.op.Claims(&meta); err != nil || !slices.Equal(meta.ACRValues, []string{"silver", "gold"}) {
+		t.Fatalf("acr_values_supported = %q (%v)", meta.ACRValues, err)
+	}
+	callback := rp.URL + "/callback"
+	acrOf := func(t *testing.T, s *session) (string, int64) {
+		t.Helper()
+		var claims struct {
+			ACR      string `json:"acr"`
+			AuthTime int64  `json:"auth_time"`
+		}
+		if err := s.idToken.Claims(&claims); err != nil {
+			t.Fatal(err)
+		}
+		return claims.ACR, claims.AuthTime
+	}
+	tokenACR := func(t *testing.T, token string) string {
+		t.Helper()
+		r, err := postForm(t, http.DefaultClient, c.meta.Introspection, "bff", "s3cret", url.Values{"token": {token}})
+		if err != nil || r.status != 200 || r.body["active"] != true {
+			t.Fatalf("introspection: %v %d %v", err, r.status, r.body)
+		}
+		return r.str("acr")
+	}
+
+	browser := newBrowser(callback)
+	s := c.login(t, browser, DefaultUser, DefaultPassword)
+	if acr, at := acrOf(t, s); acr != "silver" || at == 0 {
+		t.Fatalf("a plain login: acr %q, auth_time %d; want silver and a time", acr, at)
+	}
+	if got := tokenACR(t, s.token.AccessToken); got != "silver" {
+		t.Fatalf("the access token's acr = %q", got)
+	}
+	// The same browser asks for gold: c.login fails unless the login form is shown again.
+	s = c.login(t, browser, DefaultUser, DefaultPassword, oauth2.SetAuthURLParam("acr_values", "gold"))
+	if acr, _ := acrOf(t, s); acr != "gold" {
+		t.Fatalf("a login with acr_values=gold: acr %q", acr)
+	}
+	if got := tokenACR(t, s.token.AccessToken); got != "gold" {
+		t.Fatalf("the gold access token's acr = %q", got)
+	}
+	r := c.refresh(t, s.token.RefreshToken)
+	if r.status != 200 || tokenACR(t, r.str("access_token")) != "gold" {
+		t.Fatalf("after a refresh: %d, acr %q", r.status, tokenACR(t, r.str("access_token")))
+	}
+
+	s = c.login(t, newBrowser(callback), "bob", "builder", oauth2.SetAuthURLParam("acr_values", "gold"))
+	if acr, _ := acrOf(t, s); acr != "silver" {
+		t.Fatalf("bob asked for gold: acr %q, want silver (the weaker acr a provider may return)", acr)
+	}
+}
