@@ -2,6 +2,8 @@ package gatehouse
 
 import (
 	"crypto"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -139,9 +141,17 @@ type ProviderConfig struct {
 	// ClientAssertionAudience is the aud of client assertions (client_assertion_audience):
 	// "endpoint" (default: the URL the assertion is sent to) or "issuer" (RFC 7523bis).
 	ClientAssertionAudience string `gatehouse:"client_assertion_audience"`
-	// AuthMethod: client_secret_basic, client_secret_post or private_key_jwt
-	// (token_endpoint_auth_method). Default: chosen from the credentials and discovery.
+	// AuthMethod: client_secret_basic, client_secret_post, private_key_jwt,
+	// tls_client_auth or self_signed_tls_client_auth (token_endpoint_auth_method).
+	// Default: chosen from the credentials and discovery.
 	AuthMethod string `gatehouse:"token_endpoint_auth_method"`
+	// TLSClientCertificate is presented to the provider in every TLS handshake
+	// (tls_client_cert_file, tls_client_key_file): the credential of tls_client_auth and
+	// self_signed_tls_client_auth (RFC 8705). TLSRootCAs replaces the system roots for
+	// the provider's certificate (tls_ca_file). Both apply to the default provider
+	// client, or to ProviderHTTPClient's transport when it is an *http.Transport.
+	TLSClientCertificate *tls.Certificate `gatehouse:"tls_client_cert_file"`
+	TLSRootCAs           *x509.CertPool   `gatehouse:"tls_ca_file"`
 	// PAR is when logins push their authorization request to the provider first (RFC
 	// 9126, par): "auto" (default: when the provider advertises an endpoint), "always"
 	// (refuse a provider without one) or "never" (unless the provider requires it).
@@ -552,14 +562,18 @@ func (c Config) Validate() error {
 	switch p.AuthMethod {
 	case "", "client_secret_basic", "client_secret_post":
 		if p.ClientSecret == "" && p.ClientKey == nil {
-			bad("provider.client_secret", "is required (or client_key_file for private_key_jwt): Gatehouse is a confidential client")
+			bad("provider.client_secret", "is required (or client_key_file for private_key_jwt, or a TLS client certificate with tls_client_auth): Gatehouse is a confidential client")
 		}
 	case "private_key_jwt":
 		if p.ClientKey == nil {
 			bad("provider.client_key_file", "is required for private_key_jwt")
 		}
+	case "tls_client_auth", "self_signed_tls_client_auth":
+		if p.TLSClientCertificate == nil && c.ProviderHTTPClient == nil {
+			bad("provider.tls_client_cert_file", "is required for %s (with tls_client_key_file)", p.AuthMethod)
+		}
 	default:
-		bad("provider.token_endpoint_auth_method", "%q is not one of client_secret_basic, client_secret_post, private_key_jwt", p.AuthMethod)
+		bad("provider.token_endpoint_auth_method", "%q is not one of client_secret_basic, client_secret_post, private_key_jwt, tls_client_auth, self_signed_tls_client_auth", p.AuthMethod)
 	}
 	switch p.ClientAssertionAudience {
 	case "", "endpoint", "issuer":

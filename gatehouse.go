@@ -33,6 +33,7 @@ package gatehouse
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -131,6 +132,26 @@ func New(cfg Config) (*Gateway, error) {
 	base := hc.Transport
 	if base == nil {
 		base = http.DefaultTransport
+	}
+	if p := cfg.Provider; p.TLSClientCertificate != nil || p.TLSRootCAs != nil {
+		// RFC 8705's credential, or a private CA: on a copy of the transport, for the
+		// provider only.
+		if t, ok := base.(*http.Transport); ok {
+			t = t.Clone()
+			if t.TLSClientConfig == nil {
+				t.TLSClientConfig = &tls.Config{}
+			}
+			if cert := p.TLSClientCertificate; cert != nil {
+				// Always this certificate: a self-signed one (self_signed_tls_client_auth) is
+				// issued by none of the CAs a server lists in its request, and with
+				// Certificates alone Go would then send none.
+				t.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+			}
+			if p.TLSRootCAs != nil {
+				t.TLSClientConfig.RootCAs = p.TLSRootCAs
+			}
+			base = t
+		}
 	}
 	upstreamTransport := cfg.UpstreamTransport
 	base, upstreamTransport = g.setupTracing(cfg, base, upstreamTransport)

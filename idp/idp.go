@@ -59,6 +59,11 @@ const (
 	AuthClientSecretBasic = "client_secret_basic"
 	AuthClientSecretPost  = "client_secret_post"
 	AuthPrivateKeyJWT     = "private_key_jwt"
+	// RFC 8705: the client authenticates with the TLS client certificate of the HTTP
+	// client's transport (a PKI certificate, or a self-signed one registered at the
+	// provider); the requests carry client_id and no secret.
+	AuthTLSClient           = "tls_client_auth"
+	AuthSelfSignedTLSClient = "self_signed_tls_client_auth"
 )
 
 // The audiences a client assertion may name (Config.AssertionAudience).
@@ -168,8 +173,16 @@ type Metadata struct {
 	BackchannelLogoutSupported   bool     `json:"backchannel_logout_supported"`
 	IDTokenSigningAlgs           []string `json:"id_token_signing_alg_values_supported"`
 	RevocationEndpointAuthMethod []string `json:"revocation_endpoint_auth_methods_supported"`
-	PAREndpoint                  string   `json:"pushed_authorization_request_endpoint"`
-	RequirePAR                   bool     `json:"require_pushed_authorization_requests"`
+	// MTLSEndpointAliases are the endpoints to use with a TLS client certificate (RFC
+	// 8705 §5), when the provider serves them elsewhere.
+	MTLSEndpointAliases struct {
+		TokenEndpoint      string `json:"token_endpoint"`
+		RevocationEndpoint string `json:"revocation_endpoint"`
+		UserinfoEndpoint   string `json:"userinfo_endpoint"`
+		PAREndpoint        string `json:"pushed_authorization_request_endpoint"`
+	} `json:"mtls_endpoint_aliases"`
+	PAREndpoint string `json:"pushed_authorization_request_endpoint"`
+	RequirePAR  bool   `json:"require_pushed_authorization_requests"`
 }
 
 // Client talks to one provider. Safe for concurrent use.
@@ -225,6 +238,8 @@ func New(cfg Config) (*Client, error) {
 		if cfg.ClientKey == nil {
 			errs = append(errs, errors.New("idp: private_key_jwt needs a client key"))
 		}
+	case AuthTLSClient, AuthSelfSignedTLSClient:
+		// The certificate is the HTTP client's; nothing to check here.
 	default:
 		errs = append(errs, fmt.Errorf("idp: unknown client authentication method %q", cfg.AuthMethod))
 	}
@@ -430,11 +445,29 @@ func (c *Client) discover(ctx context.Context, old *discovered) (*discovered, er
 	// Audiences are checked by checkAudience too, stricter than go-oidc's membership test.
 	d.verifier = &verifier{c: c, d: d, v: oidc.NewVerifier(meta.Issuer, ks, &oidc.Config{ClientID: c.cfg.ClientID, SupportedSigningAlgs: pc.Algorithms, Now: now})}
 	d.authMethod = c.authMethod(meta)
+	if d.authMethod == AuthTLSClient || d.authMethod == AuthSelfSignedTLSClient {
+		// RFC 8705 §5: with a client certificate, the provider's mTLS aliases.
+		a := meta.MTLSEndpointAliases
+		for _, e := range []struct {
+			to    *string
+			alias string
+		}{{&d.meta.TokenEndpoint, a.TokenEndpoint},
+			{&d.meta.RevocationEndpoint, a.RevocationEndpoint}, {&d.meta.UserinfoEndpoint, a.UserinfoEndpoint},
+			{&d.meta.PAREndpoint, a.PAREndpoint}} {
+			if e.alias != "" {
+				*e.to = e.alias
+			}
+		}
+		pc.TokenURL, pc.UserInfoURL = d.meta.TokenEndpoint, d.meta.UserinfoEndpoint
+		d.provider = pc.NewProvider(octx)
+	}
 	d.oauth = &oauth2.Config{
 		ClientID: c.cfg.ClientID, RedirectURL: c.cfg.RedirectURL, Scopes: c.cfg.Scopes,
-		Endpoint: oauth2.Endpoint{AuthURL: meta.AuthorizationEndpoint, TokenURL: meta.TokenEndpoint, AuthStyle: oauth2.AuthStyleInParams},
+		Endpoint: oauth2.Endpoint{AuthURL: meta.AuthorizationEndpoint, TokenURL: d.meta.TokenEndpoint, AuthStyle: oauth2.AuthStyleInParams},
 	}
-	if d.authMethod != AuthPrivateKeyJWT {
+	switch d.authMethod {
+	case AuthPrivateKeyJWT, AuthTLSClient, AuthSelfSignedTLSClient:
+	default:
 		d.oauth.ClientSecret = c.cfg.ClientSecret
 	}
 	if d.authMethod == AuthClientSecretBasic {

@@ -229,3 +229,27 @@ func TestPushedAuthorizationRequestErrors(t *testing.T) {
 		}
 	})
 }
+
+// With tls_client_auth the client sends only its client_id (the TLS certificate is the
+// HTTP client's) and uses the provider's mtls_endpoint_aliases for the token,
+// revocation, userinfo and PAR endpoints.
+func TestMutualTLSEndpointAliases(t *testing.T) {
+	for _, method := range []string{idp.AuthTLSClient, idp.AuthSelfSignedTLSClient} {
+		p := idptest.New(t)
+		p.Set(func(k *idptest.Knobs) { k.MTLSAliases, k.PAR = true, true })
+		c := newClient(t, p, func(c *idp.Config) { c.AuthMethod, c.ClientSecret = method, "" })
+		tokens := mustLogin(t, p, c) // PAR, code exchange and userinfo at the aliases
+		if form := p.LastForm("par"); form.Get("client_id") != p.ClientID || form.Has("client_secret") {
+			t.Fatalf("%s: pushed %v", method, form)
+		}
+		if _, err := c.Refresh(t.Context(), tokens.RefreshToken, "alice", idp.RefreshOptions{}); err != nil {
+			t.Fatalf("%s: refresh: %v", method, err)
+		}
+		if err := c.Revoke(t.Context(), tokens.RefreshToken, "refresh_token"); err != nil || !p.Revoked(tokens.RefreshToken) {
+			t.Fatalf("%s: revoke: %v", method, err)
+		}
+		if got := c.EndpointName(mustParse(t, p.Issuer+"/mtls/token")); got != "token" {
+			t.Fatalf("%s: the alias is named %q for metrics", method, got)
+		}
+	}
+}

@@ -542,6 +542,8 @@ func (c *Client) authenticate(req *http.Request, form url.Values, d *discovered,
 	case AuthClientSecretPost:
 		form.Set("client_id", c.cfg.ClientID)
 		form.Set("client_secret", c.cfg.ClientSecret)
+	case AuthTLSClient, AuthSelfSignedTLSClient:
+		form.Set("client_id", c.cfg.ClientID) // the TLS handshake authenticates
 	default:
 		form.Set("client_id", c.cfg.ClientID)
 		maps.Copy(form, c.assertionParamsFor(endpoint))

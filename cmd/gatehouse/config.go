@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -87,6 +88,9 @@ type fileProvider struct {
 	ClientKeyID                  string            `yaml:"client_key_id"`
 	ClientKeyAlg                 string            `yaml:"client_key_alg"`
 	ClientAssertionAudience      string            `yaml:"client_assertion_audience"`
+	TLSClientCertFile            string            `yaml:"tls_client_cert_file"`
+	TLSClientKeyFile             string            `yaml:"tls_client_key_file"`
+	TLSCAFile                    string            `yaml:"tls_ca_file"`
 	TokenEndpointAuthMethod      string            `yaml:"token_endpoint_auth_method"`
 	PAR                          string            `yaml:"par"`
 	DPoP                         bool              `yaml:"dpop"`
@@ -421,6 +425,30 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 		}
 		if c.Provider.ClientKeyAlg == "" {
 			c.Provider.ClientKeyAlg = ck.alg
+		}
+	}
+	switch cert, key := fc.Provider.TLSClientCertFile, fc.Provider.TLSClientKeyFile; {
+	case cert == "" && key == "":
+	case cert == "" || key == "":
+		probs.add("provider.tls_client_cert_file", "and tls_client_key_file go together: set both")
+	default:
+		pair, err := tls.LoadX509KeyPair(resolve(cert), resolve(key))
+		if err != nil {
+			probs.add("provider.tls_client_cert_file", "cannot load the certificate and key: %v", errors.Unwrap(err))
+		} else {
+			c.Provider.TLSClientCertificate = &pair
+		}
+	}
+	if f := fc.Provider.TLSCAFile; f != "" {
+		pem, err := os.ReadFile(resolve(f))
+		pool := x509.NewCertPool()
+		switch {
+		case err != nil:
+			probs.add("provider.tls_ca_file", "cannot read %s: %v", f, errors.Unwrap(err))
+		case !pool.AppendCertsFromPEM(pem):
+			probs.add("provider.tls_ca_file", "%s holds no PEM certificate", f)
+		default:
+			c.Provider.TLSRootCAs = pool
 		}
 	}
 	switch strings.ToLower(fc.Cookie.SameSite) {

@@ -12,6 +12,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { Store, createAdapterFactory } from './adapter.mjs';
@@ -259,8 +260,37 @@ policy.get('login').checks.add(new interactionPolicy.Check('acr_values', 'reques
 
 const store = new Store();
 
+// RFC 8705: with "mtls", a second listener speaks TLS on its own port, asks every client
+// for a certificate (verified against mtls.clientCA for tls_client_auth, taken as it is for
+// self_signed_tls_client_auth), and discovery names its endpoints as mtls_endpoint_aliases.
+const mtls = cfg.mtls;
+if (mtls && (!Number.isInteger(mtls.port) || !mtls.cert || !mtls.key || !mtls.clientCA)) {
+  fatal('config: "mtls" needs port, cert, key and clientCA');
+}
+const mtlsBase = mtls ? `https://127.0.0.1:${mtls.port}${mountPath}` : '';
+
+function peerCertificate(ctx) {
+  const c = ctx.req.socket.getPeerCertificate?.();
+  return c && c.raw ? c : undefined;
+}
+
 const configuration = {
   adapter: createAdapterFactory(store),
+  ...(mtls
+    ? {
+        clientAuthMethods: ['client_secret_basic', 'client_secret_jwt', 'client_secret_post', 'private_key_jwt', 'none',
+          'tls_client_auth', 'self_signed_tls_client_auth'],
+        discovery: {
+          mtls_endpoint_aliases: {
+            token_endpoint: `${mtlsBase}/token`,
+            revocation_endpoint: `${mtlsBase}/token/revocation`,
+            introspection_endpoint: `${mtlsBase}/token/introspection`,
+            userinfo_endpoint: `${mtlsBase}/me`,
+            pushed_authorization_request_endpoint: `${mtlsBase}/request`,
+          },
+        },
+      }
+    : {}),
   clients: cfg.clients,
   jwks: cfg.jwks ?? generateJwks(),
   cookies: {
@@ -286,6 +316,24 @@ const configuration = {
   rotateRefreshToken: cfg.rotateRefreshToken !== false,
   features: {
     devInteractions: { enabled: false },
+    mTLS: mtls
+      ? {
+          enabled: true,
+          tlsClientAuth: true,
+          selfSignedTlsClientAuth: true,
+          getCertificate(ctx) {
+            const c = peerCertificate(ctx);
+            return c ? new crypto.X509Certificate(c.raw).toString() : undefined;
+          },
+          certificateAuthorized(ctx) {
+            return ctx.req.socket.authorized === true;
+          },
+          certificateSubjectMatches(ctx, property, expected) {
+            const c = peerCertificate(ctx);
+            return property === 'tls_client_auth_subject_dn' && !!c && `CN=${c.subject?.CN}` === expected;
+          },
+        }
+      : { enabled: false },
     // RFC 9449: on, as oidc-provider has it; dpopNonce: true makes every proof need a
     // server nonce (use_dpop_nonce first).
     dPoP: cfg.dpopNonce
@@ -785,6 +833,7 @@ function stop(signal) {
   process.stderr.write(`provider: ${signal}, shutting down\n`);
   server.close(() => process.exit(0));
   server.closeAllConnections();
+  mtlsServer?.closeAllConnections();
   setTimeout(() => process.exit(0), 2000).unref();
 }
 process.on('SIGTERM', () => stop('SIGTERM'));
@@ -796,6 +845,21 @@ if (cfg.exitOnStdinClose) {
 }
 
 server.on('error', (err) => fatal(`listen 127.0.0.1:${port}: ${err.message}`));
+
+let mtlsServer;
+if (mtls) {
+  mtlsServer = https.createServer({
+    cert: fs.readFileSync(mtls.cert), key: fs.readFileSync(mtls.key), ca: fs.readFileSync(mtls.clientCA),
+    requestCert: true, rejectUnauthorized: false,
+  }, (req, res) => {
+    if (mountPath) {
+      req.url = req.url.slice(mountPath.length) || '/';
+    }
+    callback(req, res);
+  });
+  mtlsServer.on('error', (err) => fatal(`listen 127.0.0.1:${mtls.port} (mtls): ${err.message}`));
+  mtlsServer.listen(mtls.port, '127.0.0.1');
+}
 server.listen(port, '127.0.0.1', () => {
   process.stdout.write(`READY ${provider.issuer}\n`);
 });

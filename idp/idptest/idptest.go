@@ -24,6 +24,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -169,6 +170,12 @@ type Knobs struct {
 	// carry: a proof without it gets 400 use_dpop_nonce with the DPoP-Nonce header.
 	DPoP      bool
 	DPoPNonce string
+
+	// MTLSAliases publishes mtls_endpoint_aliases (RFC 8705 §5) under /mtls/ for the
+	// token, revocation, userinfo and PAR endpoints, where a client that sends only its
+	// client_id is taken as authenticated by its TLS certificate (the fake does not
+	// check one); the plain endpoints then refuse such a client.
+	MTLSAliases bool
 }
 
 type codeGrant struct {
@@ -212,6 +219,10 @@ func New(t TB) *Provider {
 	mux.HandleFunc("GET /userinfo", p.userinfo)
 	mux.HandleFunc("POST /revoke", p.revoke)
 	mux.HandleFunc("POST /par", p.par)
+	mux.HandleFunc("POST /mtls/token", p.token)
+	mux.HandleFunc("POST /mtls/revoke", p.revoke)
+	mux.HandleFunc("POST /mtls/par", p.par)
+	mux.HandleFunc("GET /mtls/userinfo", p.userinfo)
 	mux.HandleFunc("GET /end_session", func(w http.ResponseWriter, r *http.Request) {
 		p.count("end_session")
 		fmt.Fprintln(w, "signed out")
@@ -412,6 +423,11 @@ func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 	if k.PAR || k.RequirePAR {
 		meta["pushed_authorization_request_endpoint"] = p.Issuer + "/par"
 	}
+	if k.MTLSAliases {
+		meta["mtls_endpoint_aliases"] = map[string]string{"token_endpoint": p.Issuer + "/mtls/token",
+			"revocation_endpoint": p.Issuer + "/mtls/revoke", "userinfo_endpoint": p.Issuer + "/mtls/userinfo",
+			"pushed_authorization_request_endpoint": p.Issuer + "/mtls/par"}
+	}
 	if k.RequirePAR {
 		meta["require_pushed_authorization_requests"] = true
 	}
@@ -494,6 +510,10 @@ func (p *Provider) LastAuthorizeParams() url.Values {
 }
 
 func (p *Provider) clientOK(r *http.Request) bool {
+	if p.knobsCopy().MTLSAliases && strings.HasPrefix(r.URL.Path, "/mtls/") {
+		_, _, basic := r.BasicAuth()
+		return !basic && r.PostForm.Get("client_id") == p.ClientID && !r.PostForm.Has("client_secret") && !r.PostForm.Has("client_assertion")
+	}
 	if key := p.knobsCopy().ClientKey; key != nil && r.PostForm.Has("client_assertion") {
 		return p.assertionOK(r, key)
 	}

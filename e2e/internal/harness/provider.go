@@ -90,6 +90,11 @@ type ProviderConfig struct {
 	// the user's weakest, and access tokens carry that acr (introspection, JWT payload).
 	ACRValues []string
 
+	// MTLS, when set, adds a TLS listener for RFC 8705 client authentication
+	// (tls_client_auth against ClientCA, self_signed_tls_client_auth), named in
+	// discovery as mtls_endpoint_aliases. Files are PEM.
+	MTLS *MTLS
+
 	// Clients registered at the provider (at least one). See BFFClient.
 	Clients []Client
 	// Users who can log in. Empty means one user, alice / wonderland (see DefaultUsers).
@@ -100,6 +105,18 @@ type ProviderConfig struct {
 	// JWKS, if set, is the provider's private signing key set (JSON). By default fresh RS256
 	// and ES256 keys are generated at each start.
 	JWKS json.RawMessage
+}
+
+// MTLS configures the provider's mutual-TLS listener.
+type MTLS struct {
+	Port      int    `json:"port"`
+	Cert, Key string // the listener's certificate (for 127.0.0.1) and key
+	ClientCA  string // the CA of tls_client_auth client certificates
+}
+
+// MarshalJSON names the files as server.mjs reads them.
+func (m MTLS) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]any{"port": m.Port, "cert": m.Cert, "key": m.Key, "clientCA": m.ClientCA})
 }
 
 // Client is the registration metadata of one client (OpenID Connect Dynamic Client
@@ -364,6 +381,7 @@ type jsonConfig struct {
 	ExchangeAudiences    []string        `json:"exchangeAudiences,omitempty"`
 	DPoPNonce            bool            `json:"dpopNonce,omitempty"`
 	ACRValues            []string        `json:"acrValues,omitempty"`
+	MTLS                 *MTLS           `json:"mtls,omitempty"`
 	Clients              []Client        `json:"clients"`
 	Users                []User          `json:"users"`
 	Resources            []jsonResource  `json:"resources,omitempty"`
@@ -405,6 +423,7 @@ func startProvider(t testing.TB, root string, cfg ProviderConfig, port int) (*Pr
 		ExchangeAudiences:    cfg.ExchangeAudiences,
 		DPoPNonce:            cfg.DPoPNonce,
 		ACRValues:            cfg.ACRValues,
+		MTLS:                 cfg.MTLS,
 		Clients:              cfg.Clients,
 		Users:                users,
 		TokenLog:             filepath.Join(dir, "tokens.jsonl"),
