@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/gatehouse-bff/gatehouse/session"
@@ -99,12 +100,16 @@ const maxLoggedPath = 1024
 // as a keyed hash of its handle.
 func (g *Gateway) logAccess(sw *statusRecorder, r *http.Request, kind string, d time.Duration) {
 	p := r.URL.Path
+	if strings.HasPrefix(p, "/bff/sessions/") {
+		p = "/bff/sessions/{sid}" // a session's handle, which the admin API revokes by
+	}
 	if len(p) > maxLoggedPath {
 		p = p[:maxLoggedPath] + "…"
 	}
 	attrs := make([]slog.Attr, 0, 14)
 	attrs = append(attrs,
 		slog.String("request_id", sw.id[0]),
+		slog.String("frontend", frontendName),
 		slog.String("kind", kind),
 	)
 	if sw.route != "" {

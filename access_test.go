@@ -101,7 +101,7 @@ func TestAccessLogLine(t *testing.T) {
 	if got := r.Header.Values("X-Request-Id"); len(got) != 1 {
 		t.Fatalf("response X-Request-Id %q: the upstream's must be replaced", got)
 	}
-	want := map[string]any{"msg": "access", "kind": "route", "route": "/api/", "method": "GET", "path": "/api/orders",
+	want := map[string]any{"msg": "access", "frontend": "default", "kind": "route", "route": "/api/", "method": "GET", "path": "/api/orders",
 		"status": float64(200), "bytes": float64(len(r.body)), "ip": "127.0.0.1"}
 	for k, v := range want {
 		if m[k] != v {
@@ -135,6 +135,16 @@ func TestAccessLogLine(t *testing.T) {
 	if m["kind"] != "bff" || m["path"] != "/bff/user" || m["route"] != nil || m["upstream_ms"] != nil ||
 		m["request_id"] != r.Header.Get("X-Request-Id") || m["session"] != lines[len(lines)-1]["session"] {
 		t.Fatalf("bff line %v", m)
+	}
+
+	// Ending a session by its handle: the handle is not written.
+	other := e.browser()
+	other.login()
+	handle := decode(t, other.api("GET", "/bff/user"))["sid"].(string)
+	b.do("DELETE", "/bff/sessions/"+handle, nil, "X-CSRF", "1", "Accept", "application/json", "Sec-Fetch-Site", "same-origin")
+	lines = jsonLines(t, access.String())
+	if m := lines[len(lines)-1]; m["path"] != "/bff/sessions/{sid}" || strings.Contains(access.String(), handle) {
+		t.Fatalf("a session handle in the access log: %v", m)
 	}
 }
 
