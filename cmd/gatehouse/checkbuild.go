@@ -45,7 +45,7 @@ func footguns(l *loaded) []string {
 		out = append(out, "session.keys: not set: the server key is derived from the client credentials, so rotating the client secret logs everyone out; set it (gatehouse keygen)")
 	}
 	if a := l.file.Admin; a.Listen != "" && !loopbackListen(a.Listen, "") && l.gw.Admin.Token == "" {
-		out = append(out, "admin.token: not set while admin.listen ("+a.Listen+") is not loopback: /metrics and /readyz are open to the network without a token and the admin API is off; set admin.token or admin.token_file")
+		out = append(out, "admin.token: not set while admin.listen ("+a.Listen+") is not loopback: the admin API is off, and /metrics, /healthz and /readyz (which take no token, with or without one) are open to that network: keep it private, and set admin.token or admin.token_file to use the admin API")
 	}
 	return out
 }
