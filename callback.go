@@ -87,7 +87,10 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 			cause: err, level: slog.LevelWarn}
 	}
 
-	if unmet := f.stepUp().unmet(id.Claims, g.now(), g.config().Provider.ClockSkew); unmet != "" {
+	// max_age is measured from when this login started (OIDC Core §3.1.2.1: the user must
+	// have authenticated within max_age of the request), not from now: the sign-in itself
+	// takes time, and max_age=0 asks for a sign-in during this login.
+	if unmet := f.stepUp().unmet(id.Claims, f.Created, g.config().Provider.ClockSkew); unmet != "" {
 		// The provider signed the user in, but not as strongly or as recently as the
 		// action that asked for this login needs: no session, the old one stays.
 		g.metrics.logins.WithLabelValues("rejected").Inc()

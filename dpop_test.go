@@ -3,6 +3,7 @@ package gatehouse_test
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -162,5 +163,48 @@ func TestDPoPOff(t *testing.T) {
 	b.api("GET", "/api/x")
 	if verdict, _ := api.last(); verdict != "not a bound token: Bearer" || e.idp.Count("dpop_proof") != 0 {
 		t.Fatalf("upstream saw %q; %d proofs", verdict, e.idp.Count("dpop_proof"))
+	}
+}
+
+// A Go handler behind RequireSession can call a DPoP API itself: the session says its
+// token is bound and makes the proof.
+func TestSessionDPoPProof(t *testing.T) {
+	api := newDPoPAPI(t)
+	e := newEnvKnobs(t, func(k *idptest.Knobs) { k.DPoP = true }, func(c *gatehouse.Config) { c.Provider.DPoP = true })
+	api.p = e.idp
+	h := e.gw.RequireSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := gatehouse.SessionFrom(r.Context())
+		tok, err := s.AccessToken(r.Context())
+		if err != nil || s.TokenType() != "DPoP" {
+			http.Error(w, "no bound token", 500)
+			return
+		}
+		u, _ := url.Parse(api.srv.URL + "/orders")
+		proof, err := s.DPoPProof("GET", u, tok)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		req, _ := http.NewRequest("GET", u.String(), nil)
+		req.Header.Set("Authorization", "DPoP "+tok)
+		req.Header.Set("DPoP", proof)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), 502)
+			return
+		}
+		resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+	}))
+	b := e.browser()
+	b.login()
+	req := httptest.NewRequest("GET", e.url+"/app/pay", nil)
+	req.Header.Set("Cookie", "__Host-gatehouse="+b.cookie("__Host-gatehouse").Value)
+	req.Header.Set("X-CSRF", "1")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if verdict, _ := api.last(); rec.Code != 200 || verdict != "ok" {
+		t.Fatalf("handler answered %d; the API saw %q", rec.Code, verdict)
 	}
 }

@@ -2,7 +2,9 @@ package gatehouse
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/gatehouse-bff/gatehouse/session"
@@ -53,6 +55,26 @@ func (s *Session) AccessTokenFor(ctx context.Context, resource, audience string)
 	}
 	s.s = cur
 	return tok, nil
+}
+
+// DPoPProof returns a DPoP proof (RFC 9449) of the session's key for one request with
+// token (from AccessToken, AccessTokenFor or ExchangedToken), to send in its DPoP header
+// with "Authorization: DPoP <token>". It is an error when the session has no DPoP key
+// (provider.dpop is off). TokenType says whether a token needs one.
+func (s *Session) DPoPProof(method string, u *url.URL, token string) (string, error) {
+	k := s.g.sessionKey(s.s)
+	if k == nil {
+		return "", errors.New("gatehouse: this session has no DPoP key (provider.dpop is off)")
+	}
+	return k.Proof(method, u, token, "", time.Now())
+}
+
+// TokenType is "DPoP" when the session's tokens are bound to its DPoP key, else "Bearer".
+func (s *Session) TokenType() string {
+	if s.s.Token.TokenType == "DPoP" {
+		return "DPoP"
+	}
+	return "Bearer"
 }
 
 // ExchangedToken returns a token for another API obtained by exchanging the user's

@@ -96,9 +96,10 @@ func (su stepUp) params(out url.Values) {
 	}
 }
 
-// unmet says what of su the session's claims do not deliver ("acr" or "max_age"), or ""
-// when they deliver it all. skew tolerates a provider clock ahead of ours.
-func (su stepUp) unmet(claims map[string]any, now time.Time, skew time.Duration) string {
+// unmet says what of su the claims do not deliver ("acr" or "max_age"), or "" when they
+// deliver it all. The authentication (auth_time) must be no more than MaxAge before at;
+// skew tolerates a provider clock behind ours.
+func (su stepUp) unmet(claims map[string]any, at time.Time, skew time.Duration) string {
 	if len(su.ACR) > 0 {
 		acr, _ := claims["acr"].(string)
 		if !slices.Contains(su.ACR, acr) {
@@ -106,8 +107,8 @@ func (su stepUp) unmet(claims map[string]any, now time.Time, skew time.Duration)
 		}
 	}
 	if su.HasMaxAge {
-		at, ok := authTime(claims)
-		if !ok || now.Sub(at) > su.MaxAge+skew {
+		authAt, ok := authTime(claims)
+		if !ok || at.Sub(authAt) > su.MaxAge+skew {
 			return "max_age"
 		}
 	}

@@ -114,6 +114,15 @@ func TestStepUpLogin(t *testing.T) {
 		t.Fatalf("an old login for max_age=60: %d %s", cb.StatusCode, cb.body)
 	}
 
+	// max_age=0 asks for a sign-in during this login: one a moment after /bff/login is
+	// accepted, even though it is no longer 0 seconds old when the callback checks it.
+	e.idp.Set(func(k *idptest.Knobs) { k.IDTokenMutate = nil })
+	r := b.get("/bff/login?max_age=0")
+	r = b.get(r.Header.Get("Location"))
+	e.clock.Advance(3 * time.Second) // the user types a password
+	cb = b.get(r.Header.Get("Location"), "Sec-Fetch-Mode", "navigate")
+	wantStatus(t, cb, http.StatusOK)
+
 	for _, bad := range []string{"acr_values=" + url.QueryEscape(`go"ld`), "max_age=-1", "max_age=soon", "acr_values=a1+a2+a3+a4+a5+a6+a7+a8+a9+a10+a11"} {
 		r := b.do("GET", "/bff/login?"+bad, nil, "Accept", "application/json")
 		wantJSONError(t, r, http.StatusBadRequest, "bad_request", "login_invalid_step_up")
