@@ -195,6 +195,8 @@ func loginFailureReason(he *httpError) string {
 	switch {
 	case he.code == "login_refused" && reason != otherProviderError:
 		reason = "provider_" + reason // provider_access_denied, …
+	case he.code == "step_up_failed":
+		reason = "step_up_" + reason // step_up_acr, step_up_max_age
 	case reason == "":
 		reason = he.code
 	}

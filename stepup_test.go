@@ -94,6 +94,9 @@ func TestStepUpLogin(t *testing.T) {
 	if c := b.cookie("__Host-gatehouse"); c == nil || c.Value != old {
 		t.Fatal("the refused step-up replaced the session")
 	}
+	if !strings.Contains(e.audit.String(), `"reason":"step_up_acr"`) {
+		t.Fatalf("no login_failed step_up_acr audit event:\n%s", e.audit.String())
+	}
 	wantStatus(t, b.api("GET", "/bff/user"), http.StatusOK)
 
 	e.idp.Set(func(k *idptest.Knobs) { k.Claims = map[string]any{"acr": "gold"} })
