@@ -107,8 +107,9 @@ func (su stepUp) unmet(claims map[string]any, at time.Time, skew time.Duration) 
 		}
 	}
 	if su.HasMaxAge {
+		// auth_time is in whole seconds: so is the comparison.
 		authAt, ok := authTime(claims)
-		if !ok || at.Sub(authAt) > su.MaxAge+skew {
+		if !ok || at.Truncate(time.Second).Sub(authAt) > su.MaxAge+skew {
 			return "max_age"
 		}
 	}
