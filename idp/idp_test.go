@@ -200,7 +200,9 @@ func TestNewChecksConfig(t *testing.T) {
 			[]string{"issuer is required", "client_id is required", "a client secret or a client key is required"}},
 		{"relative issuer", func(c *idp.Config) { c.Issuer = "idp.example" }, []string{"not an absolute URL"}},
 		{"private_key_jwt without a key", func(c *idp.Config) { c.AuthMethod = idp.AuthPrivateKeyJWT }, []string{"private_key_jwt needs a client key"}},
-		{"unknown method", func(c *idp.Config) { c.AuthMethod = "tls_client_auth" }, []string{`unknown client authentication method "tls_client_auth"`}},
+		{"unknown method", func(c *idp.Config) { c.AuthMethod = "client_secret_jwt" }, []string{`unknown client authentication method "client_secret_jwt"`}},
+		{"valid tls_client_auth", func(c *idp.Config) { c.AuthMethod, c.ClientSecret = idp.AuthTLSClient, "" }, nil},
+		{"unknown PAR mode", func(c *idp.Config) { c.PAR = "sometimes" }, []string{`par is "sometimes"`}},
 		{"Ed25519 key", func(c *idp.Config) { c.ClientKey = edKey }, []string{"not supported"}},
 		{"algorithm that does not fit the key", func(c *idp.Config) { c.ClientKey, c.ClientKeyAlg = ecKey, "RS256" }, []string{"does not fit the key"}},
 	} {
