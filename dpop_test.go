@@ -176,13 +176,13 @@ func TestSessionDPoPProof(t *testing.T) {
 		s, _ := gatehouse.SessionFrom(r.Context())
 		tok, err := s.AccessToken(r.Context())
 		if err != nil || s.TokenType() != "DPoP" {
-			http.Error(w, "no bound token", 500)
+			http.Error(w, "no bound token", http.StatusInternalServerError)
 			return
 		}
 		u, _ := url.Parse(api.srv.URL + "/orders")
 		proof, err := s.DPoPProof("GET", u, tok)
 		if err != nil {
-			http.Error(w, err.Error(), 500)
+			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		req, _ := http.NewRequest("GET", u.String(), nil)
@@ -190,7 +190,7 @@ func TestSessionDPoPProof(t *testing.T) {
 		req.Header.Set("DPoP", proof)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			http.Error(w, err.Error(), 502)
+			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		resp.Body.Close()
