@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,9 +79,7 @@ func TestE2EClientAuthentication(t *testing.T) {
 			public := fmt.Sprintf("http://127.0.0.1:%d", port)
 			client := harness.BFFClient(public)
 			tc.client(&client)
-			probe := harness.Client{ClientID: "probe", ClientSecret: "probe-secret", GrantTypes: []string{"client_credentials"},
-				TokenEndpointAuthMethod: "client_secret_basic", RedirectURIs: []string{"http://127.0.0.1/unused"}, ResponseTypes: []string{}}
-			idp := harness.StartProvider(t, harness.ProviderConfig{Clients: []harness.Client{client, probe}, AccessTokenTTL: 4 * time.Second})
+			idp := harness.StartProvider(t, harness.ProviderConfig{Clients: []harness.Client{client, probeClient()}, AccessTokenTTL: 4 * time.Second})
 			api := startUpstream(t)
 			config := func(provider string) string {
 				return fmt.Sprintf(`
@@ -147,24 +144,4 @@ routes:
 			}
 		})
 	}
-}
-
-// introspect asks the provider, as the probe client, whether a token is active.
-func introspect(t *testing.T, idp *harness.Provider, token string) bool {
-	t.Helper()
-	req, _ := http.NewRequest("POST", idp.BaseURL()+"/token/introspection", strings.NewReader(url.Values{"token": {token}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth("probe", "probe-secret")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Active bool `json:"active"`
-	}
-	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&body) != nil {
-		t.Fatalf("introspection answered %s", resp.Status)
-	}
-	return body.Active
 }

@@ -70,9 +70,7 @@ func (rs *dpopResourceServer) keys() []string {
 func TestE2EDPoP(t *testing.T) {
 	port := freePort(t)
 	public := fmt.Sprintf("http://127.0.0.1:%d", port)
-	probe := harness.Client{ClientID: "probe", ClientSecret: "probe-secret", GrantTypes: []string{"client_credentials"},
-		TokenEndpointAuthMethod: "client_secret_basic", RedirectURIs: []string{"http://127.0.0.1/unused"}, ResponseTypes: []string{}}
-	idp := harness.StartProvider(t, harness.ProviderConfig{Clients: []harness.Client{harness.BFFClient(public), probe},
+	idp := harness.StartProvider(t, harness.ProviderConfig{Clients: []harness.Client{harness.BFFClient(public), probeClient()},
 		AccessTokenTTL: 4 * time.Second, DPoPNonce: true})
 	rs := startDPoPResourceServer(t, idp)
 	plain := startUpstream(t)

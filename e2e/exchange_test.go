@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -21,9 +19,7 @@ func TestE2ETokenExchange(t *testing.T) {
 	public := fmt.Sprintf("http://127.0.0.1:%d", port)
 	client := harness.BFFClient(public)
 	client.GrantTypes = append(client.GrantTypes, "urn:ietf:params:oauth:grant-type:token-exchange")
-	probe := harness.Client{ClientID: "probe", ClientSecret: "probe-secret", GrantTypes: []string{"client_credentials"},
-		TokenEndpointAuthMethod: "client_secret_basic", RedirectURIs: []string{"http://127.0.0.1/unused"}, ResponseTypes: []string{}}
-	idp := harness.StartProvider(t, harness.ProviderConfig{Clients: []harness.Client{client, probe},
+	idp := harness.StartProvider(t, harness.ProviderConfig{Clients: []harness.Client{client, probeClient()},
 		AccessTokenTTL: 4 * time.Second, ExchangeAudiences: []string{"https://orders.example"}})
 	api := startUpstream(t)
 	gw := startGatehouse(t, port, fmt.Sprintf(`
@@ -97,22 +93,3 @@ routes:
 }
 
 func bearer(h http.Header) string { return strings.TrimPrefix(h.Get("Authorization"), "Bearer ") }
-
-// introspectAll returns the provider's whole introspection answer for token, asked as
-// the probe client.
-func introspectAll(t *testing.T, idp *harness.Provider, token string) map[string]any {
-	t.Helper()
-	req, _ := http.NewRequest("POST", idp.BaseURL()+"/token/introspection", strings.NewReader(url.Values{"token": {token}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth("probe", "probe-secret")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var m map[string]any
-	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&m) != nil {
-		t.Fatalf("introspection answered %s", resp.Status)
-	}
-	return m
-}

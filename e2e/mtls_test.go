@@ -139,10 +139,8 @@ func TestE2EMutualTLSClientAuth(t *testing.T) {
 	stranger := clientFor("stranger")
 	stranger.TokenEndpointAuthMethod = "tls_client_auth"
 	stranger.Extra = map[string]any{"tls_client_auth_subject_dn": "CN=someone-else"}
-	probe := harness.Client{ClientID: "probe", ClientSecret: "probe-secret", GrantTypes: []string{"client_credentials"},
-		TokenEndpointAuthMethod: "client_secret_basic", RedirectURIs: []string{"http://127.0.0.1/unused"}, ResponseTypes: []string{}}
 	idp := harness.StartProvider(t, harness.ProviderConfig{
-		Clients:        []harness.Client{pkiClient, selfClient, stranger, probe},
+		Clients:        []harness.Client{pkiClient, selfClient, stranger, probeClient()},
 		AccessTokenTTL: 4 * time.Second,
 		MTLS:           &harness.MTLS{Port: freePort(t), Cert: pki.serverCert, Key: pki.serverKey, ClientCA: pki.caFile},
 	})
