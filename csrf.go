@@ -15,11 +15,12 @@ import (
 //     CrossOriginProtection exempts safe methods; Gatehouse's API calls are protected
 //     whatever their method, so a GET is checked as if it were a POST.
 func (g *Gateway) checkCSRF(r *http.Request) error {
-	vals := r.Header.Values(g.config().CSRF.Header)
+	run := g.current()
+	vals := r.Header[run.csrfHeader]
 	switch {
 	case len(vals) == 0:
 		return errCSRF("missing_header")
-	case len(vals) != 1 || vals[0] != g.config().CSRF.Value:
+	case len(vals) != 1 || vals[0] != run.cfg.CSRF.Value:
 		return errCSRF("wrong_value")
 	}
 	return g.checkSameOrigin(r)

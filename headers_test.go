@@ -177,3 +177,28 @@ func TestDefaultStripHeadersDocumented(t *testing.T) {
 		}
 	}
 }
+
+// TestCustomCSRFHeaderAnyCase: a CSRF header configured in lower case is checked and
+// kept from the upstream like the default one (header maps hold canonical keys), and a
+// DPoP proof the browser sends never reaches the upstream of a bearer route.
+func TestCustomCSRFHeaderAnyCase(t *testing.T) {
+	up := newHeaderUpstream(t)
+	e := newEnv(t, func(c *gatehouse.Config) {
+		c.CSRF = gatehouse.CSRFConfig{Header: "x-requested-by", Value: "spa"}
+		c.Routes = []gatehouse.Route{{Path: "/ro/", Upstream: up.srv.URL}}
+	})
+	b := e.browser()
+	b.login()
+	wantStatus(t, b.do("GET", "/ro/x", nil, "X-CSRF", "1"), http.StatusForbidden)
+	wantStatus(t, b.do("GET", "/ro/x", nil, "X-Requested-By", "spa", "DPoP", "browser-proof"), http.StatusOK)
+	r := up.last(t)
+	if v := r.Header.Values("X-Requested-By"); len(v) > 0 {
+		t.Errorf("the upstream got the CSRF header: %q", v)
+	}
+	if v := r.Header.Values("DPoP"); len(v) > 0 {
+		t.Errorf("the upstream got the browser's DPoP proof: %q", v)
+	}
+	if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+		t.Errorf("upstream Authorization %q", r.Header.Get("Authorization"))
+	}
+}

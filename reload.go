@@ -17,6 +17,9 @@ import (
 type running struct {
 	cfg    Config   // with defaults applied
 	routes []*route // longest prefix first
+	// csrfHeader is cfg.CSRF.Header in canonical form: looked up in the header map
+	// directly, it costs no allocation per request.
+	csrfHeader string
 }
 
 func (g *Gateway) current() *running { return g.run.Load() }
@@ -26,7 +29,7 @@ func (g *Gateway) current() *running { return g.run.Load() }
 func (g *Gateway) config() *Config { return &g.run.Load().cfg }
 
 func newRunning(cfg Config) *running {
-	run := &running{cfg: cfg}
+	run := &running{cfg: cfg, csrfHeader: http.CanonicalHeaderKey(cfg.CSRF.Header)}
 	for _, r := range cfg.Routes {
 		u, _ := url.Parse(r.Upstream)
 		hdr := http.Header{}

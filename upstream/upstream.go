@@ -182,6 +182,13 @@ func New(cfg Config) *Proxy {
 	if cfg.ErrorHandler == nil {
 		cfg.ErrorHandler = writeStatus
 	}
+	// Header maps hold canonical keys: deleting by a canonical name costs no allocation
+	// per request, where "X-CSRF" would be canonicalised (and allocated) on every call.
+	drop := make([]string, len(cfg.DropHeaders))
+	for i, name := range cfg.DropHeaders {
+		drop[i] = http.CanonicalHeaderKey(name)
+	}
+	cfg.DropHeaders = drop
 	p := &Proxy{cfg: cfg, headers: newRequestFilter(cfg.StripHeaders, cfg.KeepHeaders)}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
@@ -316,7 +323,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	h := pr.Out.Header
 	h.Del("Authorization")
 	h.Del("Proxy-Authorization")
-	h.Del("DPoP") // the browser's: a proof is the gateway's to make
+	delete(h, "Dpop") // the browser's DPoP proof (canonical key): a proof is the gateway's to make
 	switch {
 	case f.Token != "" && f.DPoP != nil:
 		// RFC 9449 §7.1: the bound token with the DPoP scheme, and a fresh proof of the
@@ -332,7 +339,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		h.Set("Authorization", "Bearer "+f.Token)
 	}
 	for _, name := range p.cfg.DropHeaders {
-		h.Del(name)
+		delete(h, name)
 	}
 	p.filterCookies(pr.Out, t)
 
