@@ -4,7 +4,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 
 	"github.com/gatehouse-bff/gatehouse/idp"
 	"github.com/gatehouse-bff/gatehouse/internal/dpop"
@@ -17,24 +19,46 @@ var protocolClaims = []string{"aud", "azp", "nonce", "at_hash", "c_hash", "s_has
 
 // handleCallback completes a login: GET /bff/callback?code=…&state=…&iss=….
 func (g *Gateway) handleCallback(w http.ResponseWriter, r *http.Request, _ *session.Session) error {
-	err := g.callback(w, r)
+	f, err := g.callback(w, r)
 	var he *httpError
 	if err != nil && errors.As(err, &he) {
 		reason := loginFailureReason(he)
 		g.metrics.loginFailures.WithLabelValues(reason).Inc()
 		g.audit(r, evLoginFailed, nil, slog.String("reason", reason))
 	}
+	if err != nil && f != nil && f.Silent {
+		// A silent login never ends on an error page: the hidden frame is told the user
+		// is not signed in, and a page login returns to the app with the provider's code
+		// (login_required, consent_required, interaction_required, …).
+		switch {
+		case f.Frame:
+			g.silentResult(w, false)
+			return nil
+		case he != nil && he.code == "login_refused":
+			w.Header().Set("Cache-Control", "no-store")
+			http.Redirect(w, r, withQueryParam(f.ReturnURL, "error", he.reason), http.StatusSeeOther)
+			return nil
+		}
+	}
 	return err
 }
 
-func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
+// callback completes the login and answers, or returns why it failed and, once it is
+// known, the flow it was completing.
+func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) (*flow, error) {
 	w.Header().Set("Referrer-Policy", "no-referrer") // the URL holds the code
 	q := r.URL.Query()
 	f, err := g.takeFlow(w, r, q.Get("state"))
 	if err != nil {
 		g.metrics.logins.WithLabelValues("rejected").Inc()
-		return err
+		return nil, err
 	}
+	return f, g.completeLogin(w, r, q, f)
+}
+
+// completeLogin checks the authorization response for f, exchanges its code, creates
+// the session and answers the browser.
+func (g *Gateway) completeLogin(w http.ResponseWriter, r *http.Request, q url.Values, f *flow) error {
 	if code := q.Get("error"); code != "" {
 		// The provider refused or the user cancelled. Its error_description is never
 		// shown: it is provider text, and an attacker can craft it.
@@ -125,6 +149,10 @@ func (g *Gateway) callback(w http.ResponseWriter, r *http.Request) error {
 	g.log.Info("login", "session", s.Handle, "refresh_token", s.Token.RefreshToken != "")
 	g.audit(r, evLoginSucceeded, s)
 
+	if f.Frame {
+		g.silentResult(w, true)
+		return nil
+	}
 	// The browser arrived here by a cross-site redirect from the provider, and a
 	// SameSite=Strict cookie is not sent on any request of that navigation, redirects
 	// included. A page that navigates on makes the next request same-site, so the first
@@ -201,4 +229,17 @@ func loginFailureReason(he *httpError) string {
 		reason = he.code
 	}
 	return reason
+}
+
+// withQueryParam appends k=v to the query of the local URL u, before its fragment.
+func withQueryParam(u, k, v string) string {
+	frag := ""
+	if i := strings.IndexByte(u, '#'); i >= 0 {
+		u, frag = u[:i], u[i:]
+	}
+	sep := "?"
+	if strings.Contains(u, "?") {
+		sep = "&"
+	}
+	return u + sep + url.QueryEscape(k) + "=" + url.QueryEscape(v) + frag
 }

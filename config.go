@@ -498,7 +498,12 @@ func (c Config) withDefaults() Config {
 		c.CSRF.Value = "1"
 	}
 	if c.Frontend.CSP == "" {
-		c.Frontend.CSP = DefaultCSP
+		// frame-src: /bff/silent-login runs in a hidden frame of the SPA's pages, and
+		// its navigation passes through the provider.
+		c.Frontend.CSP = DefaultCSP + "; frame-src 'self'"
+		if u, err := url.Parse(c.Provider.Issuer); err == nil && u.Scheme != "" && u.Host != "" {
+			c.Frontend.CSP += " " + u.Scheme + "://" + u.Host
+		}
 	}
 	c.Server = c.Server.withDefaults()
 	routes := make([]Route, len(c.Routes))

@@ -49,7 +49,10 @@ const (
 
 // endpoints are Gatehouse's /bff/ endpoints by path. "{sid}" is a path value.
 var endpoints = map[string]*endpoint{
-	"/bff/login":           {methods: []string{"GET"}, limit: limitLogin, span: "login", handle: (*Gateway).handleLogin},
+	"/bff/login": {methods: []string{"GET"}, limit: limitLogin, span: "login", handle: (*Gateway).handleLogin},
+	// A hidden iframe of the app's own pages: a cross-origin framing (Sec-Fetch-Site) is
+	// refused before a login starts.
+	"/bff/silent-login":    {methods: []string{"GET"}, limit: limitLogin, origin: originSame, span: "login", handle: (*Gateway).handleSilentLogin},
 	"/bff/callback":        {methods: []string{"GET"}, limit: limitCallback, span: "callback", handle: (*Gateway).handleCallback},
 	"/bff/user":            {methods: []string{"GET"}, api: true, origin: originSame, session: sessionRequired, handle: (*Gateway).handleUser},
 	"/bff/logout":          {methods: []string{"GET", "POST"}, origin: originWrites, session: sessionOptional, span: "logout", handle: (*Gateway).handleLogout},

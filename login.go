@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -36,6 +37,12 @@ type flow struct {
 	// a login that does not deliver them.
 	ACR    []string `json:"a,omitempty"`
 	MaxAge *int64   `json:"m,omitempty"`
+	// Silent is a prompt=none login: a provider's "not without interaction" answer
+	// returns to ReturnURL with ?error=… instead of ending on an error page.
+	Silent bool `json:"s,omitempty"`
+	// Frame is a /bff/silent-login flow, run in a hidden iframe: it ends on a page that
+	// tells the parent frame whether the user is signed in (silentResultPage).
+	Frame bool `json:"f,omitempty"`
 }
 
 // stepUp is what the flow's login must deliver.
@@ -56,16 +63,28 @@ func randomString(n int) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// handleLogin starts a login: GET /bff/login?returnUrl=/path.
+// handleLogin starts a login: GET /bff/login?returnUrl=/path. With prompt=none (taken
+// whatever allowed_auth_params says, as the callback handles its answer) it is a silent
+// login: the provider may not interact with the user, and a refusal returns to returnUrl
+// with ?error=login_required (or the provider's other code) appended.
 func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request, _ *session.Session) error {
-	cfg := g.config()
 	q := r.URL.Query()
-	f := flow{
-		Verifier:  oauth2.GenerateVerifier(),
-		Nonce:     randomString(24),
-		ReturnURL: localPath(q.Get("returnUrl")),
-		Created:   g.now(),
-	}
+	silent := slices.Contains(strings.Fields(q.Get("prompt")), "none")
+	return g.startLogin(w, r, q, flow{ReturnURL: localPath(q.Get("returnUrl")), Silent: silent})
+}
+
+// handleSilentLogin starts a silent login for a hidden iframe: GET /bff/silent-login.
+// The flow ends on a page that posts {source: "bff-silent-login", isLoggedIn} to the
+// parent frame, which must be a page of this origin (Duende.BFF's contract).
+func (g *Gateway) handleSilentLogin(w http.ResponseWriter, r *http.Request, _ *session.Session) error {
+	return g.startLogin(w, r, url.Values{}, flow{ReturnURL: "/", Silent: true, Frame: true})
+}
+
+// startLogin makes the authorization request for f (its ReturnURL, Silent and Frame set
+// by the caller), with the login parameters q allows, and redirects the browser to it.
+func (g *Gateway) startLogin(w http.ResponseWriter, r *http.Request, q url.Values, f flow) error {
+	cfg := g.config()
+	f.Verifier, f.Nonce, f.Created = oauth2.GenerateVerifier(), randomString(24), g.now()
 	// A step-up (RFC 9470): acr_values and max_age are taken whatever
 	// allowed_auth_params says, because the callback then holds the login to them.
 	su, ok := parseStepUp(q.Get("acr_values"), q.Get("max_age"), q.Has("max_age"))
@@ -92,6 +111,11 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request, _ *session
 	state := randomString(24)
 	params := g.authParams(q)
 	su.params(params)
+	if f.Silent {
+		// none may not be combined with any other prompt value (OIDC Core §3.1.2.1), so
+		// it replaces a configured prompt=consent for this login.
+		params.Set("prompt", "none")
+	}
 	authURL, err := g.idp.AuthCodeURL(r.Context(), state, f.Nonce, f.Verifier, params)
 	if err != nil {
 		return authorizationFailed(err)
@@ -117,7 +141,11 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request, _ *session
 	}
 	g.setFlowCookie(w, g.flowCookieName(state), base64.RawURLEncoding.EncodeToString(key))
 	g.metrics.logins.WithLabelValues("started").Inc()
-	g.audit(r, evLoginStarted, nil)
+	if f.Silent {
+		g.audit(r, evLoginStarted, nil, slog.Bool("silent", true))
+	} else {
+		g.audit(r, evLoginStarted, nil)
+	}
 
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")

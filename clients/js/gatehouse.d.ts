@@ -158,6 +158,14 @@ export interface GatehouseOptions {
   fetch?: GatehouseFetch;
   /** The location to read and navigate. Default `globalThis.location`. */
   location?: GatehouseLocation;
+  /** The document `trySilentLogin()` adds its hidden iframe to. Default `globalThis.document`. */
+  document?: Document;
+}
+
+/** Options of `trySilentLogin()`. */
+export interface SilentLoginOptions {
+  /** Milliseconds to wait for the frame's answer before resolving `false`. Default `10000`. */
+  timeout?: number;
 }
 
 export interface GetUserOptions {
@@ -206,6 +214,14 @@ export interface GatehouseClient extends EventTarget {
 
   /** Navigates to `stepUpUrl(request, options)` (`location.assign`). */
   stepUp(request?: StepUpRequest | null, options?: StepUpOptions): void;
+
+  /**
+   * A silent login (`GET /bff/silent-login` in a hidden iframe, `prompt=none` at the
+   * provider): resolves `true` when the provider signed the user in without interaction (a
+   * new session exists; call `getUser()` next), `false` when it could not, or no answer came
+   * within `timeout`. Only a message from that frame, of this origin, counts.
+   */
+  trySilentLogin(options?: SilentLoginOptions): Promise<boolean>;
 
   /** `POST /bff/logout`, emits `sessionend` (`logged_out`), then navigates to the provider's logout. */
   logout(options?: LogoutOptions): Promise<void>;

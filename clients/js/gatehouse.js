@@ -27,6 +27,7 @@
  * @typedef {import('./gatehouse.js').StepUpInfo} StepUpInfo
  * @typedef {import('./gatehouse.js').StepUpRequest} StepUpRequest
  * @typedef {import('./gatehouse.js').StepUpOptions} StepUpOptions
+ * @typedef {import('./gatehouse.js').SilentLoginOptions} SilentLoginOptions
  */
 
 /** Longest delay setTimeout accepts; longer waits are chained. */
@@ -41,6 +42,8 @@ const CHECK_RETRY_DELAY = 30_000;
 const STEP_UP_KEY = 'gatehouse:stepup';
 /** Within this long after a step-up (ms), the default onStepUp does not start the same one again. */
 const STEP_UP_REPEAT_WINDOW = 60_000;
+/** How long trySilentLogin waits for the frame's answer by default (ms). */
+const SILENT_LOGIN_TIMEOUT = 10_000;
 /** Base used to tell relative URLs from absolute ones when there is no location. */
 const NO_ORIGIN_BASE = 'http://gatehouse.invalid/';
 
@@ -269,6 +272,8 @@ class Client extends EventTarget {
   /** @type {TimerHandle | undefined} */ #checkTimer;
   #expiringEmitted = false;
   #disposed = false;
+  /** @type {Document | undefined} */
+  #documentOption;
 
   /** @param {GatehouseOptions} options */
   constructor(options) {
@@ -280,6 +285,7 @@ class Client extends EventTarget {
     const injected = options.fetch;
     this.#fetchImpl = injected ? (input, init) => injected(input, init) : (input, init) => globalThis.fetch(input, init);
     this.#locationOption = options.location;
+    this.#documentOption = options.document;
     this.#onUnauthenticated =
       options.onUnauthenticated === undefined ? () => this.login() : options.onUnauthenticated;
     this.#onStepUp = options.onStepUp === undefined ? (info) => this.#defaultStepUp(info) : options.onStepUp;
@@ -505,6 +511,43 @@ class Client extends EventTarget {
       return;
     }
     this.stepUp(info);
+  }
+
+  /**
+   * @param {SilentLoginOptions} [options]
+   * @returns {Promise<boolean>}
+   */
+  trySilentLogin({ timeout = SILENT_LOGIN_TIMEOUT } = {}) {
+    const doc = this.#documentOption ?? globalThis.document;
+    if (!doc?.body) return Promise.reject(new Error('Gatehouse: trySilentLogin needs a document'));
+    const win = doc.defaultView ?? globalThis;
+    const origin = this.#location()?.origin;
+    return new Promise((resolve) => {
+      const frame = doc.createElement('iframe');
+      /** @type {ReturnType<typeof setTimeout> | undefined} */
+      let timer;
+      /** @param {boolean} loggedIn */
+      const done = (loggedIn) => {
+        clearTimeout(timer);
+        win.removeEventListener('message', onMessage);
+        frame.remove();
+        resolve(loggedIn);
+      };
+      /** @param {MessageEvent} event */
+      const onMessage = (event) => {
+        // Only the frame's own answer, from this origin, in the shape Gatehouse posts.
+        if (event.source !== frame.contentWindow || event.origin !== origin) return;
+        if (event.data?.source !== 'bff-silent-login') return;
+        done(event.data.isLoggedIn === true);
+      };
+      win.addEventListener('message', /** @type {EventListener} */ (onMessage));
+      timer = setTimeout(() => done(false), timeout);
+      frame.style.display = 'none';
+      frame.setAttribute('aria-hidden', 'true');
+      frame.title = 'Silent sign-in';
+      frame.src = this.#url('/silent-login');
+      doc.body.appendChild(frame);
+    });
   }
 
   /**

@@ -145,7 +145,7 @@ func TestDemo(t *testing.T) {
 	if page.status != http.StatusOK || !strings.Contains(page.body, `src="/app.js"`) {
 		t.Fatalf("SPA: %d\n%s", page.status, page.body)
 	}
-	if got := page.header.Get("Content-Security-Policy"); got != gatehouse.DefaultCSP {
+	if got := page.header.Get("Content-Security-Policy"); got != gatehouse.DefaultCSP+"; frame-src 'self' "+a.provider {
 		t.Errorf("CSP = %q", got)
 	}
 	for _, asset := range []string{"/app.js", "/style.css", "/bff/client.js"} {
