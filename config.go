@@ -94,6 +94,9 @@ type Config struct {
 	// configuration, the provider and the caller's session (insecure_diagnostics). It is
 	// refused unless public_url is a loopback address.
 	InsecureDiagnostics bool `gatehouse:"insecure_diagnostics,live"`
+	// Compat answers the session endpoints in another BFF's shape, so that an SPA
+	// written for it runs unchanged (compat): "" (Gatehouse's own) or CompatDuende.
+	Compat string `gatehouse:"compat,live"`
 	// Now is the clock. Default time.Now.
 	Now func() time.Time `gatehouse:"-"`
 	// ProviderHTTPClient makes the requests to the identity provider. Default: a client
@@ -436,6 +439,10 @@ type ServerConfig struct {
 
 var eligibleAuthParams = []string{"prompt", "max_age", "acr_values", "login_hint", "ui_locales", "display"}
 
+// CompatDuende (compat: duende) makes /bff/user answer as Duende.BFF's user endpoint does:
+// an array of {type, value} claims with bff:logout_url and bff:session_expires_in.
+const CompatDuende = "duende"
+
 // DefaultCSP is the Content-Security-Policy of pages Gatehouse serves when none is set.
 const DefaultCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
@@ -654,6 +661,9 @@ func (c Config) Validate() error {
 		if l.l.Burst < 0 {
 			bad("rate_limits."+l.name+".burst", "must be positive")
 		}
+	}
+	if c.Compat != "" && c.Compat != CompatDuende {
+		bad("compat", "%q is not one of: %s", c.Compat, CompatDuende)
 	}
 	if c.InsecureDiagnostics && (pub == nil || !isLoopbackHost(pub.Hostname())) {
 		bad("insecure_diagnostics", "is only allowed when public_url is a loopback address (it shows configuration details)")

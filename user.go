@@ -1,8 +1,10 @@
 package gatehouse
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/gatehouse-bff/gatehouse/session"
@@ -32,6 +34,10 @@ func (g *Gateway) handleUser(w http.ResponseWriter, r *http.Request, s *session.
 		s = g.touch(r.Context(), s)
 	}
 	now := g.now()
+	if g.config().Compat == CompatDuende {
+		writeJSON(w, http.StatusOK, duendeClaims(s, g.sessions.IdleExpiry(s).Sub(now)))
+		return nil
+	}
 	acr, _ := s.Claims["acr"].(string)
 	writeJSON(w, http.StatusOK, userResponse{
 		Claims: s.Claims,
@@ -46,4 +52,54 @@ func (g *Gateway) handleUser(w http.ResponseWriter, r *http.Request, s *session.
 		AuthTime:  authTimeUnix(s.Claims),
 	})
 	return nil
+}
+
+// duendeClaim is one entry of Duende.BFF's /bff/user answer.
+type duendeClaim struct {
+	Type  string `json:"type"`
+	Value any    `json:"value"`
+}
+
+// duendeClaims is s as Duende.BFF's user endpoint shows a session: the claims as ASP.NET
+// Core holds them (string values; one entry per element of an array; objects, numbers
+// and booleans as their JSON text), sub first, the provider's sid, then the BFF's own:
+// bff:logout_url (Gatehouse's GET /bff/logout?sid=…, the same CSRF defence) and
+// bff:session_expires_in, the whole seconds until the session ends unless used.
+func duendeClaims(s *session.Session, expiresIn time.Duration) []duendeClaim {
+	out := []duendeClaim{{Type: "sub", Value: s.Subject}}
+	if s.ProviderSID != "" {
+		out = append(out, duendeClaim{Type: "sid", Value: s.ProviderSID})
+	}
+	names := make([]string, 0, len(s.Claims))
+	for name := range s.Claims {
+		if name != "sub" && name != "sid" {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		values, ok := s.Claims[name].([]any)
+		if !ok {
+			values = []any{s.Claims[name]}
+		}
+		for _, v := range values {
+			out = append(out, duendeClaim{Type: name, Value: claimString(v)})
+		}
+	}
+	return append(out,
+		duendeClaim{Type: "bff:logout_url", Value: "/bff/logout?sid=" + url.QueryEscape(s.Handle)},
+		duendeClaim{Type: "bff:session_expires_in", Value: max(int64(expiresIn/time.Second), 0)},
+	)
+}
+
+// claimString is a claim value as a string claim holds it.
+func claimString(v any) string {
+	if str, ok := v.(string); ok {
+		return str
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return ""
+	}
+	return string(b)
 }

@@ -51,6 +51,8 @@ type fileConfig struct {
 	Tracing          fileTracing    `yaml:"tracing"`
 	// InsecureDiagnostics serves /bff/diagnostics (loopback public_url only).
 	InsecureDiagnostics bool `yaml:"insecure_diagnostics"`
+	// Compat answers /bff/user in another BFF's shape (duende).
+	Compat string `yaml:"compat"`
 
 	// StripRequestHeaders and AllowRequestHeaders adjust which request headers are removed
 	// before forwarding.
@@ -401,6 +403,7 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			Sessions: rateLimit(fc.RateLimits.Sessions), InsecureDisable: fc.RateLimits.InsecureDisable,
 		},
 		InsecureDiagnostics: fc.InsecureDiagnostics,
+		Compat:              fc.Compat,
 		Cookie:              gatehouse.CookieConfig{Name: fc.Cookie.Name, AllowNonHostPrefix: fc.Cookie.AllowNonHostPrefix},
 		CSRF:                gatehouse.CSRFConfig{Header: fc.CSRF.Header, Value: fc.CSRF.Value, TrustedOrigins: fc.CSRF.TrustedOrigins},
 		Frontend: gatehouse.FrontendConfig{Dir: resolve(fc.Frontend.Dir), Upstream: fc.Frontend.Upstream,

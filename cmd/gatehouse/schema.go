@@ -42,6 +42,7 @@ var schemaDocs = map[string]keyDoc{
 	"trusted_proxies":       {desc: "Addresses or CIDR prefixes of load balancers whose X-Forwarded-For is believed."},
 	"websocket_origins":     {desc: "Extra origins allowed to open WebSockets through routes (weaker: logs a warning)."},
 	"insecure_diagnostics":  {desc: "Serve GET /bff/diagnostics; refused unless public_url is a loopback address.", def: false},
+	"compat":                {desc: "Answer /bff/user in another BFF's shape so that an SPA written for it runs unchanged: duende (Duende.BFF's array of {type, value} claims with bff:logout_url and bff:session_expires_in).", enum: []string{"duende"}},
 	"strip_request_headers": {desc: "More request headers to remove before forwarding: names, or prefixes followed by *."},
 	"allow_request_headers": {desc: "Entries of the built-in stripped-header list the browser may send to routes after all (weaker)."},
 
