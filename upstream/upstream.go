@@ -105,6 +105,13 @@ type Forward struct {
 	// "Authorization: DPoP <token>" with the proof DPoP returns for the outbound method,
 	// URL and token in the DPoP header.
 	DPoP func(method string, u *url.URL, token string) (string, error)
+	// Headers are set on the outbound request after the header hygiene and after
+	// Target.Headers, replacing any value of the same name: the identity headers and
+	// assertion the gateway computed for this request. Nil for none.
+	Headers http.Header
+	// Strip, when not nil, names more request headers that never pass from the browser,
+	// whatever Config.KeepHeaders says (every route's identity header names).
+	Strip *HeaderNames
 }
 
 // The kinds of failed forward, as Error.Kind.
@@ -340,7 +347,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	// remove the other forwarding headers, method and path overrides and other gateways'
 	// identity headers too, then set our own forwarding headers.
 	for name := range h {
-		if p.headers.drops(name) {
+		if p.headers.drops(name, f.Strip) {
 			delete(h, name)
 		}
 	}
@@ -364,6 +371,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 	for name, vals := range t.Headers {
 		h[name] = append([]string(nil), vals...)
+	}
+	for name, vals := range f.Headers {
+		h[name] = vals
 	}
 }
 

@@ -49,6 +49,7 @@ type fileConfig struct {
 	RateLimits       fileRateLimits `yaml:"rate_limits"`
 	Server           fileServerOpts `yaml:"server"`
 	Tracing          fileTracing    `yaml:"tracing"`
+	Identity         fileIdentity   `yaml:"identity"`
 	// InsecureDiagnostics serves /bff/diagnostics (loopback public_url only).
 	InsecureDiagnostics bool `yaml:"insecure_diagnostics"`
 
@@ -173,6 +174,22 @@ type fileRoute struct {
 	MaxBody        byteSize          `yaml:"max_body"`
 	BodyTimeout    duration          `yaml:"body_timeout"`
 	Streaming      bool              `yaml:"streaming"`
+	Identity       *fileRouteID      `yaml:"identity"`
+}
+
+// fileIdentity is identity: how the identity assertions are signed.
+type fileIdentity struct {
+	SigningKeyFile string   `yaml:"signing_key_file"`
+	Algorithm      string   `yaml:"algorithm"`
+	AssertionTTL   duration `yaml:"assertion_ttl"`
+}
+
+// fileRouteID is routes[].identity: what the upstream is told of the user.
+type fileRouteID struct {
+	Headers   map[string]string `yaml:"headers"`
+	Assertion bool              `yaml:"assertion"`
+	Audience  string            `yaml:"audience"`
+	Claims    []string          `yaml:"claims"`
 }
 
 type fileExchange struct {
@@ -427,6 +444,15 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			c.Provider.ClientKeyAlg = ck.alg
 		}
 	}
+	c.Identity = gatehouse.IdentityConfig{Algorithm: fc.Identity.Algorithm, AssertionTTL: time.Duration(fc.Identity.AssertionTTL)}
+	if f := fc.Identity.SigningKeyFile; f != "" {
+		// The same formats as client_key_file: PEM (PKCS#8, SEC 1) or a private JWK.
+		k, err := readClientKey(resolve(f), "")
+		if err != nil {
+			probs.add("identity.signing_key_file", "%v", err)
+		}
+		c.Identity.SigningKey = k.key
+	}
 	switch cert, key := fc.Provider.TLSClientCertFile, fc.Provider.TLSClientKeyFile; {
 	case cert == "" && key == "":
 	case cert == "" || key == "":
@@ -501,6 +527,9 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			Methods: r.Methods, Timeout: time.Duration(r.Timeout), Headers: r.Headers, Audience: r.Audience,
 			Resource: r.Resource, Scopes: r.Scopes, ForwardCookies: r.ForwardCookies, MaxBody: int64(r.MaxBody),
 			BodyTimeout: time.Duration(r.BodyTimeout), Streaming: r.Streaming, DPoP: r.DPoP}
+		if id := r.Identity; id != nil {
+			rt.Identity = &gatehouse.RouteIdentity{Headers: id.Headers, Assertion: id.Assertion, Audience: id.Audience, Claims: id.Claims}
+		}
 		if x := r.Exchange; x != nil {
 			rt.Exchange = &gatehouse.ExchangeConfig{Audience: x.Audience, Resource: x.Resource, Scopes: x.Scopes,
 				RequestedTokenType: x.RequestedTokenType, SubjectToken: x.SubjectToken}
