@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -400,5 +401,36 @@ func TestJWKSEndpoint(t *testing.T) {
 	set, _ := fetchJWKS(t, e)
 	if len(set.Keys) != 1 {
 		t.Errorf("JWKS has %d keys", len(set.Keys))
+	}
+}
+
+// BenchmarkProxyIdentity is BenchmarkProxy's hot path on a route with identity headers,
+// and with a signed assertion too (signed for each request: no cache can outlive a
+// logout). Compare with BenchmarkProxy/gatehouse=user-token.
+func BenchmarkProxyIdentity(b *testing.B) {
+	const upstreamURL = "http://upstream.invalid"
+	for _, alg := range []string{"ES256", "EdDSA"} {
+		gw, cookie, public := benchGatewayWith(b, staticUpstream{}, upstreamURL, func(c *gatehouse.Config) {
+			c.Identity.Algorithm = alg
+			c.Routes = append(c.Routes,
+				gatehouse.Route{Path: "/headers/", Upstream: upstreamURL, Identity: &gatehouse.RouteIdentity{
+					Headers: map[string]string{"X-User": "sub", "X-Email": "email"}}},
+				gatehouse.Route{Path: "/assertion/", Upstream: upstreamURL, Identity: &gatehouse.RouteIdentity{
+					Headers: map[string]string{"X-User": "sub", "X-Email": "email"}, Assertion: true}})
+		})
+		run := func(b *testing.B, target string) {
+			b.ReportAllocs()
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				gw.ServeHTTP(rec, apiRequest(target, cookie))
+				if rec.Code != 200 {
+					b.Fatalf("status %d: %s", rec.Code, rec.Body)
+				}
+			}
+		}
+		if alg == "ES256" {
+			b.Run("identity=headers", func(b *testing.B) { run(b, public+"/headers/orders") })
+		}
+		b.Run("identity=assertion-"+alg, func(b *testing.B) { run(b, public+"/assertion/orders") })
 	}
 }
