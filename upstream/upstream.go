@@ -5,7 +5,8 @@
 // It owns the header hygiene between a browser and an API: the browser's Authorization
 // header, Gatehouse's own cookies (and every cookie not explicitly forwarded), spoofed
 // forwarding headers, method and path overrides and other gateways' identity headers
-// (DefaultStripHeaders) never reach the upstream; the upstream cannot set Gatehouse's
+// (DefaultStripHeaders), X-Gatehouse-* and the names of Forward.Strip never reach the
+// upstream (the gateway's own identity headers arrive as Forward.Headers); the upstream cannot set Gatehouse's
 // cookies in the browser, not even in a 103 Early Hints: informational responses are
 // filtered as final ones are. Streams (server-sent events, chunked responses) are flushed as
 // they arrive and WebSocket upgrades pass through, also through a caller's ResponseWriter
