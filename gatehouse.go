@@ -226,6 +226,9 @@ func New(cfg Config) (*Gateway, error) {
 	if len(cfg.Session.Keys) == 0 {
 		g.log.Warn(derivedKeyWarning)
 	}
+	if cfg.signsWithGeneratedKey() {
+		g.log.Warn(generatedKeyWarning)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stop, g.done = cancel, make(chan struct{})

@@ -86,6 +86,20 @@ func newRouteIdentity(r Route, origin, prefix string) *routeIdentity {
 	return id
 }
 
+// generatedKeyWarning is logged when routes send assertions signed by a key generated at
+// start.
+const generatedKeyWarning = "identity assertions are signed with a key generated at start: every replica and every restart has another one; " +
+	"set identity.signing_key_file (shared by the replicas) so that upstreams keep verifying them"
+
+// signsWithGeneratedKey reports whether a route of c sends assertions without a
+// configured key.
+func (c *Config) signsWithGeneratedKey() bool {
+	if c.Identity.SigningKey != nil {
+		return false
+	}
+	return slices.ContainsFunc(c.Routes, func(r Route) bool { return r.Identity != nil && r.Identity.Assertion })
+}
+
 // identityStrip is the set of identity header names configured on any route, or nil
 // when none is: every forward strips them from what the browser sent.
 func identityStrip(routes []Route) *upstream.HeaderNames {

@@ -129,6 +129,9 @@ func TestIdentityHeadersAndAssertion(t *testing.T) {
 		t.Error("a token: none route forwarded an Authorization header")
 	}
 	logs := e.logs.String()
+	if !strings.Contains(logs, "signed with a key generated at start") {
+		t.Error("no warning about the generated signing key")
+	}
 	if !strings.Contains(logs, "X-Evil") || !strings.Contains(logs, "identity header left out") {
 		t.Error("no warning for the refused claim value")
 	}

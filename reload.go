@@ -136,6 +136,9 @@ func (g *Gateway) Reload(cfg Config) (needRestart []string, err error) {
 	if rotated {
 		g.log.Info("identity signing key rotated; the previous key stays published", "overlap", keyOverlap(next.Identity.AssertionTTL).String())
 	}
+	if next.signsWithGeneratedKey() && !old.cfg.signsWithGeneratedKey() {
+		g.log.Warn(generatedKeyWarning)
+	}
 	g.run.Store(newRunning(next))
 	g.log.Info("configuration reloaded", "routes", len(next.Routes), "routes_before", len(old.routes))
 	before := old.cfg.WeakerOptions()
