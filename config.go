@@ -132,6 +132,11 @@ type IdentityConfig struct {
 	// address should share a file. Reload applies a change at once: the new key signs,
 	// and the replaced one stays published for twice AssertionTTL and a minute.
 	SigningKey crypto.Signer `gatehouse:"signing_key_file,live"`
+	// PublishKeys are more public keys published in the JWKS, never signing
+	// (publish_keys_file: PEM public or private keys, or a JWK Set): the next key of a
+	// rotation across replicas, published by every replica before any signs with it.
+	// EC P-256 or Ed25519. Reload applies a change at once.
+	PublishKeys []crypto.PublicKey `gatehouse:"publish_keys_file,live"`
 	// Algorithm of a generated key (algorithm): ES256 (default) or EdDSA. With
 	// SigningKey, the key's type decides, and Algorithm must agree when set.
 	Algorithm string `gatehouse:"algorithm"`

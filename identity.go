@@ -389,6 +389,29 @@ func (ks *assertionKeys) jwks(now time.Time) jose.JSONWebKeySet {
 	return set
 }
 
+// publicJWK is the published form of a public key: alg, use and kid (RFC 7638).
+func publicJWK(pk crypto.PublicKey) (jose.JSONWebKey, error) {
+	var alg jose.SignatureAlgorithm
+	switch x := pk.(type) {
+	case *ecdsa.PublicKey:
+		if x.Curve == elliptic.P256() {
+			alg = jose.ES256
+		}
+	case ed25519.PublicKey:
+		alg = jose.EdDSA
+	}
+	if alg == "" {
+		return jose.JSONWebKey{}, errors.New("identity: a published key must be an EC P-256 or Ed25519 public key")
+	}
+	k := jose.JSONWebKey{Key: pk, Algorithm: string(alg), Use: "sig"}
+	tp, err := k.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return jose.JSONWebKey{}, err
+	}
+	k.KeyID = base64.RawURLEncoding.EncodeToString(tp)
+	return k, nil
+}
+
 // serveJWKS answers GET JWKSPath: the public keys of the identity assertions.
 func (g *Gateway) serveJWKS(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -396,7 +419,14 @@ func (g *Gateway) serveJWKS(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, jsonOnly(errMethod))
 		return
 	}
-	body, err := json.Marshal(g.identityKeys.jwks(g.now()))
+	set := g.identityKeys.jwks(g.now())
+	for _, pk := range g.config().Identity.PublishKeys {
+		k, err := publicJWK(pk)
+		if err == nil && !slices.ContainsFunc(set.Keys, func(have jose.JSONWebKey) bool { return have.KeyID == k.KeyID }) {
+			set.Keys = append(set.Keys, k)
+		}
+	}
+	body, err := json.Marshal(set)
 	if err != nil {
 		g.fail(w, r, err)
 		return
@@ -435,6 +465,11 @@ func (c Config) checkIdentity() []error {
 			bad("identity.signing_key_file", "must be an EC P-256 (ES256) or Ed25519 (EdDSA) private key")
 		} else if id.Algorithm != "" && string(alg) != id.Algorithm {
 			bad("identity.algorithm", "is %s, but the signing key is an %s key", id.Algorithm, alg)
+		}
+	}
+	for i, pk := range id.PublishKeys {
+		if _, err := publicJWK(pk); err != nil {
+			bad(fmt.Sprintf("identity.publish_keys_file[%d]", i), "must be an EC P-256 or Ed25519 public key")
 		}
 	}
 	if id.AssertionTTL < time.Second || id.AssertionTTL > MaxAssertionTTL {

@@ -437,3 +437,38 @@ func BenchmarkProxyIdentity(b *testing.B) {
 		b.Run("identity=assertion-"+alg, func(b *testing.B) { run(b, public+"/assertion/orders") })
 	}
 }
+
+// A rotation across replicas: the next key is published first (identity.PublishKeys)
+// and only then signs, so a verifier holding the JWKS fetched before the switch verifies
+// the new assertions without a refetch.
+func TestIdentityPublishedNextKey(t *testing.T) {
+	up := newHeaderUpstream(t)
+	k1, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, k2, _ := ed25519.GenerateKey(rand.Reader)
+	var cfg gatehouse.Config
+	e := identityEnv(t, up, func(c *gatehouse.Config) {
+		c.Identity.SigningKey = k1
+		c.Identity.PublishKeys = []crypto.PublicKey{k2.Public()}
+		cfg = *c
+	})
+	before, _ := fetchJWKS(t, e)
+	if len(before.Keys) != 2 || before.Keys[1].Algorithm != "EdDSA" {
+		t.Fatalf("JWKS with a published next key: %+v", before.Keys)
+	}
+	cfg.Identity.SigningKey, cfg.Identity.PublishKeys = k2, nil
+	if _, err := e.gw.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser()
+	b.login()
+	wantStatus(t, identityGet(b, "/grafana/x"), 200)
+	_, kid, err := verifyAssertion(t, before, up.last(t).Header.Get(gatehouse.AssertionHeader), e.url, up.srv.URL, e.clock.Now())
+	if err != nil || kid != before.Keys[1].KeyID {
+		t.Fatalf("the new key's assertion against the JWKS fetched before the switch: kid %q, %v", kid, err)
+	}
+	bad := cfg
+	bad.Identity.PublishKeys = []crypto.PublicKey{&rsa.PublicKey{}}
+	if _, err := e.gw.Reload(bad); err == nil || !strings.Contains(err.Error(), "identity.publish_keys_file[0]") {
+		t.Errorf("an RSA key to publish: %v", err)
+	}
+}

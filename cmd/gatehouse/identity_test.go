@@ -95,6 +95,49 @@ func TestIdentityFile(t *testing.T) {
 	}
 }
 
+// publish_keys_file takes PEM public or private keys (several blocks) or a JWK Set, and
+// keeps only the public halves.
+func TestIdentityPublishKeysFile(t *testing.T) {
+	dir := t.TempDir()
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
+	pub, _ := x509.MarshalPKIXPublicKey(ec.Public())
+	writeFile(t, dir, "next.pem", string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}))+pemKey(t, ed))
+	set, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: ed.Public()}, {Key: ec}}})
+	writeFile(t, dir, "next.json", string(set))
+	writeFile(t, dir, "empty.pem", "nothing here\n")
+	for _, f := range []string{"next.pem", "next.json"} {
+		p := writeFile(t, dir, "gatehouse.yaml", watchBase+"identity:\n  publish_keys_file: "+f+"\n")
+		l, err := loadConfig(p)
+		must(t, err)
+		keys := l.gw.Identity.PublishKeys
+		if len(keys) != 2 {
+			t.Fatalf("%s: %d keys", f, len(keys))
+		}
+		for _, k := range keys {
+			switch x := k.(type) {
+			case *ecdsa.PublicKey:
+				if !x.Equal(ec.Public()) {
+					t.Errorf("%s: wrong EC key", f)
+				}
+			case ed25519.PublicKey:
+				if !x.Equal(ed.Public()) {
+					t.Errorf("%s: wrong Ed25519 key", f)
+				}
+			default:
+				t.Errorf("%s: key of type %T (a private key must become its public half)", f, k)
+			}
+		}
+		if !slices.Contains(watchedFiles(p, l.file), filepath.Join(dir, f)) {
+			t.Errorf("%s is not watched", f)
+		}
+	}
+	p := writeFile(t, dir, "gatehouse.yaml", watchBase+"identity:\n  publish_keys_file: empty.pem\n")
+	if _, err := loadConfig(p); err == nil || !strings.Contains(err.Error(), "identity.publish_keys_file") {
+		t.Errorf("a file without keys: %v", err)
+	}
+}
+
 // A changed signing_key_file is applied by a reload: the new key signs and the old one
 // stays in the JWKS.
 func TestIdentityKeyFileReload(t *testing.T) {

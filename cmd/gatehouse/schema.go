@@ -194,10 +194,11 @@ var schemaDocs = map[string]keyDoc{
 	"rate_limits.*.per_minute":     {desc: "Refill rate; 0 keeps the default.", limits: map[string]any{"minimum": 0}},
 	"rate_limits.*.burst":          {desc: "Requests allowed at once; 0 keeps the default.", limits: map[string]any{"minimum": 0}},
 
-	"identity":                  {desc: "How the identity assertions of routes with identity.assertion are signed."},
-	"identity.signing_key_file": {desc: "Signing key: PEM PKCS#8 (or SEC 1) EC P-256 or Ed25519, or a private JWK. Default: generated at start, another on each replica and restart; replicas should share one. Reloaded live; the replaced key stays published for 2 × assertion_ttl + 1m."},
-	"identity.algorithm":        {desc: "Algorithm of a generated key; with signing_key_file the key's type decides.", def: "ES256", enum: []string{"ES256", "EdDSA"}},
-	"identity.assertion_ttl":    {desc: "Lifetime of an assertion, at most 60s.", def: "60s"},
+	"identity":                   {desc: "How the identity assertions of routes with identity.assertion are signed."},
+	"identity.signing_key_file":  {desc: "Signing key: PEM PKCS#8 (or SEC 1) EC P-256 or Ed25519, or a private JWK. Default: generated at start, another on each replica and restart; replicas should share one. Reloaded live; the replaced key stays published for 2 × assertion_ttl + 1m."},
+	"identity.publish_keys_file": {desc: "More public keys published in the JWKS but never signing (PEM public or private keys, or a JWK Set): the next key of a rotation across replicas, published everywhere before any replica signs with it. Reloaded live."},
+	"identity.algorithm":         {desc: "Algorithm of a generated key; with signing_key_file the key's type decides.", def: "ES256", enum: []string{"ES256", "EdDSA"}},
+	"identity.assertion_ttl":     {desc: "Lifetime of an assertion, at most 60s.", def: "60s"},
 
 	"server":                            {desc: "HTTP server timeouts and limits."},
 	"server.read_header_timeout":        {desc: "How long request headers may take, on both listeners.", def: "10s"},
