@@ -69,6 +69,10 @@ type Config struct {
 	// whatever this says. Default: none.
 	AllowRequestHeaders []string `gatehouse:"allow_request_headers"`
 
+	// Identity signs the identity assertions of routes with identity.assertion
+	// (identity:); see IdentityConfig.
+	Identity IdentityConfig `gatehouse:"identity"`
+
 	// Logger receives structured logs; it never receives a token, secret or cookie value.
 	// Default: slog.Default().
 	Logger *slog.Logger `gatehouse:"-"`
@@ -119,6 +123,53 @@ type Config struct {
 	// Metrics registers Gatehouse's Prometheus metrics. Default: a private registry,
 	// served by the admin handler.
 	Metrics prometheus.Registerer `gatehouse:"-"`
+}
+
+// IdentityConfig is how Gatehouse signs the identity assertions it sends upstreams
+// (identity:): the X-Gatehouse-Assertion JWT of routes with identity.assertion, whose
+// public keys are published at /.well-known/gatehouse/jwks.json.
+type IdentityConfig struct {
+	// SigningKey signs the assertions (signing_key_file: PEM PKCS#8 or a JWK): an EC
+	// P-256 key (ES256) or an Ed25519 key (EdDSA). Default: a key generated at start,
+	// which is another one on every replica and after every restart; replicas behind one
+	// address should share a file. Reload applies a change at once: the new key signs,
+	// and the replaced one stays published for twice AssertionTTL and a minute.
+	SigningKey crypto.Signer `gatehouse:"signing_key_file,live"`
+	// PublishKeys are more public keys published in the JWKS, never signing
+	// (publish_keys_file: PEM public or private keys, or a JWK Set): the next key of a
+	// rotation across replicas, published by every replica before any signs with it.
+	// EC P-256 or Ed25519. Reload applies a change at once.
+	PublishKeys []crypto.PublicKey `gatehouse:"publish_keys_file,live"`
+	// Algorithm of a generated key (algorithm): ES256 (default) or EdDSA. With
+	// SigningKey, the key's type decides, and Algorithm must agree when set.
+	Algorithm string `gatehouse:"algorithm"`
+	// AssertionTTL is how long an assertion is valid (assertion_ttl). Default and
+	// maximum 60 s, minimum 1 s.
+	AssertionTTL time.Duration `gatehouse:"assertion_ttl,live"`
+}
+
+// RouteIdentity tells a route's upstream who the user is, for upstreams that cannot
+// validate an access token (routes[].identity:). Without a session (token: none or an
+// optional route, nobody logged in) nothing is set; browser-sent headers of these names
+// never pass either way.
+type RouteIdentity struct {
+	// Headers maps a header name to the session claim it carries (headers), e.g.
+	// {X-User: preferred_username, X-Groups: groups}. Strings are sent as they are,
+	// numbers and booleans in their JSON form, arrays of those joined with "," (an
+	// element with a comma is then ambiguous: read the assertion instead). A value with
+	// control characters (CR, LF, …) or an object leaves its header out, with a warning.
+	Headers map[string]string
+	// Assertion adds X-Gatehouse-Assertion (assertion): a JWT signed by the gateway
+	// (identity.signing_key_file) with iss = public_url, aud = Audience, sub, iat, exp
+	// (identity.assertion_ttl), jti and the Claims.
+	Assertion bool
+	// Audience is the assertion's aud (audience). Default: the route's upstream URL as
+	// configured (or public_url + path for a route without upstream).
+	Audience string
+	// Claims are the session claims copied into the assertion, with their JSON types
+	// (claims). Default: the claims Headers names. iss, aud, sub, iat, exp, nbf and jti
+	// are the gateway's own.
+	Claims []string
 }
 
 // LogConfig is what the access log records (log:).
@@ -353,6 +404,9 @@ type Route struct {
 	// request (dpop). A route without it refuses (502) to forward a bound token: the
 	// upstream could not use it.
 	DPoP bool `gatehouse:"dpop"`
+	// Identity sets headers from the session's claims and a signed identity assertion
+	// for an upstream that cannot read tokens (identity). Default: none.
+	Identity *RouteIdentity
 	// ForwardCookies are browser cookies passed to the upstream (forward_cookies).
 	// Gatehouse's own cookies never are. Default: none.
 	ForwardCookies []string
@@ -513,6 +567,9 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	c.Server = c.Server.withDefaults()
+	if c.Identity.AssertionTTL == 0 {
+		c.Identity.AssertionTTL = MaxAssertionTTL
+	}
 	routes := make([]Route, len(c.Routes))
 	for i, r := range c.Routes {
 		if r.Token == "" {
@@ -765,7 +822,8 @@ func (c Config) Validate() error {
 			switch {
 			case !validHeaderName(h):
 				bad(f("headers"), "%q is not a valid header name", h)
-			case strings.EqualFold(h, "Authorization") || strings.EqualFold(h, "Cookie") || strings.EqualFold(h, "Host"):
+			case strings.EqualFold(h, "Authorization") || strings.EqualFold(h, "Cookie") || strings.EqualFold(h, "Host") ||
+				len(h) >= len("X-Gatehouse-") && strings.EqualFold(h[:len("X-Gatehouse-")], "X-Gatehouse-"):
 				bad(f("headers"), "%q is managed by Gatehouse", h)
 			}
 		}
@@ -806,6 +864,7 @@ func (c Config) Validate() error {
 	}
 
 	errs = append(errs, c.Server.check()...)
+	errs = append(errs, c.checkIdentity()...)
 
 	fe := c.Frontend
 	if (fe.Dir != "") && fe.Upstream != "" || fe.FS != nil && (fe.Dir != "" || fe.Upstream != "") {

@@ -53,7 +53,7 @@ func (g *Gateway) newFrontend() (http.Handler, error) {
 				}
 			}
 			p, _ := requestPath(r)
-			g.forward(w, r, upstream.Forward{Target: t}, p, nil)
+			g.forward(w, r, upstream.Forward{Target: t, Strip: g.current().strip}, p, nil)
 		}), nil
 	}
 	return nil, nil

@@ -89,6 +89,7 @@ type Gateway struct {
 	refreshes     flight.Group[*session.Session]
 	clientTokens  clientTokens
 	dpopKeys      dpopKeys
+	identityKeys  assertionKeys // signs the routes' identity assertions (identity.go)
 	revokeRetries revokeRetries
 
 	cspConfigured bool // frontend.csp was set explicitly
@@ -103,8 +104,10 @@ type Gateway struct {
 
 type route struct {
 	Route
-	prefix string // "/api/"
-	target *upstream.Target
+	prefix   string // "/api/"
+	target   *upstream.Target
+	identity *routeIdentity        // nil without identity:
+	strip    *upstream.HeaderNames // every route's identity header names; nil when no route has any
 }
 
 // New validates cfg and returns a Gateway. It does not contact the provider: discovery
@@ -204,6 +207,9 @@ func New(cfg Config) (*Gateway, error) {
 		ErrorHandler: g.failUpstream, OnStream: g.openTunnel, OnUnauthorized: g.stepUpChallenge,
 		StripHeaders: cfg.StripRequestHeaders, KeepHeaders: cfg.AllowRequestHeaders,
 	})
+	if err := g.identityKeys.init(cfg.Identity); err != nil {
+		return nil, err
+	}
 	g.run.Store(newRunning(cfg))
 	g.bound = cfg.Session.BindUserAgent || cfg.Session.BindIPv4Prefix > 0 || cfg.Session.BindIPv6Prefix > 0
 	g.limiter = cfg.RateLimiter
@@ -219,6 +225,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if len(cfg.Session.Keys) == 0 {
 		g.log.Warn(derivedKeyWarning)
+	}
+	if cfg.signsWithGeneratedKey() {
+		g.log.Warn(generatedKeyWarning)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -428,6 +437,11 @@ func (g *Gateway) serve(w *statusRecorder, r *http.Request) string {
 	if strings.HasPrefix(p, "/bff/") || p == "/bff" {
 		g.setBodyDeadline(w, r, nil, false)
 		g.serveBFF(w, r, p)
+		return "bff"
+	}
+	if p == JWKSPath {
+		g.setBodyDeadline(w, r, nil, false)
+		g.serveJWKS(w, r)
 		return "bff"
 	}
 	if rt := g.current().match(p); rt != nil {

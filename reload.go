@@ -15,8 +15,9 @@ import (
 // Reload replaces it as a whole; requests under way finish with the one they started
 // with. Only the live fields of reloadRules ever differ from what New was given.
 type running struct {
-	cfg    Config   // with defaults applied
-	routes []*route // longest prefix first
+	cfg    Config                // with defaults applied
+	routes []*route              // longest prefix first
+	strip  *upstream.HeaderNames // every route's identity header names, nil for none
 	// csrfHeader is cfg.CSRF.Header in canonical form: looked up in the header map
 	// directly, it costs no allocation per request.
 	csrfHeader string
@@ -30,13 +31,17 @@ func (g *Gateway) config() *Config { return &g.run.Load().cfg }
 
 func newRunning(cfg Config) *running {
 	run := &running{cfg: cfg, csrfHeader: http.CanonicalHeaderKey(cfg.CSRF.Header)}
+	origin := strings.TrimSuffix(cfg.PublicURL, "/")
+	strip := identityStrip(cfg.Routes)
+	run.strip = strip
 	for _, r := range cfg.Routes {
 		u, _ := url.Parse(r.Upstream)
 		hdr := http.Header{}
 		for k, v := range r.Headers {
 			hdr.Set(k, v)
 		}
-		rt := &route{Route: r, prefix: routePrefix(r.Path)}
+		rt := &route{Route: r, prefix: routePrefix(r.Path), strip: strip}
+		rt.identity = newRouteIdentity(r, origin, rt.prefix)
 		rt.target = &upstream.Target{Name: rt.prefix, Prefix: rt.prefix, StripPrefix: r.StripPrefix, URL: u,
 			Timeout: r.Timeout, Headers: hdr, ForwardCookies: r.ForwardCookies}
 		run.routes = append(run.routes, rt)
@@ -126,6 +131,16 @@ func (g *Gateway) Reload(cfg Config) (needRestart []string, err error) {
 		}
 		g.sessions.SetKeys(ring)
 		g.log.Info("server key ring reloaded", "keys", len(next.Session.Keys), "accepted_keys", len(next.Session.AcceptKeys))
+	}
+	rotated, err := g.identityKeys.update(next.Identity, g.now())
+	if err != nil {
+		return nil, err
+	}
+	if rotated {
+		g.log.Info("identity signing key rotated; the previous key stays published", "overlap", keyOverlap(next.Identity.AssertionTTL).String())
+	}
+	if next.signsWithGeneratedKey() && !old.cfg.signsWithGeneratedKey() {
+		g.log.Warn(generatedKeyWarning)
 	}
 	g.run.Store(newRunning(next))
 	g.log.Info("configuration reloaded", "routes", len(next.Routes), "routes_before", len(old.routes))

@@ -34,7 +34,8 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 		if s, err = g.gate(w, r, sessionOrLogin); err != nil {
 			return err
 		}
-	case rt.Token != TokenClient && rt.Token != TokenNone:
+	case rt.Token != TokenClient && rt.Token != TokenNone || rt.identity != nil:
+		// An identity: block tells the upstream who is logged in, whatever the token.
 		var err error
 		if s, err = g.gate(w, r, sessionOptional); err != nil {
 			return err
@@ -71,7 +72,7 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 	var token string
 	var err error
 	switch {
-	case s != nil:
+	case s != nil && rt.Token != TokenNone && rt.Token != TokenClient:
 		token, s, err = g.routeToken(r.Context(), r, s, rt)
 	case rt.Token == TokenClient || rt.Token == TokenUserOrClient:
 		token, err = g.clientToken(r.Context(), rt.tokenKey(), rt.refreshOptions())
@@ -91,10 +92,16 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 		// browser a raw connection to the upstream past every check of later requests.
 		r.Header.Del("Upgrade")
 	}
-	f := upstream.Forward{Target: rt.target, Token: token}
-	if s != nil && token != "" {
+	f := upstream.Forward{Target: rt.target, Token: token, Strip: rt.strip}
+	if s != nil && token != "" && rt.Token != TokenClient {
 		if err := g.forwardDPoP(&f, rt, s, s.AccessTokenFor(rt.tokenKey()).TokenType); err != nil {
 			return err
+		}
+	}
+	if rt.identity != nil && s != nil {
+		f.Headers = http.Header{}
+		if err := g.setIdentity(f.Headers, rt, s); err != nil {
+			return withSession(err, s)
 		}
 	}
 	forwardingBody(w, r, rt)

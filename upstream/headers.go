@@ -18,6 +18,9 @@ var alwaysStripped = []string{
 	"X-Cluster-Client-Ip", "Client-Ip", "X-Original-Forwarded-For",
 	"X-Http-Method-Override", "X-Http-Method", "X-Method-Override", "X-Original-Method",
 	"X-Original-Url", "X-Rewrite-Url",
+	// Gatehouse's own namespace: the identity assertion (X-Gatehouse-Assertion) and
+	// whatever else the gateway may tell an upstream is set by the gateway only.
+	"X-Gatehouse-*",
 }
 
 // defaultStripped are the headers with which other gateways and identity-aware proxies
@@ -145,9 +148,12 @@ func newRequestFilter(strip, keep []string) *requestFilter {
 // drops reports whether a request header must not be forwarded. Names are canonical
 // (net/http parsed them); one with "_" is judged as if it had "-" instead, because CGI,
 // WSGI and Rack upstreams read X_User and X-User as the same HTTP_X_USER.
-func (f *requestFilter) drops(name string) bool {
+func (f *requestFilter) drops(name string, also *HeaderNames) bool {
 	if strings.IndexByte(name, '_') >= 0 {
 		name = textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(name, "_", "-"))
+	}
+	if also != nil && also.set.lookup(name) != pass {
+		return true
 	}
 	switch f.out.lookup(name) {
 	case alwaysOut:
@@ -156,6 +162,23 @@ func (f *requestFilter) drops(name string) bool {
 		return f.keep.empty() || f.keep.lookup(name) == pass
 	}
 	return false
+}
+
+// HeaderNames is a set of request header names that Forward.Strip removes whatever
+// Config.KeepHeaders says: the names under which the gateway itself tells upstreams who
+// the user is. Build it once (NewHeaderNames) and share it; it is read-only.
+type HeaderNames struct{ set *headerSet }
+
+// NewHeaderNames returns the set of these header names (no prefixes). A name with "_"
+// matches its "-" spelling too, as the other strip lists do.
+func NewHeaderNames(names ...string) *HeaderNames {
+	var exact []string
+	for _, n := range names {
+		if n != "" && !strings.HasSuffix(n, "*") {
+			exact = append(exact, n)
+		}
+	}
+	return &HeaderNames{set: newHeaderSet(rules{alwaysOut, exact})}
 }
 
 // CheckHeaderRules checks entries for Config.StripHeaders and Config.KeepHeaders and
@@ -179,6 +202,8 @@ func CheckHeaderRules(strip, keep []string) (stripProblems, keepProblems []strin
 		switch {
 		case !valid(e):
 			keepProblems = append(keepProblems, fmt.Sprintf("%q is not a header name or a prefix of one followed by *", e))
+		case strings.HasPrefix(canonicalPrefix(strings.ReplaceAll(strings.TrimSuffix(e, "*"), "_", "-")), "X-Gatehouse-"):
+			keepProblems = append(keepProblems, fmt.Sprintf("%q is a Gatehouse header, which is always removed", e))
 		case slices.ContainsFunc(alwaysStripped, func(a string) bool { return overlap(a, e) }):
 			keepProblems = append(keepProblems, fmt.Sprintf("%q is a forwarding or method/path override header, which is always removed", e))
 		case !slices.ContainsFunc(stripped, func(s string) bool { return overlap(s, e) }):

@@ -13,7 +13,7 @@ func BenchmarkRequestFilter(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		for name := range h {
-			if f.drops(name) {
+			if f.drops(name, nil) {
 				b.Fatal(name)
 			}
 		}

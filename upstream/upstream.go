@@ -5,7 +5,8 @@
 // It owns the header hygiene between a browser and an API: the browser's Authorization
 // header, Gatehouse's own cookies (and every cookie not explicitly forwarded), spoofed
 // forwarding headers, method and path overrides and other gateways' identity headers
-// (DefaultStripHeaders) never reach the upstream; the upstream cannot set Gatehouse's
+// (DefaultStripHeaders), X-Gatehouse-* and the names of Forward.Strip never reach the
+// upstream (the gateway's own identity headers arrive as Forward.Headers); the upstream cannot set Gatehouse's
 // cookies in the browser, not even in a 103 Early Hints: informational responses are
 // filtered as final ones are. Streams (server-sent events, chunked responses) are flushed as
 // they arrive and WebSocket upgrades pass through, also through a caller's ResponseWriter
@@ -105,6 +106,13 @@ type Forward struct {
 	// "Authorization: DPoP <token>" with the proof DPoP returns for the outbound method,
 	// URL and token in the DPoP header.
 	DPoP func(method string, u *url.URL, token string) (string, error)
+	// Headers are set on the outbound request after the header hygiene and after
+	// Target.Headers, replacing any value of the same name: the identity headers and
+	// assertion the gateway computed for this request. Nil for none.
+	Headers http.Header
+	// Strip, when not nil, names more request headers that never pass from the browser,
+	// whatever Config.KeepHeaders says (every route's identity header names).
+	Strip *HeaderNames
 }
 
 // The kinds of failed forward, as Error.Kind.
@@ -347,7 +355,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	// remove the other forwarding headers, method and path overrides and other gateways'
 	// identity headers too, then set our own forwarding headers.
 	for name := range h {
-		if p.headers.drops(name) {
+		if p.headers.drops(name, f.Strip) {
 			delete(h, name)
 		}
 	}
@@ -371,6 +379,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 	for name, vals := range t.Headers {
 		h[name] = append([]string(nil), vals...)
+	}
+	for name, vals := range f.Headers {
+		h[name] = vals
 	}
 }
 

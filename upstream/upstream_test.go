@@ -188,6 +188,7 @@ func TestRequestHeaders(t *testing.T) {
 		cfg     upstream.Config
 		target  upstream.Target
 		token   string
+		forward upstream.Forward // Headers and Strip
 		browser http.Header
 		host    string // the Host the browser sends, "" for the gateway's
 		check   func(t *testing.T, up *url.URL, got *http.Request)
@@ -346,6 +347,37 @@ func TestRequestHeaders(t *testing.T) {
 			want(t, "X-Tenant", got.Header.Values("X-Tenant"), "a", "b")
 		},
 	}, {
+		name:    "Forward.Headers set after the hygiene, over the route's and the browser's",
+		cfg:     upstream.Config{KeepHeaders: []string{"X-User"}},
+		target:  upstream.Target{Headers: http.Header{"X-Route": {"r"}}},
+		forward: upstream.Forward{Headers: http.Header{"X-User": {"alice"}, "X-Forwarded-User": {"alice"}, "X-Gatehouse-Assertion": {"signed"}}},
+		browser: http.Header{"X-User": {"mallory"}, "X-Forwarded-User": {"mallory"}, "X-Gatehouse-Assertion": {"forged"}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			want(t, "X-User", got.Header.Values("X-User"), "alice")
+			want(t, "X-Forwarded-User", got.Header.Values("X-Forwarded-User"), "alice")
+			want(t, "X-Gatehouse-Assertion", got.Header.Values("X-Gatehouse-Assertion"), "signed")
+			want(t, "X-Route", got.Header.Values("X-Route"), "r")
+		},
+	}, {
+		name:    "X-Gatehouse-* never from the browser",
+		browser: http.Header{"X-Gatehouse-Assertion": {"forged"}, "X-Gatehouse-Anything": {"1"}, "X_gatehouse_assertion": {"forged"}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			for _, name := range []string{"X-Gatehouse-Assertion", "X-Gatehouse-Anything", "X_gatehouse_assertion"} {
+				want(t, name, got.Header.Values(name))
+			}
+		},
+	}, {
+		name:    "Forward.Strip removes names whatever KeepHeaders says",
+		cfg:     upstream.Config{KeepHeaders: []string{"X-User"}},
+		forward: upstream.Forward{Strip: upstream.NewHeaderNames("X-User", "x-grafana-role")},
+		browser: http.Header{"X-User": {"mallory"}, "X-Grafana-Role": {"Admin"}, "X_grafana_role": {"Admin"}, "X-Other": {"kept"}},
+		check: func(t *testing.T, _ *url.URL, got *http.Request) {
+			want(t, "X-User", got.Header.Values("X-User"))
+			want(t, "X-Grafana-Role", got.Header.Values("X-Grafana-Role"))
+			want(t, "X_grafana_role", got.Header.Values("X_grafana_role"))
+			want(t, "X-Other", got.Header.Values("X-Other"), "kept")
+		},
+	}, {
 		name: "Host is the upstream's",
 		host: "evil.example",
 		check: func(t *testing.T, up *url.URL, got *http.Request) {
@@ -359,7 +391,9 @@ func TestRequestHeaders(t *testing.T) {
 			up, got := recordingUpstream(t)
 			target := tc.target
 			target.Name, target.Prefix, target.URL = "/api/", "/api/", up
-			g := startGateway(t, newProxy(t, tc.cfg), upstream.Forward{Target: &target, Token: tc.token, ClientIP: "192.0.2.1"}, nil)
+			f := tc.forward
+			f.Target, f.Token, f.ClientIP = &target, tc.token, "192.0.2.1"
+			g := startGateway(t, newProxy(t, tc.cfg), f, nil)
 			req, err := http.NewRequest(http.MethodGet, g.URL+"/api/items", nil)
 			if err != nil {
 				t.Fatal(err)

@@ -49,6 +49,7 @@ type fileConfig struct {
 	RateLimits       fileRateLimits `yaml:"rate_limits"`
 	Server           fileServerOpts `yaml:"server"`
 	Tracing          fileTracing    `yaml:"tracing"`
+	Identity         fileIdentity   `yaml:"identity"`
 	// InsecureDiagnostics serves /bff/diagnostics (loopback public_url only).
 	InsecureDiagnostics bool `yaml:"insecure_diagnostics"`
 	// Compat answers /bff/user in another BFF's shape (duende).
@@ -175,6 +176,23 @@ type fileRoute struct {
 	MaxBody        byteSize          `yaml:"max_body"`
 	BodyTimeout    duration          `yaml:"body_timeout"`
 	Streaming      bool              `yaml:"streaming"`
+	Identity       *fileRouteID      `yaml:"identity"`
+}
+
+// fileIdentity is identity: how the identity assertions are signed.
+type fileIdentity struct {
+	SigningKeyFile  string   `yaml:"signing_key_file"`
+	PublishKeysFile string   `yaml:"publish_keys_file"`
+	Algorithm       string   `yaml:"algorithm"`
+	AssertionTTL    duration `yaml:"assertion_ttl"`
+}
+
+// fileRouteID is routes[].identity: what the upstream is told of the user.
+type fileRouteID struct {
+	Headers   map[string]string `yaml:"headers"`
+	Assertion bool              `yaml:"assertion"`
+	Audience  string            `yaml:"audience"`
+	Claims    []string          `yaml:"claims"`
 }
 
 type fileExchange struct {
@@ -430,6 +448,22 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			c.Provider.ClientKeyAlg = ck.alg
 		}
 	}
+	c.Identity = gatehouse.IdentityConfig{Algorithm: fc.Identity.Algorithm, AssertionTTL: time.Duration(fc.Identity.AssertionTTL)}
+	if f := fc.Identity.SigningKeyFile; f != "" {
+		// The same formats as client_key_file: PEM (PKCS#8, SEC 1) or a private JWK.
+		k, err := readClientKey(resolve(f), "")
+		if err != nil {
+			probs.add("identity.signing_key_file", "%v", err)
+		}
+		c.Identity.SigningKey = k.key
+	}
+	if f := fc.Identity.PublishKeysFile; f != "" {
+		keys, err := readPublicKeys(resolve(f))
+		if err != nil {
+			probs.add("identity.publish_keys_file", "%v", err)
+		}
+		c.Identity.PublishKeys = keys
+	}
 	switch cert, key := fc.Provider.TLSClientCertFile, fc.Provider.TLSClientKeyFile; {
 	case cert == "" && key == "":
 	case cert == "" || key == "":
@@ -504,6 +538,9 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			Methods: r.Methods, Timeout: time.Duration(r.Timeout), Headers: r.Headers, Audience: r.Audience,
 			Resource: r.Resource, Scopes: r.Scopes, ForwardCookies: r.ForwardCookies, MaxBody: int64(r.MaxBody),
 			BodyTimeout: time.Duration(r.BodyTimeout), Streaming: r.Streaming, DPoP: r.DPoP}
+		if id := r.Identity; id != nil {
+			rt.Identity = &gatehouse.RouteIdentity{Headers: id.Headers, Assertion: id.Assertion, Audience: id.Audience, Claims: id.Claims}
+		}
 		if x := r.Exchange; x != nil {
 			rt.Exchange = &gatehouse.ExchangeConfig{Audience: x.Audience, Resource: x.Resource, Scopes: x.Scopes,
 				RequestedTokenType: x.RequestedTokenType, SubjectToken: x.SubjectToken}
@@ -670,6 +707,59 @@ func readClientKey(path, kid string) (clientKey, error) {
 		return clientKey{}, fmt.Errorf("%s: key %q of type %T cannot sign client assertions (use RSA or EC)", path, picked.KeyID, picked.Key)
 	}
 	return clientKey{key: signer, kid: picked.KeyID, alg: picked.Algorithm}, nil
+}
+
+// readPublicKeys reads identity.publish_keys_file: a JWK Set or a JWK (public or
+// private), or PEM blocks of public keys (PKIX) or private keys (PKCS#8, SEC 1), of which
+// only the public halves are kept.
+func readPublicKeys(path string) ([]crypto.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %v", path, errors.Unwrap(err))
+	}
+	var out []crypto.PublicKey
+	if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '{' {
+		var set jose.JSONWebKeySet
+		if err := json.Unmarshal(b, &set); err != nil || len(set.Keys) == 0 {
+			var one jose.JSONWebKey
+			if err1 := json.Unmarshal(b, &one); err1 != nil {
+				return nil, fmt.Errorf("%s is neither a JWK Set nor a JWK: %v", path, err1)
+			}
+			set.Keys = []jose.JSONWebKey{one}
+		}
+		for _, k := range set.Keys {
+			out = append(out, k.Public().Key)
+		}
+		return out, nil
+	}
+	for rest := b; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		var key any
+		switch block.Type {
+		case "PUBLIC KEY":
+			key, err = x509.ParsePKIXPublicKey(block.Bytes)
+		case "PRIVATE KEY":
+			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+		case "EC PRIVATE KEY":
+			key, err = x509.ParseECPrivateKey(block.Bytes)
+		default:
+			return nil, fmt.Errorf("%s: PEM block %q is not a key", path, block.Type)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", path, err)
+		}
+		if s, ok := key.(crypto.Signer); ok {
+			key = s.Public()
+		}
+		out = append(out, key)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s holds no PEM block or JWK", path)
+	}
+	return out, nil
 }
 
 // parsePrivateKeyPEM reads a PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC).

@@ -145,6 +145,11 @@ var schemaDocs = map[string]keyDoc{
 	"routes[].max_body":                      {desc: "Request body limit: bytes, or a number with KiB, MiB, GiB (KB, MB, GB).", def: "10MiB"},
 	"routes[].body_timeout":                  {desc: "The request body must arrive within this. Default: the route's timeout."},
 	"routes[].streaming":                     {desc: "Request bodies have no read deadline; cannot be combined with body_timeout.", def: false},
+	"routes[].identity":                      {desc: "Tell an upstream that cannot read tokens who is logged in: headers from the session's claims and a signed assertion. Nothing is set without a session; browser-sent copies of these headers are always removed."},
+	"routes[].identity.headers":              {desc: "Header name to claim name, e.g. {X-User: preferred_username, X-Groups: groups}. Arrays are joined with \",\"; a value with control characters is left out."},
+	"routes[].identity.assertion":            {desc: "Send X-Gatehouse-Assertion, a JWT signed by Gatehouse (keys at /.well-known/gatehouse/jwks.json).", def: false},
+	"routes[].identity.audience":             {desc: "aud of the assertion. Default: the route's upstream URL."},
+	"routes[].identity.claims":               {desc: "Session claims copied into the assertion. Default: the claims headers names."},
 
 	"frontend":               {desc: "What serves the SPA."},
 	"frontend.dir":           {desc: "Directory of a built SPA (relative to this file)."},
@@ -189,6 +194,12 @@ var schemaDocs = map[string]keyDoc{
 	"rate_limits.insecure_disable": {desc: "No rate limiting at all (weaker: logs a warning).", def: false},
 	"rate_limits.*.per_minute":     {desc: "Refill rate; 0 keeps the default.", limits: map[string]any{"minimum": 0}},
 	"rate_limits.*.burst":          {desc: "Requests allowed at once; 0 keeps the default.", limits: map[string]any{"minimum": 0}},
+
+	"identity":                   {desc: "How the identity assertions of routes with identity.assertion are signed."},
+	"identity.signing_key_file":  {desc: "Signing key: PEM PKCS#8 (or SEC 1) EC P-256 or Ed25519, or a private JWK. Default: generated at start, another on each replica and restart; replicas should share one. Reloaded live; the replaced key stays published for 2 × assertion_ttl + 1m."},
+	"identity.publish_keys_file": {desc: "More public keys published in the JWKS but never signing (PEM public or private keys, or a JWK Set): the next key of a rotation across replicas, published everywhere before any replica signs with it. Reloaded live."},
+	"identity.algorithm":         {desc: "Algorithm of a generated key; with signing_key_file the key's type decides.", def: "ES256", enum: []string{"ES256", "EdDSA"}},
+	"identity.assertion_ttl":     {desc: "Lifetime of an assertion, at most 60s.", def: "60s"},
 
 	"server":                            {desc: "HTTP server timeouts and limits."},
 	"server.read_header_timeout":        {desc: "How long request headers may take, on both listeners.", def: "10s"},

@@ -164,7 +164,7 @@ func watchedFiles(path string, fc fileConfig) []string {
 	for _, f := range []string{
 		fc.Provider.ClientSecretFile, fc.Provider.ClientKeyFile, fc.Session.KeysFile, fc.Session.AcceptKeysFile,
 		fc.Session.Redis.PasswordFile, fc.Session.Redis.SentinelPasswordFile, fc.Session.Redis.TLSCAFile, fc.Admin.TokenFile,
-		fc.Provider.TLSClientCertFile, fc.Provider.TLSClientKeyFile, fc.Provider.TLSCAFile,
+		fc.Provider.TLSClientCertFile, fc.Provider.TLSClientKeyFile, fc.Provider.TLSCAFile, fc.Identity.SigningKeyFile, fc.Identity.PublishKeysFile,
 	} {
 		if f == "" {
 			continue
