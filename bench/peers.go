@@ -33,12 +33,14 @@ var (
 	knownPeers   = []string{"nginx", "modauth-shm", "modauth-redis", "nginx-authreq"}
 )
 
-const (
+// Where Debian installs the peers (variables for the tests).
+var (
 	nginxBin      = "/usr/sbin/nginx"
 	apacheBin     = "/usr/sbin/apache2"
 	apacheModules = "/usr/lib/apache2/modules"
-	modAuthCookie = "mod_auth_openidc_session"
 )
+
+const modAuthCookie = "mod_auth_openidc_session"
 
 // peer is one started peer.
 type peer struct {

@@ -91,3 +91,18 @@ func TestTreeTicksCountsChildren(t *testing.T) {
 		t.Errorf("tree ticks %d, the parent's own %d: the busy child is not counted", all, own)
 	}
 }
+
+// A selected peer whose binary is missing stops the run with what to do; a peer left
+// out is not looked for.
+func TestMissingPeerFailsLoudly(t *testing.T) {
+	old := nginxBin
+	nginxBin = filepath.Join(t.TempDir(), "nginx")
+	defer func() { nginxBin = old }()
+	err := checkPeerTools([]string{"nginx"})
+	if err == nil || !strings.Contains(err.Error(), "peer nginx needs "+nginxBin) || !strings.Contains(err.Error(), "--peers") {
+		t.Fatalf("err = %v, want one naming the peer, the binary and --peers", err)
+	}
+	if err := checkPeerTools([]string{"modauth-shm"}); err != nil && strings.Contains(err.Error(), "nginx") {
+		t.Errorf("nginx looked for although not selected: %v", err)
+	}
+}

@@ -153,6 +153,11 @@ func (e *env) probe(v *variant) error {
 		fmt.Fprintf(os.Stderr, "--- %s: the upstream received:\n%s\n", v.name, st.Sample)
 	}
 	if resp.StatusCode != http.StatusOK || st.Authorised != 1 || st.Refused != 0 {
+		if v.name == "nginx-authreq" {
+			return fmt.Errorf("%s: first request: status %d (nginx answers 500 when /bff/auth answers neither 2xx, 401 nor 403): "+
+				"this peer needs gatehouse's forward-auth endpoint GET /bff/auth (issue 14), which this gatehouse may not have; "+
+				"leave it out of --peers", v.name, resp.StatusCode)
+		}
 		return fmt.Errorf("%s: first request: status %d (%s), upstream saw %d authorised, %d refused",
 			v.name, resp.StatusCode, body, st.Authorised, st.Refused)
 	}
