@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -179,12 +180,20 @@ func (r *report) markdown() string {
 				b.WriteString("\n")
 			}
 		}
-		b.WriteString("<details><summary>Every round</summary>\n\n| round | variant | req/s | p50 | p99 | proxy µs/req | upstream µs/req |\n|--:|---|--:|--:|--:|--:|--:|\n")
+		var others []float64
+		for _, round := range p.rounds {
+			for _, s := range round {
+				others = append(others, s.otherLoad)
+			}
+		}
+		fmt.Fprintf(&b, "Other processes on the machine used %.2f CPUs during the median run (at most %.2f; a run above %.2f is done again up to 3 times, the quietest kept): "+
+			"the column \"other load\" of every round shows which figures a busy machine disturbed.\n\n", median(others), slices.Max(others), o.maxOther)
+		b.WriteString("<details><summary>Every round</summary>\n\n| round | variant | req/s | p50 | p99 | proxy µs/req | upstream µs/req | other load |\n|--:|---|--:|--:|--:|--:|--:|--:|\n")
 		for i, round := range p.rounds {
 			for _, v := range p.variants {
 				s := round[v.name]
-				fmt.Fprintf(&b, "| %d | %s | %s | %.2f ms | %.2f ms | %.1f | %.1f |\n", i+1, v.name, thousands(s.wrk.RPS()),
-					ms(s.wrk.P50), ms(s.wrk.P99), s.proxyCPU, s.upCPU)
+				fmt.Fprintf(&b, "| %d | %s | %s | %.2f ms | %.2f ms | %.1f | %.1f | %.2f CPU |\n", i+1, v.name, thousands(s.wrk.RPS()),
+					ms(s.wrk.P50), ms(s.wrk.P99), s.proxyCPU, s.upCPU, s.otherLoad)
 			}
 		}
 		b.WriteString("\n</details>\n\n")
