@@ -176,8 +176,11 @@ func (e *env) startNginx(name, authReq string) (*peer, error) {
 	if err := os.WriteFile(conf, []byte(nginxConf(listen, e.upURL, e.bareToken, authReq)), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := startProc(e.dir, name, e.o.proxyCPUs, 0, false, nginxBin, "-e", "stderr", "-p", prefix+"/", "-c", conf,
-		"-g", "daemon off; pid "+filepath.Join(prefix, "nginx.pid")+";")
+	args := []string{"-e", "stderr", "-p", prefix + "/", "-c", conf, "-g", "daemon off; pid " + filepath.Join(prefix, "nginx.pid") + ";"}
+	if out, err := exec.Command(nginxBin, append([]string{"-t"}, args...)...).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("%s: nginx -t: %v\n%s", name, err, out)
+	}
+	p, err := startProc(e.dir, name, e.o.proxyCPUs, 0, false, append([]string{nginxBin}, args...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -30,39 +30,6 @@ func TestParsePeers(t *testing.T) {
 	}
 }
 
-// The peers' configurations are accepted by the real nginx and apache2 (`-t`): a
-// benchmark run is not the place to find a typo.
-func TestPeerConfigsAreValid(t *testing.T) {
-	if err := checkPeerTools(knownPeers); err != nil {
-		t.Fatal(err) // fail loudly: bench/run.sh or apt-get installs them
-	}
-	dir := t.TempDir()
-	for name, authReq := range map[string]string{"nginx": "", "nginx-authreq": "http://127.0.0.1:9"} {
-		prefix := filepath.Join(dir, name)
-		os.MkdirAll(filepath.Join(prefix, "logs"), 0o755)
-		conf := filepath.Join(prefix, "nginx.conf")
-		os.WriteFile(conf, []byte(nginxConf("127.0.0.1:9", "http://127.0.0.1:9", "tok", authReq)), 0o644)
-		out, err := exec.Command(nginxBin, "-t", "-e", "stderr", "-p", prefix+"/", "-c", conf,
-			"-g", "pid "+filepath.Join(prefix, "nginx.pid")+";").CombinedOutput()
-		if err != nil {
-			t.Errorf("%s: nginx -t: %v\n%s", name, err, out)
-		}
-	}
-	for _, cache := range []string{"shm", "redis"} {
-		d := filepath.Join(dir, cache)
-		os.MkdirAll(d, 0o755)
-		conf := filepath.Join(d, "httpd.conf")
-		os.WriteFile(conf, []byte(apacheConf(d, "127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9", cache, "127.0.0.1:9", os.Getuid() == 0)), 0o644)
-		out, err := exec.Command(apacheBin, "-t", "-f", conf).CombinedOutput()
-		if err != nil {
-			t.Errorf("%s: apache2 -t: %v\n%s", cache, err, out)
-		}
-		if !strings.Contains(string(out), "Syntax OK") {
-			t.Errorf("%s: apache2 -t said %s", cache, out)
-		}
-	}
-}
-
 // The CPU of a peer is that of its whole process tree: a master's workers count.
 func TestTreeTicksCountsChildren(t *testing.T) {
 	cmd := exec.Command("sh", "-c", "while :; do :; done & wait")
