@@ -46,7 +46,8 @@ const (
 
 // startIDP serves a development provider on 127.0.0.1 whose client accepts the given
 // gateway origins as redirect targets.
-func startIDP(gatewayOrigins []string) (*benchIDP, error) {
+// extraRedirects are further redirect URIs (the mod_auth_openidc peers').
+func startIDP(gatewayOrigins []string, extraRedirects ...string) (*benchIDP, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -57,6 +58,7 @@ func startIDP(gatewayOrigins []string) (*benchIDP, error) {
 		redirects = append(redirects, o+"/bff/callback")
 		logouts = append(logouts, o+"/bff/logout/callback")
 	}
+	redirects = append(redirects, extraRedirects...)
 	d, err := devidp.New(devidp.Config{
 		Issuer: issuer, Listen: ln.Addr().String(),
 		Clients: []devidp.Client{{ID: benchClientID, Secret: benchClientSecret, RedirectURIs: redirects, PostLogoutRedirectURIs: logouts}},

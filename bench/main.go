@@ -5,8 +5,9 @@
 //
 // which installs wrk and redis-server when missing, builds this program and the
 // gatehouse binary, and runs `bench run`. On loopback it starts a small upstream, a bare
-// httputil.ReverseProxy (the baseline) and one gatehouse per session store, logs in
-// through the development provider, and measures every variant with wrk, alternating in
+// httputil.ReverseProxy (the baseline), one gatehouse per session store and the peers
+// (nginx, Apache mod_auth_openidc: peers.go), logs in through the development provider,
+// and measures every variant with wrk, alternating in
 // rounds so that machine noise hits all alike. It then measures the refresh storm,
 // memory per session, logins per second against oidc-provider (e2e/), and the in-process
 // `go test -bench` figures, prints the tables and writes them into docs/benchmarks.md.

@@ -166,6 +166,90 @@ func cpuTicks(pid int) (int64, error) {
 
 const tickMicros = 10000 // USER_HZ is 100 on Linux
 
+// procStat is the part of /proc/<pid>/stat the runner reads.
+type procStat struct {
+	ppid  int
+	ticks int64 // utime+stime+cutime+cstime: its own CPU and that of the children it reaped
+}
+
+func readStat(pid int) (procStat, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procStat{}, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return procStat{}, errors.New("bad /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:])) // f[0] is field 3 (state), f[1] ppid
+	if len(f) < 15 {
+		return procStat{}, errors.New("short /proc stat")
+	}
+	var st procStat
+	st.ppid, _ = strconv.Atoi(f[1])
+	for _, k := range f[11:15] { // utime, stime, cutime, cstime
+		n, _ := strconv.ParseInt(k, 10, 64)
+		st.ticks += n
+	}
+	return st, nil
+}
+
+// tree is pid and its living descendants (nginx's or Apache's master and workers; a Go
+// proxy alone).
+func tree(pid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return []int{pid}
+	}
+	parent := map[int]int{}
+	for _, d := range ents {
+		if n, err := strconv.Atoi(d.Name()); err == nil {
+			if st, err := readStat(n); err == nil {
+				parent[n] = st.ppid
+			}
+		}
+	}
+	in := map[int]bool{pid: true}
+	out := []int{pid}
+	for changed := true; changed; {
+		changed = false
+		for c, pp := range parent {
+			if in[pp] && !in[c] {
+				in[c] = true
+				out = append(out, c)
+				changed = true
+			}
+		}
+	}
+	return out
+}
+
+// treeTicks is the CPU time of pid and its descendants, living or reaped, in ticks.
+func treeTicks(pid int) (int64, error) {
+	var t int64
+	for i, p := range tree(pid) {
+		st, err := readStat(p)
+		if err != nil {
+			if i == 0 {
+				return 0, err
+			}
+			continue // a worker that has just exited
+		}
+		t += st.ticks
+	}
+	return t, nil
+}
+
+// treeRSSKB is the RSS of pid and its descendants, in KiB (pages they share count once
+// per process).
+func treeRSSKB(pid int) int64 {
+	var kb int64
+	for _, p := range tree(pid) {
+		kb += rssKB(p)
+	}
+	return kb
+}
+
 // rssKB is VmRSS of a process, in KiB.
 func rssKB(pid int) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -252,7 +336,7 @@ func (ps *procs) ourTicks() int64 {
 	t, _ := cpuTicks(os.Getpid())
 	for _, p := range ps.list {
 		if p.alive() {
-			n, _ := cpuTicks(p.pid())
+			n, _ := treeTicks(p.pid())
 			t += n
 		}
 	}

@@ -19,6 +19,7 @@ type variant struct {
 	headers []string
 	token   string // what the upstream must see as the bearer token
 	proxy   *proc  // nil for direct
+	peer    bool   // not Gatehouse nor the baseline (bench/peers.go)
 }
 
 // sample is one measured wrk run of one variant.
@@ -45,10 +46,12 @@ type proxyResults struct {
 func (e *env) variants() []*variant {
 	// Every client request carries the same browser-like headers, so the variants
 	// differ only in what is in between.
-	common := func(cookie string) []string {
+	// The mod_auth_openidc peers send their own session cookie in the same place.
+	withCookie := func(pair string) []string {
 		return []string{"X-CSRF: 1", "Sec-Fetch-Site: same-origin", "Accept: application/json",
-			"Cookie: __Host-gatehouse=" + cookie + "; theme=dark"}
+			"Cookie: " + pair + "; theme=dark"}
 	}
+	common := func(cookie string) []string { return withCookie("__Host-gatehouse=" + cookie) }
 	mem := e.gateways["memory"]
 	vs := []*variant{
 		{name: "direct", label: "direct to the upstream", target: e.upURL + "/api/orders",
@@ -64,6 +67,19 @@ func (e *env) variants() []*variant {
 	if g := e.gateways["compare"]; g != nil {
 		vs = append(vs, &variant{name: "compare", label: "gatehouse, `memory` store, `" + filepath.Base(e.o.compare) + "` (-compare)",
 			target: g.url + "/api/orders", headers: common(g.cookie), token: g.token, proxy: g.p})
+	}
+	for _, pr := range e.peers {
+		h := common(mem.cookie) // nginx: the same request as the bare proxy's
+		if pr.cookie != "" {
+			h = withCookie(pr.cookie)
+		} else if g := e.gateways["authreq"]; pr.name == "nginx-authreq" && g != nil {
+			h = common(g.cookie)
+		}
+		vs = append(vs, &variant{name: pr.name, label: pr.label, target: pr.url + "/api/orders",
+			headers: h, token: pr.token, proxy: pr.p, peer: true})
+	}
+	if len(e.o.only) > 0 {
+		vs = slices.DeleteFunc(vs, func(v *variant) bool { return v.name != "bare" && !e.o.only[v.name] })
 	}
 	return vs
 }
@@ -100,11 +116,11 @@ func (e *env) proxyRounds() (*proxyResults, error) {
 				if t.otherLoad <= o.maxOther {
 					break
 				}
-				fmt.Fprintf(os.Stderr, "  round %d  %-7s other processes used %.2f CPUs: again\n", r+1, v.name, t.otherLoad)
+				fmt.Fprintf(os.Stderr, "  round %d  %-13s other processes used %.2f CPUs: again\n", r+1, v.name, t.otherLoad)
 			}
 			round[v.name] = s
 			res.checked += s.wrk.Requests
-			fmt.Fprintf(os.Stderr, "  round %d  %-7s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  proxy %5.1f µs/req  upstream %5.1f µs/req  rss %d MiB  other load %.2f CPU\n",
+			fmt.Fprintf(os.Stderr, "  round %d  %-13s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  proxy %5.1f µs/req  upstream %5.1f µs/req  rss %d MiB  other load %.2f CPU\n",
 				r+1, v.name, s.wrk.RPS(), ms(s.wrk.P50), ms(s.wrk.P99), s.proxyCPU, s.upCPU, s.rssKB>>10, s.otherLoad)
 		}
 		res.rounds = append(res.rounds, round)
@@ -137,6 +153,11 @@ func (e *env) probe(v *variant) error {
 		fmt.Fprintf(os.Stderr, "--- %s: the upstream received:\n%s\n", v.name, st.Sample)
 	}
 	if resp.StatusCode != http.StatusOK || st.Authorised != 1 || st.Refused != 0 {
+		if v.name == "nginx-authreq" {
+			return fmt.Errorf("%s: first request: status %d (nginx answers 500 when /bff/auth answers neither 2xx, 401 nor 403): "+
+				"this peer needs gatehouse's forward-auth endpoint GET /bff/auth (issue 14), which this gatehouse may not have; "+
+				"leave it out of --peers", v.name, resp.StatusCode)
+		}
 		return fmt.Errorf("%s: first request: status %d (%s), upstream saw %d authorised, %d refused",
 			v.name, resp.StatusCode, body, st.Authorised, st.Refused)
 	}
@@ -164,7 +185,7 @@ func (e *env) measure(v *variant) (sample, error) {
 			return sample{}, err
 		}
 		if w.Non2xx > 0 || w.Errors > 0 {
-			return sample{}, fmt.Errorf("warm-up: %d responses not 2xx, %d socket errors", w.Non2xx, w.Errors)
+			return sample{}, fmt.Errorf("warm-up: %d responses not 2xx, %d socket errors (%s)", w.Non2xx, w.Errors, w.ErrorKinds)
 		}
 	}
 	// Requests of the warm-up still in flight must land before the counters reset.
@@ -177,7 +198,7 @@ func (e *env) measure(v *variant) (sample, error) {
 	var p0, p1 int64
 	var err error
 	if v.proxy != nil {
-		if p0, err = cpuTicks(v.proxy.pid()); err != nil {
+		if p0, err = treeTicks(v.proxy.pid()); err != nil {
 			return sample{}, err
 		}
 	}
@@ -192,7 +213,7 @@ func (e *env) measure(v *variant) (sample, error) {
 	}
 	busy1, ours1 := busyTicks(), e.ps.ourTicks()
 	if v.proxy != nil {
-		p1, _ = cpuTicks(v.proxy.pid())
+		p1, _ = treeTicks(v.proxy.pid())
 	}
 	u1, _ := cpuTicks(e.up.pid())
 	other := float64(busy1-busy0-(ours1-ours0)-w.CPUTicks) / (w.Duration.Seconds() * 100)
@@ -206,7 +227,7 @@ func (e *env) measure(v *variant) (sample, error) {
 	case w.Non2xx > 0:
 		return sample{}, fmt.Errorf("FAILED: %d of %d responses were not 2xx", w.Non2xx, w.Requests)
 	case w.Errors > 0:
-		return sample{}, fmt.Errorf("FAILED: %d socket errors or timeouts", w.Errors)
+		return sample{}, fmt.Errorf("FAILED: %d socket errors or timeouts (%s)", w.Errors, w.ErrorKinds)
 	case st.Refused > 0:
 		return sample{}, fmt.Errorf("FAILED: the upstream refused %d requests (wrong or missing bearer token)", st.Refused)
 	case st.Authorised < w.Requests || st.Authorised-w.Requests > int64(o.conns):
@@ -215,7 +236,7 @@ func (e *env) measure(v *variant) (sample, error) {
 	s := sample{wrk: w, upstreamOK: st.Authorised, upCPU: float64(u1-u0) * tickMicros / float64(w.Requests), otherLoad: max(other, 0)}
 	if v.proxy != nil {
 		s.proxyCPU = float64(p1-p0) * tickMicros / float64(w.Requests)
-		s.rssKB = rssKB(v.proxy.pid())
+		s.rssKB = treeRSSKB(v.proxy.pid())
 	}
 	return s, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -45,13 +46,29 @@ func writeResults(path, md string) error {
 // ratio is the median over rounds of a variant's value divided by the baseline's in the
 // same round.
 func (p *proxyResults) ratio(name string, f func(sample) float64) float64 {
+	return p.ratioTo(name, "bare", f)
+}
+
+// ratioTo is the median over rounds of a variant's value divided by base's in the same
+// round.
+func (p *proxyResults) ratioTo(name, base string, f func(sample) float64) float64 {
 	var rs []float64
 	for _, round := range p.rounds {
-		if b := f(round["bare"]); b > 0 {
+		if b := f(round[base]); b > 0 {
 			rs = append(rs, f(round[name])/b)
 		}
 	}
 	return median(rs)
+}
+
+// has reports whether the variant was measured (--only may leave some out).
+func (p *proxyResults) has(name string) bool {
+	for _, v := range p.variants {
+		if v.name == name {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *proxyResults) med(name string, f func(sample) float64) float64 {
@@ -75,6 +92,9 @@ func (r *report) failures() []string {
 	var out []string
 	if p := r.proxy; p != nil {
 		for _, s := range stores {
+			if !p.has(s) {
+				continue
+			}
 			tp, p99 := p.ratio(s, fRPS), p.ratio(s, fP99)
 			min := 0.9
 			if s == "memory" {
@@ -114,6 +134,12 @@ func (r *report) markdown() string {
 			"The proxy under test is pinned to CPU %s with `GOMAXPROCS=1`; wrk, the upstream (`GOMAXPROCS=1`) and Redis share CPU %s. "+
 			"Ratios are to the bare proxy in the same round (median of the per-round ratios); for CPU and p99 lower is better.\n\n",
 			len(p.rounds), p.conns, p.duration, p.warmup, o.proxyCPUs, o.loadCPUs)
+		if len(o.peers) > 0 {
+			fmt.Fprintf(&b, "The peers (`--peers %s`) are pinned to the same CPU: nginx with one worker, Apache with the event MPM and one child "+
+				"process of 128 threads; their CPU and RSS are the sums over the master and its workers. nginx adds a fixed bearer and "+
+				"authenticates nothing; mod_auth_openidc was logged in through the same provider and passes the session's access token.\n\n",
+				strings.Join(o.peers, ","))
+		}
 		b.WriteString("| variant | req/s | p50 | p99 | proxy CPU per request | proxy RSS | req/s vs bare | p99 vs bare | CPU vs bare |\n")
 		b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 		for _, v := range p.variants {
@@ -131,18 +157,52 @@ func (r *report) markdown() string {
 		fmt.Fprintf(&b, "\nEvery one of the %s requests wrk counted was answered 2xx (counted by bench/wrk.lua, since wrk counts 3xx as success) "+
 			"and reached the upstream with the session's bearer token (the upstream counts requests with and without the expected "+
 			"`Authorization` header; each run is checked, and any miss stops the benchmark).\n\n", thousands(float64(p.checked)))
-		b.WriteString("<details><summary>Every round</summary>\n\n| round | variant | req/s | p50 | p99 | proxy µs/req | upstream µs/req |\n|--:|---|--:|--:|--:|--:|--:|\n")
+		if p.has("memory") {
+			var peers []*variant
+			for _, v := range p.variants {
+				if v.peer {
+					peers = append(peers, v)
+				}
+			}
+			if len(peers) > 0 {
+				b.WriteString("Gatehouse beside each peer (median of the per-round ratios; for CPU lower is better):\n\n")
+				b.WriteString("| peer | peer req/s vs bare | peer CPU/req vs bare | gatehouse `memory` req/s vs peer | gatehouse `memory` CPU/req vs peer | gatehouse `redis` req/s vs peer | gatehouse `redis` CPU/req vs peer |\n|---|--:|--:|--:|--:|--:|--:|\n")
+				for _, v := range peers {
+					ratio := func(name string, f func(sample) float64) string {
+						if !p.has(name) {
+							return "—"
+						}
+						return fmt.Sprintf("%.2f×", p.ratioTo(name, v.name, f))
+					}
+					fmt.Fprintf(&b, "| %s | %.2f× | %.2f× | %s | %s | %s | %s |\n", v.name, p.ratio(v.name, fRPS), p.ratio(v.name, fCPU),
+						ratio("memory", fRPS), ratio("memory", fCPU), ratio("redis", fRPS), ratio("redis", fCPU))
+				}
+				b.WriteString("\n")
+			}
+		}
+		var others []float64
+		for _, round := range p.rounds {
+			for _, s := range round {
+				others = append(others, s.otherLoad)
+			}
+		}
+		fmt.Fprintf(&b, "Other processes on the machine used %.2f CPUs during the median run (at most %.2f; a run above %.2f is done again up to 3 times, the quietest kept): "+
+			"the column \"other load\" of every round shows which figures a busy machine disturbed.\n\n", median(others), slices.Max(others), o.maxOther)
+		b.WriteString("<details><summary>Every round</summary>\n\n| round | variant | req/s | p50 | p99 | proxy µs/req | upstream µs/req | other load |\n|--:|---|--:|--:|--:|--:|--:|--:|\n")
 		for i, round := range p.rounds {
 			for _, v := range p.variants {
 				s := round[v.name]
-				fmt.Fprintf(&b, "| %d | %s | %s | %.2f ms | %.2f ms | %.1f | %.1f |\n", i+1, v.name, thousands(s.wrk.RPS()),
-					ms(s.wrk.P50), ms(s.wrk.P99), s.proxyCPU, s.upCPU)
+				fmt.Fprintf(&b, "| %d | %s | %s | %.2f ms | %.2f ms | %.1f | %.1f | %.2f CPU |\n", i+1, v.name, thousands(s.wrk.RPS()),
+					ms(s.wrk.P50), ms(s.wrk.P99), s.proxyCPU, s.upCPU, s.otherLoad)
 			}
 		}
 		b.WriteString("\n</details>\n\n")
 		b.WriteString("Targets (issue 7), ratios to the bare proxy in the same run:\n\n")
 		b.WriteString("| store | req/s | p99 | target | met | aim ≥ 1.3× |\n|---|--:|--:|---|---|---|\n")
 		for _, s := range stores {
+			if !p.has(s) {
+				continue
+			}
 			tp, p99 := p.ratio(s, fRPS), p.ratio(s, fP99)
 			target, met := "req/s ≥ 0.9×", tp >= 0.9
 			if s == "memory" {

@@ -44,6 +44,8 @@ type options struct {
 	maxOther    float64
 	gobenchTime string
 	gobenchN    int
+	peers       []string // bench/peers.go
+	only        map[string]bool
 }
 
 func parseOptions(args []string) (*options, error) {
@@ -66,6 +68,9 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.repo, "repo", ".", "repository root")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, configs)")
 	fs.StringVar(&o.compare, "compare", "", "another gatehouse binary to measure too (memory store), e.g. a build of an older commit")
+	peers := fs.String("peers", strings.Join(defaultPeers, ","), "comma-separated peers measured in the same rounds: "+
+		strings.Join(knownPeers, ", ")+" (nginx-authreq needs gatehouse's /bff/auth, issue 14; not a default), or none")
+	only := fs.String("only", "", "comma-separated variants to measure (direct, memory, bolt, redis, a peer…); the bare proxy always runs, as ratios need it")
 	fs.StringVar(&o.profile, "profile", "", "directory for CPU profiles of each store's gatehouse under wrk (cpu-<store>.pprof)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -102,6 +107,16 @@ func parseOptions(args []string) (*options, error) {
 	if o.quick {
 		o.gobenchTime, o.gobenchN = "300ms", 2
 	}
+	var err error
+	if o.peers, err = parsePeers(*peers); err != nil {
+		return nil, err
+	}
+	o.only = map[string]bool{}
+	for _, s := range strings.Split(*only, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			o.only[s] = true
+		}
+	}
 	o.skip = map[string]bool{}
 	for _, s := range strings.Split(*skip, ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -127,6 +142,7 @@ type env struct {
 	bare      *proc
 	bareToken string
 	script    string
+	peers     []*peer
 }
 
 type gateway struct {
@@ -152,6 +168,13 @@ func runMain(args []string) error {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s is not installed: run bench/run.sh, which installs what is missing", tool)
 		}
+	}
+	if !o.skip["proxy"] {
+		if err := checkPeerTools(o.peers); err != nil {
+			return err
+		}
+	} else {
+		o.peers = nil
 	}
 	e := &env{o: o, gateways: map[string]*gateway{}}
 	if e.dir, err = os.MkdirTemp("", "gatehouse-bench-"); err != nil {
@@ -287,6 +310,9 @@ func (e *env) startAll() error {
 	if o.compare != "" {
 		names = append(slices.Clone(stores), "compare")
 	}
+	if contains(o.peers, "nginx-authreq") {
+		names = append(slices.Clone(names), "authreq")
+	}
 	var origins []string
 	for _, s := range names {
 		pub, err1 := freePort()
@@ -298,7 +324,19 @@ func (e *env) startAll() error {
 		e.gateways[s] = g
 		origins = append(origins, g.url)
 	}
-	if e.idp, err = startIDP(origins); err != nil {
+	var modAuth []*peer
+	var extraRedirects []string
+	for _, name := range o.peers {
+		if strings.HasPrefix(name, "modauth-") {
+			pr, err := reserveModAuth(name)
+			if err != nil {
+				return err
+			}
+			modAuth = append(modAuth, pr)
+			extraRedirects = append(extraRedirects, pr.url+"/redirect_uri")
+		}
+	}
+	if e.idp, err = startIDP(origins, extraRedirects...); err != nil {
 		return err
 	}
 	for _, s := range names {
@@ -308,12 +346,16 @@ func (e *env) startAll() error {
 			bin = o.compare
 		}
 		storeURL := map[string]string{
+			"authreq": "memory",
 			"compare": "memory",
 			"memory":  "memory",
 			"bolt":    "bolt://" + filepath.Join(e.dir, "sessions.db"),
 			"redis":   "redis://" + e.redisAddr + "/0",
 		}[s]
 		cfg := gatehouseConfig(g.url, g.admin, e.idp.issuer, storeURL, e.upURL)
+		if s == "authreq" {
+			cfg += authReqGatehouseYAML
+		}
 		if s == "compare" {
 			// An older build may not know server.max_connections_per_client; the refresh
 			// storm, which needs it, does not run against the compared binary.
@@ -345,6 +387,32 @@ func (e *env) startAll() error {
 	}
 	e.ps.add(e.bare)
 	e.bareToken = bareToken
+
+	for _, name := range o.peers {
+		switch name {
+		case "nginx", "nginx-authreq":
+			authReq := ""
+			if name == "nginx-authreq" {
+				authReq = e.gateways["authreq"].url
+			}
+			step("starting peer %s", name)
+			pr, err := e.startNginx(name, authReq)
+			if err != nil {
+				return err
+			}
+			if name == "nginx-authreq" {
+				pr.token = e.gateways["authreq"].token
+			}
+			e.peers = append(e.peers, pr)
+		}
+	}
+	for _, pr := range modAuth {
+		step("starting peer %s and logging in through it", pr.name)
+		if err := e.startModAuth(pr); err != nil {
+			return err
+		}
+		e.peers = append(e.peers, pr)
+	}
 	return nil
 }
 

@@ -19,7 +19,8 @@ type wrkResult struct {
 	Requests   int64
 	Duration   time.Duration
 	Non2xx     int64
-	Errors     int64 // connect, read, write and timeout errors
+	Errors     int64  // connect, read, write and timeout errors
+	ErrorKinds string // the same, by kind, for messages
 	P50, P90   time.Duration
 	P99, Max   time.Duration
 	MeanMicros float64
@@ -61,8 +62,9 @@ func wrkRun(cpus, scriptPath, target string, conns int, d time.Duration, headers
 		mean, _ := strconv.ParseFloat(kv["mean_us"], 64)
 		return wrkResult{
 			Requests: num("requests"), Duration: us("duration_us"), Non2xx: num("non2xx"),
-			Errors: num("connect") + num("read") + num("write") + num("timeout"),
-			P50:    us("p50_us"), P90: us("p90_us"), P99: us("p99_us"), Max: us("max_us"), MeanMicros: mean, CPUTicks: ticks,
+			Errors:     num("connect") + num("read") + num("write") + num("timeout"),
+			ErrorKinds: fmt.Sprintf("connect %d, read %d, write %d, timeout %d", num("connect"), num("read"), num("write"), num("timeout")),
+			P50:        us("p50_us"), P90: us("p90_us"), P99: us("p99_us"), Max: us("max_us"), MeanMicros: mean, CPUTicks: ticks,
 		}, nil
 	}
 	return wrkResult{}, fmt.Errorf("wrk printed no result line:\n%s", out)
