@@ -427,6 +427,10 @@ func (g *Gateway) serve(w *statusRecorder, r *http.Request) string {
 	}
 	if strings.HasPrefix(p, "/bff/") || p == "/bff" {
 		g.setBodyDeadline(w, r, nil, false)
+		if isForwardAuth(p) {
+			g.serveForwardAuth(w, r)
+			return "auth"
+		}
 		g.serveBFF(w, r, p)
 		return "bff"
 	}

@@ -51,6 +51,8 @@ type fileConfig struct {
 	Tracing          fileTracing    `yaml:"tracing"`
 	// InsecureDiagnostics serves /bff/diagnostics (loopback public_url only).
 	InsecureDiagnostics bool `yaml:"insecure_diagnostics"`
+	// ForwardAuth is how /bff/auth answers an ingress.
+	ForwardAuth fileForwardAuth `yaml:"forward_auth"`
 
 	// StripRequestHeaders and AllowRequestHeaders adjust which request headers are removed
 	// before forwarding.
@@ -153,6 +155,10 @@ type fileCSRF struct {
 	Header         string   `yaml:"header"`
 	Value          string   `yaml:"value"`
 	TrustedOrigins []string `yaml:"trusted_origins"`
+}
+
+type fileForwardAuth struct {
+	RedirectNavigations bool `yaml:"redirect_navigations"`
 }
 
 type fileRoute struct {
@@ -401,6 +407,7 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			Sessions: rateLimit(fc.RateLimits.Sessions), InsecureDisable: fc.RateLimits.InsecureDisable,
 		},
 		InsecureDiagnostics: fc.InsecureDiagnostics,
+		ForwardAuth:         gatehouse.ForwardAuthConfig{RedirectNavigations: fc.ForwardAuth.RedirectNavigations},
 		Cookie:              gatehouse.CookieConfig{Name: fc.Cookie.Name, AllowNonHostPrefix: fc.Cookie.AllowNonHostPrefix},
 		CSRF:                gatehouse.CSRFConfig{Header: fc.CSRF.Header, Value: fc.CSRF.Value, TrustedOrigins: fc.CSRF.TrustedOrigins},
 		Frontend: gatehouse.FrontendConfig{Dir: resolve(fc.Frontend.Dir), Upstream: fc.Frontend.Upstream,
