@@ -720,6 +720,9 @@ func (c Config) Validate() error {
 			if r.DPoP {
 				bad(f("dpop"), "needs an upstream: forward-auth (a route without upstream) cannot send DPoP proofs")
 			}
+			if len(c.TrustedProxies) == 0 {
+				bad(f("upstream"), "is required unless trusted_proxies lists the ingress that asks /bff/auth about the route (forward-auth)")
+			}
 		} else if u, err := url.Parse(r.Upstream); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || u.RawQuery != "" || u.User != nil {
 			bad(f("upstream"), "%q is not an absolute http(s) URL without query or credentials", r.Upstream)
 		}

@@ -1,6 +1,7 @@
 package gatehouse_test
 
 import (
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -9,6 +10,7 @@ import (
 
 	gatehouse "github.com/gatehouse-bff/gatehouse"
 	"github.com/gatehouse-bff/gatehouse/idp/idptest"
+	"github.com/gatehouse-bff/gatehouse/internal/testutil"
 )
 
 // forwardAuthEnv is routesEnv with loopback as a trusted proxy (the ingress), and a
@@ -202,4 +204,64 @@ func TestForwardAuthClaimsAndLogout(t *testing.T) {
 	wantStatus(t, b.do("GET", "/bff/auth", nil, h...), http.StatusOK)
 	wantStatus(t, b.do("POST", "/bff/logout", nil, "X-CSRF", "1", "Sec-Fetch-Site", "same-origin"), http.StatusSeeOther)
 	wantJSONError(t, b.do("GET", "/bff/auth", nil, h...), 401, "unauthenticated", "")
+}
+
+func TestForwardAuthOnlyRouteConfig(t *testing.T) {
+	base := gatehouse.Config{
+		PublicURL: "https://app.example.com",
+		Provider:  gatehouse.ProviderConfig{Issuer: "https://id.example.com", ClientID: "bff", ClientSecret: "s"},
+		Routes:    []gatehouse.Route{{Path: "/api/"}},
+	}
+	err := base.Validate()
+	if err == nil || !strings.Contains(err.Error(), "routes[0].upstream: is required unless trusted_proxies") {
+		t.Fatalf("a route without upstream and no trusted proxy: %v", err)
+	}
+	ok := base
+	ok.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("a forward-auth-only route: %v", err)
+	}
+	dpop := ok
+	dpop.Routes = []gatehouse.Route{{Path: "/api/", DPoP: true}}
+	if err := dpop.Validate(); err == nil || !strings.Contains(err.Error(), "routes[0].dpop: needs an upstream") {
+		t.Fatalf("a forward-auth-only dpop route: %v", err)
+	}
+}
+
+func TestForwardAuthObserved(t *testing.T) {
+	up := newUpstream(t)
+	access := &testutil.SyncBuffer{}
+	e := forwardAuthEnv(t, up, func(c *gatehouse.Config) { c.AccessLogger = slog.New(slog.NewJSONHandler(access, nil)) })
+	b := e.browser()
+	b.login()
+	wantStatus(t, b.do("GET", "/bff/auth", nil, with(spaHeaders(e), "X-Original-Method", "GET", "X-Original-URI", "/api/orders")...), 200)
+	wantStatus(t, b.do("GET", "/bff/auth", nil, "X-Original-Method", "POST", "X-Original-URI", "/api/orders", "Origin", "https://evil.example"), 403)
+
+	lines := jsonLines(t, access.String())
+	last := lines[len(lines)-2:]
+	for i, want := range []float64{200, 403} {
+		m := last[i]
+		if m["kind"] != "auth" || m["route"] != "/api/" || m["status"] != want || m["path"] != "/bff/auth" || m["session"] == nil {
+			t.Errorf("access line %v, want kind auth, route /api/, status %v, the session", m, want)
+		}
+	}
+	metrics := scrape(t, e)
+	for _, want := range []string{
+		`gatehouse_http_requests_seconds_count{kind="auth",method="GET",status="200"} 1`,
+		`gatehouse_http_requests_seconds_count{kind="auth",method="GET",status="403"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	// The refusal is audited as the proxy's is, with the route and the original request.
+	var found bool
+	for _, m := range jsonLines(t, e.audit.String()) {
+		if m["event"] == "csrf_rejected" && m["route"] == "/api/" && m["reason"] == "missing_header" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no csrf_rejected audit event for the route:\n%s", e.audit.String())
+	}
 }
