@@ -148,21 +148,26 @@ func startProcess(t *testing.T, port int, name string, args ...string) *lockedBu
 func startNginx(t *testing.T, port int, s *faStack) {
 	t.Helper()
 	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "logs"), 0o755)
-	conf := shipped(t, "nginx.conf",
+	conf := nginxConf(t, dir,
 		"server 127.0.0.1:9080;", "server "+hostPort(s.gw.URL)+";",
 		"server 127.0.0.1:8000;", "server "+hostPort(s.api.URL)+";",
 		"listen 8080;", fmt.Sprintf("listen 127.0.0.1:%d;", port),
 		"root /var/www/app;", "root "+dir+";",
-		"worker_processes auto;", "worker_processes 1;",
-		// Own temp paths: the packaged ones are the system nginx's.
-		"http {", "http {\n    access_log off;\n    client_body_temp_path "+dir+"/body;\n    proxy_temp_path "+dir+"/proxy;\n"+
-			"    fastcgi_temp_path "+dir+"/fastcgi;\n    uwsgi_temp_path "+dir+"/uwsgi;\n    scgi_temp_path "+dir+"/scgi;\n")
+		"worker_processes auto;", "worker_processes 1;")
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	startProcess(t, port, nginxBin, "-p", dir, "-c", path, "-g", "daemon off; pid "+dir+"/nginx.pid; error_log stderr;")
+}
+
+// nginxConf is the shipped nginx.conf with replace applied, and with logs and temporary
+// files of its own in dir: the packaged paths are the system nginx's.
+func nginxConf(t *testing.T, dir string, replace ...string) string {
+	os.MkdirAll(filepath.Join(dir, "logs"), 0o755)
+	return shipped(t, "nginx.conf", append(replace,
+		"http {", "http {\n    access_log off;\n    client_body_temp_path "+dir+"/body;\n    proxy_temp_path "+dir+"/proxy;\n"+
+			"    fastcgi_temp_path "+dir+"/fastcgi;\n    uwsgi_temp_path "+dir+"/uwsgi;\n    scgi_temp_path "+dir+"/scgi;\n")...)
 }
 
 // startCaddy runs caddy with deploy/forward-auth/Caddyfile.
@@ -386,8 +391,10 @@ func TestE2EForwardAuthConfigsValidate(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "logs"), 0o755)
-	conf, _ := filepath.Abs(filepath.Join("..", "deploy", "forward-auth", "nginx.conf"))
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, []byte(nginxConf(t, dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	out, err := exec.Command(nginxBin, "-t", "-p", dir, "-c", conf, "-g", "pid "+dir+"/nginx.pid; error_log stderr;").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "syntax is ok") {
 		t.Errorf("nginx -t: %v\n%s", err, out)
