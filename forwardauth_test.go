@@ -265,3 +265,30 @@ func TestForwardAuthObserved(t *testing.T) {
 		t.Errorf("no csrf_rejected audit event for the route:\n%s", e.audit.String())
 	}
 }
+
+// A route's acr rule asks for the step-up through forward-auth as through the proxy, and
+// the step-up's login returns to the page that made the call.
+func TestForwardAuthStepUp(t *testing.T) {
+	e := newEnvKnobs(t, func(k *idptest.Knobs) { k.Claims = map[string]any{"acr": "silver"} }, func(c *gatehouse.Config) {
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		c.Routes = []gatehouse.Route{{Path: "/pay/", Require: []gatehouse.Rule{{ACR: []string{"gold"}}}}}
+	})
+	b := e.browser()
+	b.login()
+	h := with(spaHeaders(e), "X-Forwarded-Method", "POST", "X-Forwarded-Uri", "/pay/now",
+		"X-Forwarded-Host", strings.TrimPrefix(e.url, "http://"), "Referer", e.url+"/checkout?step=2")
+	r := b.do("GET", "/bff/auth", nil, h...)
+	wantJSONError(t, r, http.StatusUnauthorized, "step_up_required", "insufficient_user_authentication")
+	if got := r.Header.Get("WWW-Authenticate"); got != `Bearer error="insufficient_user_authentication", acr_values="gold"` {
+		t.Fatalf("WWW-Authenticate %q", got)
+	}
+	if m := decode(t, r); !strings.Contains(m["login_url"].(string), "returnUrl="+url.QueryEscape("/checkout?step=2")) {
+		t.Fatalf("step-up login_url %v", m["login_url"])
+	}
+	if r.Header.Get("Authorization") != "" {
+		t.Fatal("a step-up answer carried a token")
+	}
+	e.idp.Set(func(k *idptest.Knobs) { k.Claims = map[string]any{"acr": "gold"} })
+	b.login()
+	wantStatus(t, b.do("GET", "/bff/auth", nil, h...), http.StatusOK)
+}
