@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	gatehouse "github.com/gatehouse-bff/gatehouse"
 	"github.com/gatehouse-bff/gatehouse/idp/idptest"
@@ -291,4 +292,20 @@ func TestForwardAuthStepUp(t *testing.T) {
 	e.idp.Set(func(k *idptest.Knobs) { k.Claims = map[string]any{"acr": "gold"} })
 	b.login()
 	wantStatus(t, b.do("GET", "/bff/auth", nil, h...), http.StatusOK)
+}
+
+// A token due for refresh is refreshed by /bff/auth, and the ingress gets the new one.
+func TestForwardAuthRefreshes(t *testing.T) {
+	up := newUpstream(t)
+	e := forwardAuthEnv(t, up)
+	b := e.browser()
+	b.login()
+	h := with(spaHeaders(e), "X-Original-Method", "GET", "X-Original-URI", "/api/x")
+	first := b.do("GET", "/bff/auth", nil, h...).Header.Get("Authorization")
+	e.clock.Advance(2 * time.Minute)
+	r := b.do("GET", "/bff/auth", nil, h...)
+	wantStatus(t, r, http.StatusOK)
+	if got := r.Header.Get("Authorization"); got == first || got != "Bearer "+currentToken(e) {
+		t.Fatalf("after expiry Authorization = %q (before %q), want the refreshed token", got, first)
+	}
 }
