@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -192,4 +193,32 @@ func BenchmarkProxyLoopback(b *testing.B) {
 	}
 	b.Run("baseline=bare-reverseproxy", func(b *testing.B) { run(b, bareSrv.URL, "") })
 	b.Run("gatehouse=user-token", func(b *testing.B) { run(b, public, cookie) })
+}
+
+// BenchmarkForwardAuth compares, in one run, what Gatehouse spends answering an
+// ingress's forward-auth question (/bff/auth, nginx's request shape) with what it spends
+// proxying the same call itself: the same checks, minus the forwarding.
+func BenchmarkForwardAuth(b *testing.B) {
+	const upstreamURL = "http://upstream.invalid"
+	gw, cookie, public := benchGatewayWith(b, staticUpstream{}, upstreamURL, func(c *gatehouse.Config) {
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	})
+	run := func(b *testing.B, target string, h ...string) {
+		b.ReportAllocs()
+		for b.Loop() {
+			rec := httptest.NewRecorder()
+			req := apiRequest(target, cookie)
+			for i := 0; i+1 < len(h); i += 2 {
+				req.Header.Set(h[i], h[i+1])
+			}
+			gw.ServeHTTP(rec, req)
+			if rec.Code != 200 {
+				b.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+		}
+	}
+	b.Run("gatehouse=proxy", func(b *testing.B) { run(b, public+"/api/orders") })
+	b.Run("gatehouse=forward-auth", func(b *testing.B) {
+		run(b, public+"/bff/auth", "X-Original-Method", "GET", "X-Original-URI", "/api/orders")
+	})
 }

@@ -101,6 +101,9 @@ type Config struct {
 	// Compat answers the session endpoints in another BFF's shape, so that an SPA
 	// written for it runs unchanged (compat): "" (Gatehouse's own) or CompatDuende.
 	Compat string `gatehouse:"compat,live"`
+	// ForwardAuth is how /bff/auth, the forward-auth endpoint an ingress asks, answers
+	// (forward_auth). See forwardauth.go.
+	ForwardAuth ForwardAuthConfig `gatehouse:"forward_auth,live"`
 	// Now is the clock. Default time.Now.
 	Now func() time.Time `gatehouse:"-"`
 	// ProviderHTTPClient makes the requests to the identity provider. Default: a client
@@ -377,8 +380,11 @@ type ExchangeConfig struct {
 
 // Route sends requests under a path prefix to an upstream API (routes:).
 type Route struct {
-	Path     string    // path prefix, e.g. /api/ (matches /api and /api/…, never /apix)
-	Upstream string    // upstream base URL; its path is prepended
+	Path string // path prefix, e.g. /api/ (matches /api and /api/…, never /apix)
+	// Upstream is the upstream base URL; its path is prepended. A route without one is a
+	// forward-auth-only route: an ingress asks /bff/auth about it (forwardauth.go), and the
+	// direct proxy answers 404.
+	Upstream string
 	Token    TokenMode // token; default user
 	// StripPrefix removes Path before forwarding (strip_prefix).
 	StripPrefix bool
@@ -423,6 +429,17 @@ type Route struct {
 	// forwarded, its body has no read deadline (streaming); until then it has
 	// server.body_timeout. WebSocket upgrades never have one.
 	Streaming bool
+}
+
+// ForwardAuthConfig is how /bff/auth answers an ingress (forward_auth:).
+type ForwardAuthConfig struct {
+	// RedirectNavigations sends a person's page navigation without a session to
+	// /bff/login?returnUrl=<original URI> (redirect_navigations) with a 302. nginx's
+	// auth_request cannot pass a redirect on: to it (X-Original-URI or X-Original-URL)
+	// Gatehouse answers 401, and the shipped nginx configuration's error_page asks again
+	// in the X-Forwarded-Uri convention, whose answer reaches the browser. Default false:
+	// 401 JSON, with login_url, for every request without a session.
+	RedirectNavigations bool `gatehouse:"redirect_navigations"`
 }
 
 // DefaultMaxPendingFlows is session.max_pending_flows when none is set: bursts of 10 000
@@ -768,7 +785,17 @@ func (c Config) Validate() error {
 			bad(f("path"), "%q repeats routes[%d]", r.Path, j)
 		}
 		seen[routePrefix(r.Path)] = i
-		if u, err := url.Parse(r.Upstream); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || u.RawQuery != "" || u.User != nil {
+		if r.Upstream == "" {
+			// A forward-auth-only route: the ingress forwards, with the token Gatehouse gives
+			// it in a header. A DPoP proof is bound to the upstream's URL, which Gatehouse
+			// does not know then.
+			if r.DPoP {
+				bad(f("dpop"), "needs an upstream: forward-auth (a route without upstream) cannot send DPoP proofs")
+			}
+			if len(c.TrustedProxies) == 0 {
+				bad(f("upstream"), "is required unless trusted_proxies lists the ingress that asks /bff/auth about the route (forward-auth)")
+			}
+		} else if u, err := url.Parse(r.Upstream); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || u.RawQuery != "" || u.User != nil {
 			bad(f("upstream"), "%q is not an absolute http(s) URL without query or credentials", r.Upstream)
 		}
 		switch r.Token {

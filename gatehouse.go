@@ -29,6 +29,11 @@
 //
 // Go handlers of the embedding program can require a session with
 // [Gateway.RequireSession] and read it with [SessionFrom].
+//
+// Behind an ingress that forwards requests itself (nginx auth_request, Traefik, Caddy,
+// Envoy ext_authz), the same handler answers the ingress's forward-auth questions at
+// /bff/auth: routes without Upstream are checked there and never proxied, and only
+// requests from [Config.TrustedProxies] are answered (docs/http-api.md).
 package gatehouse
 
 import (
@@ -436,6 +441,10 @@ func (g *Gateway) serve(w *statusRecorder, r *http.Request) string {
 	}
 	if strings.HasPrefix(p, "/bff/") || p == "/bff" {
 		g.setBodyDeadline(w, r, nil, false)
+		if isForwardAuth(p) {
+			g.serveForwardAuth(w, r)
+			return "auth"
+		}
 		g.serveBFF(w, r, p)
 		return "bff"
 	}

@@ -62,7 +62,7 @@ func newMetrics(reg prometheus.Registerer, gauges ...prometheus.Collector) *metr
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)).(*prometheus.CounterVec)
 	}
-	m.requests = histogram("gatehouse_http_requests_seconds", "Requests on the public listener by kind (bff, route, frontend, invalid, none), method and status.", "kind", "method", "status")
+	m.requests = histogram("gatehouse_http_requests_seconds", "Requests on the public listener by kind (bff, auth, route, frontend, invalid, none), method and status.", "kind", "method", "status")
 	m.proxy = histogram("gatehouse_proxy_request_seconds", "Proxied requests by route, method and status class (2xx, 4xx, …) sent to the browser.", "route", "method", "code")
 	m.logins = counter("gatehouse_logins_total", "Login flows by outcome: started, completed, refused (by the provider or user), rejected (bad callback), failed.", "outcome")
 	m.loginFailures = counter("gatehouse_login_failures_total", "Logins that did not complete, by reason (the audit log's login_failed reason).", "reason")

@@ -42,8 +42,10 @@ func newRunning(cfg Config) *running {
 		}
 		rt := &route{Route: r, prefix: routePrefix(r.Path), strip: strip}
 		rt.identity = newRouteIdentity(r, origin, rt.prefix)
-		rt.target = &upstream.Target{Name: rt.prefix, Prefix: rt.prefix, StripPrefix: r.StripPrefix, URL: u,
-			Timeout: r.Timeout, Headers: hdr, ForwardCookies: r.ForwardCookies}
+		if r.Upstream != "" { // else a forward-auth-only route: no target, never proxied
+			rt.target = &upstream.Target{Name: rt.prefix, Prefix: rt.prefix, StripPrefix: r.StripPrefix, URL: u,
+				Timeout: r.Timeout, Headers: hdr, ForwardCookies: r.ForwardCookies}
+		}
 		run.routes = append(run.routes, rt)
 	}
 	slices.SortFunc(run.routes, func(a, b *route) int { return len(b.prefix) - len(a.prefix) })

@@ -22,24 +22,18 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route, 
 	}
 }
 
+// errForwardAuthOnly answers a request the direct proxy got for a route without an
+// upstream: such a route exists for forward-auth (/bff/auth) only.
+var errForwardAuthOnly = &httpError{status: http.StatusNotFound, code: "not_found", reason: "forward_auth_only",
+	title: "Not found", message: "There is nothing at this address."}
+
 func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route, p string) error {
-	if len(rt.Methods) > 0 && !slices.Contains(rt.Methods, r.Method) {
-		w.Header().Set("Allow", strings.Join(rt.Methods, ", "))
-		return errMethod
+	if rt.target == nil {
+		return errForwardAuthOnly
 	}
-	var s *session.Session
-	switch {
-	case rt.Token == TokenUser || rt.Token == TokenExchange || len(rt.Require) > 0:
-		var err error
-		if s, err = g.gate(w, r, sessionOrLogin); err != nil {
-			return err
-		}
-	case rt.Token != TokenClient && rt.Token != TokenNone || rt.identity != nil:
-		// An identity: block tells the upstream who is logged in, whatever the token.
-		var err error
-		if s, err = g.gate(w, r, sessionOptional); err != nil {
-			return err
-		}
+	s, err := g.routeSession(w, r, rt, true)
+	if err != nil {
+		return err
 	}
 	if r.ContentLength > rt.MaxBody {
 		return errBodyTooLarge
@@ -47,47 +41,16 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(w, r.Body, rt.MaxBody)
 	}
-	if isWebSocket(r) {
-		if err := g.checkWebSocketOrigin(r); err != nil {
-			return withSession(err, s)
-		}
+	ws := isWebSocket(r)
+	if ws {
 		g.drain.add()
 		defer g.drain.done()
-	} else if err := g.checkCSRF(r); err != nil {
-		return withSession(err, s)
 	}
-	// A login too weak or too old for the route (acr, max_age rules): the SPA is told to
-	// step up, before any token is minted for this request.
-	if len(rt.Require) > 0 {
-		if su := g.routeStepUp(rt.Require, s); su != nil {
-			return errStepUpRequired(*su, r, s)
-		}
-	}
-	// Claim rules that fail are final unless the token step is about to refresh (and so
-	// re-read the claims, refreshClaims): no token is minted for a user the rules refuse.
-	if len(rt.Require) > 0 && !rulesHold(rt.Require, s) && (s == nil || g.fresh(s.AccessTokenFor(rt.tokenKey()))) {
-		return errForbiddenClaims.of(s)
-	}
-
-	var token string
-	var err error
-	switch {
-	case s != nil && rt.Token != TokenNone && rt.Token != TokenClient:
-		token, s, err = g.routeToken(r.Context(), r, s, rt)
-	case rt.Token == TokenClient || rt.Token == TokenUserOrClient:
-		token, err = g.clientToken(r.Context(), rt.tokenKey(), rt.refreshOptions())
-	}
+	token, s, err := g.routeAccess(r, rt, s, ws)
 	if err != nil {
-		return tokenError(err)
+		return err
 	}
-	// And again after it, as a refresh may just have re-read the claims.
-	if len(rt.Require) > 0 && !rulesHold(rt.Require, s) {
-		return errForbiddenClaims.of(s)
-	}
-	if s != nil {
-		g.touch(r.Context(), s)
-	}
-	if !isWebSocket(r) && r.Header.Get("Upgrade") != "" {
+	if !ws && r.Header.Get("Upgrade") != "" {
 		// Only WebSockets are tunnelled: an h2c (or any other) upgrade would hand the
 		// browser a raw connection to the upstream past every check of later requests.
 		r.Header.Del("Upgrade")
@@ -107,6 +70,78 @@ func (g *Gateway) routeRequest(w http.ResponseWriter, r *http.Request, rt *route
 	forwardingBody(w, r, rt)
 	g.forward(w, r, f, p, s)
 	return nil
+}
+
+// The checks of a request under a route, shared by the proxy (routeRequest) and
+// forward-auth (forwardauth.go), which runs them on the original request the ingress
+// describes: routeSession first (method, session), then, after what only the proxy
+// does with the body, routeAccess (CSRF, step-up, claim rules, token).
+
+// routeSession checks the method and loads the session the route needs. login says
+// whether a person's navigation without a session is sent to log in (a redirect)
+// rather than answered 401.
+func (g *Gateway) routeSession(w http.ResponseWriter, r *http.Request, rt *route, login bool) (*session.Session, error) {
+	if len(rt.Methods) > 0 && !slices.Contains(rt.Methods, r.Method) {
+		w.Header().Set("Allow", strings.Join(rt.Methods, ", "))
+		return nil, errMethod
+	}
+	switch {
+	case rt.Token == TokenUser || rt.Token == TokenExchange || len(rt.Require) > 0:
+		n := sessionOrLogin
+		if !login {
+			n = sessionRequired
+		}
+		return g.gate(w, r, n)
+	case rt.Token != TokenClient && rt.Token != TokenNone || rt.identity != nil:
+		// An identity: block tells the upstream who is logged in, whatever the token.
+		return g.gate(w, r, sessionOptional)
+	}
+	return nil, nil
+}
+
+// routeAccess runs the CSRF defence (the Origin check for a WebSocket handshake, ws),
+// the step-up and claim rules, and gets the route's token, refreshing it when due. It
+// returns the token ("" for none) and the session as it now is.
+func (g *Gateway) routeAccess(r *http.Request, rt *route, s *session.Session, ws bool) (string, *session.Session, error) {
+	if ws {
+		if err := g.checkWebSocketOrigin(r); err != nil {
+			return "", s, withSession(err, s)
+		}
+	} else if err := g.checkCSRF(r); err != nil {
+		return "", s, withSession(err, s)
+	}
+	// A login too weak or too old for the route (acr, max_age rules): the SPA is told to
+	// step up, before any token is minted for this request.
+	if len(rt.Require) > 0 {
+		if su := g.routeStepUp(rt.Require, s); su != nil {
+			return "", s, errStepUpRequired(*su, r, s)
+		}
+	}
+	// Claim rules that fail are final unless the token step is about to refresh (and so
+	// re-read the claims, refreshClaims): no token is minted for a user the rules refuse.
+	if len(rt.Require) > 0 && !rulesHold(rt.Require, s) && (s == nil || g.fresh(s.AccessTokenFor(rt.tokenKey()))) {
+		return "", s, errForbiddenClaims.of(s)
+	}
+
+	var token string
+	var err error
+	switch {
+	case s != nil && rt.Token != TokenNone && rt.Token != TokenClient:
+		token, s, err = g.routeToken(r.Context(), r, s, rt)
+	case rt.Token == TokenClient || rt.Token == TokenUserOrClient:
+		token, err = g.clientToken(r.Context(), rt.tokenKey(), rt.refreshOptions())
+	}
+	if err != nil {
+		return "", s, tokenError(err)
+	}
+	// And again after it, as a refresh may just have re-read the claims.
+	if len(rt.Require) > 0 && !rulesHold(rt.Require, s) {
+		return "", s, errForbiddenClaims.of(s)
+	}
+	if s != nil {
+		g.touch(r.Context(), s)
+	}
+	return token, s, nil
 }
 
 // forward sends r as f says (target, token), and times it for gatehouse_proxy_request_seconds. p

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Gatehouse test on a fresh machine, installing what the tests need first:
-# Debian's redis-server, chromium, prometheus (for promtool), and buildah, rpm and zip (for
-# the release build's test), the npm packages of e2e/ and clients/js, and staticcheck and
+# Debian's redis-server, chromium, prometheus (for promtool), nginx and caddy (the
+# forward-auth e2e tests' ingresses), and buildah, rpm and zip (for the release build's test), the npm packages of e2e/ and clients/js, and staticcheck and
 # helm (Go modules). This is the README's test command; CI (.ci/run) runs
 # exactly this.
 #
@@ -25,6 +25,8 @@ install_packages() {
   command -v redis-cli >/dev/null || missing+=(redis-tools)
   [[ -x /usr/bin/chromium ]] || missing+=(chromium)
   command -v promtool >/dev/null || missing+=(prometheus)
+  [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+  [[ -x /usr/bin/caddy ]] || missing+=(caddy)
   command -v buildah >/dev/null || missing+=(buildah)
   command -v rpm >/dev/null || missing+=(rpm)
   command -v zip >/dev/null || missing+=(zip)
@@ -36,7 +38,7 @@ install_packages() {
   # Debian's chromium package sometimes fails once with "rename failed … partial"; retry.
   for attempt in 1 2 3; do
     if as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
-      stop_prometheus_service "${missing[@]}"
+      stop_package_services "${missing[@]}"
       return 0
     fi
     echo "apt-get install failed (attempt $attempt), retrying" >&2
@@ -46,15 +48,20 @@ install_packages() {
   exit 1
 }
 
-# The tests need only promtool, which Debian ships in its prometheus package; on a machine
-# run by systemd that package also starts a Prometheus server (on :9090, the admin
-# listener's default port). Stop and disable the one this script just installed.
-stop_prometheus_service() {
-  [[ " $* " == *" prometheus "* ]] || return 0
-  if [[ -d /run/systemd/system ]] && systemctl is-enabled --quiet prometheus 2>/dev/null; then
-    echo "stopping the prometheus service the package started (the tests need only promtool)" >&2
-    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
-  fi
+# The tests need only promtool, nginx and caddy as programs, which they run themselves;
+# on a machine run by systemd, Debian's prometheus, nginx and caddy packages also start a
+# server (Prometheus on :9090, the admin listener's default port; nginx and Caddy on :80).
+# Stop and disable those this script just installed.
+stop_package_services() {
+  [[ -d /run/systemd/system ]] || return 0
+  local pkg
+  for pkg in prometheus nginx caddy; do
+    [[ " $* " == *" $pkg "* ]] || continue
+    if systemctl is-enabled --quiet "$pkg" 2>/dev/null; then
+      echo "stopping the $pkg service the package started (the tests run their own)" >&2
+      as_root systemctl disable --now "$pkg" >/dev/null 2>&1 || true
+    fi
+  done
 }
 
 # Helm is a Go module: built once into the cache directory, then reused, also by the

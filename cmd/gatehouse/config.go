@@ -54,6 +54,8 @@ type fileConfig struct {
 	InsecureDiagnostics bool `yaml:"insecure_diagnostics"`
 	// Compat answers /bff/user in another BFF's shape (duende).
 	Compat string `yaml:"compat"`
+	// ForwardAuth is how /bff/auth answers an ingress.
+	ForwardAuth fileForwardAuth `yaml:"forward_auth"`
 
 	// StripRequestHeaders and AllowRequestHeaders adjust which request headers are removed
 	// before forwarding.
@@ -156,6 +158,10 @@ type fileCSRF struct {
 	Header         string   `yaml:"header"`
 	Value          string   `yaml:"value"`
 	TrustedOrigins []string `yaml:"trusted_origins"`
+}
+
+type fileForwardAuth struct {
+	RedirectNavigations bool `yaml:"redirect_navigations"`
 }
 
 type fileRoute struct {
@@ -422,6 +428,7 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 		},
 		InsecureDiagnostics: fc.InsecureDiagnostics,
 		Compat:              fc.Compat,
+		ForwardAuth:         gatehouse.ForwardAuthConfig{RedirectNavigations: fc.ForwardAuth.RedirectNavigations},
 		Cookie:              gatehouse.CookieConfig{Name: fc.Cookie.Name, AllowNonHostPrefix: fc.Cookie.AllowNonHostPrefix},
 		CSRF:                gatehouse.CSRFConfig{Header: fc.CSRF.Header, Value: fc.CSRF.Value, TrustedOrigins: fc.CSRF.TrustedOrigins},
 		Frontend: gatehouse.FrontendConfig{Dir: resolve(fc.Frontend.Dir), Upstream: fc.Frontend.Upstream,

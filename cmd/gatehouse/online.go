@@ -74,6 +74,10 @@ func checkOnline(ctx context.Context, l *loaded, path string, timeout time.Durat
 	}
 	for i, r := range l.gw.Routes {
 		what := fmt.Sprintf("routes[%d].upstream", i)
+		if r.Upstream == "" {
+			fmt.Fprintf(stdout, "ok   %s: none, forward-auth only (the ingress forwards)\n", what)
+			continue
+		}
 		u, _ := url.Parse(r.Upstream)
 		host := u.Host
 		if u.Port() == "" {

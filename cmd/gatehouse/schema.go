@@ -37,14 +37,16 @@ type keyDoc struct {
 // schemaDocs describes every key of the file. A path names list items with [] and, for
 // the rate limits that share one type, the parent with *: rate_limits.*.burst.
 var schemaDocs = map[string]keyDoc{
-	"listen":                {desc: "Public listener address, host:port. Use 0.0.0.0:9080 in a container.", def: "127.0.0.1:9080"},
-	"public_url":            {desc: "The origin browsers use: https://…, or http:// on a loopback host for development. No path. Required."},
-	"trusted_proxies":       {desc: "Addresses or CIDR prefixes of load balancers whose X-Forwarded-For is believed."},
-	"websocket_origins":     {desc: "Extra origins allowed to open WebSockets through routes (weaker: logs a warning)."},
-	"insecure_diagnostics":  {desc: "Serve GET /bff/diagnostics; refused unless public_url is a loopback address.", def: false},
-	"compat":                {desc: "Answer /bff/user in another BFF's shape so that an SPA written for it runs unchanged: duende (Duende.BFF's array of {type, value} claims with bff:logout_url and bff:session_expires_in).", enum: []string{"duende"}},
-	"strip_request_headers": {desc: "More request headers to remove before forwarding: names, or prefixes followed by *."},
-	"allow_request_headers": {desc: "Entries of the built-in stripped-header list the browser may send to routes after all (weaker)."},
+	"listen":                            {desc: "Public listener address, host:port. Use 0.0.0.0:9080 in a container.", def: "127.0.0.1:9080"},
+	"public_url":                        {desc: "The origin browsers use: https://…, or http:// on a loopback host for development. No path. Required."},
+	"trusted_proxies":                   {desc: "Addresses or CIDR prefixes of load balancers whose X-Forwarded-For is believed."},
+	"websocket_origins":                 {desc: "Extra origins allowed to open WebSockets through routes (weaker: logs a warning)."},
+	"insecure_diagnostics":              {desc: "Serve GET /bff/diagnostics; refused unless public_url is a loopback address.", def: false},
+	"forward_auth":                      {desc: "How /bff/auth, the forward-auth endpoint an ingress (nginx auth_request, Traefik forwardAuth, Caddy forward_auth, Envoy ext_authz) asks, answers."},
+	"forward_auth.redirect_navigations": {desc: "Send a person's page navigation without a session to /bff/login?returnUrl=<original URI> (302; to nginx's auth_request, which cannot pass a redirect, 401). Default: 401 JSON for every request.", def: false},
+	"strip_request_headers":             {desc: "More request headers to remove before forwarding: names, or prefixes followed by *."},
+	"allow_request_headers":             {desc: "Entries of the built-in stripped-header list the browser may send to routes after all (weaker)."},
+	"compat":                            {desc: "Answer /bff/user in another BFF's shape so that an SPA written for it runs unchanged: duende (Duende.BFF's array of {type, value} claims with bff:logout_url and bff:session_expires_in).", enum: []string{"duende"}},
 
 	"provider":                                 {desc: "The OpenID Connect provider and this gateway's client at it."},
 	"provider.issuer":                          {desc: "Issuer URL, compared exactly with discovery and tokens (a trailing slash matters). Required."},
@@ -119,7 +121,7 @@ var schemaDocs = map[string]keyDoc{
 
 	"routes":                                 {desc: "The allow-list of proxied path prefixes; the longest matching prefix wins."},
 	"routes[].path":                          {desc: "Path prefix: /api/ matches /api and /api/…, never /apix."},
-	"routes[].upstream":                      {desc: "Upstream URL; its path is prepended."},
+	"routes[].upstream":                      {desc: "Upstream URL; its path is prepended. Without it the route is forward-auth only: an ingress asks /bff/auth about it and forwards itself; the direct proxy answers 404."},
 	"routes[].token":                         {desc: "Which access token is attached.", def: "user", enum: []string{"user", "client", "user_or_client", "user_or_none", "none", "exchange"}},
 	"routes[].strip_prefix":                  {desc: "Forward /api/x as <upstream path>/x.", def: false},
 	"routes[].methods":                       {desc: "Methods allowed. Default: any."},
