@@ -403,7 +403,6 @@ func waitListening(p *proc, addr string) error {
 }
 
 // authReqGatehouseYAML is appended to the configuration of the gatehouse behind the
-// nginx-authreq peer. NEEDS issue 14: the forward-auth gatehouse believes nginx's
-// X-Original-URI and X-Original-Method only from trusted proxies, under a key that
-// branch names; add it here (trusting 127.0.0.1) when it lands. Empty until then.
-const authReqGatehouseYAML = ""
+// nginx-authreq peer: its /bff/auth believes nginx's X-Original-URI and
+// X-Original-Method only from trusted proxies, here the loopback nginx.
+const authReqGatehouseYAML = "trusted_proxies: [127.0.0.1/32]\n"
