@@ -69,7 +69,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, configs)")
 	fs.StringVar(&o.compare, "compare", "", "another gatehouse binary to measure too (memory store), e.g. a build of an older commit")
 	peers := fs.String("peers", strings.Join(defaultPeers, ","), "comma-separated peers measured in the same rounds: "+
-		strings.Join(knownPeers, ", ")+" (nginx-authreq needs gatehouse's /bff/auth, issue 14; not a default), or none")
+		strings.Join(knownPeers, ", ")+" (nginx-authreq: nginx auth_request to gatehouse's /bff/auth; not a default), or none")
 	only := fs.String("only", "", "comma-separated variants to measure (direct, memory, bolt, redis, a peer…); the bare proxy always runs, as ratios need it")
 	fs.StringVar(&o.profile, "profile", "", "directory for CPU profiles of each store's gatehouse under wrk (cpu-<store>.pprof)")
 	if err := fs.Parse(args); err != nil {
