@@ -346,6 +346,56 @@ func TestChartSingleReplicaStores(t *testing.T) {
 	})
 }
 
+// Forward-auth for ingress-nginx: the controller's network joins trusted_proxies, and each
+// app's Ingress asks this release's /bff/auth and copies the answer's headers upstream,
+// with no answer cache (it would outlive a logout). The rendered configuration passes
+// gatehouse check, with a forward-auth-only route.
+func TestChartForwardAuth(t *testing.T) {
+	r := renderChart(t, "--namespace", "shop", "--set", "forwardAuth.enabled=true",
+		"--set", "forwardAuth.trustedProxies[0]=10.42.0.0/16", "--set", "config.trusted_proxies[0]=192.0.2.0/24",
+		"--set", "forwardAuth.redirectNavigations=true",
+		"--set", "forwardAuth.responseHeaders={Authorization,X-User}",
+		"--set", "config.routes[0].path=/api/",
+		"--set", "forwardAuth.ingresses[0].name=api", "--set", "forwardAuth.ingresses[0].host=app.example.com",
+		"--set", "forwardAuth.ingresses[0].paths[0].path=/api/", "--set", "forwardAuth.ingresses[0].service.name=orders",
+		"--set", "forwardAuth.ingresses[0].service.port=8000", "--set", "forwardAuth.ingresses[0].tls.secretName=app-tls")
+	if got := fmt.Sprint(get(r.config, "trusted_proxies")); got != "[192.0.2.0/24 10.42.0.0/16]" {
+		t.Errorf("trusted_proxies = %s", got)
+	}
+	if get(r.config, "forward_auth", "redirect_navigations") != true {
+		t.Errorf("forward_auth = %v", get(r.config, "forward_auth"))
+	}
+	var ing manifest
+	for _, m := range r.ms {
+		if m.kind() == "Ingress" && str(m, "metadata", "labels", "app.kubernetes.io/component") == "forward-auth" {
+			ing = m
+		}
+	}
+	if ing == nil {
+		t.Fatalf("no forward-auth Ingress in %v", kinds(r.ms))
+	}
+	ann := func(k string) string { return str(ing, "metadata", "annotations", "nginx.ingress.kubernetes.io/"+k) }
+	if got := ann("auth-url"); got != "http://gh-gatehouse.shop.svc.cluster.local:9080/bff/auth" {
+		t.Errorf("auth-url = %q", got)
+	}
+	if got := ann("auth-response-headers"); got != "Authorization,X-User" {
+		t.Errorf("auth-response-headers = %q", got)
+	}
+	if ann("auth-cache-key") != "" {
+		t.Error("an auth cache would outlive a logout")
+	}
+	if str(ing, "spec", "rules", 0, "host") != "app.example.com" ||
+		str(ing, "spec", "rules", 0, "http", "paths", 0, "backend", "service", "name") != "orders" ||
+		fmt.Sprint(get(ing, "spec", "rules", 0, "http", "paths", 0, "backend", "service", "port", "number")) != "8000" ||
+		str(ing, "spec", "tls", 0, "hosts", 0) != "app.example.com" || str(ing, "spec", "tls", 0, "secretName") != "app-tls" {
+		t.Errorf("Ingress spec = %v", get(ing, "spec"))
+	}
+	checkCommon(t, r)
+	if w := gatehouseCheck(t, r); len(w) > 0 {
+		t.Errorf("gatehouse check warned %q", w)
+	}
+}
+
 // A bolt or memory store belongs to one process: more replicas must not render.
 func TestChartRefuses(t *testing.T) {
 	for _, c := range []struct {
@@ -360,7 +410,8 @@ func TestChartRefuses(t *testing.T) {
 		{"autoscaling without redis", []string{"--set", "autoscaling.enabled=true"},
 			"autoscaling.enabled needs store.type: redis"},
 		{"redis without url", []string{"--set", "store.type=redis"}, "store.redis.url is empty"},
-		{"forward auth", []string{"--set", "forwardAuth.enabled=true"}, "not implemented in Gatehouse yet (issue 14)"},
+		{"forward auth without trusted proxies", []string{"--set", "forwardAuth.enabled=true"}, "forwardAuth.enabled needs forwardAuth.trustedProxies"},
+		{"forward-auth ingresses while off", []string{"--set", "forwardAuth.ingresses[0].name=api"}, "forwardAuth.ingresses is set but forwardAuth.enabled is false"},
 		{"a key the chart owns", []string{"--set", "config.listen=0.0.0.0:80"}, "config.listen is set by the chart"},
 		{"a secret in config", []string{"--set", "config.provider.client_secret=x"}, "config.provider.client_secret is set by the chart"},
 		{"no client credentials", []string{"--set", "secrets.clientSecret.name="}, "secrets.clientSecret.name or secrets.clientKey.name"},

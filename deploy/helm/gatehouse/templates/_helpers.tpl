@@ -68,8 +68,11 @@ Every template includes it, so that `helm template -s` of one file fails too.
 {{- if and (ne $store "redis") .Values.store.redis.url }}
 {{- fail (printf "store.redis.url is set but store.type is %s: set store.type: redis" $store) }}
 {{- end }}
-{{- if .Values.forwardAuth.enabled }}
-{{- fail "forwardAuth.enabled: forward-auth mode is not implemented in Gatehouse yet (issue 14); route traffic through Gatehouse instead" }}
+{{- if and .Values.forwardAuth.enabled (not .Values.forwardAuth.trustedProxies) }}
+{{- fail "forwardAuth.enabled needs forwardAuth.trustedProxies: the ingress-nginx controller pods' network, the only peer whose description of a request Gatehouse believes" }}
+{{- end }}
+{{- if and .Values.forwardAuth.ingresses (not .Values.forwardAuth.enabled) }}
+{{- fail "forwardAuth.ingresses is set but forwardAuth.enabled is false" }}
 {{- end }}
 {{- if and .Values.serviceMonitor.enabled (not .Values.admin.enabled) }}
 {{- fail "serviceMonitor.enabled needs admin.enabled: Prometheus scrapes the admin listener's /metrics" }}
@@ -147,6 +150,17 @@ gatehouse.config is the gatehouse YAML: .Values.config with the keys the chart o
 {{- end }}
 {{- if $admin }}
 {{- $_ := set $cfg "admin" $admin }}
+{{- end }}
+{{- if .Values.forwardAuth.enabled }}
+{{- $trusted := concat (get $cfg "trusted_proxies" | default list) .Values.forwardAuth.trustedProxies | uniq }}
+{{- $_ := set $cfg "trusted_proxies" $trusted }}
+{{- $fa := get $cfg "forward_auth" | default dict }}
+{{- if .Values.forwardAuth.redirectNavigations }}
+{{- $_ := set $fa "redirect_navigations" true }}
+{{- end }}
+{{- if $fa }}
+{{- $_ := set $cfg "forward_auth" $fa }}
+{{- end }}
 {{- end }}
 {{- toYaml $cfg }}
 {{- end }}
