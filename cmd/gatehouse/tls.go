@@ -130,8 +130,11 @@ func (p *tlsPlan) acmeFrom(a fileACME, publicURL string, resolve func(string) st
 		probs.add("tls.acme.domains", "is required: the host names to get certificates for (public_url's host among them)")
 	}
 	for i, d := range a.Domains {
-		if d == "" || strings.ContainsAny(d, "/:* ") || net.ParseIP(d) != nil {
+		switch {
+		case d == "" || strings.ContainsAny(d, "/:* ") || net.ParseIP(d) != nil:
 			probs.add(fmt.Sprintf("tls.acme.domains[%d]", i), "%q is not a DNS name", d)
+		case !strings.Contains(strings.Trim(d, "."), "."):
+			probs.add(fmt.Sprintf("tls.acme.domains[%d]", i), "%q has one label: ACME certificates need a name with a dot", d)
 		}
 		p.domains = append(p.domains, strings.ToLower(d))
 	}
@@ -243,9 +246,18 @@ func acmeHTTPHandler(m *autocert.Manager, publicURL string) http.Handler {
 	if u, err := url.Parse(publicURL); err == nil {
 		origin = u.Scheme + "://" + u.Host
 	}
-	return m.HTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	challenges := m.HTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, origin+r.URL.RequestURI(), http.StatusPermanentRedirect)
 	}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// autocert checks the Host header against tls.acme.domains as it is: without
+		// the port of a listener that is not on :80 (behind a port mapping, in tests).
+		if host, _, err := net.SplitHostPort(r.Host); err == nil {
+			r = r.Clone(r.Context())
+			r.Host = host
+		}
+		challenges.ServeHTTP(w, r)
+	})
 }
 
 // reloadCert reads the certificate files again after a configuration reload (the
