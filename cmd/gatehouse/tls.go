@@ -274,3 +274,24 @@ func reloadCert(certs *certfile.Reloader, gw interface{ ReloadFailed(error) }, l
 		logCert(log, "TLS certificate reloaded", after)
 	}
 }
+
+// tlsFootguns are what `gatehouse check` warns about a certificate from files: one that
+// does not cover public_url's host, or that expires within two weeks.
+func tlsFootguns(l *loaded) []string {
+	if l.tls == nil || l.tls.leaf == nil {
+		return nil
+	}
+	var out []string
+	leaf := l.tls.leaf
+	if u, err := url.Parse(l.gw.PublicURL); err == nil && leaf.VerifyHostname(u.Hostname()) != nil {
+		out = append(out, fmt.Sprintf("tls.cert_file: the certificate (%s) is not valid for public_url's host %q: browsers will refuse it",
+			strings.Join(leaf.DNSNames, ", "), u.Hostname()))
+	}
+	switch left := time.Until(leaf.NotAfter); {
+	case left <= 0:
+		out = append(out, "tls.cert_file: the certificate expired on "+leaf.NotAfter.UTC().Format(time.DateOnly))
+	case left < 14*24*time.Hour:
+		out = append(out, "tls.cert_file: the certificate expires on "+leaf.NotAfter.UTC().Format(time.DateOnly)+": renew it")
+	}
+	return out
+}

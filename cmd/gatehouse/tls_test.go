@@ -290,3 +290,23 @@ func TestHSTSValue(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckWarnsAboutTheCertificate: check warns when the certificate does not cover
+// public_url's host or is about to expire, and not when it is fine.
+func TestCheckWarnsAboutTheCertificate(t *testing.T) {
+	dir := t.TempDir()
+	c, k := testPair(t, 1) // localhost, 24 h
+	writeFile(t, dir, "tls.crt", string(c))
+	writeFile(t, dir, "tls.key", string(k))
+	const base = "provider: {issuer: \"http://127.0.0.1:1\", client_id: bff, client_secret: s}\ntls: {cert_file: tls.crt, key_file: tls.key}\n"
+	for _, tc := range []struct{ public, want string }{
+		{"https://localhost", "expires on"},
+		{"https://app.example.com", `not valid for public_url's host "app.example.com"`},
+	} {
+		p := writeFile(t, dir, "gatehouse.yaml", "public_url: "+tc.public+"\n"+base)
+		code, out, errOut := runCmd(t, "check", "--config", p)
+		if code != 0 || !strings.Contains(out, "warning: tls.cert_file: ") || !strings.Contains(out, tc.want) {
+			t.Errorf("check with public_url %s = %d, want a warning with %q:\n%s%s", tc.public, code, tc.want, out, errOut)
+		}
+	}
+}
