@@ -41,7 +41,7 @@ var pebbleBinaries = sync.OnceValues(func() (string, error) {
 
 // startProcess runs a test server until the test ends; its output is logged when the
 // test fails.
-func startProcess(t *testing.T, env []string, name string, args ...string) *bytes.Buffer {
+func startProcess(t *testing.T, env []string, name string, args ...string) (stop func()) {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), env...)
@@ -50,20 +50,27 @@ func startProcess(t *testing.T, env []string, name string, args ...string) *byte
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		})
+	}
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		stop()
 		if t.Failed() {
 			t.Logf("%s:\n%s", filepath.Base(name), logs.String())
 		}
 	})
-	return &logs
+	return stop
 }
 
 // pebble is a running Pebble: its directory URL, the CA file that verifies the
-// directory's own certificate, and its management address.
+// directory's own certificate, its management address, and how to stop it.
 type pebble struct {
 	directory, directoryCA, management string
+	stop                               func()
 }
 
 // startPebble runs Pebble with validation for real: its VA resolves acmeDomain (to
@@ -101,10 +108,10 @@ func startPebble(t *testing.T, httpPort, tlsPort int) pebble {
 	p := writeFile(t, t.TempDir(), "pebble.json", string(b))
 	// No random sleep before validating, no nonces rejected at random: the test's time
 	// goes to real validation only.
-	startProcess(t, []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"}, filepath.Join(bins, "pebble"),
+	stop := startProcess(t, []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"}, filepath.Join(bins, "pebble"),
 		"-config", p, "-strict", "-dnsserver", fmt.Sprintf("127.0.0.1:%d", dns))
 	pb := pebble{directory: fmt.Sprintf("https://127.0.0.1:%d/dir", api),
-		directoryCA: filepath.Join(certs, "pebble.minica.pem"), management: fmt.Sprintf("127.0.0.1:%d", mgmt)}
+		directoryCA: filepath.Join(certs, "pebble.minica.pem"), management: fmt.Sprintf("127.0.0.1:%d", mgmt), stop: stop}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", api))
 		if err == nil {
@@ -141,7 +148,8 @@ func (pb pebble) root(t *testing.T) *x509.CertPool {
 // ACME server on its first start, with the CA validating for real: TLS-ALPN-01 on the
 // public listener, and HTTP-01 on tls.acme.http_listen when TLS-ALPN-01 cannot pass
 // (Pebble's TLS-ALPN-01 port points nowhere). The served chain verifies against
-// Pebble's root for the domain; the HTTP listener redirects everything but challenges.
+// Pebble's root for the domain; a restart with Pebble gone serves the same certificate
+// from cache_dir; the HTTP listener redirects everything but challenges.
 func TestServeACMEWithPebble(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -172,9 +180,8 @@ tls:
     domains: [%[1]s]
     cache_dir: acme%[5]s
 `, acmeDomain, pub, pb.directory, pb.directoryCA, httpListen))
-			var stderr bytes.Buffer
 			start := time.Now()
-			startServe(t, p, &stderr)
+			stopServe := startServe(t, p, io.Discard)
 			roots := pb.root(t)
 			addr := fmt.Sprintf("127.0.0.1:%d", pub)
 			var state tls.ConnectionState
@@ -210,6 +217,17 @@ tls:
 			// A name outside tls.acme.domains gets no certificate (the host policy).
 			if _, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "other.gatehouse.test", InsecureSkipVerify: true}); err == nil {
 				t.Error("a handshake for a name outside tls.acme.domains succeeded")
+			}
+			// A restart takes the certificate from cache_dir: the same one, with the CA gone.
+			pb.stop()
+			stopServe()
+			startServe(t, p, io.Discard)
+			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+				if got := servedSerial(addr, acmeDomain); got == leaf.SerialNumber.String() {
+					break
+				} else if time.Now().After(deadline) {
+					t.Fatalf("after a restart without the CA the serial is %q, want %s from cache_dir", got, leaf.SerialNumber)
+				}
 			}
 			if tc.http {
 				c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

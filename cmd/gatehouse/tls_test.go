@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -79,23 +80,28 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// startServe runs `gatehouse serve --config p` until the test ends.
-func startServe(t *testing.T, p string, stderr io.Writer) {
+// startServe runs `gatehouse serve --config p` until stop is called or the test ends.
+func startServe(t *testing.T, p string, stderr io.Writer) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"serve", "--config", p}, io.Discard, stderr) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case code := <-done:
-			if code != 0 {
-				t.Errorf("serve = %d", code)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case code := <-done:
+				if code != 0 {
+					t.Errorf("serve = %d", code)
+				}
+			case <-time.After(40 * time.Second):
+				t.Error("serve did not stop")
 			}
-		case <-time.After(40 * time.Second):
-			t.Error("serve did not stop")
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // servedSerial is the serial number of the leaf the listener presents now, or "" when
