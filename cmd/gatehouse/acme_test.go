@@ -180,6 +180,10 @@ tls:
     domains: [%[1]s]
     cache_dir: acme%[5]s
 `, acmeDomain, pub, pb.directory, pb.directoryCA, httpListen))
+			// check --online reads the directory (the provider is unreachable: exit 1).
+			if _, out, _ := runCmd(t, "check", "--online", "--timeout", "2s", "--config", p); !strings.Contains(out, "ok   tls.acme.directory_url: ") {
+				t.Errorf("check --online does not report the ACME directory:\n%s", out)
+			}
 			start := time.Now()
 			stopServe := startServe(t, p, io.Discard)
 			roots := pb.root(t)
