@@ -357,7 +357,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		listeners[health] = hln
 		log.Info("health listener (/healthz, /readyz)", "address", hln.Addr().String())
 	}
-	log.Info("gatehouse listening", "address", ln.Addr().String(), "public_url", l.gw.PublicURL,
+	log.Info("gatehouse listening", "address", ln.Addr().String(), "public_url", l.gw.PublicURL, "tls", tlsMode(l.tls),
 		"version", version(), "store", storeKind(l.storeURL))
 
 	errc := make(chan error, len(servers))

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/acme"
@@ -200,12 +201,30 @@ func publicTLS(p *tlsPlan, log *slog.Logger) (cfg *tls.Config, certs *certfile.R
 	if p.acme != nil {
 		cfg = p.acme.TLSConfig() // NextProtos h2, http/1.1 and acme-tls/1 (TLS-ALPN-01)
 		get := cfg.GetCertificate
+		type logLine struct {
+			err string
+			at  time.Time
+		}
+		var mu sync.Mutex
+		logged := map[string]logLine{} // per domain (bounded by tls.acme.domains): the last error logged
 		cfg.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			c, err := get(hello)
 			if err != nil && slices.Contains(p.domains, strings.ToLower(hello.ServerName)) {
 				// A configured name without a certificate: the CA refused or cannot be
 				// reached. Other names are scanners and typos (the host policy's refusal).
-				log.Error("ACME: no certificate for a configured domain", "domain", hello.ServerName, "error", err)
+				// Every handshake fails the same way until autocert asks again: a line
+				// per domain when the error changes, else once a minute.
+				domain, now := strings.ToLower(hello.ServerName), time.Now()
+				mu.Lock()
+				last := logged[domain]
+				again := last.err != err.Error() || now.Sub(last.at) >= time.Minute
+				if again {
+					logged[domain] = logLine{err.Error(), now}
+				}
+				mu.Unlock()
+				if again {
+					log.Error("ACME: no certificate for a configured domain", "domain", hello.ServerName, "error", err)
+				}
 			}
 			return c, err
 		}
@@ -294,4 +313,15 @@ func tlsFootguns(l *loaded) []string {
 		out = append(out, "tls.cert_file: the certificate expires on "+leaf.NotAfter.UTC().Format(time.DateOnly)+": renew it")
 	}
 	return out
+}
+
+// tlsMode names the public listener's TLS for the startup log.
+func tlsMode(p *tlsPlan) string {
+	switch {
+	case p == nil:
+		return "off"
+	case p.acme != nil:
+		return "acme"
+	}
+	return "files"
 }
