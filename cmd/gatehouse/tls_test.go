@@ -170,6 +170,11 @@ tls:
 	if res.StatusCode != http.StatusUnauthorized {
 		t.Errorf("/bff/user = %d, want 401 without a session", res.StatusCode)
 	}
+	// TLS 1.2 at least.
+	if c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "localhost", RootCAs: pool, MaxVersion: tls.VersionTLS11}); err == nil {
+		c.Close()
+		t.Error("a TLS 1.1 handshake succeeded")
+	}
 	// Plain HTTP on the TLS port is refused, not served.
 	if res, err := http.Get("http://" + addr + "/bff/user"); err == nil {
 		res.Body.Close()
