@@ -128,9 +128,9 @@ func waitSerial(t *testing.T, addr, want string, within time.Duration) {
 }
 
 // TestServeTLSCertFilesRenewal: serve with tls.cert_file/key_file answers over TLS with
-// HTTP/2 and HSTS; a Kubernetes Secret update (..data swap) and a certbot-style rename
-// over the files reach the next handshakes without a restart, and a broken replacement
-// keeps the running certificate and counts as a failed reload.
+// HTTP/2 and HSTS; a Kubernetes Secret update (..data swap), a rename over the files and
+// certbot's symlink replacement reach the next handshakes without a restart, and a
+// broken replacement keeps the running certificate and counts as a failed reload.
 func TestServeTLSCertFilesRenewal(t *testing.T) {
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "secret")
@@ -227,6 +227,19 @@ tls:
 	renameOver(t, filepath.Join(secret, "tls.key"), k5)
 	renameOver(t, filepath.Join(secret, "tls.crt"), c5)
 	waitSerial(t, addr, "1005", 5*time.Second)
+
+	// certbot: the live names are symlinks into archive/, replaced by new symlinks.
+	archive := filepath.Join(dir, "archive")
+	must(t, os.Mkdir(archive, 0o700))
+	c6, k6 := testPair(t, 1006)
+	must(t, os.WriteFile(filepath.Join(archive, "privkey6.pem"), k6, 0o600))
+	must(t, os.WriteFile(filepath.Join(archive, "fullchain6.pem"), c6, 0o600))
+	for name, target := range map[string]string{"tls.key": "privkey6.pem", "tls.crt": "fullchain6.pem"} {
+		tmp := filepath.Join(secret, name+".new")
+		must(t, os.Symlink(filepath.Join("..", "archive", target), tmp))
+		must(t, os.Rename(tmp, filepath.Join(secret, name)))
+	}
+	waitSerial(t, addr, "1006", 5*time.Second)
 }
 
 // TestTLSConfigProblems: every mistake in the tls section is named by its field.
