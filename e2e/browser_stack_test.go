@@ -291,16 +291,24 @@ type browserStack struct {
 	apiProc  *browserChild
 	devidp   *browserChild
 	outDir   string // traffic captured by the scenarios
+	// ignoreCertificateErrors: gatehouse serves a test certificate (browserStackTLS).
+	ignoreCertificateErrors bool
 }
 
 // startBrowserStack starts the stack. crossSite (devidp only) addresses the provider as
 // localhost while gatehouse is 127.0.0.1: different sites, so that the browser sends no
 // SameSite=Strict cookie on the redirect back from the provider.
-func startBrowserStack(t *testing.T, provider, root, demoapi string, crossSite bool) *browserStack {
+func startBrowserStack(t *testing.T, provider, root, demoapi string, crossSite bool, opts ...browserStackTLS) *browserStack {
 	t.Helper()
 	s := &browserStack{provider: provider, root: root, outDir: t.TempDir()}
 	port := freePort(t)
 	public := fmt.Sprintf("http://127.0.0.1:%d", port)
+	var tlsOpt browserStackTLS
+	if len(opts) > 0 {
+		tlsOpt = opts[0]
+		public = fmt.Sprintf("https://127.0.0.1:%d", port)
+		s.ignoreCertificateErrors = true
+	}
 
 	var providerYAML, clientYAML string
 	switch provider {
@@ -407,12 +415,23 @@ routes:
   - path: /client/
     upstream: %s
     token: client%s
-frontend:
+%sfrontend:
   dir: %s
-`, port, public, s.issuer, providerYAML, s.api.URL, s.api.URL, s.api.URL, clientYAML,
+`, port, public, s.issuer, providerYAML, s.api.URL, s.api.URL, s.api.URL, clientYAML, tlsOpt.routes,
 		filepath.Join(root, "examples", "demo", "spa"))
+	if tlsOpt.certFile != "" {
+		cfg += fmt.Sprintf("tls: {cert_file: %s, key_file: %s}\n", tlsOpt.certFile, tlsOpt.keyFile)
+	}
 	s.gw = startGatehouse(t, port, cfg)
+	s.gw.URL = public
 	return s
+}
+
+// browserStackTLS turns TLS on for the stack's gatehouse (public_url https://…, a
+// certificate the browser is told to accept) and adds routes (YAML list items).
+type browserStackTLS struct {
+	certFile, keyFile string
+	routes            string
 }
 
 // issuedTokens is every access, refresh and ID token the provider issued so far.
@@ -447,6 +466,8 @@ type scenarioConfig struct {
 	ArtifactsDir  string        `json:"artifactsDir"`
 	Users         []browserUser `json:"users"`
 	TimeoutMillis int           `json:"timeoutMillis"`
+	// IgnoreCertificateErrors launches Chromium with --ignore-certificate-errors.
+	IgnoreCertificateErrors bool `json:"ignoreCertificateErrors"`
 }
 
 // runScenario runs `node e2e/browser/<name>.mjs <config>` and decodes the JSON it prints.
@@ -462,7 +483,7 @@ func (s *browserStack) runScenario(t *testing.T, name string, out any, users ...
 		Scenario: name, Provider: s.provider, Chromium: chromiumPath(), Gateway: s.gw.URL, Issuer: s.issuer,
 		AccessTTL: browserAccessTTL.Seconds(), APICounter: s.api.ControlURL + "/requests",
 		TrafficFile:  filepath.Join(s.outDir, name+".traffic.jsonl"),
-		ArtifactsDir: artifacts, TimeoutMillis: 90_000,
+		ArtifactsDir: artifacts, TimeoutMillis: 90_000, IgnoreCertificateErrors: s.ignoreCertificateErrors,
 	}
 	if s.idp != nil {
 		cfg.ProviderBase = s.idp.BaseURL()

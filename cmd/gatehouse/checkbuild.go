@@ -47,6 +47,7 @@ func footguns(l *loaded) []string {
 	if a := l.file.Admin; a.Listen != "" && !loopbackListen(a.Listen, "") && l.gw.Admin.Token == "" {
 		out = append(out, "admin.token: not set while admin.listen ("+a.Listen+") is not loopback: the admin API is off, and /metrics, /healthz and /readyz (which take no token, with or without one) are open to that network: keep it private, and set admin.token or admin.token_file to use the admin API")
 	}
+	out = append(out, tlsFootguns(l)...)
 	return out
 }
 

@@ -50,6 +50,7 @@ type fileConfig struct {
 	Server           fileServerOpts `yaml:"server"`
 	Tracing          fileTracing    `yaml:"tracing"`
 	Identity         fileIdentity   `yaml:"identity"`
+	TLS              fileTLS        `yaml:"tls"`
 	// InsecureDiagnostics serves /bff/diagnostics (loopback public_url only).
 	InsecureDiagnostics bool `yaml:"insecure_diagnostics"`
 	// Compat answers /bff/user in another BFF's shape (duende).
@@ -330,6 +331,7 @@ type loaded struct {
 	auditPath  string    // or this file
 	accessPath string    // the access log's file, when log.access is file
 	tracing    tracingPlan
+	tls        *tlsPlan // nil: the public listener speaks plain HTTP
 	warnings   []string
 }
 
@@ -633,6 +635,7 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 	}
 	c.Log.AccessSubject = fc.Log.AccessSubject
 	l.tracing = tracingFrom(fc.Tracing, os.Getenv, resolve, probs, &l.warnings)
+	l.tls = tlsFrom(fc.TLS, fc.PublicURL, resolve, probs)
 	return c
 }
 

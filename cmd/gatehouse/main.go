@@ -30,6 +30,7 @@ import (
 	"time"
 
 	gatehouse "github.com/gatehouse-bff/gatehouse"
+	"github.com/gatehouse-bff/gatehouse/certfile"
 	"github.com/gatehouse-bff/gatehouse/internal/devidp"
 	"github.com/gatehouse-bff/gatehouse/session"
 )
@@ -303,7 +304,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// the WebSockets that are still open.
 	base, cancelBase := context.WithCancel(context.Background())
 	defer cancelBase()
-	srv := publicServer(l, gw, base, log)
+	var public http.Handler = gw
+	if l.tls != nil && l.tls.hsts != "" {
+		public = withHSTS(gw, l.tls.hsts)
+	}
+	srv := publicServer(l, public, base, log)
+	var certs *certfile.Reloader // the certificate files, reloaded with the configuration
+	if l.tls != nil {
+		if srv.TLSConfig, certs, err = publicTLS(l.tls, log); err != nil {
+			log.Error("cannot load the TLS certificate", "field", "tls.cert_file", "error", err)
+			return 1
+		}
+	}
 	servers := []*http.Server{srv}
 	listeners := map[*http.Server]net.Listener{}
 	ln, err := net.Listen("tcp", listen)
@@ -312,6 +324,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	listeners[srv] = gw.LimitListener(ln)
+	if l.tls != nil && l.tls.httpListen != "" {
+		challenges := adminServer(l, acmeHTTPHandler(l.tls.acme, l.gw.PublicURL), log)
+		cln, err := net.Listen("tcp", l.tls.httpListen)
+		if err != nil {
+			log.Error("cannot listen", "field", "tls.acme.http_listen", "address", l.tls.httpListen, "error", err)
+			return 1
+		}
+		servers = append(servers, challenges)
+		listeners[challenges] = cln
+		log.Info("ACME HTTP-01 listener (challenges; redirects the rest to https)", "address", cln.Addr().String())
+	}
 	if l.file.Admin.Listen != "" {
 		admin := adminServer(l, gw.AdminHandler(), log)
 		aln, err := net.Listen("tcp", l.file.Admin.Listen)
@@ -334,12 +357,21 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		listeners[health] = hln
 		log.Info("health listener (/healthz, /readyz)", "address", hln.Addr().String())
 	}
-	log.Info("gatehouse listening", "address", ln.Addr().String(), "public_url", l.gw.PublicURL,
+	log.Info("gatehouse listening", "address", ln.Addr().String(), "public_url", l.gw.PublicURL, "tls", tlsMode(l.tls),
 		"version", version(), "store", storeKind(l.storeURL))
 
 	errc := make(chan error, len(servers))
 	for _, s := range servers {
+		if s.TLSConfig != nil {
+			// ServeTLS, not Serve on a TLS listener: it sets up HTTP/2 and adds h2 and
+			// http/1.1 to the protocols offered.
+			go func() { errc <- s.ServeTLS(listeners[s], "", "") }()
+			continue
+		}
 		go func() { errc <- s.Serve(listeners[s]) }()
+	}
+	if l.tls != nil && l.tls.acme != nil {
+		go warmACME(base, srv.TLSConfig, l.tls.domains)
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -353,7 +385,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	doReload := func(why string) {
 		log.Info("reloading the configuration", "trigger", why)
-		if next := reload(path, l, gw, audit, log); next != nil && watcher != nil {
+		next := reload(path, l, gw, audit, log)
+		if next != nil && certs != nil {
+			reloadCert(certs, gw, log)
+		}
+		if next != nil && watcher != nil {
 			if err := watcher.SetFiles(watchedFiles(path, next.file)); err != nil {
 				log.Warn("cannot watch the configuration files", "error", err)
 			}

@@ -16,8 +16,9 @@ import (
 
 // checkOnline is `gatehouse check --online`: it does what serve does at start (open the
 // store, discover the provider) and waits until both answer, then dials each route's
-// upstream. It prints one line per check and returns 1 if the provider or the store
-// failed; an unreachable upstream is a warning (it may start later).
+// upstream, and reads the ACME directory of tls.acme. It prints one line per check and
+// returns 1 if the provider, the store or the ACME directory failed; an unreachable
+// upstream is a warning (it may start later).
 func checkOnline(ctx context.Context, l *loaded, path string, timeout time.Duration, stdout, stderr io.Writer) int {
 	failed := false
 	report := func(ok bool, what, detail string) {
@@ -91,6 +92,19 @@ func checkOnline(ctx context.Context, l *loaded, path string, timeout time.Durat
 		}
 		conn.Close()
 		fmt.Fprintf(stdout, "ok   %s: %s accepts connections\n", what, u.Redacted())
+	}
+	if l.tls != nil && l.tls.acme != nil {
+		dctx, cancel := context.WithTimeout(ctx, timeout)
+		dir, err := l.tls.acme.Client.Discover(dctx)
+		cancel()
+		switch {
+		case err != nil:
+			report(false, "tls.acme.directory_url", fmt.Sprintf("%s: %v", l.tls.acme.Client.DirectoryURL, err))
+		case dir.OrderURL == "":
+			report(false, "tls.acme.directory_url", l.tls.acme.Client.DirectoryURL+" is not an RFC 8555 ACME directory")
+		default:
+			report(true, "tls.acme.directory_url", "the ACME directory "+l.tls.acme.Client.DirectoryURL+" answers")
+		}
 	}
 	if failed {
 		fmt.Fprintf(stderr, "%s: online checks failed\n", path)

@@ -15,7 +15,7 @@ import (
 // change. TestFileSettingsHaveAReloadDecision fails for a setting that is neither.
 var fileOnly = []string{
 	"listen", "admin.listen", "admin.allow_non_loopback", "health.listen", "provider.timeout", "provider.tls_client_key_file",
-	"session.store", "session.redis", "log", "audit_log", "tracing",
+	"session.store", "session.redis", "log", "audit_log", "tracing", "tls",
 	"server.read_header_timeout", "server.idle_timeout", "server.shutdown_timeout", "server.shutdown_delay",
 }
 

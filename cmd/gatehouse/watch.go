@@ -165,6 +165,7 @@ func watchedFiles(path string, fc fileConfig) []string {
 		fc.Provider.ClientSecretFile, fc.Provider.ClientKeyFile, fc.Session.KeysFile, fc.Session.AcceptKeysFile,
 		fc.Session.Redis.PasswordFile, fc.Session.Redis.SentinelPasswordFile, fc.Session.Redis.TLSCAFile, fc.Admin.TokenFile,
 		fc.Provider.TLSClientCertFile, fc.Provider.TLSClientKeyFile, fc.Provider.TLSCAFile, fc.Identity.SigningKeyFile, fc.Identity.PublishKeysFile,
+		fc.TLS.CertFile, fc.TLS.KeyFile, // reloaded into the public listener's certificate
 	} {
 		if f == "" {
 			continue

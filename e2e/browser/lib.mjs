@@ -209,7 +209,9 @@ async function launch() {
     executablePath: cfg.chromium || '/usr/bin/chromium',
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      // A stack whose gatehouse serves a test certificate (TestBrowserTLS).
+      ...(cfg.ignoreCertificateErrors ? ['--ignore-certificate-errors'] : [])],
     timeout: 30000,
   });
   log(`Chromium ${browser.version()} started`);
