@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/gatehouse-bff/gatehouse/idp"
 	"github.com/gatehouse-bff/gatehouse/ratelimit"
 	"github.com/gatehouse-bff/gatehouse/session"
 	"github.com/gatehouse-bff/gatehouse/upstream"
@@ -183,10 +184,20 @@ type LogConfig struct {
 // ProviderConfig is the OpenID Connect provider and this gateway's client registration
 // (provider:).
 type ProviderConfig struct {
-	Issuer       string `gatehouse:"issuer"`        // issuer; compared exactly, a trailing slash matters
-	DiscoveryURL string `gatehouse:"discovery_url"` // discovery_url; default <issuer>/.well-known/openid-configuration
-	ClientID     string `gatehouse:"client_id"`     // client_id
-	ClientSecret string `gatehouse:"client_secret"` // client_secret (or client_secret_file)
+	// Issuer is compared exactly, a trailing slash matters (issuer). A path segment
+	// {tenantid} makes it a multi-tenant template (Entra ID's
+	// https://login.microsoftonline.com/{tenantid}/v2.0): each token's iss must be the
+	// template with the token's tid claim in its place, and sessions record that issuer.
+	Issuer string `gatehouse:"issuer"`
+	// DiscoveryURL is where the metadata is read (discovery_url). Default
+	// <issuer>/.well-known/openid-configuration, with {tenantid} replaced by common.
+	DiscoveryURL string `gatehouse:"discovery_url"`
+	// AllowedTenants, with a {tenantid} issuer, are the only tenants (lower-case GUIDs)
+	// whose users may sign in and whose logout tokens are accepted (allowed_tenants).
+	// Default: every tenant.
+	AllowedTenants []string `gatehouse:"allowed_tenants"`
+	ClientID       string   `gatehouse:"client_id"`     // client_id
+	ClientSecret   string   `gatehouse:"client_secret"` // client_secret (or client_secret_file)
 	// ClientKey enables private_key_jwt (client_key_file, PEM); ClientKeyID is its kid
 	// (client_key_id), ClientKeyAlg its algorithm (client_key_alg, default by key type).
 	ClientKey    crypto.Signer `gatehouse:"client_key_file"`
@@ -619,6 +630,16 @@ func (c Config) Validate() error {
 		bad("provider.issuer", "%q is not an absolute http(s) URL", p.Issuer)
 	} else if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
 		bad("provider.issuer", "http is only allowed on a loopback host; use https")
+	} else if err := idp.CheckIssuerTemplate(p.Issuer); err != nil {
+		bad("provider.issuer", "%v", err)
+	}
+	for _, t := range p.AllowedTenants {
+		if !idp.IsTenantID(t) {
+			bad("provider.allowed_tenants", "%q is not a tenant id (a lower-case GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47)", t)
+		}
+	}
+	if len(p.AllowedTenants) > 0 && !strings.Contains(p.Issuer, idp.TenantPlaceholder) {
+		bad("provider.allowed_tenants", "needs an issuer with %s (a multi-tenant provider)", idp.TenantPlaceholder)
 	}
 	if p.ClientID == "" {
 		bad("provider.client_id", "is required")

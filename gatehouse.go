@@ -163,7 +163,7 @@ func New(cfg Config) (*Gateway, error) {
 	p := cfg.Provider
 	var err error
 	g.idp, err = idp.New(idp.Config{
-		Issuer: p.Issuer, DiscoveryURL: p.DiscoveryURL, ClientID: p.ClientID, ClientSecret: p.ClientSecret,
+		Issuer: p.Issuer, DiscoveryURL: p.DiscoveryURL, AllowedTenants: p.AllowedTenants, ClientID: p.ClientID, ClientSecret: p.ClientSecret,
 		ClientKey: p.ClientKey, ClientKeyID: p.ClientKeyID, ClientKeyAlg: p.ClientKeyAlg, AuthMethod: p.AuthMethod, PAR: p.PAR,
 		AssertionAudience: p.ClientAssertionAudience,
 		RedirectURL:       g.origin + "/bff/callback", Scopes: p.Scopes, EndSessionURL: p.EndSessionURL,
