@@ -146,6 +146,13 @@ type Config struct {
 	TrustedAudiences []string
 	// SkipUserinfo does not call the userinfo endpoint after login.
 	SkipUserinfo bool
+	// DistributedClaims are claims read from their source when the ID token or userinfo
+	// holds a distributed or aggregated claim for them (OpenID Connect Core §5.6.2:
+	// "_claim_names" naming a "_claim_sources" entry), such as an Entra ID token over
+	// the group limit: the endpoint is fetched with the source's access_token or the
+	// user's access token (Bearer), within 10 s and 1 MiB, and may answer a JSON object
+	// or a JWT signed with the provider's keys. Default: none (the pointer is dropped).
+	DistributedClaims []string
 	// DefaultTokenLifetime is assumed for access tokens whose response has no expires_in
 	// and which are not JWTs with an "exp". Default 5 minutes.
 	DefaultTokenLifetime time.Duration

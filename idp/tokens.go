@@ -48,7 +48,8 @@ type Identity struct {
 
 // Exchange redeems an authorization code with its PKCE verifier, verifies the ID token
 // (signature, iss, aud, exp, and that its nonce equals nonce), checks at_hash, and
-// fetches userinfo (unless disabled). Errors wrap ErrRefused, ErrInvalidToken or
+// fetches userinfo (unless disabled) and the claims of Config.DistributedClaims from
+// their sources (OpenID Connect Core §5.6.2). Errors wrap ErrRefused, ErrInvalidToken or
 // ErrUnavailable.
 func (c *Client) Exchange(ctx context.Context, code, verifier, nonce string) (*Tokens, *Identity, error) {
 	d, err := c.discovered(ctx)
@@ -111,6 +112,9 @@ func (c *Client) Exchange(ctx context.Context, code, verifier, nonce string) (*T
 				id.Claims[k] = v
 			}
 		}
+	}
+	if err := c.resolveDistributed(ctx, d, id.Claims, tokens.AccessToken, idt.Subject); err != nil {
+		return nil, nil, err
 	}
 	return tokens, id, nil
 }
@@ -222,17 +226,19 @@ func (c *Client) SessionClaims(ctx context.Context, idToken, accessToken, subjec
 	if sub, _ := claims["sub"].(string); sub != subject {
 		return nil, fmt.Errorf("%w: the kept ID token is about another subject", ErrInvalidToken)
 	}
-	if c.cfg.SkipUserinfo || d.meta.UserinfoEndpoint == "" {
-		return claims, nil
-	}
-	info, err := c.userinfo(ctx, d, accessToken, subject)
-	if err != nil {
-		return nil, err
-	}
-	for k, v := range info {
-		if k != "sub" {
-			claims[k] = v
+	if !c.cfg.SkipUserinfo && d.meta.UserinfoEndpoint != "" {
+		info, err := c.userinfo(ctx, d, accessToken, subject)
+		if err != nil {
+			return nil, err
 		}
+		for k, v := range info {
+			if k != "sub" {
+				claims[k] = v
+			}
+		}
+	}
+	if err := c.resolveDistributed(ctx, d, claims, accessToken, subject); err != nil {
+		return nil, err
 	}
 	return claims, nil
 }

@@ -178,6 +178,17 @@ type Knobs struct {
 	// authorization response's iss name TenantIssuer(Tenant), with a "tid" claim.
 	Tenant string
 
+	// DistributedGroups makes the user's groups a distributed claim (OpenID Connect Core
+	// §5.6.2), as Entra ID does past its group limit: the ID token carries
+	// "_claim_names": {"groups": "src1"} and a "_claim_sources" endpoint, /groups, instead
+	// of groups, and userinfo sends no groups. /groups answers these groups to a Bearer
+	// access token the fake issued: as a JSON object when GroupsFormat is "", as a JWT
+	// signed with the published key when it is "jwt", with an unpublished key when it is
+	// "forged-jwt". GroupsStatus forces /groups to answer this status.
+	DistributedGroups []string
+	GroupsFormat      string
+	GroupsStatus      int
+
 	// MTLSAliases publishes mtls_endpoint_aliases (RFC 8705 §5) under /mtls/ for the
 	// token, revocation, userinfo and PAR endpoints, where a client that sends only its
 	// client_id is taken as authenticated by its TLS certificate (the fake does not
@@ -222,6 +233,7 @@ func New(t TB) *Provider {
 	mux.HandleFunc("GET /.well-known/openid-configuration", p.discovery)
 	mux.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", p.discovery)
 	mux.HandleFunc("GET /jwks", p.jwks)
+	mux.HandleFunc("GET /groups", p.groups)
 	mux.HandleFunc("GET /authorize", p.authorize)
 	mux.HandleFunc("POST /token", p.token)
 	mux.HandleFunc("GET /userinfo", p.userinfo)
@@ -758,6 +770,10 @@ func (p *Provider) IDToken(k Knobs, nonce string) string {
 	if k.Tenant != "" {
 		claims["tid"] = k.Tenant
 	}
+	if k.DistributedGroups != nil {
+		claims["_claim_names"] = map[string]any{"groups": "src1"}
+		claims["_claim_sources"] = map[string]any{"src1": map[string]any{"endpoint": p.Issuer + "/groups"}}
+	}
 	maps.Copy(claims, k.Claims)
 	if k.IDTokenMutate != nil {
 		k.IDTokenMutate(claims)
@@ -857,6 +873,35 @@ func (p *Provider) userinfo(w http.ResponseWriter, r *http.Request) {
 	maps.Copy(claims, k.Claims)
 	for _, name := range k.UserinfoOmit {
 		delete(claims, name)
+	}
+	if k.DistributedGroups != nil {
+		delete(claims, "groups")
+	}
+	writeJSON(w, http.StatusOK, claims)
+}
+
+// groups is the source of distributed groups (Knobs.DistributedGroups).
+func (p *Provider) groups(w http.ResponseWriter, r *http.Request) {
+	p.count("groups")
+	k := p.knobsCopy()
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	p.mu.Lock()
+	live := ok && slices.Contains(p.issued, token) && !p.revoked[token]
+	p.mu.Unlock()
+	switch {
+	case !live:
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	case k.GroupsStatus != 0:
+		w.WriteHeader(k.GroupsStatus)
+		return
+	}
+	claims := map[string]any{"groups": k.DistributedGroups}
+	if k.GroupsFormat != "" {
+		claims["sub"], claims["iss"], claims["iat"] = k.Subject, p.issuerFor(k), p.now().Unix()
+		w.Header().Set("Content-Type", "application/jwt")
+		fmt.Fprint(w, p.sign(strings.TrimSuffix(k.GroupsFormat, "-jwt"), claims, "JWT"))
+		return
 	}
 	writeJSON(w, http.StatusOK, claims)
 }
