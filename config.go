@@ -255,6 +255,10 @@ type ProviderConfig struct {
 	TrustedAudiences []string `gatehouse:"trusted_audiences"`
 	// SkipUserinfo does not call userinfo after login (skip_userinfo).
 	SkipUserinfo bool `gatehouse:"skip_userinfo"`
+	// DistributedClaims are read from their source when the ID token or userinfo points
+	// to one (distributed_claims; OpenID Connect Core §5.6.2 "_claim_names" and
+	// "_claim_sources"), e.g. [groups] for Entra ID's group overage. Default: none.
+	DistributedClaims []string `gatehouse:"distributed_claims"`
 	// DefaultTokenLifetime is assumed for access tokens of unknown lifetime
 	// (default_token_lifetime). Default 5 minutes.
 	DefaultTokenLifetime time.Duration `gatehouse:"default_token_lifetime"`
@@ -624,14 +628,16 @@ func (c Config) Validate() error {
 	}
 
 	p := c.Provider
+	// A {tenantid} template is checked as the URL of one tenant.
+	oneTenant := strings.Replace(p.Issuer, idp.TenantPlaceholder, idp.DiscoveryTenant, 1)
 	if p.Issuer == "" {
 		bad("provider.issuer", "is required")
-	} else if u, err := url.Parse(p.Issuer); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+	} else if err := idp.CheckIssuerTemplate(p.Issuer); err != nil {
+		bad("provider.issuer", "%v", err)
+	} else if u, err := url.Parse(oneTenant); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 		bad("provider.issuer", "%q is not an absolute http(s) URL", p.Issuer)
 	} else if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
 		bad("provider.issuer", "http is only allowed on a loopback host; use https")
-	} else if err := idp.CheckIssuerTemplate(p.Issuer); err != nil {
-		bad("provider.issuer", "%v", err)
 	}
 	for _, t := range p.AllowedTenants {
 		if !idp.IsTenantID(t) {
@@ -643,6 +649,11 @@ func (c Config) Validate() error {
 	}
 	if p.ClientID == "" {
 		bad("provider.client_id", "is required")
+	}
+	for _, n := range p.DistributedClaims {
+		if n == "" || strings.HasPrefix(n, "_claim_") {
+			bad("provider.distributed_claims", "%q is not a claim name", n)
+		}
 	}
 	for _, a := range p.TrustedAudiences {
 		if strings.TrimSpace(a) == "" {

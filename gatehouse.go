@@ -169,7 +169,7 @@ func New(cfg Config) (*Gateway, error) {
 		RedirectURL:       g.origin + "/bff/callback", Scopes: p.Scopes, EndSessionURL: p.EndSessionURL,
 		RequireIssuerParam: p.RequireIssuerParam, SigningAlgs: p.SigningAlgs, ClockSkew: p.ClockSkew,
 		SkipUserinfo: p.SkipUserinfo, DefaultTokenLifetime: p.DefaultTokenLifetime,
-		TrustedAudiences: p.TrustedAudiences, Logger: g.log,
+		TrustedAudiences: p.TrustedAudiences, DistributedClaims: p.DistributedClaims, Logger: g.log,
 		HTTPClient: &hc, Now: cfg.Now,
 	})
 	if err != nil {

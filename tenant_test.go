@@ -199,3 +199,40 @@ func TestTenantRefresh(t *testing.T) {
 		t.Fatalf("refreshes = %d, want 2", e.idp.Count("refresh_token"))
 	}
 }
+
+// TestGroupOverage: an Entra user in more groups than fit in a token gets a
+// _claim_names pointer instead; with distributed_claims: [groups] the gateway reads the
+// groups from the source, and routes' rules see them.
+func TestGroupOverage(t *testing.T) {
+	up := newUpstream(t)
+	routes := func(c *gatehouse.Config) {
+		c.Provider.Issuer += "/{tenantid}/v2.0"
+		c.Routes = []gatehouse.Route{{Path: "/admin/", Upstream: up.srv.URL,
+			Require: []gatehouse.Rule{{Claim: "groups", Contains: []string{"g-admins"}}}}}
+	}
+	knobs := func(k *idptest.Knobs) { k.Tenant, k.DistributedGroups = tenantA, []string{"g-staff", "g-admins"} }
+
+	e := newEnvKnobs(t, knobs, routes, func(c *gatehouse.Config) { c.Provider.DistributedClaims = []string{"groups"} })
+	b := e.browser()
+	b.login()
+	r := b.api("GET", "/bff/user")
+	if strings.Contains(r.body, "_claim_") || !strings.Contains(r.body, "g-admins") {
+		t.Fatalf("/bff/user = %s", r.body)
+	}
+	wantStatus(t, b.api("GET", "/admin/x"), http.StatusOK)
+	if e.idp.Count("groups") != 1 {
+		t.Fatalf("the groups source was asked %d times", e.idp.Count("groups"))
+	}
+
+	// Without distributed_claims the pointer is dropped: no groups, no access.
+	e = newEnvKnobs(t, knobs, routes)
+	b = e.browser()
+	b.login()
+	if r := b.api("GET", "/bff/user"); strings.Contains(r.body, "_claim_") || strings.Contains(r.body, "g-admins") {
+		t.Fatalf("/bff/user = %s", r.body)
+	}
+	wantStatus(t, b.api("GET", "/admin/x"), http.StatusForbidden)
+	if e.idp.Count("groups") != 0 {
+		t.Fatal("the groups source was asked without distributed_claims")
+	}
+}
