@@ -14,6 +14,11 @@
 // that fetches the JWKS again only within bounds ([KeyRefetchInterval],
 // [UnknownKeyRefetchInterval], [KeyMaxAge]), never once per bad token.
 //
+// A multi-tenant provider (Microsoft Entra ID's common endpoint) is an issuer template
+// with the path segment {tenantid} ([TenantPlaceholder]): its discovery document names the
+// template, and each token's "iss" names the token's tenant ("tid"); [Client.IssuerMatches]
+// tells whether a recorded issuer is this provider's.
+//
 // Errors from the token endpoint are classified once, here: an error wrapping
 // [ErrRefused] means the provider answered with a definitive refusal (a 4xx, such as
 // invalid_grant from most providers or invalid_request from Dex); an error wrapping
