@@ -223,6 +223,14 @@ func TestGroupOverage(t *testing.T) {
 	if e.idp.Count("groups") != 1 {
 		t.Fatalf("the groups source was asked %d times", e.idp.Count("groups"))
 	}
+	// A refresh that re-reads the claims (claims_max_age) reads the source again: a user
+	// removed from the group loses the route.
+	e.idp.Set(func(k *idptest.Knobs) { k.DistributedGroups = []string{"g-staff"} })
+	e.clock.Advance(16 * time.Minute)
+	wantStatus(t, b.api("GET", "/admin/x"), http.StatusForbidden)
+	if e.idp.Count("refresh_token") != 1 || e.idp.Count("groups") != 2 {
+		t.Fatalf("refreshes %d, groups source asked %d times; want 1, 2", e.idp.Count("refresh_token"), e.idp.Count("groups"))
+	}
 
 	// Without distributed_claims the pointer is dropped: no groups, no access.
 	e = newEnvKnobs(t, knobs, routes)
