@@ -91,7 +91,7 @@ func (g *Gateway) adminListSessions(w http.ResponseWriter, r *http.Request) erro
 	if sub == "" {
 		return errBadRequest("sub_required", "GET /admin/sessions needs ?sub=<subject>.")
 	}
-	list, err := g.subjectSessions(r, sub)
+	list, err := g.subjectSessions(r, sub, "")
 	if err != nil {
 		return err
 	}
@@ -108,7 +108,7 @@ func (g *Gateway) adminEndSubject(w http.ResponseWriter, r *http.Request) error 
 	if sub == "" {
 		return errBadRequest("sub_required", "DELETE /admin/sessions needs ?sub=<subject>.")
 	}
-	list, err := g.subjectSessions(r, sub)
+	list, err := g.subjectSessions(r, sub, "")
 	if err != nil {
 		return err
 	}

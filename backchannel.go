@@ -49,7 +49,7 @@ func (g *Gateway) handleBackchannel(w http.ResponseWriter, r *http.Request, _ *s
 	}
 
 	// A logout token is used once: remember its jti until it expires.
-	once := g.idp.Issuer() + "\x00" + lt.JTI
+	once := lt.Issuer + "\x00" + lt.JTI
 	ttl := max(lt.Expiry.Sub(g.now())+g.config().Provider.ClockSkew, time.Second)
 	added, err := g.sessions.AddOnce(r.Context(), once, ttl)
 	if err != nil {
@@ -79,7 +79,9 @@ func (g *Gateway) handleBackchannel(w http.ResponseWriter, r *http.Request, _ *s
 func (g *Gateway) endProviderSessions(ctx context.Context, lt *idp.LogoutToken) (int, error) {
 	var targets []*session.Session
 	if lt.SID != "" {
-		list, err := g.sessions.ListProviderSession(ctx, g.idp.Issuer(), lt.SID)
+		// The token's issuer, not the configured one: a multi-tenant provider's token ends
+		// only its own tenant's sessions.
+		list, err := g.sessions.ListProviderSession(ctx, lt.Issuer, lt.SID)
 		if err != nil {
 			return 0, err
 		}
@@ -95,7 +97,7 @@ func (g *Gateway) endProviderSessions(ctx context.Context, lt *idp.LogoutToken) 
 			return 0, err
 		}
 		for _, s := range list {
-			if s.Issuer == g.idp.Issuer() {
+			if s.Issuer == lt.Issuer {
 				targets = append(targets, s)
 			}
 		}

@@ -76,6 +76,9 @@ func (g *Gateway) completeLogin(w http.ResponseWriter, r *http.Request, q url.Va
 		if errors.Is(err, idp.ErrUnavailable) {
 			return errProviderDown.with(err)
 		}
+		if errors.Is(err, idp.ErrTenantNotAllowed) {
+			return errTenantNotAllowed.with(err)
+		}
 		return errBadRequest("login_issuer_mismatch", "The sign-in answer did not come from the expected sign-in service. Please sign in again.").with(err)
 	}
 	code := q.Get("code")
@@ -106,6 +109,9 @@ func (g *Gateway) completeLogin(w http.ResponseWriter, r *http.Request, q url.Va
 		if errors.Is(err, idp.ErrUnavailable) {
 			return errProviderBadGateway.with(err)
 		}
+		if errors.Is(err, idp.ErrTenantNotAllowed) {
+			return errTenantNotAllowed.with(err)
+		}
 		return &httpError{status: http.StatusBadRequest, code: "login_failed", reason: "token_exchange",
 			title: "Sign-in failed", message: "Gatehouse could not complete the sign-in. Please sign in again.",
 			cause: err, level: slog.LevelWarn}
@@ -128,7 +134,8 @@ func (g *Gateway) completeLogin(w http.ResponseWriter, r *http.Request, q url.Va
 	}
 	claims["sub"] = id.Subject
 	s := &session.Session{
-		Subject: id.Subject, Issuer: g.idp.Issuer(), ProviderSID: id.SID,
+		// The ID token's issuer: for a multi-tenant provider, the user's tenant's.
+		Subject: id.Subject, Issuer: id.Issuer, ProviderSID: id.SID,
 		UserAgent: userAgent(r), IP: g.clientIP(r),
 		Claims: claims, ClaimsAt: g.now(), IDToken: tokens.IDToken,
 		Token: tokenFrom(tokens, g.now()), DPoPKey: dpopKey,
@@ -163,6 +170,12 @@ func (g *Gateway) completeLogin(w http.ResponseWriter, r *http.Request, q url.Va
 	})
 	return nil
 }
+
+// errTenantNotAllowed: a multi-tenant provider signed in a user of a tenant that
+// provider.allowed_tenants does not list.
+var errTenantNotAllowed = &httpError{status: http.StatusForbidden, code: "login_failed", reason: "tenant_not_allowed",
+	title: "Sign-in not allowed", level: slog.LevelWarn,
+	message: "Your organisation's accounts cannot sign in to this application."}
 
 // endReplaced ends the sessions a completed login replaces: the session named by the
 // flow (recorded at /bff/login, whose request carried the SameSite=Strict cookie) and

@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/gatehouse-bff/gatehouse/idp"
 	"github.com/gatehouse-bff/gatehouse/ratelimit"
 	"github.com/gatehouse-bff/gatehouse/session"
 	"github.com/gatehouse-bff/gatehouse/upstream"
@@ -186,10 +187,20 @@ type LogConfig struct {
 // ProviderConfig is the OpenID Connect provider and this gateway's client registration
 // (provider:).
 type ProviderConfig struct {
-	Issuer       string `gatehouse:"issuer"`        // issuer; compared exactly, a trailing slash matters
-	DiscoveryURL string `gatehouse:"discovery_url"` // discovery_url; default <issuer>/.well-known/openid-configuration
-	ClientID     string `gatehouse:"client_id"`     // client_id
-	ClientSecret string `gatehouse:"client_secret"` // client_secret (or client_secret_file)
+	// Issuer is compared exactly, a trailing slash matters (issuer). A path segment
+	// {tenantid} makes it a multi-tenant template (Entra ID's
+	// https://login.microsoftonline.com/{tenantid}/v2.0): each token's iss must be the
+	// template with the token's tid claim in its place, and sessions record that issuer.
+	Issuer string `gatehouse:"issuer"`
+	// DiscoveryURL is where the metadata is read (discovery_url). Default
+	// <issuer>/.well-known/openid-configuration, with {tenantid} replaced by common.
+	DiscoveryURL string `gatehouse:"discovery_url"`
+	// AllowedTenants, with a {tenantid} issuer, are the only tenants (lower-case GUIDs)
+	// whose users may sign in and whose logout tokens are accepted (allowed_tenants).
+	// Default: every tenant.
+	AllowedTenants []string `gatehouse:"allowed_tenants"`
+	ClientID       string   `gatehouse:"client_id"`     // client_id
+	ClientSecret   string   `gatehouse:"client_secret"` // client_secret (or client_secret_file)
 	// ClientKey enables private_key_jwt (client_key_file, PEM); ClientKeyID is its kid
 	// (client_key_id), ClientKeyAlg its algorithm (client_key_alg, default by key type).
 	ClientKey    crypto.Signer `gatehouse:"client_key_file"`
@@ -247,6 +258,10 @@ type ProviderConfig struct {
 	TrustedAudiences []string `gatehouse:"trusted_audiences"`
 	// SkipUserinfo does not call userinfo after login (skip_userinfo).
 	SkipUserinfo bool `gatehouse:"skip_userinfo"`
+	// DistributedClaims are read from their source when the ID token or userinfo points
+	// to one (distributed_claims; OpenID Connect Core §5.6.2 "_claim_names" and
+	// "_claim_sources"), e.g. [groups] for Entra ID's group overage. Default: none.
+	DistributedClaims []string `gatehouse:"distributed_claims"`
 	// DefaultTokenLifetime is assumed for access tokens of unknown lifetime
 	// (default_token_lifetime). Default 5 minutes.
 	DefaultTokenLifetime time.Duration `gatehouse:"default_token_lifetime"`
@@ -630,15 +645,32 @@ func (c Config) Validate() error {
 	}
 
 	p := c.Provider
+	// A {tenantid} template is checked as the URL of one tenant.
+	oneTenant := strings.Replace(p.Issuer, idp.TenantPlaceholder, idp.DiscoveryTenant, 1)
 	if p.Issuer == "" {
 		bad("provider.issuer", "is required")
-	} else if u, err := url.Parse(p.Issuer); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+	} else if err := idp.CheckIssuerTemplate(p.Issuer); err != nil {
+		bad("provider.issuer", "%v", err)
+	} else if u, err := url.Parse(oneTenant); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 		bad("provider.issuer", "%q is not an absolute http(s) URL", p.Issuer)
 	} else if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
 		bad("provider.issuer", "http is only allowed on a loopback host; use https")
 	}
+	for _, t := range p.AllowedTenants {
+		if !idp.IsTenantID(t) {
+			bad("provider.allowed_tenants", "%q is not a tenant id (a lower-case GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47)", t)
+		}
+	}
+	if len(p.AllowedTenants) > 0 && !strings.Contains(p.Issuer, idp.TenantPlaceholder) {
+		bad("provider.allowed_tenants", "needs an issuer with %s (a multi-tenant provider)", idp.TenantPlaceholder)
+	}
 	if p.ClientID == "" {
 		bad("provider.client_id", "is required")
+	}
+	for _, n := range p.DistributedClaims {
+		if n == "" || strings.HasPrefix(n, "_claim_") {
+			bad("provider.distributed_claims", "%q is not a claim name", n)
+		}
 	}
 	for _, a := range p.TrustedAudiences {
 		if strings.TrimSpace(a) == "" {

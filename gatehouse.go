@@ -168,13 +168,13 @@ func New(cfg Config) (*Gateway, error) {
 	p := cfg.Provider
 	var err error
 	g.idp, err = idp.New(idp.Config{
-		Issuer: p.Issuer, DiscoveryURL: p.DiscoveryURL, ClientID: p.ClientID, ClientSecret: p.ClientSecret,
+		Issuer: p.Issuer, DiscoveryURL: p.DiscoveryURL, AllowedTenants: p.AllowedTenants, ClientID: p.ClientID, ClientSecret: p.ClientSecret,
 		ClientKey: p.ClientKey, ClientKeyID: p.ClientKeyID, ClientKeyAlg: p.ClientKeyAlg, AuthMethod: p.AuthMethod, PAR: p.PAR,
 		AssertionAudience: p.ClientAssertionAudience,
 		RedirectURL:       g.origin + "/bff/callback", Scopes: p.Scopes, EndSessionURL: p.EndSessionURL,
 		RequireIssuerParam: p.RequireIssuerParam, SigningAlgs: p.SigningAlgs, ClockSkew: p.ClockSkew,
 		SkipUserinfo: p.SkipUserinfo, DefaultTokenLifetime: p.DefaultTokenLifetime,
-		TrustedAudiences: p.TrustedAudiences, Logger: g.log,
+		TrustedAudiences: p.TrustedAudiences, DistributedClaims: p.DistributedClaims, Logger: g.log,
 		HTTPClient: &hc, Now: cfg.Now,
 	})
 	if err != nil {

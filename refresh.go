@@ -87,6 +87,7 @@ func (g *Gateway) refresh(ctx context.Context, r *http.Request, s *session.Sessi
 		return nil, session.ErrExpired
 	}
 
+	opts.Issuer = cur.Issuer // a new ID token must come from the session's issuer (tenant)
 	t, err := g.idp.Refresh(g.dpopContext(ctx, cur), cur.Token.RefreshToken, cur.Subject, opts)
 	var te *idp.TokenError
 	switch {

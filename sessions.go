@@ -25,8 +25,10 @@ func infoOf(s *session.Session, current string) sessionInfo {
 		UserAgent: s.UserAgent, IP: s.IP, Current: s.Handle == current}
 }
 
-// subjectSessions lists the live sessions of s's subject at our issuer.
-func (g *Gateway) subjectSessions(r *http.Request, subject string) ([]*session.Session, error) {
+// subjectSessions lists the live sessions of a subject at our provider, newest first:
+// those at issuer when it is given (the caller's own, which for a multi-tenant provider
+// names the tenant), otherwise at any issuer the provider's matches.
+func (g *Gateway) subjectSessions(r *http.Request, subject, issuer string) ([]*session.Session, error) {
 	list, err := g.sessions.ListSubject(r.Context(), subject)
 	if errors.Is(err, session.ErrNoIndex) {
 		return nil, &httpError{status: http.StatusNotImplemented, code: "not_implemented", reason: "store_cannot_list",
@@ -35,7 +37,9 @@ func (g *Gateway) subjectSessions(r *http.Request, subject string) ([]*session.S
 	if err != nil {
 		return nil, errStoreDown.with(err)
 	}
-	list = slices.DeleteFunc(list, func(x *session.Session) bool { return x.Issuer != g.idp.Issuer() })
+	list = slices.DeleteFunc(list, func(x *session.Session) bool {
+		return (issuer != "" && x.Issuer != issuer) || !g.idp.IssuerMatches(x.Issuer)
+	})
 	slices.SortFunc(list, func(a, b *session.Session) int { return b.LastSeen.Compare(a.LastSeen) })
 	return list, nil
 }
@@ -43,7 +47,7 @@ func (g *Gateway) subjectSessions(r *http.Request, subject string) ([]*session.S
 // handleSessions: GET /bff/sessions lists the caller's sessions; DELETE
 // /bff/sessions?others=true ends all but the current one.
 func (g *Gateway) handleSessions(w http.ResponseWriter, r *http.Request, s *session.Session) error {
-	list, err := g.subjectSessions(r, s.Subject)
+	list, err := g.subjectSessions(r, s.Subject, s.Issuer)
 	if err != nil {
 		return err
 	}

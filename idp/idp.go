@@ -14,6 +14,11 @@
 // that fetches the JWKS again only within bounds ([KeyRefetchInterval],
 // [UnknownKeyRefetchInterval], [KeyMaxAge]), never once per bad token.
 //
+// A multi-tenant provider (Microsoft Entra ID's common endpoint) is an issuer template
+// with the path segment {tenantid} ([TenantPlaceholder]): its discovery document names the
+// template, and each token's "iss" names the token's tenant ("tid"); [Client.IssuerMatches]
+// tells whether a recorded issuer is this provider's.
+//
 // Errors from the token endpoint are classified once, here: an error wrapping
 // [ErrRefused] means the provider answered with a definitive refusal (a 4xx, such as
 // invalid_grant from most providers or invalid_request from Dex); an error wrapping
@@ -86,11 +91,17 @@ const (
 // Config describes the provider and this client's registration with it.
 type Config struct {
 	// Issuer is compared exactly with the discovery document and every token's "iss":
-	// a trailing slash or a path matters.
+	// a trailing slash or a path matters. An issuer holding TenantPlaceholder as a path
+	// segment is a multi-tenant template (see tenant.go): the discovery document must
+	// name the template, each token's iss the template filled with its "tid".
 	Issuer string
 	// DiscoveryURL overrides where the metadata is read from. Default: Issuer without a
-	// trailing slash, plus "/.well-known/openid-configuration".
+	// trailing slash, plus "/.well-known/openid-configuration"; for a template issuer,
+	// with DiscoveryTenant ("common") in place of TenantPlaceholder.
 	DiscoveryURL string
+	// AllowedTenants, with a template issuer, are the only tenant ids (lower-case GUIDs)
+	// whose tokens are accepted. Empty: every tenant.
+	AllowedTenants []string
 
 	ClientID     string
 	ClientSecret string
@@ -140,6 +151,13 @@ type Config struct {
 	TrustedAudiences []string
 	// SkipUserinfo does not call the userinfo endpoint after login.
 	SkipUserinfo bool
+	// DistributedClaims are claims read from their source when the ID token or userinfo
+	// holds a distributed or aggregated claim for them (OpenID Connect Core §5.6.2:
+	// "_claim_names" naming a "_claim_sources" entry), such as an Entra ID token over
+	// the group limit: the endpoint is fetched with the source's access_token or the
+	// user's access token (Bearer), within 10 s and 1 MiB, and may answer a JSON object
+	// or a JWT signed with the provider's keys. Default: none (the pointer is dropped).
+	DistributedClaims []string
 	// DefaultTokenLifetime is assumed for access tokens whose response has no expires_in
 	// and which are not JWTs with an "exp". Default 5 minutes.
 	DefaultTokenLifetime time.Duration
@@ -225,6 +243,17 @@ func New(cfg Config) (*Client, error) {
 		errs = append(errs, errors.New("idp: issuer is required"))
 	} else if u, err := url.Parse(cfg.Issuer); err != nil || u.Scheme == "" || u.Host == "" {
 		errs = append(errs, fmt.Errorf("idp: issuer %q is not an absolute URL", cfg.Issuer))
+	}
+	if err := CheckIssuerTemplate(cfg.Issuer); err != nil {
+		errs = append(errs, fmt.Errorf("idp: issuer: %w", err))
+	}
+	for _, t := range cfg.AllowedTenants {
+		if !IsTenantID(t) {
+			errs = append(errs, fmt.Errorf("idp: allowed tenant %q is not a tenant id (a lower-case GUID)", t))
+		}
+	}
+	if len(cfg.AllowedTenants) > 0 && !strings.Contains(cfg.Issuer, TenantPlaceholder) {
+		errs = append(errs, fmt.Errorf("idp: allowed tenants need an issuer with %s", TenantPlaceholder))
 	}
 	if cfg.ClientID == "" {
 		errs = append(errs, errors.New("idp: client_id is required"))
@@ -377,6 +406,7 @@ func (c *Client) discover(ctx context.Context, old *discovered) (*discovered, er
 	where := c.cfg.DiscoveryURL
 	if where == "" {
 		where = strings.TrimSuffix(c.cfg.Issuer, "/") + "/.well-known/openid-configuration"
+		where = strings.Replace(where, TenantPlaceholder, DiscoveryTenant, 1)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, where, nil)
 	if err != nil {
@@ -401,6 +431,7 @@ func (c *Client) discover(ctx context.Context, old *discovered) (*discovered, er
 	}
 	if meta.Issuer != c.cfg.Issuer {
 		// Compared exactly, as OpenID Connect Discovery requires: a trailing slash matters.
+		// A template issuer too: Entra publishes it literally, with {tenantid}.
 		return nil, fmt.Errorf("%w: discovery: the provider's issuer is %q, configured issuer is %q (they must match exactly)", ErrRefused, meta.Issuer, c.cfg.Issuer)
 	}
 	var missing []string
@@ -443,7 +474,10 @@ func (c *Client) discover(ctx context.Context, old *discovered) (*discovered, er
 		par:      par,
 	}
 	// Audiences are checked by checkAudience too, stricter than go-oidc's membership test.
-	d.verifier = &verifier{c: c, d: d, v: oidc.NewVerifier(meta.Issuer, ks, &oidc.Config{ClientID: c.cfg.ClientID, SupportedSigningAlgs: pc.Algorithms, Now: now})}
+	// A template issuer's tokens name their tenant's issuer: checkTokenIssuer checks it
+	// instead of go-oidc. Every other issuer keeps go-oidc's exact check.
+	d.verifier = &verifier{c: c, d: d, v: oidc.NewVerifier(meta.Issuer, ks, &oidc.Config{ClientID: c.cfg.ClientID,
+		SupportedSigningAlgs: pc.Algorithms, Now: now, SkipIssuerCheck: c.IsTemplate()})}
 	d.authMethod = c.authMethod(meta)
 	if d.authMethod == AuthTLSClient || d.authMethod == AuthSelfSignedTLSClient {
 		// RFC 8705 §5: with a client certificate, the provider's mTLS aliases.
@@ -603,12 +637,24 @@ func (c *Client) pushAuthorization(ctx context.Context, d *discovered, params ur
 }
 
 // CheckIssuerParam applies RFC 9207 to an authorization response's "iss" parameter
-// (given as present/value): when present it must equal the issuer exactly; when absent it
-// is an error if the provider advertises the parameter or the config requires it.
+// (given as present/value): when present it must equal the issuer exactly (for a template
+// issuer: the template filled with a tenant id, one of AllowedTenants when set; the ID
+// token then says which tenant it is); when absent it is an error if the provider
+// advertises the parameter or the config requires it.
 func (c *Client) CheckIssuerParam(ctx context.Context, iss string, present bool) error {
 	d, err := c.discovered(ctx)
 	if err != nil {
 		return err
+	}
+	if present && c.IsTemplate() {
+		tid, ok := c.tenantOf(iss)
+		if !ok {
+			return fmt.Errorf("%w: the authorization response came from another issuer (mix-up attack?)", ErrRefused)
+		}
+		if !c.tenantAllowed(tid) {
+			return fmt.Errorf("%w: %w: the authorization response names tenant %s", ErrRefused, ErrTenantNotAllowed, tid)
+		}
+		return nil
 	}
 	if present {
 		if subtle.ConstantTimeCompare([]byte(iss), []byte(d.meta.Issuer)) != 1 {
@@ -661,13 +707,11 @@ func (v *verifier) Verify(ctx context.Context, raw string) (*oidc.IDToken, error
 		if idt, err = w.v.Verify(ctx, raw); err != nil {
 			return err
 		}
-		var cl struct {
-			AZP json.RawMessage `json:"azp"`
-		}
+		var cl tokenClaims
 		if err := idt.Claims(&cl); err != nil {
 			return err
 		}
-		return w.c.checkAudience(idt.Audience, cl.AZP)
+		return w.c.checkClaims(idt.Issuer, idt.Audience, cl)
 	})
 	return idt, err
 }
@@ -679,13 +723,11 @@ func (v *verifier) VerifyLogout(ctx context.Context, raw string) (*oidc.LogoutTo
 		if lt, err = w.v.VerifyLogout(ctx, raw); err != nil {
 			return err
 		}
-		var cl struct {
-			AZP json.RawMessage `json:"azp"`
-		}
+		var cl tokenClaims
 		if err := lt.Claims(&cl); err != nil {
 			return err
 		}
-		return w.c.checkAudience(lt.Audience, cl.AZP)
+		return w.c.checkClaims(lt.Issuer, lt.Audience, cl)
 	})
 	return lt, err
 }
@@ -725,6 +767,24 @@ func (c *Client) rediscoverFor(ctx context.Context, d *discovered) *discovered {
 		return cur
 	}
 	return c.refresh(ctx, d, "a token signed with an unknown key")
+}
+
+// tokenClaims are the claims of an ID or logout token that checkClaims reads.
+type tokenClaims struct {
+	AZP json.RawMessage `json:"azp"`
+	TID json.RawMessage `json:"tid"`
+}
+
+// checkClaims applies the checks go-oidc leaves to us: the audience rules, and the
+// issuer of a template (go-oidc checked a plain issuer exactly).
+func (c *Client) checkClaims(iss string, aud []string, cl tokenClaims) error {
+	if err := c.checkAudience(aud, cl.AZP); err != nil {
+		return err
+	}
+	if c.IsTemplate() {
+		return c.checkTokenIssuer(iss, cl.TID)
+	}
+	return nil
 }
 
 // checkAudience applies OpenID Connect Core §3.1.3.7 beyond go-oidc's membership test:

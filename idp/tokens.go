@@ -38,6 +38,9 @@ type Tokens struct {
 
 // Identity is the verified result of a login.
 type Identity struct {
+	// Issuer is the ID token's iss: the configured issuer, or for a template issuer the
+	// user's tenant's. Sessions record it, so that logouts and lists stay per tenant.
+	Issuer  string
 	Subject string
 	SID     string         // the provider's session id ("sid"), if any
 	Claims  map[string]any // ID token claims merged with userinfo
@@ -45,7 +48,8 @@ type Identity struct {
 
 // Exchange redeems an authorization code with its PKCE verifier, verifies the ID token
 // (signature, iss, aud, exp, and that its nonce equals nonce), checks at_hash, and
-// fetches userinfo (unless disabled). Errors wrap ErrRefused, ErrInvalidToken or
+// fetches userinfo (unless disabled) and the claims of Config.DistributedClaims from
+// their sources (OpenID Connect Core §5.6.2). Errors wrap ErrRefused, ErrInvalidToken or
 // ErrUnavailable.
 func (c *Client) Exchange(ctx context.Context, code, verifier, nonce string) (*Tokens, *Identity, error) {
 	d, err := c.discovered(ctx)
@@ -71,6 +75,9 @@ func (c *Client) Exchange(ctx context.Context, code, verifier, nonce string) (*T
 	if errors.Is(err, ErrUnavailable) {
 		return nil, nil, fmt.Errorf("ID token: %w", err) // the provider's keys could not be loaded
 	}
+	if errors.Is(err, ErrTenantNotAllowed) {
+		return nil, nil, fmt.Errorf("%w: ID token: %w", ErrInvalidToken, err)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: ID token: %v", ErrInvalidToken, err)
 	}
@@ -89,7 +96,7 @@ func (c *Client) Exchange(ctx context.Context, code, verifier, nonce string) (*T
 	if err := idt.Claims(&claims); err != nil {
 		return nil, nil, fmt.Errorf("%w: ID token claims: %v", ErrInvalidToken, err)
 	}
-	id := &Identity{Subject: idt.Subject, Claims: claims}
+	id := &Identity{Issuer: idt.Issuer, Subject: idt.Subject, Claims: claims}
 	id.SID, _ = claims["sid"].(string)
 	if !c.cfg.SkipUserinfo && d.meta.UserinfoEndpoint != "" {
 		uctx := ctx
@@ -105,6 +112,9 @@ func (c *Client) Exchange(ctx context.Context, code, verifier, nonce string) (*T
 				id.Claims[k] = v
 			}
 		}
+	}
+	if err := c.resolveDistributed(ctx, d, id.Claims, tokens.AccessToken, idt.Subject); err != nil {
+		return nil, nil, err
 	}
 	return tokens, id, nil
 }
@@ -129,6 +139,10 @@ type RefreshOptions struct {
 	Resource string   // RFC 8707 resource indicator
 	Audience string   // "audience" parameter (Auth0 and others)
 	Scopes   []string // down-scoping
+	// Issuer, on a refresh, is the session's issuer (Identity.Issuer at login): a new ID
+	// token must name it, so that a template issuer's session stays in its tenant.
+	// Empty: the configured issuer's rules only.
+	Issuer string
 }
 
 func (o RefreshOptions) params(v url.Values) {
@@ -183,6 +197,9 @@ func (c *Client) Refresh(ctx context.Context, refreshToken, subject string, opts
 		if idt.Subject != subject {
 			return nil, fmt.Errorf("%w: refreshed ID token is about another subject", ErrInvalidToken)
 		}
+		if opts.Issuer != "" && idt.Issuer != opts.Issuer {
+			return nil, fmt.Errorf("%w: refreshed ID token is from another issuer (tenant) than the session", ErrInvalidToken)
+		}
 		t.IDClaims = map[string]any{}
 		if err := idt.Claims(&t.IDClaims); err != nil {
 			return nil, fmt.Errorf("%w: refreshed ID token claims: %v", ErrInvalidToken, err)
@@ -209,17 +226,19 @@ func (c *Client) SessionClaims(ctx context.Context, idToken, accessToken, subjec
 	if sub, _ := claims["sub"].(string); sub != subject {
 		return nil, fmt.Errorf("%w: the kept ID token is about another subject", ErrInvalidToken)
 	}
-	if c.cfg.SkipUserinfo || d.meta.UserinfoEndpoint == "" {
-		return claims, nil
-	}
-	info, err := c.userinfo(ctx, d, accessToken, subject)
-	if err != nil {
-		return nil, err
-	}
-	for k, v := range info {
-		if k != "sub" {
-			claims[k] = v
+	if !c.cfg.SkipUserinfo && d.meta.UserinfoEndpoint != "" {
+		info, err := c.userinfo(ctx, d, accessToken, subject)
+		if err != nil {
+			return nil, err
 		}
+		for k, v := range info {
+			if k != "sub" {
+				claims[k] = v
+			}
+		}
+	}
+	if err := c.resolveDistributed(ctx, d, claims, accessToken, subject); err != nil {
+		return nil, err
 	}
 	return claims, nil
 }
@@ -595,6 +614,7 @@ func (c *Client) EndSessionURL(ctx context.Context, idTokenHint, postLogoutRedir
 
 // LogoutToken is a verified back-channel logout token.
 type LogoutToken struct {
+	Issuer   string // its iss: the configured issuer, or a template's filled with its tid
 	Subject  string
 	SID      string
 	JTI      string
@@ -603,7 +623,8 @@ type LogoutToken struct {
 }
 
 // VerifyLogoutToken verifies a back-channel logout token (OpenID Connect Back-Channel
-// Logout 1.0 §2.6): signature with the provider's keys, iss, aud (the client, or trusted
+// Logout 1.0 §2.6): signature with the provider's keys, iss (for a template issuer: the
+// template filled with the token's tid, an allowed tenant), aud (the client, or trusted
 // audiences besides it), azp when present (the client), iat, exp, the events claim, sub
 // and/or sid, jti, and no nonce. The "typ" header is checked by checkLogoutTyp. An error
 // wraps ErrInvalidToken, or ErrUnavailable when the provider's keys cannot be loaded.
@@ -625,7 +646,7 @@ func (c *Client) VerifyLogoutToken(ctx context.Context, raw string) (*LogoutToke
 	if err := c.checkIssuedAt("logout token", lt.IssuedAt); err != nil {
 		return nil, err
 	}
-	return &LogoutToken{Subject: lt.Subject, SID: lt.SessionID, JTI: lt.TokenID, IssuedAt: lt.IssuedAt, Expiry: lt.Expiry}, nil
+	return &LogoutToken{Issuer: lt.Issuer, Subject: lt.Subject, SID: lt.SessionID, JTI: lt.TokenID, IssuedAt: lt.IssuedAt, Expiry: lt.Expiry}, nil
 }
 
 // logoutTokenTypes are the "typ" header values accepted on logout tokens, compared

@@ -87,3 +87,24 @@ func TestEverySubcommandHelpExitsZero(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckTenantProblems: check lists every problem of a multi-tenant provider at once.
+func TestCheckTenantProblems(t *testing.T) {
+	dir := t.TempDir()
+	bad := writeFile(t, dir, "tenants.yaml", strings.Replace(watchBase, "http://127.0.0.1:9000", "https://{tenantid}.login.example/v2.0", 1)+
+		"  allowed_tenants: [Contoso, a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d]\n")
+	code, _, errOut := runCmd(t, "check", "--config", bad)
+	if code != 1 || !strings.Contains(errOut, "provider.issuer: {tenantid} must be a whole path segment") ||
+		!strings.Contains(errOut, `provider.allowed_tenants: "Contoso" is not a tenant id`) || strings.Contains(errOut, "a1b2c3d4") {
+		t.Fatalf("check = %d\nstderr: %s", code, errOut)
+	}
+	plain := writeFile(t, dir, "plain.yaml", watchBase+"  allowed_tenants: [72f988bf-86f1-41af-91ab-2d7cd011db47]\n")
+	if code, _, errOut := runCmd(t, "check", "--config", plain); code != 1 || !strings.Contains(errOut, "provider.allowed_tenants: needs an issuer with {tenantid}") {
+		t.Fatalf("check of allowed_tenants without a template = %d\nstderr: %s", code, errOut)
+	}
+	good := writeFile(t, dir, "good.yaml", strings.Replace(watchBase, "http://127.0.0.1:9000", "https://login.microsoftonline.com/{tenantid}/v2.0", 1)+
+		"  allowed_tenants: [72f988bf-86f1-41af-91ab-2d7cd011db47]\n")
+	if code, out, errOut := runCmd(t, "check", "--config", good); code != 0 {
+		t.Fatalf("check of an Entra template = %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+}

@@ -87,6 +87,7 @@ type fileRateLimit struct {
 type fileProvider struct {
 	Issuer                       string            `yaml:"issuer"`
 	DiscoveryURL                 string            `yaml:"discovery_url"`
+	AllowedTenants               []string          `yaml:"allowed_tenants"`
 	ClientID                     string            `yaml:"client_id"`
 	ClientSecret                 string            `yaml:"client_secret"`
 	ClientSecretFile             string            `yaml:"client_secret_file"`
@@ -109,6 +110,7 @@ type fileProvider struct {
 	SigningAlgs                  []string          `yaml:"signing_algs"`
 	ClockSkew                    duration          `yaml:"clock_skew"`
 	SkipUserinfo                 bool              `yaml:"skip_userinfo"`
+	DistributedClaims            []string          `yaml:"distributed_claims"`
 	TrustedAudiences             []string          `yaml:"trusted_audiences"`
 	DefaultTokenLifetime         duration          `yaml:"default_token_lifetime"`
 	RefreshLead                  duration          `yaml:"refresh_lead"`
@@ -403,7 +405,8 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 	c := gatehouse.Config{
 		PublicURL: fc.PublicURL,
 		Provider: gatehouse.ProviderConfig{
-			Issuer: fc.Provider.Issuer, DiscoveryURL: fc.Provider.DiscoveryURL, ClientID: fc.Provider.ClientID,
+			Issuer: fc.Provider.Issuer, DiscoveryURL: fc.Provider.DiscoveryURL, AllowedTenants: fc.Provider.AllowedTenants,
+			ClientID:     fc.Provider.ClientID,
 			ClientSecret: secret("provider.client_secret", fc.Provider.ClientSecret, fc.Provider.ClientSecretFile),
 			ClientKeyID:  fc.Provider.ClientKeyID, ClientKeyAlg: fc.Provider.ClientKeyAlg,
 			AuthMethod: fc.Provider.TokenEndpointAuthMethod, PAR: fc.Provider.PAR, DPoP: fc.Provider.DPoP,
@@ -413,6 +416,7 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			RequireIssuerParam: fc.Provider.RequireIssParam, SigningAlgs: fc.Provider.SigningAlgs,
 			ClockSkew: time.Duration(fc.Provider.ClockSkew), SkipUserinfo: fc.Provider.SkipUserinfo,
 			TrustedAudiences:             fc.Provider.TrustedAudiences,
+			DistributedClaims:            fc.Provider.DistributedClaims,
 			DefaultTokenLifetime:         time.Duration(fc.Provider.DefaultTokenLifetime),
 			RefreshLead:                  time.Duration(fc.Provider.RefreshLead),
 			ClaimsMaxAge:                 time.Duration(fc.Provider.ClaimsMaxAge),

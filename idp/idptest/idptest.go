@@ -171,6 +171,24 @@ type Knobs struct {
 	DPoP      bool
 	DPoPNonce string
 
+	// Tenant makes the fake a multi-tenant provider like Microsoft Entra ID, signing in
+	// a user of this tenant (a tenant id, a lower-case GUID): discovery, also served at
+	// /common/v2.0/.well-known/openid-configuration (and under any other tenant path),
+	// publishes IssuerTemplate as the issuer, and ID tokens, logout tokens and the
+	// authorization response's iss name TenantIssuer(Tenant), with a "tid" claim.
+	Tenant string
+
+	// DistributedGroups makes the user's groups a distributed claim (OpenID Connect Core
+	// §5.6.2), as Entra ID does past its group limit: the ID token carries
+	// "_claim_names": {"groups": "src1"} and a "_claim_sources" endpoint, /groups, instead
+	// of groups, and userinfo sends no groups. /groups answers these groups to a Bearer
+	// access token the fake issued: as a JSON object when GroupsFormat is "", as a JWT
+	// signed with the published key when it is "jwt", with an unpublished key when it is
+	// "forged-jwt". GroupsStatus forces /groups to answer this status.
+	DistributedGroups []string
+	GroupsFormat      string
+	GroupsStatus      int
+
 	// MTLSAliases publishes mtls_endpoint_aliases (RFC 8705 §5) under /mtls/ for the
 	// token, revocation, userinfo and PAR endpoints, where a client that sends only its
 	// client_id is taken as authenticated by its TLS certificate (the fake does not
@@ -213,7 +231,9 @@ func New(t TB) *Provider {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", p.discovery)
+	mux.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", p.discovery)
 	mux.HandleFunc("GET /jwks", p.jwks)
+	mux.HandleFunc("GET /groups", p.groups)
 	mux.HandleFunc("GET /authorize", p.authorize)
 	mux.HandleFunc("POST /token", p.token)
 	mux.HandleFunc("GET /userinfo", p.userinfo)
@@ -239,6 +259,22 @@ func New(t TB) *Provider {
 	p.Issuer = p.Server.URL
 	t.Cleanup(p.Server.Close)
 	return p
+}
+
+// IssuerTemplate is the fake's multi-tenant issuer (see Knobs.Tenant):
+// <server>/{tenantid}/v2.0.
+func (p *Provider) IssuerTemplate() string { return p.Server.URL + "/{tenantid}/v2.0" }
+
+// TenantIssuer is the issuer of one tenant: IssuerTemplate with tid in place of
+// {tenantid}.
+func (p *Provider) TenantIssuer(tid string) string { return p.Server.URL + "/" + tid + "/v2.0" }
+
+// issuerFor is the iss of tokens and authorization responses under k.
+func (p *Provider) issuerFor(k Knobs) string {
+	if k.Tenant != "" {
+		return p.TenantIssuer(k.Tenant)
+	}
+	return p.Issuer
 }
 
 // Set changes the knobs.
@@ -402,8 +438,12 @@ func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, k.DiscoveryStatus, map[string]string{"error": "unavailable"})
 		return
 	}
+	iss := p.Issuer
+	if k.Tenant != "" {
+		iss = p.IssuerTemplate() // published literally, as Entra does
+	}
 	meta := map[string]any{
-		"issuer": p.Issuer, "authorization_endpoint": p.Issuer + "/authorize", "token_endpoint": p.Issuer + "/token",
+		"issuer": iss, "authorization_endpoint": p.Issuer + "/authorize", "token_endpoint": p.Issuer + "/token",
 		"userinfo_endpoint": p.Issuer + "/userinfo", "jwks_uri": p.Issuer + "/jwks",
 		"id_token_signing_alg_values_supported":          []string{"RS256"},
 		"code_challenge_methods_supported":               []string{"S256"},
@@ -475,7 +515,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	rq.Set("state", q.Get("state"))
 	switch k.IssParam {
 	case "":
-		rq.Set("iss", p.Issuer)
+		rq.Set("iss", p.issuerFor(k))
 	case "omit":
 	default:
 		rq.Set("iss", k.IssParam)
@@ -724,9 +764,16 @@ func (p *Provider) issue(w http.ResponseWriter, k Knobs, nonce string, withID bo
 // IDToken signs an ID token with the current knobs.
 func (p *Provider) IDToken(k Knobs, nonce string) string {
 	now := p.now()
-	claims := map[string]any{"iss": p.Issuer, "sub": k.Subject, "aud": p.ClientID, "iat": now.Unix(),
+	claims := map[string]any{"iss": p.issuerFor(k), "sub": k.Subject, "aud": p.ClientID, "iat": now.Unix(),
 		"exp": now.Add(time.Hour).Unix(), "nonce": nonce, "sid": k.SID, "auth_time": now.Unix(),
 		"name": "Alice Example", "email": "alice@example.com"}
+	if k.Tenant != "" {
+		claims["tid"] = k.Tenant
+	}
+	if k.DistributedGroups != nil {
+		claims["_claim_names"] = map[string]any{"groups": "src1"}
+		claims["_claim_sources"] = map[string]any{"src1": map[string]any{"endpoint": p.Issuer + "/groups"}}
+	}
 	maps.Copy(claims, k.Claims)
 	if k.IDTokenMutate != nil {
 		k.IDTokenMutate(claims)
@@ -738,8 +785,12 @@ func (p *Provider) IDToken(k Knobs, nonce string) string {
 // the typ header ("" omits it).
 func (p *Provider) LogoutToken(sub, sid, typ string, mutate func(map[string]any)) string {
 	now := p.now()
-	claims := map[string]any{"iss": p.Issuer, "aud": p.ClientID, "iat": now.Unix(), "exp": now.Add(2 * time.Minute).Unix(),
+	k := p.knobsCopy()
+	claims := map[string]any{"iss": p.issuerFor(k), "aud": p.ClientID, "iat": now.Unix(), "exp": now.Add(2 * time.Minute).Unix(),
 		"jti": random(), "events": map[string]any{"http://schemas.openid.net/event/backchannel-logout": map[string]any{}}}
+	if k.Tenant != "" {
+		claims["tid"] = k.Tenant
+	}
 	if sub != "" {
 		claims["sub"] = sub
 	}
@@ -749,7 +800,7 @@ func (p *Provider) LogoutToken(sub, sid, typ string, mutate func(map[string]any)
 	if mutate != nil {
 		mutate(claims)
 	}
-	return p.sign(p.knobsCopy().SignWith, claims, typ)
+	return p.sign(k.SignWith, claims, typ)
 }
 
 // SignWithForgedKey signs claims with a key that is not in the JWKS.
@@ -822,6 +873,35 @@ func (p *Provider) userinfo(w http.ResponseWriter, r *http.Request) {
 	maps.Copy(claims, k.Claims)
 	for _, name := range k.UserinfoOmit {
 		delete(claims, name)
+	}
+	if k.DistributedGroups != nil {
+		delete(claims, "groups")
+	}
+	writeJSON(w, http.StatusOK, claims)
+}
+
+// groups is the source of distributed groups (Knobs.DistributedGroups).
+func (p *Provider) groups(w http.ResponseWriter, r *http.Request) {
+	p.count("groups")
+	k := p.knobsCopy()
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	p.mu.Lock()
+	live := ok && slices.Contains(p.issued, token) && !p.revoked[token]
+	p.mu.Unlock()
+	switch {
+	case !live:
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	case k.GroupsStatus != 0:
+		w.WriteHeader(k.GroupsStatus)
+		return
+	}
+	claims := map[string]any{"groups": k.DistributedGroups}
+	if k.GroupsFormat != "" {
+		claims["sub"], claims["iss"], claims["iat"] = k.Subject, p.issuerFor(k), p.now().Unix()
+		w.Header().Set("Content-Type", "application/jwt")
+		fmt.Fprint(w, p.sign(strings.TrimSuffix(k.GroupsFormat, "-jwt"), claims, "JWT"))
+		return
 	}
 	writeJSON(w, http.StatusOK, claims)
 }
