@@ -48,9 +48,27 @@ func (g *Gateway) userToken(ctx context.Context, r *http.Request, s *session.Ses
 	}
 	endSpan(span, err)
 	if err != nil {
+		if tok := s.AccessTokenFor(key); transient(err) && g.usable(tok) {
+			// Refreshed early (the lead), but the token still works: a provider or store
+			// that cannot answer now does not fail the request; a later one refreshes.
+			g.log.Warn("could not refresh early; using the current access token until it expires", "session", s.Handle, "error", err)
+			return tok.AccessToken, s, nil
+		}
 		return "", nil, err
 	}
 	return cur.AccessTokenFor(key).AccessToken, cur, nil
+}
+
+// usable reports whether tok can still be sent: it exists and has not expired.
+func (g *Gateway) usable(tok session.Token) bool {
+	return tok.AccessToken != "" && g.now().Before(tok.Expiry)
+}
+
+// transient reports whether a refresh failed for a reason that passes: the provider or
+// the store could not answer (an outage, a timeout, a 429), as opposed to a refusal or
+// the session's end.
+func transient(err error) bool {
+	return errors.Is(err, idp.ErrUnavailable) || errors.Is(err, session.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // refresh is lock → reload → recheck → refresh → save. The lock is the store's when it
@@ -77,7 +95,7 @@ func (g *Gateway) refresh(ctx context.Context, r *http.Request, s *session.Sessi
 		return cur, nil
 	}
 	if cur.Token.RefreshToken == "" {
-		if tok.AccessToken != "" && g.now().Before(tok.Expiry) {
+		if g.usable(tok) {
 			return cur, nil // no way to refresh: use it until it really expires
 		}
 		if _, err := g.sessions.End(ctx, cur.Handle, "expired"); err != nil {
