@@ -3,6 +3,7 @@ package gatehouse
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -76,18 +77,26 @@ func transient(err error) bool {
 // after the winner saved finds a fresh token and uses it. A rotated refresh token is
 // saved before the lock is released, so nobody uses the old one again.
 func (g *Gateway) refresh(ctx context.Context, r *http.Request, s *session.Session, key string, opts idp.RefreshOptions) (*session.Session, error) {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
 	defer cancel()
 	waitStart := time.Now()
-	release, err := g.sessions.Lock(ctx, s)
+	lctx, lcancel := ctx, context.CancelFunc(func() {})
+	if g.lockWait > 0 {
+		lctx, lcancel = context.WithTimeout(ctx, g.lockWait)
+	}
+	release, err := g.sessions.Lock(lctx, s)
+	lcancel()
 	g.metrics.lockWait.Observe(time.Since(waitStart).Seconds())
 	if err != nil {
-		return nil, err
+		return nil, g.refreshStoreFailed(r, s, key, err)
 	}
 	defer release()
 	cur, err := g.sessions.Reload(ctx, s)
 	if err != nil {
-		return nil, err
+		if isSessionEnd(err) {
+			return nil, err
+		}
+		return nil, g.refreshStoreFailed(r, s, key, err)
 	}
 	tok := cur.AccessTokenFor(key)
 	if g.fresh(tok) {
@@ -168,6 +177,23 @@ func (g *Gateway) refresh(ctx context.Context, r *http.Request, s *session.Sessi
 		return nil, err
 	}
 	return cur, nil
+}
+
+// refreshTimeout bounds a refresh: the wait for the session's lease, the provider's
+// answer and the store's writes.
+const refreshTimeout = 20 * time.Second
+
+// refreshStoreFailed records a refresh that the store kept from happening (its lease
+// not granted in time, because another replica holds it or Redis does not answer, or
+// the session not read back) and returns err as a store failure: a lease wait that ran
+// out is the store's doing, not the provider's.
+func (g *Gateway) refreshStoreFailed(r *http.Request, s *session.Session, key string, err error) error {
+	g.metrics.refreshes.WithLabelValues("store_unavailable").Inc()
+	g.audit(r, evRefreshFailed, s, slog.String("reason", "store_unavailable"), slog.String("token", tokenLabel(key)))
+	if !errors.Is(err, session.ErrUnavailable) {
+		err = fmt.Errorf("gatehouse: refresh: the session's lease: %w: %w", session.ErrUnavailable, err)
+	}
+	return err
 }
 
 // refreshClaims makes the session's claims as fresh as its tokens: after a refresh
