@@ -164,10 +164,13 @@ func (g *Gateway) refresh(ctx context.Context, r *http.Request, s *session.Sessi
 		// A refresh with no request behind it (an open WebSocket's) is no use of the session.
 		cur.LastSeen = g.now()
 	}
-	// The new refresh token must not be lost: the old one may already be dead.
+	// The new refresh token must not be lost: the old one may already be dead. A save
+	// that failed at once (a connection refused while Redis restarts) is tried again;
+	// one that took the store's whole timeout is not, since the store already retried
+	// within it and the request would hang for each try.
 	for attempt := 0; ; attempt++ {
 		err = g.sessions.Save(ctx, cur)
-		if err == nil || isSessionEnd(err) || attempt == 2 {
+		if err == nil || isSessionEnd(err) || errors.Is(err, context.DeadlineExceeded) || attempt == 2 {
 			break
 		}
 		time.Sleep(100 * time.Millisecond << attempt)

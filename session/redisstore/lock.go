@@ -73,7 +73,9 @@ func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (func(
 		if remaining < 0 {
 			done()
 			var once sync.Once
-			return func() { once.Do(func() { s.unlock(k, token) }) }, nil
+			// Released in the background: a caller must not wait a whole timeout for a
+			// Redis gone silent, and a lease not released ends after ttl anyway.
+			return func() { once.Do(func() { go s.unlock(k, token) }) }, nil
 		}
 		wait := min(backoff, max(time.Millisecond, time.Duration(remaining)*time.Millisecond))
 		backoff = min(2*backoff, lockMaxBackoff)
