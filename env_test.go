@@ -40,10 +40,18 @@ func newEnv(t *testing.T, mutate ...func(*gatehouse.Config)) *env {
 // its metadata in the background).
 func newEnvKnobs(t *testing.T, knobs func(*idptest.Knobs), mutate ...func(*gatehouse.Config)) *env {
 	t.Helper()
-	e := &env{t: t, idp: idptest.New(t), logs: &testutil.SyncBuffer{}, audit: &testutil.SyncBuffer{}, clock: &testutil.Clock{}}
+	p := idptest.New(t)
 	if knobs != nil {
-		e.idp.Set(knobs)
+		p.Set(knobs)
 	}
+	return newEnvProvider(t, p, mutate...)
+}
+
+// newEnvProvider is newEnv with a provider of the caller's: several gateways given the
+// same one share their session keys (derived from the client credentials), as replicas.
+func newEnvProvider(t *testing.T, p *idptest.Provider, mutate ...func(*gatehouse.Config)) *env {
+	t.Helper()
+	e := &env{t: t, idp: p, logs: &testutil.SyncBuffer{}, audit: &testutil.SyncBuffer{}, clock: &testutil.Clock{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

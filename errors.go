@@ -79,6 +79,10 @@ func (e *httpError) of(s *session.Session) *httpError {
 	return &c
 }
 
+// storeRetryAfter is the Retry-After of a 503 store_unavailable: the store fails fast
+// (each call is bounded by its timeout), so a client may ask again soon.
+const storeRetryAfter = time.Second
+
 var (
 	errNotFound = &httpError{status: http.StatusNotFound, code: "not_found",
 		title: "Not found", message: "There is nothing at this address."}
@@ -87,7 +91,8 @@ var (
 	errBadPath = &httpError{status: http.StatusBadRequest, code: "bad_request", reason: "invalid_path",
 		title: "Bad request", message: "The address is not valid."}
 	errStoreDown = &httpError{status: http.StatusServiceUnavailable, code: "unavailable", reason: "store_unavailable",
-		title: "Temporarily unavailable", message: "Sign-in is temporarily unavailable. Please try again in a moment.", level: slog.LevelError}
+		title: "Temporarily unavailable", message: "Sign-in is temporarily unavailable. Please try again in a moment.", level: slog.LevelError,
+		retryAfter: storeRetryAfter}
 	errProviderDown = &httpError{status: http.StatusServiceUnavailable, code: "unavailable", reason: "provider_unavailable",
 		title: "Temporarily unavailable", message: "The sign-in service cannot be reached right now. Please try again in a moment.", level: slog.LevelWarn}
 	errProviderBadGateway = &httpError{status: http.StatusBadGateway, code: "bad_gateway", reason: "provider_unavailable",

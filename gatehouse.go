@@ -92,6 +92,7 @@ type Gateway struct {
 	tracing tracing // off unless Config.TracerProvider is set (tracing.go)
 
 	refreshes     flight.Group[*session.Session]
+	lockWait      time.Duration // how long a refresh waits for the session's lease; 0: refreshTimeout
 	clientTokens  clientTokens
 	dpopKeys      dpopKeys
 	identityKeys  assertionKeys // signs the routes' identity assertions (identity.go)

@@ -67,7 +67,7 @@ func newMetrics(reg prometheus.Registerer, gauges ...prometheus.Collector) *metr
 	m.logins = counter("gatehouse_logins_total", "Login flows by outcome: started, completed, refused (by the provider or user), rejected (bad callback), failed.", "outcome")
 	m.loginFailures = counter("gatehouse_login_failures_total", "Logins that did not complete, by reason (the audit log's login_failed reason).", "reason")
 	m.sessions = counter("gatehouse_sessions_total", "Sessions created and ended, by event.", "event")
-	m.refreshes = counter("gatehouse_token_refreshes_total", "Access token refreshes and token exchanges by outcome: ok, refused (session ended), refused_audience, exchanged, exchange_refused (the provider would not exchange for a route), error (provider unavailable), not_needed (another request refreshed first).", "outcome")
+	m.refreshes = counter("gatehouse_token_refreshes_total", "Access token refreshes and token exchanges by outcome: ok, refused (session ended), refused_audience, exchanged, exchange_refused (the provider would not exchange for a route), error (provider unavailable), store_unavailable (the session's lease not granted in time, or the store down), not_needed (another request refreshed first).", "outcome")
 	m.lockWait = f(prometheus.NewHistogram(prometheus.HistogramOpts{Name: "gatehouse_refresh_lock_wait_seconds",
 		Help: "Time spent waiting for a session's refresh lock (held by another request or replica).", Buckets: latencyBuckets})).(prometheus.Histogram)
 	m.clientTokens = counter("gatehouse_client_credentials_total", "Client-credentials token requests by outcome.", "outcome")

@@ -3,6 +3,7 @@ package gatehouse
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -48,9 +49,27 @@ func (g *Gateway) userToken(ctx context.Context, r *http.Request, s *session.Ses
 	}
 	endSpan(span, err)
 	if err != nil {
+		if tok := s.AccessTokenFor(key); transient(err) && g.usable(tok) {
+			// Refreshed early (the lead), but the token still works: a provider or store
+			// that cannot answer now does not fail the request; a later one refreshes.
+			g.log.Warn("could not refresh early; using the current access token until it expires", "session", s.Handle, "error", err)
+			return tok.AccessToken, s, nil
+		}
 		return "", nil, err
 	}
 	return cur.AccessTokenFor(key).AccessToken, cur, nil
+}
+
+// usable reports whether tok can still be sent: it exists and has not expired.
+func (g *Gateway) usable(tok session.Token) bool {
+	return tok.AccessToken != "" && g.now().Before(tok.Expiry)
+}
+
+// transient reports whether a refresh failed for a reason that passes: the provider or
+// the store could not answer (an outage, a timeout, a 429), as opposed to a refusal or
+// the session's end.
+func transient(err error) bool {
+	return errors.Is(err, idp.ErrUnavailable) || errors.Is(err, session.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // refresh is lock → reload → recheck → refresh → save. The lock is the store's when it
@@ -58,18 +77,26 @@ func (g *Gateway) userToken(ctx context.Context, r *http.Request, s *session.Ses
 // after the winner saved finds a fresh token and uses it. A rotated refresh token is
 // saved before the lock is released, so nobody uses the old one again.
 func (g *Gateway) refresh(ctx context.Context, r *http.Request, s *session.Session, key string, opts idp.RefreshOptions) (*session.Session, error) {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
 	defer cancel()
 	waitStart := time.Now()
-	release, err := g.sessions.Lock(ctx, s)
+	lctx, lcancel := ctx, context.CancelFunc(func() {})
+	if g.lockWait > 0 {
+		lctx, lcancel = context.WithTimeout(ctx, g.lockWait)
+	}
+	release, err := g.sessions.Lock(lctx, s)
+	lcancel()
 	g.metrics.lockWait.Observe(time.Since(waitStart).Seconds())
 	if err != nil {
-		return nil, err
+		return nil, g.refreshStoreFailed(r, s, key, err)
 	}
 	defer release()
 	cur, err := g.sessions.Reload(ctx, s)
 	if err != nil {
-		return nil, err
+		if isSessionEnd(err) {
+			return nil, err
+		}
+		return nil, g.refreshStoreFailed(r, s, key, err)
 	}
 	tok := cur.AccessTokenFor(key)
 	if g.fresh(tok) {
@@ -77,7 +104,7 @@ func (g *Gateway) refresh(ctx context.Context, r *http.Request, s *session.Sessi
 		return cur, nil
 	}
 	if cur.Token.RefreshToken == "" {
-		if tok.AccessToken != "" && g.now().Before(tok.Expiry) {
+		if g.usable(tok) {
 			return cur, nil // no way to refresh: use it until it really expires
 		}
 		if _, err := g.sessions.End(ctx, cur.Handle, "expired"); err != nil {
@@ -138,10 +165,13 @@ func (g *Gateway) refresh(ctx context.Context, r *http.Request, s *session.Sessi
 		// A refresh with no request behind it (an open WebSocket's) is no use of the session.
 		cur.LastSeen = g.now()
 	}
-	// The new refresh token must not be lost: the old one may already be dead.
+	// The new refresh token must not be lost: the old one may already be dead. A save
+	// that failed at once (a connection refused while Redis restarts) is tried again;
+	// one that took the store's whole timeout is not, since the store already retried
+	// within it and the request would hang for each try.
 	for attempt := 0; ; attempt++ {
 		err = g.sessions.Save(ctx, cur)
-		if err == nil || isSessionEnd(err) || attempt == 2 {
+		if err == nil || isSessionEnd(err) || errors.Is(err, context.DeadlineExceeded) || attempt == 2 {
 			break
 		}
 		time.Sleep(100 * time.Millisecond << attempt)
@@ -151,6 +181,23 @@ func (g *Gateway) refresh(ctx context.Context, r *http.Request, s *session.Sessi
 		return nil, err
 	}
 	return cur, nil
+}
+
+// refreshTimeout bounds a refresh: the wait for the session's lease, the provider's
+// answer and the store's writes.
+const refreshTimeout = 20 * time.Second
+
+// refreshStoreFailed records a refresh that the store kept from happening (its lease
+// not granted in time, because another replica holds it or Redis does not answer, or
+// the session not read back) and returns err as a store failure: a lease wait that ran
+// out is the store's doing, not the provider's.
+func (g *Gateway) refreshStoreFailed(r *http.Request, s *session.Session, key string, err error) error {
+	g.metrics.refreshes.WithLabelValues("store_unavailable").Inc()
+	g.audit(r, evRefreshFailed, s, slog.String("reason", "store_unavailable"), slog.String("token", tokenLabel(key)))
+	if !errors.Is(err, session.ErrUnavailable) {
+		err = fmt.Errorf("gatehouse: refresh: the session's lease: %w: %w", session.ErrUnavailable, err)
+	}
+	return err
 }
 
 // refreshClaims makes the session's claims as fresh as its tokens: after a refresh

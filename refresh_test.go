@@ -250,3 +250,41 @@ func TestAudienceRefusedKeepsSession(t *testing.T) {
 	wantStatus(t, b.api("GET", "/bff/user"), 200)
 	wantStatus(t, b.api("GET", "/api/1"), 200)
 }
+
+// Inside the refresh lead the current token still works: a refresh that fails for a
+// passing reason (5xx, 429, a timeout) does not fail the request, which gets the current
+// token; once that token has really expired, the failure is the answer.
+func TestRefreshFailureInsideLeadUsesCurrentToken(t *testing.T) {
+	up := newUpstream(t)
+	e := routesEnv(t, up)
+	e.idp.Set(func(k *idptest.Knobs) { k.AccessTokenTTL = time.Minute })
+	b := e.browser()
+	b.login()
+	wantStatus(t, b.api("GET", "/api/x"), 200)
+	first := up.last(t).Auth
+
+	e.clock.Advance(40 * time.Second) // inside the 30 s lead, 20 s before expiry
+	for _, status := range []int{500, 503, 429} {
+		e.idp.Set(func(k *idptest.Knobs) { k.RefreshStatus, k.RefreshError = status, "temporarily_unavailable" })
+		wantStatus(t, b.api("GET", "/api/x"), 200)
+		if got := up.last(t).Auth; got != first {
+			t.Fatalf("refresh failing with %d: the upstream got %q, want the current token", status, got)
+		}
+	}
+	if n := e.idp.Count("refresh_token"); n < 3 {
+		t.Fatalf("%d refresh attempts, want one per request inside the lead", n)
+	}
+
+	e.clock.Advance(25 * time.Second) // expired now
+	before := up.count()
+	wantJSONError(t, b.api("GET", "/api/x"), 503, "unavailable", "provider_unavailable")
+	if up.count() != before {
+		t.Fatal("the upstream was called with an expired token")
+	}
+
+	e.idp.Set(func(k *idptest.Knobs) { k.RefreshStatus = 0 })
+	wantStatus(t, b.api("GET", "/api/x"), 200)
+	if up.last(t).Auth == first {
+		t.Fatal("no refresh once the provider answered again")
+	}
+}

@@ -211,6 +211,9 @@ func tokenError(err error) error {
 		return he
 	case isSessionEnd(err):
 		return sessionError(err)
+	case errors.Is(err, session.ErrUnavailable):
+		// Before the timeouts: a store call that timed out wraps both.
+		return errStoreDown.with(err)
 	case errors.Is(err, idp.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return providerDown(err)
 	case errors.Is(err, idp.ErrRefused), errors.Is(err, idp.ErrInvalidToken):

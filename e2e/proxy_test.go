@@ -117,7 +117,7 @@ func TestE2ERefreshFailures(t *testing.T) {
 		b := newBrowser(t, s.gw.URL)
 		expect(t, b.login("alice", "wonderland", "/"), 200)
 		expect(t, b.api("GET", "/api/x"), 200)
-		time.Sleep(2 * time.Second)
+		time.Sleep(3*time.Second + 200*time.Millisecond) // expired: within the lead the token would still be used
 		for _, mode := range []string{harness.Mode503, harness.ModeReset} {
 			s.idp.SetTokenEndpointMode(t, mode, 0)
 			r := b.api("GET", "/api/x")

@@ -87,7 +87,10 @@ func (m *Manager) ListenForEnds(ctx context.Context, resync func()) {
 		<-ctx.Done()
 		return
 	}
-	const minBackoff, maxBackoff = 100 * time.Millisecond, 5 * time.Second
+	// The backoff stays short: until the subscription is back, the ends published meanwhile
+	// are unknown here and this process's tunnels of ended sessions stay open, so the wait
+	// after the store returns must be seconds at most. One attempt a second is no load.
+	const minBackoff, maxBackoff = 100 * time.Millisecond, time.Second
 	wait := minBackoff
 	for ctx.Err() == nil {
 		t := m.start()
