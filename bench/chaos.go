@@ -111,6 +111,10 @@ type chaosEnv struct {
 	lb        *balancer
 	replicas  []*replica
 	startedAt time.Time
+
+	mu       sync.Mutex
+	notes    []string // what happened, for the report
+	problems []string // what should have happened and did not: a failed check
 }
 
 const (
@@ -232,7 +236,7 @@ func (e *chaosEnv) start() error {
 		}
 		conf := filepath.Join(e.dir, fmt.Sprintf("sentinel-%d.conf", i))
 		text := fmt.Sprintf("port %d\nbind 127.0.0.1\nbind-source-addr %s\nprotected-mode no\ndir %s\n"+
-			"sentinel monitor %s 127.0.0.1 %s 2\nsentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 5000\n",
+			"sentinel announce-ip 127.0.0.1\nsentinel monitor %s 127.0.0.1 %s 2\nsentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 5000\n",
 			port, exemptIP, e.dir, chaosMaster, e.nodesProxyPort(0), chaosMaster, chaosMaster)
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 			return err
@@ -425,6 +429,7 @@ rate_limits:
   admin: {per_minute: 6000, burst: 1000}
 server:
   max_connections_per_client: 4096
+  shutdown_timeout: 2s
 log:
   level: info
 routes:

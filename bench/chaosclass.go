@@ -80,6 +80,11 @@ func classify(o outcome, windows []window, grace time.Duration) (class, why stri
 	switch o.Status {
 	case 502, 503, 504:
 	case 0:
+		if o.Op == "ws-echo" && (any("upstream") || any("replica")) {
+			// A WebSocket whose tunnel the upstream or a dying replica cut right after
+			// the handshake: the user sees it close, and opens another.
+			return classExplained, why
+		}
 		return classBad, why + " (no answer)"
 	case 401:
 		return classBad, why + " (a live session was refused: a logout)"

@@ -41,6 +41,8 @@ func TestClassify(t *testing.T) {
 			outcome{At: at(45), Op: "api", Status: 503, JSON: true, Code: "unavailable", Reason: "provider_unavailable", RetryAfter: true}, classExplained},
 		{"store 503 needs no Retry-After in a 429 window", unavailable(45), classExplained},
 		{"balancer 502 while a replica is down", outcome{At: at(61), Op: "api", Status: 502, Balancer: true}, classExplained},
+		{"WebSocket cut after its handshake by a replica's death", outcome{At: at(61), Op: "ws-echo", Err: "EOF"}, classExplained},
+		{"WebSocket cut after its handshake in a Redis window", outcome{At: at(12), Op: "ws-echo", Err: "EOF"}, classBad},
 		{"balancer 502 in a Redis window", outcome{At: at(12), Op: "api", Status: 502, Balancer: true}, classBad},
 	}
 	for _, c := range cases {
@@ -53,7 +55,7 @@ func TestClassify(t *testing.T) {
 	for _, c := range cases {
 		tl.add(c.o, windows, grace)
 	}
-	if tl.byClass[classBad] != 7 || tl.byClass[classUnexplained] != 2 || len(tl.inWindow["redis-blackhole"]) == 0 {
+	if tl.byClass[classBad] != 8 || tl.byClass[classUnexplained] != 2 || len(tl.inWindow["redis-blackhole"]) == 0 {
 		t.Fatalf("tally: %v, in windows %v", tl.byClass, tl.inWindow)
 	}
 }

@@ -42,7 +42,7 @@ type recorder struct {
 	dumpFile *os.File
 	sessions []*chaosSession
 	counts   map[string]int // actions done: logins, logouts, reloads, …
-	wsDrops  []time.Time    // WebSockets closed while their session was live
+	wsDrops  []wsDrop       // WebSockets closed while their session was live
 	loginErr map[string]int // failures of a login outside the gateway (the provider's pages)
 }
 
@@ -63,6 +63,11 @@ func (r *recorder) count(what string) {
 	r.mu.Lock()
 	r.counts[what]++
 	r.mu.Unlock()
+}
+
+type wsDrop struct {
+	at, opened time.Time
+	replica    int
 }
 
 // chaosUser is one simulated user: a browser with a cookie jar.
@@ -187,8 +192,8 @@ func (u *chaosUser) login() bool {
 		return fail(fmt.Sprintf("provider login form: status %d", post.StatusCode))
 	}
 	o, _, cb := u.do("callback", "GET", callback, true, nil)
-	if cb == nil || o.Status != http.StatusFound && o.Status != http.StatusSeeOther {
-		return false
+	if cb == nil || o.Status >= 400 {
+		return false // a 200 page that navigates on (for SameSite=Strict) or a redirect
 	}
 	for _, ck := range cb.Cookies() {
 		if ck.Name == "__Host-gatehouse" && ck.Value != "" {
@@ -207,7 +212,8 @@ func (u *chaosUser) login() bool {
 func (u *chaosUser) openWS() {
 	s := u.sess
 	o := outcome{At: time.Now(), Op: "ws", Replica: -1}
-	c, status, err := openWebSocket(u.run.e.lb.url, s.cookie)
+	c, status, replica, err := openWebSocket(u.run.e.lb.url, s.cookie)
+	o.Replica = replica
 	o.Dur = time.Since(o.At)
 	o.Status = status
 	if status == 101 {
@@ -217,7 +223,8 @@ func (u *chaosUser) openWS() {
 		o.Err = shortErr(err)
 	}
 	if err != nil && status == 101 {
-		o.Status, o.Err = 0, shortErr(err)
+		// The handshake passed, the echo through the tunnel did not.
+		o.Op, o.Status, o.Err = "ws-echo", 0, shortErr(err)
 	}
 	if o.Status >= 300 {
 		o.JSON = true // the handshake's error body is not read; its status is what counts
@@ -241,7 +248,7 @@ func (u *chaosUser) openWS() {
 		s.mu.Unlock()
 		if s.endedAt.IsZero() && !u.run.stopping() {
 			u.run.rec.mu.Lock()
-			u.run.rec.wsDrops = append(u.run.rec.wsDrops, now)
+			u.run.rec.wsDrops = append(u.run.rec.wsDrops, wsDrop{at: now, opened: o.At, replica: replica})
 			u.run.rec.mu.Unlock()
 		}
 	}()

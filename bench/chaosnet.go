@@ -232,11 +232,11 @@ func (u *chaosUpstream) bearers() map[string]int {
 
 // openWebSocket opens /ws/echo through base with the session cookie and proves the
 // tunnel echoes. The connection is returned open.
-func openWebSocket(base, cookie string) (net.Conn, int, error) {
+func openWebSocket(base, cookie string) (net.Conn, int, int, error) {
 	u, _ := url.Parse(base)
 	c, err := net.DialTimeout("tcp", u.Host, 2*time.Second)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, -1, err
 	}
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	fmt.Fprintf(c, "GET /ws/echo HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"+
@@ -245,19 +245,23 @@ func openWebSocket(base, cookie string) (net.Conn, int, error) {
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		c.Close()
-		return nil, 0, err
+		return nil, 0, -1, err
+	}
+	replica := -1
+	if r, err := strconv.Atoi(resp.Header.Get("X-Chaos-Replica")); err == nil {
+		replica = r
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		resp.Body.Close()
 		c.Close()
-		return nil, resp.StatusCode, fmt.Errorf("websocket handshake: %d", resp.StatusCode)
+		return nil, resp.StatusCode, replica, fmt.Errorf("websocket handshake: %d", resp.StatusCode)
 	}
 	io.WriteString(c, "ping\n")
 	line, err := br.ReadString('\n')
 	if err != nil || line != "ping\n" {
 		c.Close()
-		return nil, 101, fmt.Errorf("websocket echo: %q, %v", line, err)
+		return nil, 101, replica, fmt.Errorf("websocket echo: %q, %v", line, err)
 	}
 	c.SetDeadline(time.Time{})
-	return c, 101, nil
+	return c, 101, replica, nil
 }

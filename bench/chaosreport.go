@@ -20,9 +20,9 @@ type chaosReport struct {
 
 	live, lost, ended, usable, ambiguous int
 	lostDetail, usableDetail             []string
-	wsLate, wsDrops                      int
+	wsLate, wsDrops, wsDropsOutside      int
 	wsClose                              []time.Duration
-	wsDetail                             []string
+	wsDetail, wsDropDetail               []string
 	loginErr                             map[string]int
 
 	phases   []string
@@ -38,6 +38,7 @@ type chaosReport struct {
 	redisMemory                    int64
 	redisKeys                      int
 	problems                       []string
+	notes                          []string
 }
 
 // failures lists every check that did not hold; the run exits non-zero when any did not.
@@ -55,6 +56,7 @@ func (r *chaosReport) failures() []string {
 	add(r.tally.byClass[classUnexplained], "errors outside fault windows")
 	add(r.tally.byClass[classBad], "errors inside fault windows that no fault explains")
 	add(r.wsLate, fmt.Sprintf("WebSockets not closed within %v of their session's end", r.o.wsClose))
+	add(r.wsDropsOutside, "WebSockets of live sessions closed outside fault windows")
 	add(r.leaks, "issued tokens found in logs or answers")
 	add(r.unknownBearers, "bearer tokens at the upstream that the provider never issued")
 	if r.counts["logins"] == 0 {
@@ -103,7 +105,8 @@ func (r *chaosReport) markdown() string {
 	row("errors outside fault windows", r.tally.byClass[classUnexplained], top(r.tally.errors[classUnexplained], 6))
 	row("errors inside windows no fault explains", r.tally.byClass[classBad], top(r.tally.errors[classBad], 6))
 	row(fmt.Sprintf("WebSockets open > %v after their session ended", r.o.wsClose), r.wsLate, wsSummary(r.wsClose)+first(r.wsDetail))
-	row("issued tokens in logs or answers", r.leaks, fmt.Sprintf("%d secrets from the provider's token log, searched in the 3 replicas' logs and every answer", r.secrets))
+	row("WebSockets of live sessions closed outside faults", r.wsDropsOutside, fmt.Sprintf("%d closed while their session was live in all (a replica killed or paused, the upstream resetting); the user opens another", r.wsDrops)+first(r.wsDropDetail))
+	row("issued tokens in logs or answers", r.leaks, fmt.Sprintf("%d secrets from the provider's token log, searched in the 3 replicas' logs and every answer (but the logout answer's id_token_hint, by design)", r.secrets))
 	row("unknown bearer tokens at the upstream", r.unknownBearers, fmt.Sprintf("%d requests with a bearer reached the upstream", r.bearerRequests))
 	p("")
 	p("Answers: %d in all; %d successes, %d 401 for sessions ended on purpose, %d explained by a fault, %d not explained.",
@@ -118,7 +121,10 @@ func (r *chaosReport) markdown() string {
 	if len(r.loginErr) > 0 {
 		p("Logins that failed at the provider's pages (not a gateway answer): %s.", top(r.loginErr, 4))
 	}
-	p("Provider token requests: %v. WebSockets dropped while their session was live (a replica killed or stopped; the user reconnects): %d.", r.tokenRequests, r.wsDrops)
+	p("Provider token requests: %v.", r.tokenRequests)
+	for _, n := range r.notes {
+		p("- %s", n)
+	}
 	p("")
 	p("### Fault windows")
 	p("")
@@ -142,14 +148,19 @@ func (r *chaosReport) markdown() string {
 	p("")
 	p("### Latency of successful API calls and /bff/user polls")
 	p("")
-	p("| phase | answers | p50 | p99 |")
-	p("|---|---|---|---|")
-	for _, ph := range r.phases {
+	p("| phase | answers | per second | p50 | p99 |")
+	p("|---|---|---|---|---|")
+	length := map[string]time.Duration{"outside faults": r.elapsed}
+	for _, w := range r.windows {
+		length[w.Name] += w.End.Sub(w.Start) // the windows follow one another
+		length["outside faults"] -= w.End.Sub(w.Start)
+	}
+	for i, ph := range r.phases {
 		l := r.latency[ph]
-		if len(l) == 0 {
+		if len(l) == 0 || i > 0 && r.phases[i-1] == ph {
 			continue
 		}
-		p("| %s | %d | %s | %s |", ph, len(l), msOrDash(percentile(l, 50)), msOrDash(percentile(l, 99)))
+		p("| %s | %d | %.0f | %s | %s |", ph, len(l), float64(len(l))/length[ph].Seconds(), msOrDash(percentile(l, 50)), msOrDash(percentile(l, 99)))
 	}
 	p("")
 	p("### Replicas: goroutines / open files / RSS")
