@@ -142,6 +142,9 @@ func chaosMain(args []string) error {
 		return err
 	}
 	cleanup := func() {
+		if e.lb != nil {
+			e.lb.close()
+		}
 		e.ps.stopAll()
 		for _, n := range e.nodes {
 			if n.proxy != nil {

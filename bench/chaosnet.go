@@ -35,6 +35,7 @@ type balancer struct {
 	next     atomic.Uint64
 	tr       *http.Transport
 	stop     chan struct{}
+	stopOnce sync.Once
 }
 
 type replicaKey struct{}
@@ -161,11 +162,13 @@ func (lb *balancer) healthLoop() {
 }
 
 func (lb *balancer) close() {
-	close(lb.stop)
-	if lb.srv != nil {
-		lb.srv.Close()
-	}
-	lb.ln.Close()
+	lb.stopOnce.Do(func() {
+		close(lb.stop)
+		if lb.srv != nil {
+			lb.srv.Close()
+		}
+		lb.ln.Close()
+	})
 }
 
 func shortErr(err error) string {

@@ -25,8 +25,6 @@ type faults struct {
 	ResetRate float64
 }
 
-func (f faults) any() bool { return f != faults{} }
-
 // faultProxy is a TCP proxy from a loopback port to a target address, with faults that
 // can be changed at any time. Connections whose source address exempt accepts are
 // forwarded untouched whatever the faults: the chaos run's Redis sentinels and
