@@ -25,6 +25,7 @@ type chaosSession struct {
 	user      string
 	cookie    string
 	started   time.Time
+	endingAt  time.Time // when the end was asked for (under mu: the WebSocket's reader reads it)
 	endedAt   time.Time // ended on purpose (zero: should still be valid at the end)
 	endHow    string    // logout, backchannel, admin
 	ambiguous string    // an end that may or may not have happened (its request failed)
@@ -246,7 +247,10 @@ func (u *chaosUser) openWS() {
 			s.wsClosedAt = now
 		}
 		s.mu.Unlock()
-		if s.endedAt.IsZero() && !u.run.stopping() {
+		s.mu.Lock()
+		ending := !s.endingAt.IsZero()
+		s.mu.Unlock()
+		if !ending && !u.run.stopping() {
 			u.run.rec.mu.Lock()
 			u.run.rec.wsDrops = append(u.run.rec.wsDrops, wsDrop{at: now, opened: o.At, replica: replica})
 			u.run.rec.mu.Unlock()
@@ -315,6 +319,9 @@ func (u *chaosUser) loop(stop <-chan struct{}) {
 func (u *chaosUser) end(how string) {
 	s := u.sess
 	ok := false
+	s.mu.Lock()
+	s.endingAt = time.Now()
+	s.mu.Unlock()
 	switch how {
 	case "logout":
 		o, body, _ := u.do("logout", "POST", "/bff/logout", false, nil, "X-CSRF", "1")

@@ -386,14 +386,15 @@ func (r *chaosRun) check(elapsed time.Duration) *chaosReport {
 			}
 			// Its WebSocket must have closed within wsClose of the end.
 			s.mu.Lock()
-			closed, open := s.wsClosedAt, s.ws != nil
+			closed, open, asked := s.wsClosedAt, s.ws != nil, s.endingAt
 			s.mu.Unlock()
 			switch {
-			case open || closed.IsZero():
+			case open:
 				rep.wsLate++
 				rep.wsDetail = append(rep.wsDetail, fmt.Sprintf("%s (%s): still open", s.user, s.endHow))
-			case closed.After(s.endedAt):
-				d := closed.Sub(s.endedAt)
+			case !closed.Before(asked):
+				// Closed while the end's request was under way counts as 0.
+				d := max(0, closed.Sub(s.endedAt))
 				rep.wsClose = append(rep.wsClose, d)
 				if d > e.o.wsClose {
 					rep.wsLate++
