@@ -92,3 +92,36 @@ func TestPercentile(t *testing.T) {
 		t.Fatal("empty")
 	}
 }
+
+// The schedule fits the run's length: about 10 minutes by default, scaled by --duration,
+// about 2.5 minutes with --quick.
+func TestChaosSchedule(t *testing.T) {
+	total := func(o *chaosOptions) time.Duration {
+		baseline, gap, settle, groups := (&chaosEnv{o: o}).schedule()
+		d := baseline + settle
+		for _, g := range groups {
+			longest := time.Duration(0)
+			for _, st := range g {
+				longest = max(longest, st.dur)
+			}
+			d += longest + gap
+		}
+		return d
+	}
+	for _, c := range []struct {
+		args     []string
+		min, max time.Duration
+	}{
+		{nil, 9 * time.Minute, 10 * time.Minute},
+		{[]string{"--duration", "20m"}, 18 * time.Minute, 20 * time.Minute},
+		{[]string{"--quick"}, 2 * time.Minute, 150 * time.Second},
+	} {
+		o, err := parseChaosOptions(c.args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := total(o); d < c.min || d > c.max {
+			t.Errorf("%v: the schedule lasts %v, want %v to %v", c.args, d, c.min, c.max)
+		}
+	}
+}

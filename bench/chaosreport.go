@@ -39,6 +39,7 @@ type chaosReport struct {
 	redisKeys                      int
 	problems                       []string
 	notes                          []string
+	errorDetail                    []string // the first errors no fault explains, with when and where
 }
 
 // failures lists every check that did not hold; the run exits non-zero when any did not.
@@ -124,6 +125,14 @@ func (r *chaosReport) markdown() string {
 	p("Provider token requests: %v.", r.tokenRequests)
 	for _, n := range r.notes {
 		p("- %s", n)
+	}
+	if len(r.errorDetail) > 0 {
+		p("")
+		p("Errors not explained (the first %d, time from the start of the workload):", len(r.errorDetail))
+		p("")
+		for _, d := range r.errorDetail {
+			p("- %s", d)
+		}
 	}
 	p("")
 	p("### Fault windows")

@@ -29,6 +29,12 @@ type chaosRun struct {
 	mu      sync.Mutex
 	windows []window
 	samples []leakSample
+	reloads []reload
+}
+
+type reload struct {
+	at      time.Time
+	replica int
 }
 
 func (r *chaosRun) stopping() bool {
@@ -74,7 +80,7 @@ func (e *chaosEnv) schedule() (baseline, gap, settle time.Duration, groups [][]f
 		if e.o.quick {
 			return time.Duration(quick * float64(time.Second))
 		}
-		return time.Duration(full * float64(e.o.duration) / float64(10*time.Minute))
+		return time.Duration(full * float64(time.Second) * float64(e.o.duration) / float64(10*time.Minute))
 	}
 	failover := func(d time.Duration) faultStep {
 		return faultStep{name: "redis-failover", kind: []string{"redis"}, dur: d, apply: e.redisFailover, undo: func() {}}
@@ -114,7 +120,7 @@ func (e *chaosEnv) schedule() (baseline, gap, settle time.Duration, groups [][]f
 		{latency(s(40, 10)), provider("provider-3s-latency", "delay", 3000, s(40, 10)), kill(0, s(40, 10))},
 		{failover(s(40, 16)), resets(s(40, 16)), pause(2, s(10, 5))},
 	}
-	return s(30, 8), s(20, 5), s(30, 8), groups
+	return s(30, 6), s(15, 4), s(30, 6), groups
 }
 
 func (e *chaosEnv) setRedisFaults(f faults) {
@@ -292,6 +298,9 @@ func (e *chaosEnv) run() (*chaosReport, error) {
 			}
 			e.signalReplica(k%len(e.replicas), syscall.SIGHUP)
 			r.rec.count("SIGHUP reloads")
+			r.mu.Lock()
+			r.reloads = append(r.reloads, reload{at: time.Now(), replica: k % len(e.replicas)})
+			r.mu.Unlock()
 		}
 	}()
 
@@ -407,6 +416,15 @@ func (r *chaosRun) check(elapsed time.Duration) *chaosReport {
 	lat := map[string][]time.Duration{}
 	for _, o := range r.rec.outcomes {
 		class := rep.tally.add(o, r.windows, e.o.grace)
+		if (class == classBad || class == classUnexplained) && len(rep.errorDetail) < 10 {
+			d := fmt.Sprintf("+%.1f s %s, replica %d", o.At.Sub(e.startedAt).Seconds(), describe(o), o.Replica)
+			for _, rl := range r.reloads {
+				if since := o.At.Sub(rl.at); since >= 0 && since < 3*time.Second {
+					d += fmt.Sprintf(", %.1f s after a SIGHUP to replica %d", since.Seconds(), rl.replica)
+				}
+			}
+			rep.errorDetail = append(rep.errorDetail, d)
+		}
 		if class != classOK || o.Op != "api" && o.Op != "burst" && o.Op != "user" {
 			continue
 		}
