@@ -125,3 +125,15 @@ func TestChaosSchedule(t *testing.T) {
 		}
 	}
 }
+
+func TestCountLeaks(t *testing.T) {
+	secrets := map[string]bool{"eyJhbGciOi.eyJzdWIiOiJ1MDEifQ.c2lnbmF0dXJl": true, "opaque-access-token-0123456789": true, "never-seen-anywhere-0123456789": true}
+	haystacks := [][]byte{
+		[]byte(`{"msg":"x","token":"opaque-access-token-0123456789"}`),
+		[]byte("Authorization: Bearer eyJhbGciOi.eyJzdWIiOiJ1MDEifQ.c2lnbmF0dXJl.\n"),
+		[]byte("opaque-access-token-0123456789X is another value"),
+	}
+	if n := countLeaks(haystacks, secrets); n != 2 {
+		t.Fatalf("countLeaks = %d, want 2", n)
+	}
+}
