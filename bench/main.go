@@ -12,6 +12,9 @@
 // memory per session, logins per second against oidc-provider (e2e/), and the in-process
 // `go test -bench` figures, prints the tables and writes them into docs/benchmarks.md.
 //
+// `bench chaos` (bench/chaos.sh) is the chaos run of docs/reliability.md: three replicas
+// behind a balancer, Redis with Sentinel, oidc-provider, faults injected under load.
+//
 // The other subcommands are the benchmark's own processes: upstream, bareproxy,
 // memsession and gatehouse (the library with pprof, for -profile). Everything listens on 127.0.0.1 only.
 package main
@@ -23,13 +26,15 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench run [flags] | upstream | bareproxy | memsession  (see bench/run.sh)")
+		fmt.Fprintln(os.Stderr, "usage: bench run [flags] | chaos [flags] | upstream | bareproxy | memsession  (see bench/run.sh)")
 		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
 	case "run":
 		err = runMain(os.Args[2:])
+	case "chaos":
+		err = chaosMain(os.Args[2:])
 	case "upstream":
 		err = upstreamMain(os.Args[2:])
 	case "bareproxy":

@@ -155,6 +155,9 @@ function newStats() {
     logins: 0,
     failed_logins: 0,
     backchannel: [],
+    // With "recordRefreshes": every refresh grant that reached oidc-provider: a hash of the
+    // refresh token presented (never the token), its grant and account, the status, when.
+    refresh_uses: [],
   };
 }
 let stats = newStats();
@@ -670,8 +673,20 @@ async function tokenEndpoint(ctx, next) {
   try {
     await next();
   } finally {
-    countTokenRequest(ctx.oidc?.params?.grant_type ?? ctx.oidc?.body?.grant_type);
+    const grantType = ctx.oidc?.params?.grant_type ?? ctx.oidc?.body?.grant_type;
+    countTokenRequest(grantType);
     countTokenResponse(ctx.status);
+    const presented = ctx.oidc?.params?.refresh_token;
+    if (cfg.recordRefreshes && grantType === 'refresh_token' && typeof presented === 'string') {
+      const rt = ctx.oidc?.entities?.RefreshToken;
+      stats.refresh_uses.push({
+        rt: crypto.createHash('sha256').update(presented).digest('hex').slice(0, 16),
+        grant: rt?.grantId ?? '',
+        sub: rt?.accountId ?? '',
+        status: ctx.status,
+        at: Date.now(),
+      });
+    }
     const body = ctx.body;
     if (body && typeof body === 'object' && !Buffer.isBuffer(body)) {
       for (const kind of ['access_token', 'refresh_token', 'id_token']) logSecret(kind, body[kind]);
