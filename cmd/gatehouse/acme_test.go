@@ -210,10 +210,17 @@ tls:
 				t.Errorf("ALPN %q, want h2", state.NegotiatedProtocol)
 			}
 			// The account key and the certificate are kept in cache_dir for the next start.
-			entries, _ := os.ReadDir(filepath.Join(dir, "acme"))
+			// autocert may write the certificate just after it first serves it: wait a little.
 			var names []string
-			for _, e := range entries {
-				names = append(names, e.Name())
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+				entries, _ := os.ReadDir(filepath.Join(dir, "acme"))
+				names = names[:0]
+				for _, e := range entries {
+					names = append(names, e.Name())
+				}
+				if len(names) >= 2 || time.Now().After(deadline) {
+					break
+				}
 			}
 			if len(names) < 2 {
 				t.Errorf("cache_dir holds %v, want the account key and the certificate", names)
