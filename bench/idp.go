@@ -127,12 +127,10 @@ func (c *captureWriter) Write(p []byte) (int, error) {
 	return c.ResponseWriter.Write(p)
 }
 
-var requestIDRe = regexp.MustCompile(`name="request" value="([^"]+)"`)
-
-// login signs in at a gateway through the development provider's login form, as a
-// browser would, and returns the session cookie's value and the tokens the provider
-// issued for it. shortLived asks for 10-second access tokens.
-func login(b *benchIDP, gateway string, shortLived bool) (string, issued, error) {
+// navigator is a browser for the login flows: a cookie jar, and nav, which makes one
+// navigation (GET, or POST of form) without following redirects and returns the answer
+// and its body.
+func navigator() (http.CookieJar, func(method, target string, form url.Values) (*http.Response, []byte, error)) {
 	jar := testutil.NewLoopbackJar()
 	c := &http.Client{Jar: jar, Timeout: 20 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -159,6 +157,16 @@ func login(b *benchIDP, gateway string, shortLived bool) (string, issued, error)
 		resp.Body.Close()
 		return resp, data, nil
 	}
+	return jar, nav
+}
+
+var requestIDRe = regexp.MustCompile(`name="request" value="([^"]+)"`)
+
+// login signs in at a gateway through the development provider's login form, as a
+// browser would, and returns the session cookie's value and the tokens the provider
+// issued for it. shortLived asks for 10-second access tokens.
+func login(b *benchIDP, gateway string, shortLived bool) (string, issued, error) {
+	jar, nav := navigator()
 	resp, _, err := nav("GET", gateway+"/bff/login", nil)
 	if err != nil {
 		return "", issued{}, err

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -11,8 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/gatehouse-bff/gatehouse/internal/testutil"
 )
 
 // Peers are other software measured in the same rounds as the bare proxy and every
@@ -317,32 +314,7 @@ func apacheVersion() string {
 // session cookie and redirects back. It returns the cookie's value and the tokens the
 // provider issued.
 func modAuthLogin(b *benchIDP, origin string) (string, issued, error) {
-	jar := testutil.NewLoopbackJar()
-	c := &http.Client{Jar: jar, Timeout: 20 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	nav := func(method, target string, form url.Values) (*http.Response, []byte, error) {
-		var body io.Reader
-		if form != nil {
-			body = strings.NewReader(form.Encode())
-		}
-		req, err := http.NewRequest(method, target, body)
-		if err != nil {
-			return nil, nil, err
-		}
-		if form != nil {
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		}
-		req.Header.Set("Accept", "text/html")
-		req.Header.Set("Sec-Fetch-Mode", "navigate")
-		req.Header.Set("Sec-Fetch-Dest", "document")
-		resp, err := c.Do(req)
-		if err != nil {
-			return nil, nil, err
-		}
-		data, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return resp, data, nil
-	}
+	jar, nav := navigator()
 	resp, body, err := nav("GET", origin+"/api/orders", nil)
 	if err != nil {
 		return "", issued{}, err
