@@ -465,12 +465,7 @@ func redisCmdAll(addr string, args ...string) string {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(3 * time.Second))
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := io.WriteString(c, b.String()); err != nil {
+	if _, err := io.WriteString(c, respCommand(args)); err != nil {
 		return ""
 	}
 	// Replies here are small: read what arrives within a short while.

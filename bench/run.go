@@ -473,6 +473,16 @@ func startRedis(dir, name, cpus string, port int) (*proc, error) {
 	}
 }
 
+// respCommand is args as a RESP array of bulk strings, the form Redis reads commands in.
+func respCommand(args []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	return b.String()
+}
+
 // redisCmd sends one inline command and returns the first line of the reply ("" on
 // error); bulk replies return their content.
 func redisCmd(addr string, args ...string) string {
@@ -482,12 +492,7 @@ func redisCmd(addr string, args ...string) string {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := io.WriteString(c, b.String()); err != nil {
+	if _, err := io.WriteString(c, respCommand(args)); err != nil {
 		return ""
 	}
 	r := bufio.NewReader(c)
