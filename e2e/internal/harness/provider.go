@@ -38,7 +38,7 @@ const (
 )
 
 const (
-	readyTimeout = 20 * time.Second
+	readyTimeout = 30 * time.Second
 	stopTimeout  = 5 * time.Second
 )
 
@@ -348,6 +348,7 @@ func StartProvider(t testing.TB, cfg ProviderConfig) *Provider {
 		attempts = 3
 	}
 	var lastErr error
+	stalledOnce := false
 	for i := 0; i < attempts; i++ {
 		port := cfg.Port
 		if port == 0 {
@@ -358,6 +359,14 @@ func StartProvider(t testing.TB, cfg ProviderConfig) *Provider {
 			return p
 		}
 		lastErr = err
+		if errors.Is(err, errStalled) && !stalledOnce {
+			// A provider that never announced itself once is logged with what it was doing and
+			// started again; twice fails the test.
+			stalledOnce = true
+			t.Logf("harness: %v; starting the provider again", err)
+			attempts++
+			continue
+		}
 		if !errors.Is(err, errAddrInUse) {
 			break
 		}
@@ -366,7 +375,10 @@ func StartProvider(t testing.TB, cfg ProviderConfig) *Provider {
 	return nil
 }
 
-var errAddrInUse = errors.New("address in use")
+var (
+	errAddrInUse = errors.New("address in use")
+	errStalled   = errors.New("provider not ready")
+)
 
 type jsonConfig struct {
 	Port                 int             `json:"port"`
@@ -443,7 +455,14 @@ func startProvider(t testing.TB, root string, cfg ProviderConfig, port int) (*Pr
 		return nil, fmt.Errorf("writing provider config: %w", err)
 	}
 
-	cmd := exec.Command("node", filepath.Join(root, "e2e", "provider", "server.mjs"), configPath)
+	// SIGUSR2 makes node write a diagnostic report (its JavaScript stack among others): the
+	// harness asks for one when the provider does not become ready in time.
+	reportDir := filepath.Join(dir, "report")
+	if err := os.Mkdir(reportDir, 0o700); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("node", "--report-on-signal", "--report-signal=SIGUSR2", "--report-compact",
+		"--report-directory="+reportDir, filepath.Join(root, "e2e", "provider", "server.mjs"), configPath)
 	cmd.Dir = root
 	stderr := &testutil.SyncBuffer{}
 	cmd.Stderr = stderr
@@ -510,8 +529,9 @@ func startProvider(t testing.TB, root string, cfg ProviderConfig, port int) (*Pr
 		}
 		return nil, fmt.Errorf("provider exited before it was ready (%v); if modules are missing run `npm ci --prefix e2e`\nstderr:\n%s", err, stderr.String())
 	case <-timer.C:
+		diagnosis := diagnoseStall(cmd.Process, reportDir)
 		_ = stop()
-		return nil, fmt.Errorf("provider not ready after %s\nstderr:\n%s", readyTimeout, stderr.String())
+		return nil, fmt.Errorf("%w after %s (port %d)\n%s\nstderr:\n%s", errStalled, readyTimeout, port, diagnosis, stderr.String())
 	}
 
 	t.Cleanup(func() {
@@ -524,6 +544,61 @@ func startProvider(t testing.TB, root string, cfg ProviderConfig, port int) (*Pr
 	registry = append(registry, p)
 	registryMu.Unlock()
 	return p, nil
+}
+
+// diagnoseStall describes a provider process that did not become ready: the machine's load,
+// the process's scheduler state and, from a node diagnostic report, its JavaScript stack and
+// open handles.
+func diagnoseStall(proc *os.Process, reportDir string) string {
+	var b strings.Builder
+	if load, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Fprintf(&b, "load average: %s", load)
+	}
+	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", proc.Pid)); err == nil {
+		// The state is the field after the parenthesised command name.
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) {
+			fmt.Fprintf(&b, "node process %d state: %c\n", proc.Pid, stat[i+2])
+		}
+	}
+	_ = proc.Signal(syscall.SIGUSR2)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		files, _ := filepath.Glob(filepath.Join(reportDir, "*.json"))
+		if len(files) > 0 {
+			time.Sleep(200 * time.Millisecond) // let node finish writing it
+			data, err := os.ReadFile(files[0])
+			if err != nil {
+				break
+			}
+			var report struct {
+				JavaScriptStack struct {
+					Message string   `json:"message"`
+					Stack   []string `json:"stack"`
+				} `json:"javascriptStack"`
+				LibuvHandles []struct {
+					Type     string `json:"type"`
+					IsActive bool   `json:"is_active"`
+				} `json:"libuv"`
+			}
+			if err := json.Unmarshal(data, &report); err != nil {
+				fmt.Fprintf(&b, "node report %s: %v\n", files[0], err)
+				break
+			}
+			fmt.Fprintf(&b, "node JavaScript stack: %s\n  %s\n", report.JavaScriptStack.Message, strings.Join(report.JavaScriptStack.Stack, "\n  "))
+			active := map[string]int{}
+			for _, h := range report.LibuvHandles {
+				if h.IsActive {
+					active[h.Type]++
+				}
+			}
+			fmt.Fprintf(&b, "node active libuv handles: %v\n", active)
+			return b.String()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// node writes the report from its event loop: none means JavaScript kept that busy.
+	b.WriteString("node wrote no diagnostic report within 5s of SIGUSR2: its event loop is blocked\n")
+	return b.String()
 }
 
 func freePort(t testing.TB) int {
