@@ -40,7 +40,12 @@ func (g *Gateway) handleBackchannel(w http.ResponseWriter, r *http.Request, _ *s
 	if raw == "" {
 		return invalid(errors.New("no logout_token"))
 	}
-	lt, err := g.idp.VerifyLogoutToken(r.Context(), raw)
+	// The token's iss picks which of the app's providers verifies it, with its own keys.
+	pv := g.logoutTokenProvider(raw)
+	if pv == nil {
+		return invalid(errors.New("logout token from an issuer that is none of this app's providers"))
+	}
+	lt, err := pv.idp.VerifyLogoutToken(r.Context(), raw)
 	if errors.Is(err, idp.ErrUnavailable) {
 		return &httpError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", forceJSON: true, cause: err, level: slog.LevelWarn}
 	}
@@ -50,7 +55,8 @@ func (g *Gateway) handleBackchannel(w http.ResponseWriter, r *http.Request, _ *s
 
 	// A logout token is used once: remember its jti until it expires.
 	once := lt.Issuer + "\x00" + lt.JTI
-	ttl := max(lt.Expiry.Sub(g.now())+g.config().Provider.ClockSkew, time.Second)
+	pcfg := g.cfgOf(pv)
+	ttl := max(lt.Expiry.Sub(g.now())+pcfg.ClockSkew, time.Second)
 	added, err := g.sessions.AddOnce(r.Context(), once, ttl)
 	if err != nil {
 		return &httpError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", forceJSON: true, cause: err, level: slog.LevelError}
@@ -59,7 +65,7 @@ func (g *Gateway) handleBackchannel(w http.ResponseWriter, r *http.Request, _ *s
 		return invalid(errors.New("replayed logout token (jti seen before)"))
 	}
 
-	ended, err := g.endProviderSessions(r.Context(), lt)
+	ended, err := g.endProviderSessions(r.Context(), pv, lt)
 	if err != nil {
 		// Forget the jti so the provider (or an operator) can retry.
 		g.sessions.ForgetOnce(context.WithoutCancel(r.Context()), once)
@@ -76,7 +82,10 @@ func (g *Gateway) handleBackchannel(w http.ResponseWriter, r *http.Request, _ *s
 // endProviderSessions ends the sessions a logout token names: those created under its
 // sid (checked against its sub when both are given), or every session of its sub when
 // it has no sid or the gateway is configured to end them all.
-func (g *Gateway) endProviderSessions(ctx context.Context, lt *idp.LogoutToken) (int, error) {
+func (g *Gateway) endProviderSessions(ctx context.Context, pv *provider, lt *idp.LogoutToken) (int, error) {
+	// Only this app's sessions of this provider: another app's sessions, or another
+	// provider's with the same issuer and client, are not this token's to end.
+	mine := func(s *session.Session) bool { return s.Frontend == g.name && g.providerOf(s) == pv }
 	var targets []*session.Session
 	if lt.SID != "" {
 		// The token's issuer, not the configured one: a multi-tenant provider's token ends
@@ -86,18 +95,18 @@ func (g *Gateway) endProviderSessions(ctx context.Context, lt *idp.LogoutToken) 
 			return 0, err
 		}
 		for _, s := range list {
-			if lt.Subject == "" || s.Subject == lt.Subject {
+			if (lt.Subject == "" || s.Subject == lt.Subject) && mine(s) {
 				targets = append(targets, s)
 			}
 		}
 	}
-	if lt.Subject != "" && (lt.SID == "" || g.config().Provider.BackchannelLogoutAllSessions) {
+	if lt.Subject != "" && (lt.SID == "" || g.cfgOf(pv).BackchannelLogoutAllSessions) {
 		list, err := g.sessions.ListSubject(ctx, lt.Subject)
 		if err != nil {
 			return 0, err
 		}
 		for _, s := range list {
-			if s.Issuer == lt.Issuer {
+			if s.Issuer == lt.Issuer && mine(s) {
 				targets = append(targets, s)
 			}
 		}

@@ -71,7 +71,15 @@ func (g *Gateway) completeLogin(w http.ResponseWriter, r *http.Request, q url.Va
 		}
 		return he
 	}
-	if err := g.idp.CheckIssuerParam(r.Context(), q.Get("iss"), q.Has("iss")); err != nil {
+	// The provider this flow went to, and no other, completes it: an answer whose iss is
+	// another provider's is refused (mix-up defence, RFC 9207).
+	pv := g.providerNamed(f.Provider)
+	if pv == nil {
+		g.metrics.logins.WithLabelValues("rejected").Inc()
+		return errLoginNoFlow
+	}
+	pcfg := g.cfgOf(pv)
+	if err := pv.idp.CheckIssuerParam(r.Context(), q.Get("iss"), q.Has("iss")); err != nil {
 		g.metrics.logins.WithLabelValues("rejected").Inc()
 		if errors.Is(err, idp.ErrUnavailable) {
 			return errProviderDown.with(err)
@@ -89,7 +97,7 @@ func (g *Gateway) completeLogin(w http.ResponseWriter, r *http.Request, q url.Va
 
 	ctx := r.Context()
 	var dpopKey []byte
-	if g.config().Provider.DPoP {
+	if pcfg.DPoP {
 		// The session's own key pair, made now: the code exchange proves it, and the
 		// tokens the provider binds to it are useless without it.
 		k, err := dpop.NewKey()
@@ -99,7 +107,7 @@ func (g *Gateway) completeLogin(w http.ResponseWriter, r *http.Request, q url.Va
 		ctx, dpopKey = dpop.WithKey(ctx, k), k.Marshal()
 	}
 	ctx, span := g.startSpan(ctx, "code_exchange") // the token request, the ID token's keys, userinfo
-	tokens, id, err := g.idp.Exchange(ctx, code, f.Verifier, f.Nonce)
+	tokens, id, err := pv.idp.Exchange(ctx, code, f.Verifier, f.Nonce)
 	endSpan(span, err)
 	if err != nil {
 		g.metrics.logins.WithLabelValues("failed").Inc()
@@ -120,7 +128,7 @@ func (g *Gateway) completeLogin(w http.ResponseWriter, r *http.Request, q url.Va
 	// max_age is measured from when this login started (OIDC Core §3.1.2.1: the user must
 	// have authenticated within max_age of the request), not from now: the sign-in itself
 	// takes time, and max_age=0 asks for a sign-in during this login.
-	if unmet := f.stepUp().unmet(id.Claims, f.Created, g.config().Provider.ClockSkew); unmet != "" {
+	if unmet := f.stepUp().unmet(id.Claims, f.Created, pcfg.ClockSkew); unmet != "" {
 		// The provider signed the user in, but not as strongly or as recently as the
 		// action that asked for this login needs: no session, the old one stays.
 		g.metrics.logins.WithLabelValues("rejected").Inc()
@@ -136,6 +144,7 @@ func (g *Gateway) completeLogin(w http.ResponseWriter, r *http.Request, q url.Va
 	s := &session.Session{
 		// The ID token's issuer: for a multi-tenant provider, the user's tenant's.
 		Subject: id.Subject, Issuer: id.Issuer, ProviderSID: id.SID,
+		Frontend: g.name, Provider: g.sessionProviderName(pv),
 		UserAgent: userAgent(r), IP: g.clientIP(r),
 		Claims: claims, ClaimsAt: g.now(), IDToken: tokens.IDToken,
 		Token: tokenFrom(tokens, g.now()), DPoPKey: dpopKey,

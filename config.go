@@ -41,6 +41,16 @@ type Config struct {
 	PublicURL string `gatehouse:"public_url"`
 
 	Provider ProviderConfig `gatehouse:"provider"`
+	// Providers are the app's providers when it has several (providers): users choose
+	// one with /bff/login?provider=<name>; the first is the default. Set either Provider
+	// or Providers. Each is a confidential client of its own, with the same redirect URI
+	// (<public_url>/bff/callback) and back-channel logout URI.
+	Providers []ProviderConfig `gatehouse:"providers"`
+	// Login is how /bff/login starts a login (login).
+	Login LoginConfig `gatehouse:"login,live"`
+	// Name names the app (the frontend) among those of a Multi (name); sessions record
+	// it and open only in the app of that name. "" for a gateway of one app.
+	Name     string         `gatehouse:"name"`
 	Session  SessionConfig  `gatehouse:"session"`
 	Cookie   CookieConfig   `gatehouse:"cookie"`
 	CSRF     CSRFConfig     `gatehouse:"csrf"`
@@ -129,6 +139,13 @@ type Config struct {
 	Metrics prometheus.Registerer `gatehouse:"-"`
 }
 
+// LoginConfig is how /bff/login starts a login (login:).
+type LoginConfig struct {
+	// Chooser, with several providers, shows a page listing them when /bff/login names
+	// none (chooser). Default false: the first provider is used.
+	Chooser bool `gatehouse:"chooser"`
+}
+
 // IdentityConfig is how Gatehouse signs the identity assertions it sends upstreams
 // (identity:): the X-Gatehouse-Assertion JWT of routes with identity.assertion, whose
 // public keys are published at /.well-known/gatehouse/jwks.json.
@@ -187,6 +204,11 @@ type LogConfig struct {
 // ProviderConfig is the OpenID Connect provider and this gateway's client registration
 // (provider:).
 type ProviderConfig struct {
+	// Name tells the app's providers apart (name): /bff/login?provider=<name>, the
+	// sessions' provider, /bff/user's provider. Required when there are several.
+	Name string `gatehouse:"name"`
+	// Label is what the login chooser shows for it (label). Default: Name.
+	Label string `gatehouse:"label"`
 	// Issuer is compared exactly, a trailing slash matters (issuer). A path segment
 	// {tenantid} makes it a multi-tenant template (Entra ID's
 	// https://login.microsoftonline.com/{tenantid}/v2.0): each token's iss must be the
@@ -557,15 +579,28 @@ func (c Config) withDefaults() Config {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	if len(c.Provider.Scopes) == 0 {
-		c.Provider.Scopes = []string{"openid", "profile", "email", "offline_access"}
+	// Providers is the whole list from here on, and Provider its first (the default).
+	providers := c.Providers
+	if len(providers) == 0 {
+		providers = []ProviderConfig{c.Provider}
 	}
-	if c.Provider.RefreshLead <= 0 {
-		c.Provider.RefreshLead = 30 * time.Second
+	providers = slices.Clone(providers)
+	for i := range providers {
+		p := &providers[i]
+		if len(p.Scopes) == 0 {
+			p.Scopes = []string{"openid", "profile", "email", "offline_access"}
+		}
+		if p.RefreshLead <= 0 {
+			p.RefreshLead = 30 * time.Second
+		}
+		if p.ClaimsMaxAge <= 0 {
+			p.ClaimsMaxAge = 15 * time.Minute
+		}
 	}
-	if c.Provider.ClaimsMaxAge <= 0 {
-		c.Provider.ClaimsMaxAge = 15 * time.Minute
+	if c.Provider.Issuer == "" || len(c.Providers) == 0 || sameProvider(c.Provider, c.Providers[0]) {
+		c.Provider = providers[0]
 	}
+	c.Providers = providers
 	if c.Session.IdleTimeout <= 0 {
 		c.Session.IdleTimeout = 30 * time.Minute
 	}
@@ -594,8 +629,12 @@ func (c Config) withDefaults() Config {
 		// frame-src: /bff/silent-login runs in a hidden frame of the SPA's pages, and
 		// its navigation passes through the provider.
 		c.Frontend.CSP = DefaultCSP + "; frame-src 'self'"
-		if u, err := url.Parse(c.Provider.Issuer); err == nil && u.Scheme != "" && u.Host != "" {
-			c.Frontend.CSP += " " + u.Scheme + "://" + u.Host
+		var origins []string
+		for _, p := range c.Providers {
+			if u, err := url.Parse(p.Issuer); err == nil && u.Scheme != "" && u.Host != "" && !slices.Contains(origins, u.Scheme+"://"+u.Host) {
+				origins = append(origins, u.Scheme+"://"+u.Host)
+				c.Frontend.CSP += " " + u.Scheme + "://" + u.Host
+			}
 		}
 	}
 	c.Server = c.Server.withDefaults()
@@ -644,86 +683,103 @@ func (c Config) Validate() error {
 		bad("public_url", "http is only allowed on a loopback host (127.0.0.1, ::1, localhost): browsers drop Secure cookies on other http origins")
 	}
 
-	p := c.Provider
-	// A {tenantid} template is checked as the URL of one tenant.
-	oneTenant := strings.Replace(p.Issuer, idp.TenantPlaceholder, idp.DiscoveryTenant, 1)
-	if p.Issuer == "" {
-		bad("provider.issuer", "is required")
-	} else if err := idp.CheckIssuerTemplate(p.Issuer); err != nil {
-		bad("provider.issuer", "%v", err)
-	} else if u, err := url.Parse(oneTenant); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		bad("provider.issuer", "%q is not an absolute http(s) URL", p.Issuer)
-	} else if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
-		bad("provider.issuer", "http is only allowed on a loopback host; use https")
+	if len(c.Providers) > 0 && c.Provider.Issuer != "" && !sameProvider(c.Provider, c.Providers[0]) {
+		bad("providers", "set either provider (one) or providers (several), not both")
 	}
-	for _, t := range p.AllowedTenants {
-		if !idp.IsTenantID(t) {
-			bad("provider.allowed_tenants", "%q is not a tenant id (a lower-case GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47)", t)
+	names := map[string]bool{}
+	for i, p := range c.Providers {
+		pf := "provider."
+		if len(c.Providers) > 1 {
+			pf = fmt.Sprintf("providers[%d].", i)
+			switch {
+			case !validName(p.Name):
+				bad(pf+"name", "%q is not a name (letters, digits, - and _, at most 64)", p.Name)
+			case names[p.Name]:
+				bad(pf+"name", "%q names another provider too", p.Name)
+			}
+			names[p.Name] = true
 		}
-	}
-	if len(p.AllowedTenants) > 0 && !strings.Contains(p.Issuer, idp.TenantPlaceholder) {
-		bad("provider.allowed_tenants", "needs an issuer with %s (a multi-tenant provider)", idp.TenantPlaceholder)
-	}
-	if p.ClientID == "" {
-		bad("provider.client_id", "is required")
-	}
-	for _, n := range p.DistributedClaims {
-		if n == "" || strings.HasPrefix(n, "_claim_") {
-			bad("provider.distributed_claims", "%q is not a claim name", n)
+		// A {tenantid} template is checked as the URL of one tenant.
+		oneTenant := strings.Replace(p.Issuer, idp.TenantPlaceholder, idp.DiscoveryTenant, 1)
+		if p.Issuer == "" {
+			bad(pf+"issuer", "is required")
+		} else if err := idp.CheckIssuerTemplate(p.Issuer); err != nil {
+			bad(pf+"issuer", "%v", err)
+		} else if u, err := url.Parse(oneTenant); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+			bad(pf+"issuer", "%q is not an absolute http(s) URL", p.Issuer)
+		} else if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+			bad(pf+"issuer", "http is only allowed on a loopback host; use https")
 		}
-	}
-	for _, a := range p.TrustedAudiences {
-		if strings.TrimSpace(a) == "" {
-			bad("provider.trusted_audiences", "holds an empty audience")
+		for _, t := range p.AllowedTenants {
+			if !idp.IsTenantID(t) {
+				bad(pf+"allowed_tenants", "%q is not a tenant id (a lower-case GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47)", t)
+			}
 		}
-	}
-	switch p.AuthMethod {
-	case "", "client_secret_basic", "client_secret_post":
-		if p.ClientSecret == "" && p.ClientKey == nil {
-			bad("provider.client_secret", "is required (or client_key_file for private_key_jwt, or a TLS client certificate with tls_client_auth): Gatehouse is a confidential client")
+		if len(p.AllowedTenants) > 0 && !strings.Contains(p.Issuer, idp.TenantPlaceholder) {
+			bad(pf+"allowed_tenants", "needs an issuer with %s (a multi-tenant provider)", idp.TenantPlaceholder)
 		}
-	case "private_key_jwt":
-		if p.ClientKey == nil {
-			bad("provider.client_key_file", "is required for private_key_jwt")
+		if p.ClientID == "" {
+			bad(pf+"client_id", "is required")
 		}
-	case "tls_client_auth", "self_signed_tls_client_auth":
-		if p.TLSClientCertificate == nil && c.ProviderHTTPClient == nil {
-			bad("provider.tls_client_cert_file", "is required for %s (with tls_client_key_file)", p.AuthMethod)
+		for _, n := range p.DistributedClaims {
+			if n == "" || strings.HasPrefix(n, "_claim_") {
+				bad(pf+"distributed_claims", "%q is not a claim name", n)
+			}
 		}
-	default:
-		bad("provider.token_endpoint_auth_method", "%q is not one of client_secret_basic, client_secret_post, private_key_jwt, tls_client_auth, self_signed_tls_client_auth", p.AuthMethod)
-	}
-	switch p.ClientAssertionAudience {
-	case "", "endpoint", "issuer":
-	default:
-		bad("provider.client_assertion_audience", "%q is not endpoint or issuer", p.ClientAssertionAudience)
-	}
-	switch p.PAR {
-	case "", "auto", "always", "never":
-	default:
-		bad("provider.par", "%q is not one of auto, always, never", p.PAR)
-	}
-	if !slices.Contains(p.Scopes, "openid") {
-		bad("provider.scopes", "must include openid")
-	}
-	for _, a := range p.AllowedAuthParams {
-		if !slices.Contains(eligibleAuthParams, a) {
-			bad("provider.allowed_auth_params", "%q cannot be passed through (allowed: %s)", a, strings.Join(eligibleAuthParams, ", "))
+		for _, a := range p.TrustedAudiences {
+			if strings.TrimSpace(a) == "" {
+				bad(pf+"trusted_audiences", "holds an empty audience")
+			}
 		}
-	}
-	for k := range p.AuthParams {
-		switch k {
-		case "state", "nonce", "code_challenge", "code_challenge_method", "client_id", "redirect_uri", "response_type", "scope":
-			bad("provider.auth_params", "%q is set by Gatehouse itself and cannot be overridden", k)
+		switch p.AuthMethod {
+		case "", "client_secret_basic", "client_secret_post":
+			if p.ClientSecret == "" && p.ClientKey == nil {
+				bad(pf+"client_secret", "is required (or client_key_file for private_key_jwt, or a TLS client certificate with tls_client_auth): Gatehouse is a confidential client")
+			}
+		case "private_key_jwt":
+			if p.ClientKey == nil {
+				bad(pf+"client_key_file", "is required for private_key_jwt")
+			}
+		case "tls_client_auth", "self_signed_tls_client_auth":
+			if p.TLSClientCertificate == nil && c.ProviderHTTPClient == nil {
+				bad(pf+"tls_client_cert_file", "is required for %s (with tls_client_key_file)", p.AuthMethod)
+			}
+		default:
+			bad(pf+"token_endpoint_auth_method", "%q is not one of client_secret_basic, client_secret_post, private_key_jwt, tls_client_auth, self_signed_tls_client_auth", p.AuthMethod)
 		}
-	}
-	if p.EndSessionURL != "" {
-		if u, err := url.Parse(strings.NewReplacer("{", "", "}", "").Replace(p.EndSessionURL)); err != nil || u.Host == "" {
-			bad("provider.end_session_url", "%q is not an absolute URL", p.EndSessionURL)
+		switch p.ClientAssertionAudience {
+		case "", "endpoint", "issuer":
+		default:
+			bad(pf+"client_assertion_audience", "%q is not endpoint or issuer", p.ClientAssertionAudience)
 		}
-	}
-	if p.ClockSkew < 0 || p.ClockSkew > 5*time.Minute {
-		bad("provider.clock_skew", "must be between 0 and 5m")
+		switch p.PAR {
+		case "", "auto", "always", "never":
+		default:
+			bad(pf+"par", "%q is not one of auto, always, never", p.PAR)
+		}
+		if !slices.Contains(p.Scopes, "openid") {
+			bad(pf+"scopes", "must include openid")
+		}
+		for _, a := range p.AllowedAuthParams {
+			if !slices.Contains(eligibleAuthParams, a) {
+				bad(pf+"allowed_auth_params", "%q cannot be passed through (allowed: %s)", a, strings.Join(eligibleAuthParams, ", "))
+			}
+		}
+		for k := range p.AuthParams {
+			switch k {
+			case "state", "nonce", "code_challenge", "code_challenge_method", "client_id", "redirect_uri", "response_type", "scope":
+				bad(pf+"auth_params", "%q is set by Gatehouse itself and cannot be overridden", k)
+			}
+		}
+		if p.EndSessionURL != "" {
+			if u, err := url.Parse(strings.NewReplacer("{", "", "}", "").Replace(p.EndSessionURL)); err != nil || u.Host == "" {
+				bad(pf+"end_session_url", "%q is not an absolute URL", p.EndSessionURL)
+			}
+		}
+		if p.ClockSkew < 0 || p.ClockSkew > 5*time.Minute {
+			bad(pf+"clock_skew", "must be between 0 and 5m")
+		}
+
 	}
 
 	s := c.Session
@@ -939,6 +995,25 @@ func (c Config) Validate() error {
 
 // routePrefix normalises a route path to the prefix it matches: "/api" and "/api/" both
 // become "/api/".
+// sameProvider reports whether a and b are the same provider entry (Provider after
+// withDefaults is a copy of Providers[0]).
+func sameProvider(a, b ProviderConfig) bool {
+	return a.Name == b.Name && a.Issuer == b.Issuer && a.ClientID == b.ClientID
+}
+
+// validName is a frontend or provider name: it appears in URLs, logs and metrics.
+func validName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 func routePrefix(p string) string {
 	if !strings.HasSuffix(p, "/") {
 		return p + "/"

@@ -264,14 +264,18 @@ var pageCSP = func() string {
 var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{{.Title}}</title>{{if .Refresh}}<meta http-equiv="refresh" content="0;url={{.Refresh}}">{{end}}<style>` + pageStyle + `</style></head>
-<body><h1>{{.Title}}</h1><p>{{.Message}}</p>{{if .Link}}<p><a href="{{.Link}}">{{.LinkText}}</a></p>{{end}}{{if .Code}}<p class="code">Error code: {{.Code}}{{if .RequestID}} · request id {{.RequestID}}{{end}}</p>{{end}}</body></html>
+<body><h1>{{.Title}}</h1><p>{{.Message}}</p>{{range .Choices}}<p><a href="{{.Href}}">{{.Text}}</a></p>{{end}}{{if .Link}}<p><a href="{{.Link}}">{{.LinkText}}</a></p>{{end}}{{if .Code}}<p class="code">Error code: {{.Code}}{{if .RequestID}} · request id {{.RequestID}}{{end}}</p>{{end}}</body></html>
 `))
 
 type page struct {
 	Title, Message, Link, LinkText, Code string
 	Refresh                              string
 	RequestID                            string // on error pages, for a support request
+	Choices                              []pageLink
 }
+
+// pageLink is a link of a page's list (the login chooser's providers).
+type pageLink struct{ Href, Text string }
 
 func (g *Gateway) writePage(w http.ResponseWriter, he *httpError, id string) {
 	p := page{Title: he.title, Message: he.message, Code: he.code, RequestID: id}

@@ -83,7 +83,7 @@ func (g *Gateway) exchange(ctx context.Context, r *http.Request, s *session.Sess
 	if x.SubjectToken == "id_token" {
 		subject, subjectType = cur.IDToken, idp.TokenTypeIDToken
 	}
-	t, err := g.idp.TokenExchange(g.dpopContext(ctx, cur), subject, idp.ExchangeOptions{
+	t, err := g.providerOf(cur).idp.TokenExchange(g.dpopContext(ctx, cur), subject, idp.ExchangeOptions{
 		RefreshOptions:   idp.RefreshOptions{Audience: x.Audience, Resource: x.Resource, Scopes: x.Scopes},
 		SubjectTokenType: subjectType, RequestedTokenType: x.RequestedTokenType,
 	})

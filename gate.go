@@ -78,6 +78,12 @@ func (g *Gateway) loadSession(r *http.Request) (*session.Session, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.Frontend != g.name || g.providerOf(s) == nil {
+		// Another app's session (its cookie copied here), or one of a provider this app
+		// no longer has: not a session of this app.
+		g.log.Info("a session of another app or provider was presented and refused", "session", s.Handle, "frontend", s.Frontend, "provider", s.Provider)
+		return nil, session.ErrNoSession
+	}
 	if g.bound {
 		if why := g.bindingHolds(r, s); why != "" {
 			if _, err := g.sessions.End(r.Context(), s.Handle, session.ReasonRevoked); err != nil {

@@ -38,7 +38,6 @@ package gatehouse
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -66,24 +65,29 @@ var Version = "dev"
 // Gateway is the BFF. It is an http.Handler for the public listener; AdminHandler serves
 // the admin listener. Safe for concurrent use. Call Close when done.
 type Gateway struct {
-	run      atomic.Pointer[running] // the configuration served now: Reload swaps it
-	log      *slog.Logger
-	now      func() time.Time
-	public   *url.URL
-	origin   string
-	idp      *idp.Client
-	ownStore bool             // the store was made by New: Close closes it
-	sessions *session.Manager // the only way to the session store
-	proxy    *upstream.Proxy
-	limiter  ratelimit.Limiter
-	limitLog limitLog
-	bound    bool // session binding is on
-	drain    drainer
-	tunnels  tunnels
-	cop      *http.CrossOriginProtection
-	frontend http.Handler
-	metrics  *metrics
-	auditLog *slog.Logger
+	run    atomic.Pointer[running] // the configuration served now: Reload swaps it
+	log    *slog.Logger
+	now    func() time.Time
+	public *url.URL
+	origin string
+	idp    *idp.Client // the default provider's: providers[0].idp
+	// providers are the app's identity providers, the default first.
+	providers []*provider
+	name      string           // the app's name among a Multi's frontends (Config.Name)
+	base      string           // origin + the public URL's path: where /bff/ is
+	basePath  string           // the public URL's path without its trailing slash: "" or "/admin"
+	ownStore  bool             // the store was made by New: Close closes it
+	sessions  *session.Manager // the only way to the session store
+	proxy     *upstream.Proxy
+	limiter   ratelimit.Limiter
+	limitLog  limitLog
+	bound     bool // session binding is on
+	drain     drainer
+	tunnels   tunnels
+	cop       *http.CrossOriginProtection
+	frontend  http.Handler
+	metrics   *metrics
+	auditLog  *slog.Logger
 	// accessLog, when not nil, gets one line per request (access.go); accessKey keys its
 	// session hashes.
 	accessLog *slog.Logger
@@ -126,8 +130,11 @@ func New(cfg Config) (*Gateway, error) {
 	cfg = cfg.withDefaults()
 	g := &Gateway{log: cfg.Logger, now: cfg.Now, cspConfigured: cspConfigured}
 	g.public, _ = url.Parse(cfg.PublicURL)
+	g.basePath = strings.TrimSuffix(g.public.Path, "/")
 	g.public.Path = ""
 	g.origin = g.public.Scheme + "://" + g.public.Host
+	g.base = g.origin + g.basePath
+	g.name = cfg.Name
 
 	g.auditLog = cfg.AuditLogger
 	if g.accessLog = cfg.AccessLogger; g.accessLog != nil {
@@ -142,43 +149,9 @@ func New(cfg Config) (*Gateway, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	if p := cfg.Provider; p.TLSClientCertificate != nil || p.TLSRootCAs != nil {
-		// RFC 8705's credential, or a private CA: on a copy of the transport, for the
-		// provider only.
-		if t, ok := base.(*http.Transport); ok {
-			t = t.Clone()
-			if t.TLSClientConfig == nil {
-				t.TLSClientConfig = &tls.Config{}
-			}
-			if cert := p.TLSClientCertificate; cert != nil {
-				// Always this certificate: a self-signed one (self_signed_tls_client_auth) is
-				// issued by none of the CAs a server lists in its request, and with
-				// Certificates alone Go would then send none.
-				t.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
-			}
-			if p.TLSRootCAs != nil {
-				t.TLSClientConfig.RootCAs = p.TLSRootCAs
-			}
-			base = t
-		}
-	}
 	upstreamTransport := cfg.UpstreamTransport
-	base, upstreamTransport = g.setupTracing(cfg, base, upstreamTransport)
-	hc.Transport = &providerTransport{base: base, m: g.metrics, endpoint: func(r *http.Request) string { return g.idp.EndpointName(r.URL) }}
-
-	p := cfg.Provider
-	var err error
-	g.idp, err = idp.New(idp.Config{
-		Issuer: p.Issuer, DiscoveryURL: p.DiscoveryURL, AllowedTenants: p.AllowedTenants, ClientID: p.ClientID, ClientSecret: p.ClientSecret,
-		ClientKey: p.ClientKey, ClientKeyID: p.ClientKeyID, ClientKeyAlg: p.ClientKeyAlg, AuthMethod: p.AuthMethod, PAR: p.PAR,
-		AssertionAudience: p.ClientAssertionAudience,
-		RedirectURL:       g.origin + "/bff/callback", Scopes: p.Scopes, EndSessionURL: p.EndSessionURL,
-		RequireIssuerParam: p.RequireIssuerParam, SigningAlgs: p.SigningAlgs, ClockSkew: p.ClockSkew,
-		SkipUserinfo: p.SkipUserinfo, DefaultTokenLifetime: p.DefaultTokenLifetime,
-		TrustedAudiences: p.TrustedAudiences, DistributedClaims: p.DistributedClaims, Logger: g.log,
-		HTTPClient: &hc, Now: cfg.Now,
-	})
-	if err != nil {
+	traced, upstreamTransport := g.setupTracing(cfg, base, upstreamTransport)
+	if err := g.newProviders(cfg, hc, base, &providerTransport{base: traced, m: g.metrics, endpoint: func(r *http.Request) string { return g.providerEndpointName(r.URL) }}); err != nil {
 		return nil, err
 	}
 
@@ -239,7 +212,7 @@ func New(cfg Config) (*Gateway, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stop, g.done = cancel, make(chan struct{})
 	g.revokeRetries.quit = ctx.Done()
-	go g.discoverLoop(ctx)
+	go g.discoverAll(ctx)
 	g.sessions.OnEnd(g.sessionEnded)
 	g.bg.Go(func() { g.sessions.ListenForEnds(ctx, g.recheckTunnels) })
 	return g, nil
@@ -323,18 +296,18 @@ func (c Config) WeakerOptions() []string {
 
 // discoverLoop loads the provider metadata at start and retries with backoff until it
 // works, so that /readyz turns green by itself when the provider comes up.
-func (g *Gateway) discoverLoop(ctx context.Context) {
-	defer close(g.done)
+func (g *Gateway) discoverLoop(ctx context.Context, p *provider) {
 	wait := 500 * time.Millisecond
+	issuer := g.cfgOf(p).Issuer
 	for {
 		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err := g.idp.Discover(dctx)
+		err := p.idp.Discover(dctx)
 		cancel()
 		if err == nil {
-			g.log.Info("provider metadata loaded", "issuer", g.config().Provider.Issuer)
+			g.log.Info("provider metadata loaded", "issuer", issuer)
 			return
 		}
-		g.log.Warn("provider discovery failed; retrying", "issuer", g.config().Provider.Issuer, "error", err, "retry_in", wait.String())
+		g.log.Warn("provider discovery failed; retrying", "issuer", issuer, "error", err, "retry_in", wait.String())
 		select {
 		case <-ctx.Done():
 			return
@@ -371,7 +344,7 @@ type Readiness struct {
 // Readiness checks the provider's metadata and pings the session store.
 func (g *Gateway) Readiness(ctx context.Context) Readiness {
 	var rd Readiness
-	if ok, err := g.idp.Ready(); !ok {
+	if ok, err := g.providersReady(); !ok {
 		if err == nil {
 			err = errors.New("discovery has not finished")
 		}

@@ -43,6 +43,9 @@ type flow struct {
 	// Frame is a /bff/silent-login flow, run in a hidden iframe: it ends on a page that
 	// tells the parent frame whether the user is signed in (silentResultPage).
 	Frame bool `json:"f,omitempty"`
+	// Provider is the name of the provider the login went to ("" for the default): the
+	// callback completes it with that provider only (mix-up defence).
+	Provider string `json:"pv,omitempty"`
 }
 
 // stepUp is what the flow's login must deliver.
@@ -70,7 +73,18 @@ func randomString(n int) string {
 func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request, _ *session.Session) error {
 	q := r.URL.Query()
 	silent := slices.Contains(strings.Fields(q.Get("prompt")), "none")
-	return g.startLogin(w, r, q, flow{ReturnURL: localPath(q.Get("returnUrl")), Silent: silent})
+	f := flow{ReturnURL: localPath(q.Get("returnUrl")), Silent: silent}
+	switch name := q.Get("provider"); {
+	case name != "":
+		if g.providerNamed(name) == nil {
+			return errBadRequest("login_unknown_provider", "This sign-in link names a sign-in service this application does not have. Please go back and try again.")
+		}
+		f.Provider = name
+	case len(g.providers) > 1 && g.config().Login.Chooser && !silent:
+		g.renderChooser(w, r, f.ReturnURL)
+		return nil
+	}
+	return g.startLogin(w, r, q, f)
 }
 
 // handleSilentLogin starts a silent login for a hidden iframe: GET /bff/silent-login.
@@ -109,14 +123,18 @@ func (g *Gateway) startLogin(w http.ResponseWriter, r *http.Request, q url.Value
 		return err
 	}
 	state := randomString(24)
-	params := g.authParams(q)
+	pv := g.providerNamed(f.Provider)
+	if f.Provider == "" {
+		f.Provider = g.sessionProviderName(pv)
+	}
+	params := g.authParams(q, pv)
 	su.params(params)
 	if f.Silent {
 		// none may not be combined with any other prompt value (OIDC Core §3.1.2.1), so
 		// it replaces a configured prompt=consent for this login.
 		params.Set("prompt", "none")
 	}
-	authURL, err := g.idp.AuthCodeURL(r.Context(), state, f.Nonce, f.Verifier, params)
+	authURL, err := pv.idp.AuthCodeURL(r.Context(), state, f.Nonce, f.Verifier, params)
 	if err != nil {
 		return authorizationFailed(err)
 	}
@@ -167,10 +185,11 @@ func authorizationFailed(err error) *httpError {
 // authParams merges the configured authorization parameters with those the login
 // request may pass through. prompt values are combined (prompt=consent from config plus
 // prompt=login from the SPA gives "consent login"); others from the request win.
-func (g *Gateway) authParams(q url.Values) url.Values {
+func (g *Gateway) authParams(q url.Values, pv *provider) url.Values {
 	run := g.current()
+	pcfg := g.cfgOf(pv)
 	out := url.Values{}
-	for k, v := range run.cfg.Provider.AuthParams {
+	for k, v := range pcfg.AuthParams {
 		out.Set(k, v)
 	}
 	// RFC 8707: the resources that routes will ask tokens for are named at authorization,
@@ -180,7 +199,7 @@ func (g *Gateway) authParams(q url.Values) url.Values {
 			out.Add("resource", r.Resource)
 		}
 	}
-	for _, name := range run.cfg.Provider.AllowedAuthParams {
+	for _, name := range pcfg.AllowedAuthParams {
 		v := q.Get(name)
 		if v == "" || len(v) > 256 || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 			continue

@@ -51,10 +51,11 @@ func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request, s *sessio
 		g.revokeAtProvider(r.Context(), s)
 		state := randomString(24)
 		hint := s.IDToken
-		if g.config().Provider.OmitIDTokenHint {
+		pv := g.providerOf(s)
+		if g.cfgOf(pv).OmitIDTokenHint {
 			hint = ""
 		}
-		end, ok, err := g.idp.EndSessionURL(r.Context(), hint, g.origin+"/bff/logout/callback", state)
+		end, ok, err := pv.idp.EndSessionURL(r.Context(), hint, g.base+"/bff/logout/callback", state)
 		if err != nil {
 			g.log.Warn("no end-session URL: the provider session stays", "error", err)
 		}
@@ -97,7 +98,12 @@ func (g *Gateway) revokeAtProvider(ctx context.Context, s *session.Session) {
 		token, hint = s.Token.AccessToken, "access_token"
 	}
 	ctx, span := g.startSpan(ctx, "revocation", attribute.String("gatehouse.token_type_hint", hint))
-	err := g.idp.Revoke(ctx, token, hint)
+	pv := g.providerOf(s)
+	if pv == nil {
+		endSpan(span, nil)
+		return // its provider is no longer configured: nothing to revoke with
+	}
+	err := pv.idp.Revoke(ctx, token, hint)
 	endSpan(span, err)
 	if err == nil {
 		g.metrics.revocations.WithLabelValues("ok").Inc()
@@ -109,7 +115,7 @@ func (g *Gateway) revokeAtProvider(ctx context.Context, s *session.Session) {
 		return
 	}
 	g.log.Warn("token revocation failed; trying again later", "session", s.Handle, "error", err)
-	g.bg.Go(func() { g.retryRevoke(s.Handle, token, hint, err) }) // Close waits for it
+	g.bg.Go(func() { g.retryRevoke(pv, s.Handle, token, hint, err) }) // Close waits for it
 }
 
 // revokeRetries bounds the revocations tried again in the background after a busy or
@@ -139,7 +145,7 @@ func (q *revokeRetries) finish() { q.pending.Add(-1) }
 
 // retryRevoke tries a revocation again, waiting at least what the provider asked for
 // (Retry-After, at most 5 minutes) and backing off 1 s, 4 s, 16 s, 64 s.
-func (g *Gateway) retryRevoke(handle, token, hint string, err error) {
+func (g *Gateway) retryRevoke(pv *provider, handle, token, hint string, err error) {
 	q := &g.revokeRetries
 	defer q.finish()
 	for attempt := range revokeAttempts {
@@ -152,7 +158,7 @@ func (g *Gateway) retryRevoke(handle, token, hint string, err error) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		ctx, span := g.startSpan(ctx, "revocation", attribute.String("gatehouse.token_type_hint", hint), attribute.Int("gatehouse.retry", attempt+1))
-		err = g.idp.Revoke(ctx, token, hint)
+		err = pv.idp.Revoke(ctx, token, hint)
 		endSpan(span, err)
 		cancel()
 		if err == nil {

@@ -85,7 +85,7 @@ func scrapeGauges(g *Gateway) []prometheus.Collector {
 				})
 			}),
 		gauge("gatehouse_ready", readyHelp, prometheus.Labels{"component": "provider"}, func() float64 {
-			if ok, _ := g.idp.Ready(); ok {
+			if ok, _ := g.providersReady(); ok {
 				return 1
 			}
 			return 0

@@ -115,7 +115,7 @@ func (g *Gateway) refresh(ctx context.Context, r *http.Request, s *session.Sessi
 	}
 
 	opts.Issuer = cur.Issuer // a new ID token must come from the session's issuer (tenant)
-	t, err := g.idp.Refresh(g.dpopContext(ctx, cur), cur.Token.RefreshToken, cur.Subject, opts)
+	t, err := g.providerOf(cur).idp.Refresh(g.dpopContext(ctx, cur), cur.Token.RefreshToken, cur.Subject, opts)
 	var te *idp.TokenError
 	switch {
 	case key != "" && errors.As(err, &te) && (te.Code == "invalid_target" || te.Code == "invalid_scope"):
@@ -212,13 +212,14 @@ func (g *Gateway) refreshClaims(ctx context.Context, s *session.Session, t *idp.
 	if claimsAt.IsZero() {
 		claimsAt = s.CreatedAt
 	}
-	if t.IDToken == "" && g.now().Sub(claimsAt) < g.config().Provider.ClaimsMaxAge {
+	pv := g.providerOf(s)
+	if t.IDToken == "" && g.now().Sub(claimsAt) < g.cfgOf(pv).ClaimsMaxAge {
 		return
 	}
 	if s.Token.AccessToken == "" || !g.now().Before(s.Token.Expiry) {
 		return
 	}
-	claims, err := g.idp.SessionClaims(ctx, s.IDToken, s.Token.AccessToken, s.Subject)
+	claims, err := pv.idp.SessionClaims(ctx, s.IDToken, s.Token.AccessToken, s.Subject)
 	if err != nil {
 		g.log.Warn("claims not re-read after a refresh: the previous ones stay until the next refresh", "session", s.Handle, "error", err)
 		return

@@ -38,7 +38,7 @@ func (g *Gateway) subjectSessions(r *http.Request, subject, issuer string) ([]*s
 		return nil, errStoreDown.with(err)
 	}
 	list = slices.DeleteFunc(list, func(x *session.Session) bool {
-		return (issuer != "" && x.Issuer != issuer) || !g.idp.IssuerMatches(x.Issuer)
+		return (issuer != "" && x.Issuer != issuer) || x.Frontend != g.name || g.providerOf(x) == nil || !g.providerOf(x).idp.IssuerMatches(x.Issuer)
 	})
 	slices.SortFunc(list, func(a, b *session.Session) int { return b.LastSeen.Compare(a.LastSeen) })
 	return list, nil

@@ -61,6 +61,9 @@ type tracing struct {
 	propagator propagation.TextMapPropagator
 	fields     []string          // the propagator's headers, canonical: dropped from untrusted requests
 	storeSpans map[string]string // span name by store operation
+	// wrapProvider traces the requests of a provider's own transport (one with its TLS
+	// client certificate); nil when tracing is off.
+	wrapProvider func(http.RoundTripper) http.RoundTripper
 }
 
 // setupTracing turns tracing on when cfg has a TracerProvider: it wraps the provider's
@@ -92,8 +95,11 @@ func (g *Gateway) setupTracing(cfg Config, provider http.RoundTripper, upstreamR
 			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return name(r) }),
 		}
 	}
-	provider = tracedTransport{base: provider, prop: prop, otel: otelhttp.NewTransport(withQuery{provider},
-		opts(func(r *http.Request) string { return "provider " + g.idp.EndpointName(r.URL) })...)}
+	g.tracing.wrapProvider = func(rt http.RoundTripper) http.RoundTripper {
+		return tracedTransport{base: rt, prop: prop, otel: otelhttp.NewTransport(withQuery{rt},
+			opts(func(r *http.Request) string { return "provider " + g.providerEndpointName(r.URL) })...)}
+	}
+	provider = g.tracing.wrapProvider(provider)
 	upstreamRT = tracedTransport{base: upstreamRT, prop: prop, otel: otelhttp.NewTransport(withQuery{upstreamRT},
 		opts(func(r *http.Request) string { return "upstream " + spanMethod(r.Method) })...)}
 	return provider, upstreamRT

@@ -19,7 +19,7 @@ import (
 // Strings are uvarint(len) || bytes, instants varint(Unix seconds) || uvarint(nanoseconds),
 // and every part is read to its end exactly:
 //
-//	meta:   sub iss psid created last_seen expires user_agent ip
+//	meta:   sub iss psid created last_seen expires user_agent ip frontend provider
 //	secret: claims(JSON) claims_at id_token token uvarint(n) n×(audience token) dpop_key
 //	token:  access_token type expiry issued refresh_token refresh_expiry scope
 //
@@ -34,6 +34,8 @@ func encodeCompact(s *Session) (meta, secret []byte) {
 	meta = appendTime(meta, s.ExpiresAt)
 	meta = appendString(meta, s.UserAgent)
 	meta = appendString(meta, s.IP)
+	meta = appendString(meta, s.Frontend)
+	meta = appendString(meta, s.Provider)
 
 	var claims []byte
 	if s.Claims != nil {
@@ -154,7 +156,8 @@ func (r *reader) end(part string) error {
 func decodeCompactMeta(meta []byte) (*Session, error) {
 	r := &reader{b: meta}
 	s := &Session{Subject: r.string(), Issuer: r.string(), ProviderSID: r.string(),
-		CreatedAt: r.time(), LastSeen: r.time(), ExpiresAt: r.time(), UserAgent: r.string(), IP: r.string()}
+		CreatedAt: r.time(), LastSeen: r.time(), ExpiresAt: r.time(), UserAgent: r.string(), IP: r.string(),
+		Frontend: r.string(), Provider: r.string()}
 	if err := r.end("metadata"); err != nil {
 		return nil, err
 	}

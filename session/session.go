@@ -56,11 +56,16 @@ type Session struct {
 	Subject     string
 	Issuer      string
 	ProviderSID string // the provider's "sid" claim, for back-channel logout
-	CreatedAt   time.Time
-	LastSeen    time.Time
-	ExpiresAt   time.Time // absolute end; the idle timeout may end it sooner
-	UserAgent   string
-	IP          string
+	// Frontend and Provider name the app the session was made for and the provider it
+	// signed in with ("" for a gateway of one app, or of one provider). A session opens
+	// only in its own frontend.
+	Frontend  string
+	Provider  string
+	CreatedAt time.Time
+	LastSeen  time.Time
+	ExpiresAt time.Time // absolute end; the idle timeout may end it sooner
+	UserAgent string
+	IP        string
 
 	Claims map[string]any
 	// ClaimsAt is when Claims were last read from the provider (ID token, userinfo); zero
@@ -88,6 +93,8 @@ type metaJSON struct {
 	Subject     string    `json:"sub"`
 	Issuer      string    `json:"iss,omitempty"`
 	ProviderSID string    `json:"psid,omitempty"`
+	Frontend    string    `json:"fe,omitempty"`
+	Provider    string    `json:"pv,omitempty"`
 	CreatedAt   time.Time `json:"c"`
 	LastSeen    time.Time `json:"ls"`
 	ExpiresAt   time.Time `json:"x"`
@@ -255,7 +262,7 @@ func encodeRecord(keys *KeyRing, storeKey string, s *Session, version byte) ([]b
 
 func encodeJSON(s *Session) (meta, secret []byte, err error) {
 	meta, err = json.Marshal(metaJSON{
-		Subject: s.Subject, Issuer: s.Issuer, ProviderSID: s.ProviderSID,
+		Subject: s.Subject, Issuer: s.Issuer, ProviderSID: s.ProviderSID, Frontend: s.Frontend, Provider: s.Provider,
 		CreatedAt: s.CreatedAt, LastSeen: s.LastSeen, ExpiresAt: s.ExpiresAt,
 		UserAgent: s.UserAgent, IP: s.IP,
 	})
@@ -319,7 +326,7 @@ func decodeJSONMeta(meta []byte) (*Session, error) {
 		return nil, fmt.Errorf("session: decoding metadata: %w", err)
 	}
 	return &Session{
-		Subject: m.Subject, Issuer: m.Issuer, ProviderSID: m.ProviderSID,
+		Subject: m.Subject, Issuer: m.Issuer, ProviderSID: m.ProviderSID, Frontend: m.Frontend, Provider: m.Provider,
 		CreatedAt: m.CreatedAt, LastSeen: m.LastSeen, ExpiresAt: m.ExpiresAt,
 		UserAgent: m.UserAgent, IP: m.IP,
 	}, nil

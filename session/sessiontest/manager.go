@@ -28,6 +28,7 @@ func newManager(t *testing.T, s session.Store, idle, absolute time.Duration, key
 func sample(sub string) *session.Session {
 	return &session.Session{
 		Subject: sub, Issuer: "https://idp.example", ProviderSID: "psid-" + sub,
+		Frontend: "shop", Provider: "customers",
 		UserAgent: "TestAgent/1.0", IP: "192.0.2.1",
 		Claims:  map[string]any{"sub": sub, "email": sub + "@mail.example", "groups": []any{"staff"}},
 		IDToken: "eyJ.idtoken-" + sub,
@@ -58,7 +59,8 @@ func testManager(t *testing.T, open func(*testing.T) session.Store) {
 		if got.Handle != in.Handle || got.Subject != "alice" || got.ProviderSID != "psid-alice" ||
 			got.Token.AccessToken != "access-alice" || got.Token.RefreshToken != "refresh-alice" ||
 			!got.Token.Expiry.Equal(in.Token.Expiry) || got.IDToken != in.IDToken ||
-			got.Claims["email"] != "alice@mail.example" || got.UserAgent != "TestAgent/1.0" {
+			got.Claims["email"] != "alice@mail.example" || got.UserAgent != "TestAgent/1.0" ||
+			got.Frontend != "shop" || got.Provider != "customers" {
 			t.Fatalf("loaded session differs: %+v", got)
 		}
 		// Encrypted at rest: the store's bytes hold no token, claim or metadata in clear.
