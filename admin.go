@@ -108,15 +108,29 @@ func (g *Gateway) adminEndSubject(w http.ResponseWriter, r *http.Request) error 
 	if sub == "" {
 		return errBadRequest("sub_required", "DELETE /admin/sessions needs ?sub=<subject>.")
 	}
-	list, err := g.subjectSessions(r, sub, "")
+	ended, err := g.endSubject(r)
 	if err != nil {
 		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"ended": ended})
+	return nil
+}
+
+// endSubject ends the sessions of ?sub= in this app, and says how many.
+func (g *Gateway) endSubject(r *http.Request) (int, error) {
+	sub := r.URL.Query().Get("sub")
+	if sub == "" {
+		return 0, errBadRequest("sub_required", "DELETE /admin/sessions needs ?sub=<subject>.")
+	}
+	list, err := g.subjectSessions(r, sub, "")
+	if err != nil {
+		return 0, err
 	}
 	ended := 0
 	for _, s := range list {
 		ok, err := g.sessions.End(r.Context(), s.Handle, session.ReasonRevoked)
 		if err != nil {
-			return errStoreDown.with(err)
+			return ended, errStoreDown.with(err)
 		}
 		if ok {
 			ended++
@@ -125,8 +139,7 @@ func (g *Gateway) adminEndSubject(w http.ResponseWriter, r *http.Request) error 
 	}
 	g.metrics.sessions.WithLabelValues("revoked_by_admin").Add(float64(ended))
 	g.log.Info("admin revoked a subject's sessions", "sessions_ended", ended)
-	writeJSON(w, http.StatusOK, map[string]int{"ended": ended})
-	return nil
+	return ended, nil
 }
 
 func (g *Gateway) adminEndSession(w http.ResponseWriter, r *http.Request) error {

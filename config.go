@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"path"
 	"os"
 	"slices"
 	"strings"
@@ -677,8 +678,12 @@ func (c Config) Validate() error {
 		bad("public_url", "is required (the origin browsers use, e.g. https://app.example.com)")
 	case err != nil || pub.Host == "" || (pub.Scheme != "https" && pub.Scheme != "http"):
 		bad("public_url", "%q is not an absolute http(s) URL", c.PublicURL)
-	case pub.Path != "" && pub.Path != "/" || pub.RawQuery != "" || pub.Fragment != "":
-		bad("public_url", "must be an origin without path, query or fragment (Gatehouse serves the whole origin)")
+	case pub.RawQuery != "" || pub.Fragment != "" || pub.User != nil:
+		bad("public_url", "must be an origin, or an origin and a path, without user, query or fragment")
+	case pub.Path != "" && pub.Path != "/" && (pub.Path != path.Clean(pub.Path) && pub.Path != path.Clean(pub.Path)+"/" || strings.ContainsAny(pub.Path, "%*{}")):
+		bad("public_url", "path %q is not a clean path (no dot segments, escapes or doubled slashes)", pub.Path)
+	case pub.Path != "" && pub.Path != "/" && (strings.HasPrefix(pub.Path, "/bff/") || pub.Path == "/bff"):
+		bad("public_url", "path %q would hide Gatehouse's own /bff/ endpoints", pub.Path)
 	case pub.Scheme == "http" && !isLoopbackHost(pub.Hostname()):
 		bad("public_url", "http is only allowed on a loopback host (127.0.0.1, ::1, localhost): browsers drop Secure cookies on other http origins")
 	}
@@ -831,6 +836,11 @@ func (c Config) Validate() error {
 		bad("insecure_diagnostics", "is only allowed when public_url is a loopback address (it shows configuration details)")
 	}
 
+	basePath := ""
+	if pub != nil {
+		basePath = strings.TrimSuffix(pub.Path, "/")
+	}
+
 	ck := c.Cookie
 	if !strings.HasPrefix(ck.Name, "__Host-") && !ck.AllowNonHostPrefix {
 		bad("cookie.name", "%q lacks the __Host- prefix (set cookie.allow_non_host_prefix to accept the weaker cookie)", ck.Name)
@@ -868,6 +878,10 @@ func (c Config) Validate() error {
 			bad(f("path"), "%q would shadow Gatehouse's own endpoints or the whole site", r.Path)
 		case cleanPath(r.Path) != r.Path:
 			bad(f("path"), "%q is not a clean path", r.Path)
+		case basePath != "" && !strings.HasPrefix(routePrefix(r.Path), basePath+"/"):
+			bad(f("path"), "%q is not under public_url's path %s: requests outside it go to other apps", r.Path, basePath)
+		case basePath != "" && strings.HasPrefix(routePrefix(r.Path), basePath+"/bff/"):
+			bad(f("path"), "%q would shadow Gatehouse's own endpoints", r.Path)
 		}
 		if j, dup := seen[routePrefix(r.Path)]; dup {
 			bad(f("path"), "%q repeats routes[%d]", r.Path, j)

@@ -10,7 +10,7 @@ import (
 
 func TestValidateListsEveryProblem(t *testing.T) {
 	cfg := gatehouse.Config{
-		PublicURL: "http://app.example.com/sub",
+		PublicURL: "http://app.example.com/sub?x=1",
 		Provider: gatehouse.ProviderConfig{
 			Issuer:            "not a url",
 			Scopes:            []string{"profile"},

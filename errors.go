@@ -179,7 +179,11 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", strconv.Itoa(int((he.retryAfter+time.Second-1)/time.Second)))
 	}
 	if he.redirect != "" {
-		http.Redirect(w, r, he.redirect, he.status)
+		target := he.redirect
+		if strings.HasPrefix(target, "/bff/") {
+			target = g.basePath + target // an app on a path prefix has its /bff/ there
+		}
+		http.Redirect(w, r, target, he.status)
 		return
 	}
 	if wantsHTML(r) && !he.forceJSON {
@@ -231,10 +235,13 @@ func (g *Gateway) writeJSONError(w http.ResponseWriter, he *httpError, id string
 		body["reason"] = he.reason
 	}
 	if he.login {
-		body["login_url"] = "/bff/login"
+		body["login_url"] = g.basePath + "/bff/login"
 	}
 	if he.stepUp != nil {
 		he.stepUpFields(body)
+		if u, ok := body["login_url"].(string); ok && strings.HasPrefix(u, "/bff/") {
+			body["login_url"] = g.basePath + u
+		}
 		w.Header().Set("WWW-Authenticate", he.stepUp.challenge())
 	}
 	writeJSON(w, he.status, body)
@@ -283,9 +290,9 @@ func (g *Gateway) writePage(w http.ResponseWriter, he *httpError, id string) {
 		p.Code += " (" + he.reason + ")"
 	}
 	if he.status == http.StatusUnauthorized || he.status == http.StatusBadRequest && strings.HasPrefix(he.reason, "login_") {
-		p.Link, p.LinkText = "/bff/login", "Sign in again"
+		p.Link, p.LinkText = g.basePath+"/bff/login", "Sign in again"
 	} else {
-		p.Link, p.LinkText = "/", "Go to the start page"
+		p.Link, p.LinkText = g.basePath+"/", "Go to the start page"
 	}
 	if p.Title == "" {
 		p.Title, p.Message = http.StatusText(he.status), "The request could not be handled."

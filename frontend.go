@@ -30,7 +30,7 @@ func (g *Gateway) newFrontend() (http.Handler, error) {
 		if _, err := fs.Stat(fe.FS, "index.html"); err != nil {
 			g.log.Warn("frontend FS has no index.html: client-side routes will get 404")
 		}
-		return &staticFiles{fsys: fe.FS, fail: g.fail}, nil
+		return g.underBase(&staticFiles{fsys: fe.FS, fail: g.fail}), nil
 	case fe.Dir != "":
 		// os.Root keeps every file access inside the directory, symlinks included.
 		root, err := os.OpenRoot(fe.Dir)
@@ -40,7 +40,7 @@ func (g *Gateway) newFrontend() (http.Handler, error) {
 		if _, err := fs.Stat(root.FS(), "index.html"); err != nil {
 			g.log.Warn("frontend.dir has no index.html: client-side routes will get 404", "dir", fe.Dir)
 		}
-		return &staticFiles{fsys: root.FS(), fail: g.fail}, nil
+		return g.underBase(&staticFiles{fsys: root.FS(), fail: g.fail}), nil
 	case fe.Upstream != "":
 		u, _ := url.Parse(fe.Upstream)
 		t := &upstream.Target{Name: "frontend", Prefix: "/", URL: u, Timeout: 30 * time.Second}
@@ -81,6 +81,15 @@ func (g *Gateway) serveFrontend(w http.ResponseWriter, r *http.Request) {
 		h.Set("Content-Security-Policy", "frame-ancestors 'none'")
 	}
 	g.frontend.ServeHTTP(w, r)
+}
+
+// underBase serves h's files under the public URL's path (an app at
+// https://example.com/admin has its index.html at /admin/).
+func (g *Gateway) underBase(h http.Handler) http.Handler {
+	if g.basePath == "" {
+		return h
+	}
+	return http.StripPrefix(g.basePath, h)
 }
 
 // staticFiles serves a built SPA: files as they are, index.html for any other path

@@ -413,13 +413,21 @@ func (g *Gateway) serve(w *statusRecorder, r *http.Request) string {
 		g.fail(w, r, errBadPath)
 		return "invalid"
 	}
-	if strings.HasPrefix(p, "/bff/") || p == "/bff" {
+	bp := p // the path under the public URL's path: where /bff/ is
+	if g.basePath != "" {
+		if rest, ok := strings.CutPrefix(p, g.basePath); ok && (rest == "" || rest[0] == '/') {
+			bp = rest
+		} else {
+			bp = ""
+		}
+	}
+	if strings.HasPrefix(bp, "/bff/") || bp == "/bff" {
 		g.setBodyDeadline(w, r, nil, false)
-		if isForwardAuth(p) {
+		if isForwardAuth(bp) {
 			g.serveForwardAuth(w, r)
 			return "auth"
 		}
-		g.serveBFF(w, r, p)
+		g.serveBFF(w, r, bp)
 		return "bff"
 	}
 	if p == JWKSPath {

@@ -73,7 +73,7 @@ func randomString(n int) string {
 func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request, _ *session.Session) error {
 	q := r.URL.Query()
 	silent := slices.Contains(strings.Fields(q.Get("prompt")), "none")
-	f := flow{ReturnURL: localPath(q.Get("returnUrl")), Silent: silent}
+	f := flow{ReturnURL: g.returnPath(q.Get("returnUrl")), Silent: silent}
 	switch name := q.Get("provider"); {
 	case name != "":
 		if g.providerNamed(name) == nil {
@@ -91,7 +91,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request, _ *session
 // The flow ends on a page that posts {source: "bff-silent-login", isLoggedIn} to the
 // parent frame, which must be a page of this origin (Duende.BFF's contract).
 func (g *Gateway) handleSilentLogin(w http.ResponseWriter, r *http.Request, _ *session.Session) error {
-	return g.startLogin(w, r, url.Values{}, flow{ReturnURL: "/", Silent: true, Frame: true})
+	return g.startLogin(w, r, url.Values{}, flow{ReturnURL: g.basePath + "/", Silent: true, Frame: true})
 }
 
 // startLogin makes the authorization request for f (its ReturnURL, Silent and Frame set

@@ -33,7 +33,7 @@ var errLogoutSID = errBadRequest("logout_sid_mismatch",
 // handleLogout ends the session: POST /bff/logout (CSRF header) or GET /bff/logout?sid=.
 func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request, s *session.Session) error {
 	q := r.URL.Query()
-	returnURL := localPath(q.Get("returnUrl"))
+	returnURL := g.returnPath(q.Get("returnUrl"))
 	if r.Method == http.MethodGet {
 		// The sid from /bff/user is the CSRF defence of the GET form: a page on another
 		// site cannot learn it. Without a live session there is nothing to protect.

@@ -112,6 +112,16 @@ func wantsHTML(r *http.Request) bool {
 // control characters, and the same after percent-decoding (browsers treat "/\evil" and
 // "/%2F%2Fevil" variants inconsistently, so none passes). The query and fragment are kept
 // as given, minus control characters.
+// returnPath is where a login or logout returns to: the local path p, or the app's
+// start page (the public URL's path) when p is missing or not local.
+func (g *Gateway) returnPath(p string) string {
+	local := localPath(p)
+	if local == "/" && p != "/" {
+		return g.basePath + "/"
+	}
+	return local
+}
+
 func localPath(p string) string {
 	if p == "" || len(p) > 2048 {
 		return "/"

@@ -18,11 +18,15 @@ type sessionInfo struct {
 	UserAgent  string    `json:"user_agent,omitempty"`
 	IP         string    `json:"ip,omitempty"`
 	Current    bool      `json:"current"`
+	// Frontend and Provider name the app and the provider of the session, in a gateway
+	// of several apps or providers.
+	Frontend string `json:"frontend,omitempty"`
+	Provider string `json:"provider,omitempty"`
 }
 
 func infoOf(s *session.Session, current string) sessionInfo {
 	return sessionInfo{SID: s.Handle, CreatedAt: s.CreatedAt.UTC(), LastSeenAt: s.LastSeen.UTC(), ExpiresAt: s.ExpiresAt.UTC(),
-		UserAgent: s.UserAgent, IP: s.IP, Current: s.Handle == current}
+		UserAgent: s.UserAgent, IP: s.IP, Current: s.Handle == current, Frontend: s.Frontend, Provider: s.Provider}
 }
 
 // subjectSessions lists the live sessions of a subject at our provider, newest first:

@@ -19,6 +19,8 @@ type userResponse struct {
 	// claims), when the provider sent them: what step-up compares.
 	ACR      string `json:"acr,omitempty"`
 	AuthTime int64  `json:"auth_time,omitempty"`
+	// Provider is the name of the provider the user signed in with, when it has one.
+	Provider string `json:"provider,omitempty"`
 }
 
 type sessionTimes struct {
@@ -35,7 +37,7 @@ func (g *Gateway) handleUser(w http.ResponseWriter, r *http.Request, s *session.
 	}
 	now := g.now()
 	if g.config().Compat == CompatDuende {
-		writeJSON(w, http.StatusOK, duendeClaims(s, g.sessions.IdleExpiry(s).Sub(now)))
+		writeJSON(w, http.StatusOK, duendeClaims(s, g.sessions.IdleExpiry(s).Sub(now), g.basePath))
 		return nil
 	}
 	acr, _ := s.Claims["acr"].(string)
@@ -47,9 +49,10 @@ func (g *Gateway) handleUser(w http.ResponseWriter, r *http.Request, s *session.
 			ExpiresIn:     int64(s.ExpiresAt.Sub(now).Seconds()),
 			IdleExpiresIn: int64(g.sessions.IdleExpiry(s).Sub(now).Seconds()),
 		},
-		LogoutURL: "/bff/logout?sid=" + url.QueryEscape(s.Handle),
+		LogoutURL: g.basePath + "/bff/logout?sid=" + url.QueryEscape(s.Handle),
 		ACR:       acr,
 		AuthTime:  authTimeUnix(s.Claims),
+		Provider:  g.providerOf(s).name,
 	})
 	return nil
 }
@@ -65,7 +68,7 @@ type duendeClaim struct {
 // and booleans as their JSON text), sub first, the provider's sid, then the BFF's own:
 // bff:logout_url (Gatehouse's GET /bff/logout?sid=…, the same CSRF defence) and
 // bff:session_expires_in, the whole seconds until the session ends unless used.
-func duendeClaims(s *session.Session, expiresIn time.Duration) []duendeClaim {
+func duendeClaims(s *session.Session, expiresIn time.Duration, basePath string) []duendeClaim {
 	out := []duendeClaim{{Type: "sub", Value: s.Subject}}
 	if s.ProviderSID != "" {
 		out = append(out, duendeClaim{Type: "sid", Value: s.ProviderSID})
@@ -87,7 +90,7 @@ func duendeClaims(s *session.Session, expiresIn time.Duration) []duendeClaim {
 		}
 	}
 	return append(out,
-		duendeClaim{Type: "bff:logout_url", Value: "/bff/logout?sid=" + url.QueryEscape(s.Handle)},
+		duendeClaim{Type: "bff:logout_url", Value: basePath + "/bff/logout?sid=" + url.QueryEscape(s.Handle)},
 		duendeClaim{Type: "bff:session_expires_in", Value: max(int64(expiresIn/time.Second), 0)},
 	)
 }
