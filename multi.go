@@ -43,6 +43,7 @@ type Multi struct {
 	ownStore bool
 	registry *prometheus.Registry // nil when the apps' Config.Metrics was given
 	log      *slog.Logger
+	shared   Config     // the shared parts: Session.Store, RateLimiter, Metrics, loggers, tracer, transport
 	mu       sync.Mutex // serialises Reload and Close
 	closed   bool
 }
@@ -88,58 +89,64 @@ func NewMulti(cfg MultiConfig) (*Multi, error) {
 }
 
 // share fills in what the apps share and each left unset: the store, the rate limiter,
-// the metrics registry and the loggers.
+// the metrics registry, the loggers, the tracer and the upstream transport. The first
+// app's (or, unset in all, ones made here) are kept for apps added by Reload.
 func (m *Multi) share(fs []Config) {
-	first := fs[0]
+	sh := fs[0]
 	for _, c := range fs {
-		if c.Session.Store != nil && first.Session.Store == nil {
-			first.Session.Store = c.Session.Store
+		if sh.Session.Store == nil {
+			sh.Session.Store = c.Session.Store
 		}
 	}
-	m.store = first.Session.Store
-	if m.store == nil {
-		m.store = memstore.New(memstore.Options{Now: first.Now})
+	if sh.Session.Store == nil {
+		sh.Session.Store = memstore.New(memstore.Options{Now: sh.Now})
 		m.ownStore = true
 	}
-	limiter := first.RateLimiter
-	if limiter == nil {
-		limiter = ratelimit.NewMemory(ratelimit.MemoryOptions{Now: first.Now})
+	m.store = sh.Session.Store
+	if sh.RateLimiter == nil {
+		sh.RateLimiter = ratelimit.NewMemory(ratelimit.MemoryOptions{Now: sh.Now})
 	}
-	reg := first.Metrics
-	if reg == nil {
+	if sh.Metrics == nil {
 		m.registry = prometheus.NewRegistry()
 		m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		reg = m.registry
+		sh.Metrics = m.registry
 	}
-	m.log = first.Logger
-	if m.log == nil {
-		m.log = slog.Default()
+	if sh.Logger == nil {
+		sh.Logger = slog.Default()
 	}
+	m.log = sh.Logger
+	m.shared = sh
+	m.fill(fs, false)
+}
+
+// fill gives each app the shared parts: those it left unset, or (force, for Reload) all.
+func (m *Multi) fill(fs []Config, force bool) {
+	sh := m.shared
 	for i := range fs {
 		c := &fs[i]
-		if c.Session.Store == nil {
-			c.Session.Store = m.store
+		if force || c.Session.Store == nil {
+			c.Session.Store = sh.Session.Store
 		}
-		if c.RateLimiter == nil {
-			c.RateLimiter = limiter
+		if force || c.RateLimiter == nil {
+			c.RateLimiter = sh.RateLimiter
 		}
-		if c.Metrics == nil {
-			c.Metrics = reg
+		if force || c.Metrics == nil {
+			c.Metrics = sh.Metrics
 		}
-		if c.Logger == nil {
-			c.Logger = m.log
+		if force || c.Logger == nil {
+			c.Logger = sh.Logger
 		}
-		if c.AuditLogger == nil {
-			c.AuditLogger = first.AuditLogger
+		if force || c.AuditLogger == nil {
+			c.AuditLogger = sh.AuditLogger
 		}
-		if c.AccessLogger == nil {
-			c.AccessLogger = first.AccessLogger
+		if force || c.AccessLogger == nil {
+			c.AccessLogger = sh.AccessLogger
 		}
-		if c.TracerProvider == nil {
-			c.TracerProvider = first.TracerProvider
+		if force || c.TracerProvider == nil {
+			c.TracerProvider = sh.TracerProvider
 		}
-		if c.UpstreamTransport == nil {
-			c.UpstreamTransport = first.UpstreamTransport
+		if force || c.UpstreamTransport == nil {
+			c.UpstreamTransport = sh.UpstreamTransport
 		}
 	}
 }
@@ -187,10 +194,12 @@ func (c MultiConfig) Validate() error {
 			for _, line := range strings.Split(err.Error(), "\n") {
 				errs = append(errs, field+"."+line)
 			}
-			continue
 		}
 		d := f.withDefaults()
-		u, _ := url.Parse(d.PublicURL)
+		u, err := url.Parse(d.PublicURL)
+		if err != nil || u.Host == "" {
+			continue // reported by its Validate
+		}
 		host, p := strings.ToLower(u.Host), strings.TrimSuffix(u.Path, "/")
 		if j, dup := where[host+p]; dup {
 			bad(field+".public_url", "%q is the public URL of frontends[%d] too", d.PublicURL, j)
@@ -347,6 +356,14 @@ func (m *Multi) closeStore() error {
 	return nil
 }
 
+// ReloadFailed records on every app that a configuration reload failed before Reload
+// could be called (the file did not parse): /readyz and the metrics show it.
+func (m *Multi) ReloadFailed(err error) {
+	for _, a := range m.state.Load().apps {
+		a.gw.ReloadFailed(err)
+	}
+}
+
 // Reload applies cfg: apps of the same name are reloaded (Gateway.Reload: live fields
 // change at once, others are listed in needRestart, prefixed with the app's name), new
 // apps start, and removed apps stop serving. Sessions are not touched: those of a
@@ -363,24 +380,8 @@ func (m *Multi) Reload(cfg MultiConfig) (needRestart []string, err error) {
 	}
 	old := m.state.Load()
 	cfg.Frontends = slices.Clone(cfg.Frontends)
-	for i := range cfg.Frontends {
-		c := &cfg.Frontends[i]
-		// What the apps share stays what they share.
-		first := old.apps[0].gw
-		if c.Session.Store == nil {
-			c.Session.Store = m.store
-		}
-		if c.RateLimiter == nil {
-			c.RateLimiter = first.limiter
-		}
-		if c.Metrics == nil && m.registry != nil {
-			c.Metrics = m.registry
-		}
-		if c.Logger == nil {
-			c.Logger = m.log
-		}
-	}
-	m.share(cfg.Frontends)
+	// What the apps share stays what NewMulti gave them.
+	m.fill(cfg.Frontends, true)
 	next := &multiState{cfg: cfg}
 	var started []*Gateway
 	for _, c := range cfg.Frontends {

@@ -16,12 +16,25 @@ import (
 // out; `check --online` opens the store) and contacts no provider: discovery, which
 // New starts in the background, gets a transport that refuses.
 func buildOffline(l *loaded) error {
-	cfg := l.gw
 	quiet := slog.New(slog.DiscardHandler)
-	cfg.Logger, cfg.AuditLogger = quiet, quiet
-	cfg.ProviderHTTPClient = &http.Client{Transport: offlineTransport{}}
-	cfg.Metrics = nil // a private registry
-	gw, err := gatehouse.New(cfg)
+	offline := func(cfg gatehouse.Config) gatehouse.Config {
+		cfg.Logger, cfg.AuditLogger = quiet, quiet
+		cfg.ProviderHTTPClient = &http.Client{Transport: offlineTransport{}}
+		cfg.Metrics = nil // a private registry
+		return cfg
+	}
+	if l.apps != nil {
+		mc := l.multiConfig()
+		for i := range mc.Frontends {
+			mc.Frontends[i] = offline(mc.Frontends[i])
+		}
+		m, err := gatehouse.NewMulti(mc)
+		if err != nil {
+			return configError{err.Error()}
+		}
+		return m.Close()
+	}
+	gw, err := gatehouse.New(offline(l.gw))
 	if err != nil {
 		return configError{err.Error()}
 	}

@@ -32,9 +32,19 @@ import (
 // fileConfig is the YAML file (docs/configuration.md). It stays apart from the
 // library's typed gatehouse.Config: the file format is the binary's business.
 type fileConfig struct {
-	Listen           string         `yaml:"listen"`
-	PublicURL        string         `yaml:"public_url"`
-	Provider         fileProvider   `yaml:"provider"`
+	Listen    string       `yaml:"listen"`
+	PublicURL string       `yaml:"public_url"`
+	Provider  fileProvider `yaml:"provider"`
+	// Providers are several named providers: of the one app, or for frontends to pick.
+	Providers []fileProvider `yaml:"providers"`
+	// Login is how /bff/login starts a login (login.chooser).
+	Login fileLogin `yaml:"login"`
+	// Frontends are several apps on this listener, each with its own public_url,
+	// providers, routes, frontend, cookie and session timeouts; the other settings are
+	// shared. Empty: the file is one app.
+	Frontends []fileApp `yaml:"frontends"`
+	// DefaultFrontend serves requests no frontend's public_url matches.
+	DefaultFrontend  string         `yaml:"default_frontend"`
 	Session          fileSession    `yaml:"session"`
 	Cookie           fileCookie     `yaml:"cookie"`
 	CSRF             fileCSRF       `yaml:"csrf"`
@@ -84,7 +94,43 @@ type fileRateLimit struct {
 	Burst     int     `yaml:"burst"`
 }
 
+type fileLogin struct {
+	Chooser bool `yaml:"chooser"`
+}
+
+// fileApp is one of frontends: what an app may set for itself. Everything else it takes
+// from the top level of the file.
+type fileApp struct {
+	Name                string          `yaml:"name"`
+	PublicURL           string          `yaml:"public_url"`
+	Providers           []string        `yaml:"providers"`
+	Routes              []fileRoute     `yaml:"routes"`
+	Frontend            fileFrontend    `yaml:"frontend"`
+	Cookie              fileCookie      `yaml:"cookie"`
+	CSRF                fileCSRF        `yaml:"csrf"`
+	Session             fileAppSession  `yaml:"session"`
+	Login               fileLogin       `yaml:"login"`
+	Compat              string          `yaml:"compat"`
+	WebSocketOrigins    []string        `yaml:"websocket_origins"`
+	ForwardAuth         fileForwardAuth `yaml:"forward_auth"`
+	InsecureDiagnostics bool            `yaml:"insecure_diagnostics"`
+}
+
+// fileAppSession is what of session: an app may set for itself (the store and the keys
+// are shared).
+type fileAppSession struct {
+	IdleTimeout     duration `yaml:"idle_timeout"`
+	AbsoluteTimeout duration `yaml:"absolute_timeout"`
+	FlowTimeout     duration `yaml:"flow_timeout"`
+	MaxPendingFlows int      `yaml:"max_pending_flows"`
+	BindUserAgent   bool     `yaml:"bind_user_agent"`
+	BindIPv4Prefix  int      `yaml:"bind_ipv4_prefix"`
+	BindIPv6Prefix  int      `yaml:"bind_ipv6_prefix"`
+}
+
 type fileProvider struct {
+	Name                         string            `yaml:"name"`
+	Label                        string            `yaml:"label"`
 	Issuer                       string            `yaml:"issuer"`
 	DiscoveryURL                 string            `yaml:"discovery_url"`
 	AllowedTenants               []string          `yaml:"allowed_tenants"`
@@ -325,7 +371,8 @@ func (s *stringList) UnmarshalYAML(n *yaml.Node) error {
 // needs.
 type loaded struct {
 	file       fileConfig
-	gw         gatehouse.Config
+	gw         gatehouse.Config   // the app's; with frontends, the first app's
+	apps       []gatehouse.Config // the apps of a file with frontends: (nil for one app)
 	storeURL   string
 	redis      redisOptions // resolved secrets and files of session.redis
 	logger     *slog.Logger
@@ -345,7 +392,8 @@ func loadConfig(path string) (*loaded, error) {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
 	var fc fileConfig
-	if !decodeStrict(data, &fc, &probs) {
+	root, ok := decodeStrictNode(data, &fc, &probs)
+	if !ok {
 		return nil, configError(probs)
 	}
 	l := &loaded{file: fc}
@@ -358,9 +406,13 @@ func loadConfig(path string) (*loaded, error) {
 		bad[field] = true
 	}
 	var later problems
-	l.gw = l.convert(base, &later)
-	if err := l.gw.Validate(); err != nil {
-		later = append(later, strings.Split(err.Error(), "\n")...)
+	if len(fc.Frontends) > 0 {
+		l.loadApps(base, loadFrontends(root, fc, &later), &later)
+	} else {
+		l.gw = l.convert(base, &later)
+		if err := l.gw.Validate(); err != nil {
+			later = append(later, strings.Split(err.Error(), "\n")...)
+		}
 	}
 	for _, line := range later {
 		field, _, _ := strings.Cut(line, ": ")
@@ -404,24 +456,6 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 	}
 	c := gatehouse.Config{
 		PublicURL: fc.PublicURL,
-		Provider: gatehouse.ProviderConfig{
-			Issuer: fc.Provider.Issuer, DiscoveryURL: fc.Provider.DiscoveryURL, AllowedTenants: fc.Provider.AllowedTenants,
-			ClientID:     fc.Provider.ClientID,
-			ClientSecret: secret("provider.client_secret", fc.Provider.ClientSecret, fc.Provider.ClientSecretFile),
-			ClientKeyID:  fc.Provider.ClientKeyID, ClientKeyAlg: fc.Provider.ClientKeyAlg,
-			AuthMethod: fc.Provider.TokenEndpointAuthMethod, PAR: fc.Provider.PAR, DPoP: fc.Provider.DPoP,
-			ClientAssertionAudience: fc.Provider.ClientAssertionAudience, Scopes: fc.Provider.Scopes, AuthParams: fc.Provider.AuthParams,
-			AllowedAuthParams: fc.Provider.AllowedAuthParams, EndSessionURL: fc.Provider.EndSessionURL,
-			OmitIDTokenHint:    fc.Provider.OmitIDTokenHint,
-			RequireIssuerParam: fc.Provider.RequireIssParam, SigningAlgs: fc.Provider.SigningAlgs,
-			ClockSkew: time.Duration(fc.Provider.ClockSkew), SkipUserinfo: fc.Provider.SkipUserinfo,
-			TrustedAudiences:             fc.Provider.TrustedAudiences,
-			DistributedClaims:            fc.Provider.DistributedClaims,
-			DefaultTokenLifetime:         time.Duration(fc.Provider.DefaultTokenLifetime),
-			RefreshLead:                  time.Duration(fc.Provider.RefreshLead),
-			ClaimsMaxAge:                 time.Duration(fc.Provider.ClaimsMaxAge),
-			BackchannelLogoutAllSessions: fc.Provider.BackchannelLogoutAllSessions,
-		},
 		Session: gatehouse.SessionConfig{
 			IdleTimeout: time.Duration(fc.Session.IdleTimeout), AbsoluteTimeout: time.Duration(fc.Session.AbsoluteTimeout),
 			FlowTimeout: time.Duration(fc.Session.FlowTimeout), MaxPendingFlows: fc.Session.MaxPendingFlows,
@@ -445,21 +479,24 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			MaxConnectionsPerClient: fc.Server.MaxConnectionsPerClient},
 	}
 	c.StripRequestHeaders, c.AllowRequestHeaders = fc.StripRequestHeaders, fc.AllowRequestHeaders
-	if fc.Provider.Timeout > 0 {
-		c.ProviderHTTPClient = &http.Client{Timeout: time.Duration(fc.Provider.Timeout)}
+	c.Login = gatehouse.LoginConfig{Chooser: fc.Login.Chooser}
+	timeout := fc.Provider.Timeout
+	if len(fc.Providers) > 0 {
+		if fc.Provider.Issuer != "" {
+			probs.add("providers", "set either provider (one) or providers (several), not both")
+		}
+		for i, fp := range fc.Providers {
+			c.Providers = append(c.Providers, convertProvider(fmt.Sprintf("providers[%d]", i), fp, resolve, secret, probs))
+			timeout = max(timeout, fp.Timeout)
+		}
+		if len(c.Providers) == 1 {
+			c.Provider, c.Providers = c.Providers[0], nil
+		}
+	} else {
+		c.Provider = convertProvider("provider", fc.Provider, resolve, secret, probs)
 	}
-	if fc.Provider.ClientKeyFile != "" {
-		ck, err := readClientKey(resolve(fc.Provider.ClientKeyFile), fc.Provider.ClientKeyID)
-		if err != nil {
-			probs.add("provider.client_key_file", "%v", err)
-		}
-		c.Provider.ClientKey = ck.key
-		if c.Provider.ClientKeyID == "" {
-			c.Provider.ClientKeyID = ck.kid
-		}
-		if c.Provider.ClientKeyAlg == "" {
-			c.Provider.ClientKeyAlg = ck.alg
-		}
+	if timeout > 0 {
+		c.ProviderHTTPClient = &http.Client{Timeout: time.Duration(timeout)}
 	}
 	c.Identity = gatehouse.IdentityConfig{Algorithm: fc.Identity.Algorithm, AssertionTTL: time.Duration(fc.Identity.AssertionTTL)}
 	if f := fc.Identity.SigningKeyFile; f != "" {
@@ -476,30 +513,6 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			probs.add("identity.publish_keys_file", "%v", err)
 		}
 		c.Identity.PublishKeys = keys
-	}
-	switch cert, key := fc.Provider.TLSClientCertFile, fc.Provider.TLSClientKeyFile; {
-	case cert == "" && key == "":
-	case cert == "" || key == "":
-		probs.add("provider.tls_client_cert_file", "and tls_client_key_file go together: set both")
-	default:
-		pair, err := tls.LoadX509KeyPair(resolve(cert), resolve(key))
-		if err != nil {
-			probs.add("provider.tls_client_cert_file", "cannot load the certificate and key: %v", errors.Unwrap(err))
-		} else {
-			c.Provider.TLSClientCertificate = &pair
-		}
-	}
-	if f := fc.Provider.TLSCAFile; f != "" {
-		pem, err := os.ReadFile(resolve(f))
-		pool := x509.NewCertPool()
-		switch {
-		case err != nil:
-			probs.add("provider.tls_ca_file", "cannot read %s: %v", f, errors.Unwrap(err))
-		case !pool.AppendCertsFromPEM(pem):
-			probs.add("provider.tls_ca_file", "%s holds no PEM certificate", f)
-		default:
-			c.Provider.TLSRootCAs = pool
-		}
 	}
 	switch strings.ToLower(fc.Cookie.SameSite) {
 	case "", "strict":
@@ -641,6 +654,67 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 	l.tracing = tracingFrom(fc.Tracing, os.Getenv, resolve, probs, &l.warnings)
 	l.tls = tlsFrom(fc.TLS, fc.PublicURL, resolve, probs)
 	return c
+}
+
+// convertProvider is one provider of the file (provider, or providers[i]: field).
+func convertProvider(field string, fp fileProvider, resolve func(string) string, secret func(field, value, file string) string, probs *problems) gatehouse.ProviderConfig {
+	pc := gatehouse.ProviderConfig{
+		Name: fp.Name, Label: fp.Label,
+		Issuer: fp.Issuer, DiscoveryURL: fp.DiscoveryURL, AllowedTenants: fp.AllowedTenants,
+		ClientID:     fp.ClientID,
+		ClientSecret: secret(field+".client_secret", fp.ClientSecret, fp.ClientSecretFile),
+		ClientKeyID:  fp.ClientKeyID, ClientKeyAlg: fp.ClientKeyAlg,
+		AuthMethod: fp.TokenEndpointAuthMethod, PAR: fp.PAR, DPoP: fp.DPoP,
+		ClientAssertionAudience: fp.ClientAssertionAudience, Scopes: fp.Scopes, AuthParams: fp.AuthParams,
+		AllowedAuthParams: fp.AllowedAuthParams, EndSessionURL: fp.EndSessionURL,
+		OmitIDTokenHint:    fp.OmitIDTokenHint,
+		RequireIssuerParam: fp.RequireIssParam, SigningAlgs: fp.SigningAlgs,
+		ClockSkew: time.Duration(fp.ClockSkew), SkipUserinfo: fp.SkipUserinfo,
+		TrustedAudiences:             fp.TrustedAudiences,
+		DistributedClaims:            fp.DistributedClaims,
+		DefaultTokenLifetime:         time.Duration(fp.DefaultTokenLifetime),
+		RefreshLead:                  time.Duration(fp.RefreshLead),
+		ClaimsMaxAge:                 time.Duration(fp.ClaimsMaxAge),
+		BackchannelLogoutAllSessions: fp.BackchannelLogoutAllSessions,
+	}
+	if fp.ClientKeyFile != "" {
+		ck, err := readClientKey(resolve(fp.ClientKeyFile), fp.ClientKeyID)
+		if err != nil {
+			probs.add(field+".client_key_file", "%v", err)
+		}
+		pc.ClientKey = ck.key
+		if pc.ClientKeyID == "" {
+			pc.ClientKeyID = ck.kid
+		}
+		if pc.ClientKeyAlg == "" {
+			pc.ClientKeyAlg = ck.alg
+		}
+	}
+	switch cert, key := fp.TLSClientCertFile, fp.TLSClientKeyFile; {
+	case cert == "" && key == "":
+	case cert == "" || key == "":
+		probs.add(field+".tls_client_cert_file", "and tls_client_key_file go together: set both")
+	default:
+		pair, err := tls.LoadX509KeyPair(resolve(cert), resolve(key))
+		if err != nil {
+			probs.add(field+".tls_client_cert_file", "cannot load the certificate and key: %v", errors.Unwrap(err))
+		} else {
+			pc.TLSClientCertificate = &pair
+		}
+	}
+	if f := fp.TLSCAFile; f != "" {
+		pem, err := os.ReadFile(resolve(f))
+		pool := x509.NewCertPool()
+		switch {
+		case err != nil:
+			probs.add(field+".tls_ca_file", "cannot read %s: %v", f, errors.Unwrap(err))
+		case !pool.AppendCertsFromPEM(pem):
+			probs.add(field+".tls_ca_file", "%s holds no PEM certificate", f)
+		default:
+			pc.TLSRootCAs = pool
+		}
+	}
+	return pc
 }
 
 // auditLogger writes audit events as JSON lines marked "log":"audit", so that they can

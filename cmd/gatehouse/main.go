@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -212,9 +213,29 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %v\n", path, err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s: configuration OK (%d route(s), session store %s, provider %s)\n",
-		path, len(l.gw.Routes), storeKind(l.storeURL), l.gw.Provider.Issuer)
 	weaker := append(l.warnings, l.gw.WeakerOptions()...)
+	if l.apps == nil {
+		fmt.Fprintf(stdout, "%s: configuration OK (%d route(s), session store %s, provider %s)\n",
+			path, len(l.gw.Routes), storeKind(l.storeURL), l.gw.Provider.Issuer)
+	} else {
+		fmt.Fprintf(stdout, "%s: configuration OK (%d frontends, session store %s)\n", path, len(l.apps), storeKind(l.storeURL))
+		for _, a := range l.apps {
+			issuers := []string{}
+			for _, p := range append([]gatehouse.ProviderConfig{a.Provider}, a.Providers...) {
+				if p.Issuer != "" && !slices.Contains(issuers, p.Issuer) {
+					issuers = append(issuers, p.Issuer)
+				}
+			}
+			fmt.Fprintf(stdout, "  frontend %s: %s, %d route(s), provider(s) %s\n", a.Name, a.PublicURL, len(a.Routes), strings.Join(issuers, ", "))
+		}
+		for _, a := range l.apps[1:] {
+			for _, w := range a.WeakerOptions() {
+				if !slices.Contains(weaker, w) {
+					weaker = append(weaker, "frontends["+a.Name+"]."+w)
+				}
+			}
+		}
+	}
 	for _, w := range weaker {
 		fmt.Fprintf(stdout, "warning: %s weakens the defaults\n", w)
 	}
@@ -231,6 +252,32 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return code
+}
+
+// served is what serve runs: a Gateway (one app) or a Multi (frontends:).
+type served interface {
+	http.Handler
+	AdminHandler() http.Handler
+	HealthHandler() http.Handler
+	LimitListener(net.Listener) net.Listener
+	Drain(context.Context) error
+	Close() error
+	ReloadFailed(error)
+}
+
+// newServed starts what l describes. The apps of a file with frontends get what serve
+// set up on l.gw: the loggers, the store, the rate limiter and the tracer.
+func newServed(l *loaded) (served, error) {
+	if l.apps == nil {
+		return gatehouse.New(l.gw)
+	}
+	mc := l.multiConfig()
+	for i := range mc.Frontends {
+		c := &mc.Frontends[i]
+		c.AuditLogger, c.AccessLogger, c.Session.Store = l.gw.AuditLogger, l.gw.AccessLogger, l.gw.Session.Store
+		c.RateLimiter, c.TracerProvider, c.Logger = l.gw.RateLimiter, l.gw.TracerProvider, l.gw.Logger
+	}
+	return gatehouse.NewMulti(mc)
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -284,7 +331,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer stopTracing(tp, log) // after the gateway's Close: its last spans are flushed
 		l.gw.TracerProvider = tp
 	}
-	gw, err := gatehouse.New(l.gw)
+	gw, err := newServed(l)
 	if err != nil {
 		log.Error("invalid configuration", "error", err)
 		return 1

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"log/slog"
 	"reflect"
 	"slices"
@@ -19,6 +20,10 @@ var fileOnly = []string{
 	"server.read_header_timeout", "server.idle_timeout", "server.shutdown_timeout", "server.shutdown_delay",
 }
 
+// multiSettings are the settings of a file with frontends that Multi.Reload applies:
+// apps added, reloaded and removed.
+var multiSettings = []string{"frontends", "default_frontend"}
+
 // reload applies a changed configuration file on SIGHUP or when the watcher saw it
 // change: the gateway takes what it can change live, and the audit log file is reopened
 // (for logrotate). Every changed setting that needs a restart is named, by its YAML
@@ -26,7 +31,7 @@ var fileOnly = []string{
 // log, gatehouse_config_reloads_total{outcome="failed"} and /readyz. cur is the
 // configuration the process started with. It returns the configuration read, or nil
 // when it had problems.
-func reload(path string, cur *loaded, gw *gatehouse.Gateway, audit *auditFile, log *slog.Logger) *loaded {
+func reload(path string, cur *loaded, gw served, audit *auditFile, log *slog.Logger) *loaded {
 	if audit != nil {
 		if err := audit.Reopen(); err != nil {
 			log.Error("cannot reopen the audit log", "error", err)
@@ -38,7 +43,23 @@ func reload(path string, cur *loaded, gw *gatehouse.Gateway, audit *auditFile, l
 		log.Error("configuration not reloaded: the file has problems; the running configuration stays", "error", err)
 		return nil
 	}
-	restart, err := gw.Reload(next.gw)
+	var restart []string
+	switch g := gw.(type) {
+	case *gatehouse.Gateway:
+		if next.apps != nil {
+			err = errors.New("frontends: cannot be added while serving one app; restart to serve several")
+			g.ReloadFailed(err)
+			break
+		}
+		restart, err = g.Reload(next.gw)
+	case *gatehouse.Multi:
+		if next.apps == nil {
+			err = errors.New("frontends: cannot be removed while serving several apps; restart to serve one")
+			g.ReloadFailed(err)
+			break
+		}
+		restart, err = g.Reload(next.multiConfig())
+	}
 	if err != nil {
 		log.Error("configuration not reloaded; the running configuration stays", "error", err)
 		return nil

@@ -51,7 +51,7 @@ func TestFileSettingsHaveAReloadDecision(t *testing.T) {
 					used[p] = true
 				}
 			}
-		case toGateway(l.key):
+		case toGateway(l.key), slices.Contains(multiSettings, l.key):
 		default:
 			t.Errorf("setting %s reaches neither gatehouse.Config nor fileOnly: decide what a reload does with it", l.key)
 		}
@@ -71,6 +71,7 @@ func TestFileSettingsHaveAReloadDecision(t *testing.T) {
 			settings[k] = true
 		}
 	}
+	settings["name"] = true // frontends[].name
 	for _, k := range keys {
 		if !settings[k] {
 			t.Errorf("gatehouse.Config names %s, which is not a setting of the file", k)

@@ -49,6 +49,15 @@ var schemaDocs = map[string]keyDoc{
 	"compat":                            {desc: "Answer /bff/user in another BFF's shape so that an SPA written for it runs unchanged: duende (Duende.BFF's array of {type, value} claims with bff:logout_url and bff:session_expires_in).", enum: []string{"duende"}},
 
 	"provider":                                 {desc: "The OpenID Connect provider and this gateway's client at it."},
+	"provider.name":                            {desc: "The provider's name: /bff/login?provider=<name>, the sessions' and /bff/user's provider, frontends' providers lists. Required in providers."},
+	"provider.label":                           {desc: "What the login chooser shows for it. Default: its name."},
+	"providers":                                {desc: "Several named providers, each a client of its own with the keys of provider: the app's (the first is the default, others chosen with /bff/login?provider=<name>), or for frontends to pick from. Set either provider or providers."},
+	"login":                                    {desc: "How /bff/login starts a login."},
+	"login.chooser":                            {desc: "With several providers, /bff/login without ?provider= shows a page listing them instead of using the first.", def: false},
+	"frontends":                                {desc: "Several apps on this listener, each chosen by the host and the longest path prefix of its public_url. An app may set public_url, providers (names from providers:), routes, frontend, cookie, csrf, session timeouts and binding, login, compat, websocket_origins, forward_auth and insecure_diagnostics; the rest is shared and set at the top level, which also gives each app the settings it leaves unset."},
+	"frontends[].name":                         {desc: "The app's name: unique, letters, digits, - and _. Sessions record it and open only in this app. Required."},
+	"frontends[].providers":                    {desc: "Names of the providers (from providers:) this app signs in with; the first is its default. Default: all of them."},
+	"default_frontend":                         {desc: "The app (by name) that serves a request no frontend's public_url matches. Default: such requests get 404 unknown_frontend."},
 	"provider.issuer":                          {desc: "Issuer URL, compared exactly with discovery and tokens (a trailing slash matters). A path segment {tenantid} makes it a multi-tenant template (Entra ID: https://login.microsoftonline.com/{tenantid}/v2.0): each token's iss must be the template with its tid claim in place. Required."},
 	"provider.discovery_url":                   {desc: "Metadata URL for providers that serve it elsewhere. Default: <issuer>/.well-known/openid-configuration, with {tenantid} replaced by common."},
 	"provider.allowed_tenants":                 {desc: "With a {tenantid} issuer: the only tenant ids (lower-case GUIDs) whose users may sign in and whose logout tokens are accepted. Default: every tenant."},
@@ -343,16 +352,35 @@ func childPath(t reflect.Type, path string) string {
 // docFor finds the doc of a key by its path, or by its path with the parent replaced
 // by * (rate_limits.*.burst).
 func docFor(path string) (keyDoc, bool) {
-	if d, ok := schemaDocs[path]; ok {
-		return d, true
+	k, ok := docKey(path)
+	return schemaDocs[k], ok
+}
+
+// docKey is the schemaDocs key that documents path: itself, the same key of the one
+// provider for an entry of providers (providers[].issuer is provider.issuer), the top-level
+// key for an app's own setting (frontends[].routes is routes), or its path with the parent
+// replaced by * (rate_limits.*.burst).
+func docKey(path string) (string, bool) {
+	if _, ok := schemaDocs[path]; ok {
+		return path, true
+	}
+	if rest, ok := strings.CutPrefix(path, "providers[]."); ok {
+		return docKey("provider." + rest)
+	}
+	if rest, ok := strings.CutPrefix(path, "frontends[]."); ok {
+		if rest == "providers" || rest == "name" {
+			return "", false
+		}
+		return docKey(rest)
 	}
 	if i := strings.LastIndexByte(path, '.'); i > 0 {
 		if j := strings.LastIndexByte(path[:i], '.'); j > 0 {
-			d, ok := schemaDocs[path[:j]+".*"+path[i:]]
-			return d, ok
+			k := path[:j] + ".*" + path[i:]
+			_, ok := schemaDocs[k]
+			return k, ok
 		}
 	}
-	return keyDoc{}, false
+	return "", false
 }
 
 // withDoc adds a key's description, default and constraints to its schema.

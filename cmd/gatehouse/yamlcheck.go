@@ -24,14 +24,21 @@ func (p *problems) add(path, format string, args ...any) {
 // ("$${" stands for a literal "${").
 // It reports false when the file is not YAML at all.
 func decodeStrict(data []byte, out any, probs *problems) bool {
+	_, ok := decodeStrictNode(data, out, probs)
+	return ok
+}
+
+// decodeStrictNode is decodeStrict that also returns the document's checked and expanded
+// root node.
+func decodeStrictNode(data []byte, out any, probs *problems) (*yaml.Node, bool) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		probs.add("(file)", "not valid YAML: %v", strings.TrimPrefix(err.Error(), "yaml: "))
-		return false
+		return nil, false
 	}
 	if len(doc.Content) == 0 {
 		probs.add("(file)", "is empty")
-		return false
+		return nil, false
 	}
 	root := doc.Content[0]
 	// walk reports each bad field and blanks it, so that the rest still decodes and the
@@ -40,7 +47,7 @@ func decodeStrict(data []byte, out any, probs *problems) bool {
 	if err := root.Decode(out); err != nil {
 		probs.add("(file)", "%v", err)
 	}
-	return true
+	return root, true
 }
 
 // blank turns a node the walker rejected into null, which decodes to the zero value.
