@@ -406,6 +406,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("gatehouse listening", "address", ln.Addr().String(), "public_url", l.gw.PublicURL, "tls", tlsMode(l.tls),
 		"version", version(), "store", storeKind(l.storeURL))
+	for _, a := range l.apps {
+		log.Info("frontend", "frontend", a.Name, "public_url", a.PublicURL, "routes", len(a.Routes), "providers", max(len(a.Providers), 1))
+	}
 
 	errc := make(chan error, len(servers))
 	for _, s := range servers {
