@@ -18,8 +18,10 @@ import (
 //   - at once when it is ended by this replica (logout, revocation, back-channel logout,
 //     binding, a refused refresh), through Manager.OnEnd;
 //   - within the store's notification delay when another replica ends it (Redis
-//     pub/sub; see session.Broadcaster), and after a lost subscription every tunnel is
-//     checked again;
+//     pub/sub; see session.Broadcaster); an end whose message could not be published is
+//     published again until it is (session.Manager), and after a lost subscription every
+//     tunnel is checked again once it is back, a check that fails retried each second:
+//     within about 2 s of the store answering again;
 //   - on time when it expires (idle or absolute timeout): a timer per tunnel reloads the
 //     session at its expiry;
 //   - when the route's access token expires and cannot be refreshed;
@@ -29,6 +31,15 @@ import (
 
 // tunnelRecheck bounds how long a tunnel lives without its session being read again.
 const tunnelRecheck = time.Minute
+
+// After a check that could not read the session (the store failing) or refresh its
+// token (the provider failing), the next one comes this much later. The store's is short
+// because it bounds how late an end missed during an outage is found once the store
+// answers again; the provider's spares a provider that is down.
+const (
+	tunnelRetryStore    = time.Second
+	tunnelRetryProvider = 5 * time.Second
+)
 
 // Why a tunnel was closed, as the gatehouse_tunnels_closed_total reason label.
 const (
@@ -232,11 +243,19 @@ func (tn *tunnel) check() {
 		tn.close(tunnelEnded)
 		return
 	default:
-		// The store or the provider cannot answer now: keep the tunnel, ask again soon.
-		g.log.Warn("could not check the session of an open WebSocket or stream; retrying", "session", s.Handle, "error", err)
+		// The store or the provider cannot answer now: keep the tunnel, ask again soon. The
+		// store sooner: the session may have ended elsewhere while its end's message could
+		// not reach this replica, and this check is what finds it once the store answers
+		// (a recheck after resubscribing that met a store still settling after a failover
+		// waited 5 s more).
+		retry := tunnelRetryProvider
+		if !errors.Is(err, idp.ErrUnavailable) {
+			retry = tunnelRetryStore
+		}
+		g.log.Warn("could not check the session of an open WebSocket or stream; retrying", "session", s.Handle, "error", err, "retry_in", retry.String())
 		tn.mu.Lock()
 		if !tn.closed {
-			tn.timer.Reset(5 * time.Second)
+			tn.timer.Reset(retry)
 		}
 		tn.mu.Unlock()
 		return

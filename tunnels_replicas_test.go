@@ -74,3 +74,70 @@ func TestTunnelClosesAfterLostSubscription(t *testing.T) {
 		})
 	}
 }
+
+// aclUser makes a Redis user name with password pw allowed everything, then denied the
+// commands of deny (ACL SETUSER), and returns its redis:// URL.
+func aclUser(t *testing.T, srv *redistest.Server, name, pw string, deny ...string) string {
+	t.Helper()
+	args := []string{"ACL", "SETUSER", name, "on", ">" + pw, "~*", "&*", "+@all"}
+	for _, c := range deny {
+		args = append(args, "-"+c)
+	}
+	srv.Do(t, args...)
+	return "redis://" + name + ":" + pw + "@" + srv.Addr + "/0"
+}
+
+// A logout through replica Y whose announcement failed (Redis refused Y's PUBLISH for a
+// moment; every subscription stayed healthy, so nothing made X look) still closes the
+// WebSocket X holds, once Y can publish again: Y publishes the end again until it goes
+// through. Before, the socket stayed open until X's next periodic check (the token's
+// expiry or a minute).
+func TestTunnelClosesAfterFailedPublish(t *testing.T) {
+	srv := redistest.Start(t)
+	p := idptest.New(t)
+	up := newUpstream(t)
+	x := replicaEnv(t, p, up, srv.URL)
+	y := replicaEnv(t, p, up, aclUser(t, srv, "replica-y", "y-password", "publish"))
+
+	bx := x.browser()
+	bx.login()
+	ws := openTunnel(t, x, bx.cookie("__Host-gatehouse").Value)
+	by := &browser{e: y, c: bx.c}
+	wantStatus(t, by.api("POST", "/bff/logout"), http.StatusOK)
+	time.Sleep(time.Second)
+	ws.echo("still open: the end was not announced")
+	srv.Do(t, "ACL", "SETUSER", "replica-y", "+publish")
+	ws.wantClosed(2 * time.Second)
+	wantStatus(t, bx.api("GET", "/bff/user"), http.StatusUnauthorized)
+}
+
+// X lost its subscription while Y ended a session, and the check of every socket that X
+// makes once subscribed again met a store that was not answering yet (here Redis refusing
+// X's reads: after a failover, the new primary took the subscription while reads still
+// failed). The next check comes a second later, not five: the socket closes within about
+// a second of the store answering X again.
+func TestTunnelRecheckRetriesSoon(t *testing.T) {
+	srv := redistest.Start(t)
+	p := idptest.New(t)
+	up := newUpstream(t)
+	x := replicaEnv(t, p, up, aclUser(t, srv, "replica-x", "x-password"))
+	y := replicaEnv(t, p, up, srv.URL)
+
+	bx := x.browser()
+	bx.login()
+	ws := openTunnel(t, x, bx.cookie("__Host-gatehouse").Value)
+	by := &browser{e: y, c: bx.c}
+	wantStatus(t, by.api("GET", "/bff/user"), http.StatusOK)
+
+	// X's subscription is cut and cannot be made again; Y's end is lost to X.
+	srv.Do(t, "ACL", "SETUSER", "replica-x", "-subscribe")
+	srv.Do(t, "CLIENT", "KILL", "USER", "replica-x")
+	time.Sleep(300 * time.Millisecond)
+	wantStatus(t, by.api("POST", "/bff/logout"), http.StatusOK)
+	// X subscribes again (within its 1 s backoff) and checks its sockets: the reads fail.
+	srv.Do(t, "ACL", "SETUSER", "replica-x", "+subscribe", "-get")
+	time.Sleep(1500 * time.Millisecond)
+	ws.echo("still open: X could not read the session")
+	srv.Do(t, "ACL", "SETUSER", "replica-x", "+get")
+	ws.wantClosed(2 * time.Second)
+}

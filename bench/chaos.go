@@ -114,6 +114,7 @@ type chaosEnv struct {
 
 	mu       sync.Mutex
 	notes    []string // what happened, for the report
+	pauses   []pause  // when each replica was stopped
 	problems []string // what should have happened and did not: a failed check
 }
 

@@ -36,6 +36,14 @@ type window struct {
 
 func (w window) has(kind string) bool { return slices.Contains(w.Kind, kind) }
 
+// covers reports whether the fault of w may have met the request of o: the request was
+// under way at some moment from the window's start to grace after its end. A request
+// sent just before a fault began is met by it as much as one sent just after (a
+// callback started 50 ms before Redis was blackholed waits for its save, and fails).
+func (w window) covers(o outcome, grace time.Duration) bool {
+	return !o.At.Add(o.Dur).Before(w.Start) && !o.At.After(w.End.Add(grace))
+}
+
 // Classes of outcome.
 const (
 	classOK          = "ok"          // 2xx (3xx for navigations)
@@ -61,7 +69,7 @@ func classify(o outcome, windows []window, grace time.Duration) (class, why stri
 	why = describe(o)
 	var active []window
 	for _, w := range windows {
-		if !o.At.Before(w.Start) && !o.At.After(w.End.Add(grace)) {
+		if w.covers(o, grace) {
 			active = append(active, w)
 		}
 	}
@@ -100,6 +108,23 @@ func classify(o outcome, windows []window, grace time.Duration) (class, why stri
 		}
 		if o.Status == 503 && o.Reason == "provider_unavailable" && any("provider429") && !o.RetryAfter {
 			return classBad, why + " (no Retry-After while the provider asked to wait)"
+		}
+		switch o.Reason {
+		case "provider_unavailable":
+			if !any("provider") {
+				return classBad, why + " (the provider was not faulted)"
+			}
+		case "store_unavailable":
+			// Redis failing, or a wait for a session's refresh lease that ran out: the lease
+			// is held by a replica waiting on a slow provider, or stopped. A lease wait is
+			// no Redis fault and is listed apart.
+			switch {
+			case any("redis"):
+			case any("provider"), any("replica"):
+				return classExplained, why + " (lease wait)"
+			default:
+				return classBad, why + " (neither Redis nor a lease holder was faulted)"
+			}
 		}
 	}
 	return classExplained, why
@@ -146,7 +171,7 @@ func (t *tally) add(o outcome, windows []window, grace time.Duration) string {
 	}
 	t.errors[class][why]++
 	for _, w := range windows {
-		if !o.At.Before(w.Start) && !o.At.After(w.End.Add(grace)) {
+		if w.covers(o, grace) {
 			if t.inWindow[w.Name] == nil {
 				t.inWindow[w.Name] = map[string]int{}
 			}

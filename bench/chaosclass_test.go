@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -44,6 +45,17 @@ func TestClassify(t *testing.T) {
 		{"WebSocket cut after its handshake by a replica's death", outcome{At: at(61), Op: "ws-echo", Err: "EOF"}, classExplained},
 		{"WebSocket cut after its handshake in a Redis window", outcome{At: at(12), Op: "ws-echo", Err: "EOF"}, classBad},
 		{"balancer 502 in a Redis window", outcome{At: at(12), Op: "api", Status: 502, Balancer: true}, classBad},
+		// A request under way when a fault began is met by it (the +85 s callback 503 of the
+		// full run: sent 50 ms before the blackhole, its save then timed out).
+		{"callback sent just before the window, failing in it",
+			outcome{At: at(10).Add(-50 * time.Millisecond), Dur: 1100 * time.Millisecond, Op: "callback", Status: 503, Nav: true}, classExplained},
+		{"callback that failed before the window",
+			outcome{At: at(9), Dur: 500 * time.Millisecond, Op: "callback", Status: 503, Nav: true}, classUnexplained},
+		// A 503 tells the provider's failure from the store's, and the store's from a
+		// wait for a refresh lease held by a replica that waits on the provider.
+		{"provider 503 in a Redis window",
+			outcome{At: at(12), Op: "api", Status: 503, JSON: true, Code: "unavailable", Reason: "provider_unavailable"}, classBad},
+		{"lease wait while a replica is killed", unavailable(61), classExplained},
 	}
 	for _, c := range cases {
 		if got, why := classify(c.o, windows, grace); got != c.want {
@@ -51,11 +63,18 @@ func TestClassify(t *testing.T) {
 		}
 	}
 
+	if _, why := classify(unavailable(45), windows, grace); !strings.HasSuffix(why, "(lease wait)") {
+		t.Errorf("a store 503 in a provider window is not told apart as a lease wait: %q", why)
+	}
+	if _, why := classify(unavailable(12), windows, grace); strings.Contains(why, "lease") {
+		t.Errorf("a store 503 in a Redis window is called a lease wait: %q", why)
+	}
+
 	tl := newTally()
 	for _, c := range cases {
 		tl.add(c.o, windows, grace)
 	}
-	if tl.byClass[classBad] != 8 || tl.byClass[classUnexplained] != 2 || len(tl.inWindow["redis-blackhole"]) == 0 {
+	if tl.byClass[classBad] != 9 || tl.byClass[classUnexplained] != 3 || len(tl.inWindow["redis-blackhole"]) == 0 {
 		t.Fatalf("tally: %v, in windows %v", tl.byClass, tl.inWindow)
 	}
 }
@@ -135,5 +154,37 @@ func TestCountLeaks(t *testing.T) {
 	}
 	if n := countLeaks(haystacks, secrets); n != 2 {
 		t.Fatalf("countLeaks = %d, want 2", n)
+	}
+}
+
+func TestSteadiness(t *testing.T) {
+	samples := []leakSample{
+		{when: "start", goroutines: []int{100, 90}, fds: []int{60, 50}, rssKB: []int64{30 << 10, 30 << 10}, pids: []int{1, 2}},
+		{when: "after a", goroutines: []int{150, 40}, fds: []int{90, 30}, rssKB: []int64{40 << 10, 20 << 10}, pids: []int{1, 3}},
+		{when: "end", goroutines: []int{110, 60}, fds: []int{62, 35}, rssKB: []int64{41 << 10, 25 << 10}, pids: []int{1, 3}},
+	}
+	got := steadiness(samples)
+	want := []string{
+		"replica 0 (from start) goroutines 100 → 110 (peak 150), open files 60 → 62 (90), RSS 30 → 41 MiB (41)",
+		"replica 1 (from after a) goroutines 40 → 60 (peak 60), open files 30 → 35 (35), RSS 20 → 25 MiB (25)",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("steadiness:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestWSCloseDelay(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 18, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	pauses := []pause{{replica: 1, from: at(0), to: at(10000)}}
+	// Ended 0.9 s into replica 1's 10 s pause, closed 0.1 s after its SIGCONT.
+	if d, resumed := wsCloseDelay(at(900), at(10100), 1, pauses); d != 100*time.Millisecond || !resumed {
+		t.Errorf("socket on the paused replica: %v, %v", d, resumed)
+	}
+	if d, resumed := wsCloseDelay(at(900), at(10100), 0, pauses); d != 9200*time.Millisecond || resumed {
+		t.Errorf("socket on a running replica: %v, %v", d, resumed)
+	}
+	if d, resumed := wsCloseDelay(at(12000), at(12050), 1, pauses); d != 50*time.Millisecond || resumed {
+		t.Errorf("ended after the pause: %v, %v", d, resumed)
 	}
 }

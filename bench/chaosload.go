@@ -29,9 +29,11 @@ type chaosSession struct {
 	endedAt   time.Time // ended on purpose (zero: should still be valid at the end)
 	endHow    string    // logout, backchannel, admin
 	ambiguous string    // an end that may or may not have happened (its request failed)
+	endVia    int       // the replica an admin revocation was sent to (-1: none, or another kind of end)
 
 	mu         sync.Mutex
 	ws         net.Conn
+	wsReplica  int       // the replica the last WebSocket went through
 	wsClosedAt time.Time // the last WebSocket's close, seen by its reader
 }
 
@@ -198,7 +200,7 @@ func (u *chaosUser) login() bool {
 	}
 	for _, ck := range cb.Cookies() {
 		if ck.Name == "__Host-gatehouse" && ck.Value != "" {
-			u.sess = &chaosSession{user: u.id, cookie: ck.Value, started: time.Now()}
+			u.sess = &chaosSession{user: u.id, cookie: ck.Value, started: time.Now(), endVia: -1}
 			u.run.rec.mu.Lock()
 			u.run.rec.sessions = append(u.run.rec.sessions, u.sess)
 			u.run.rec.counts["logins"]++
@@ -236,7 +238,7 @@ func (u *chaosUser) openWS() {
 		return
 	}
 	s.mu.Lock()
-	s.ws = c
+	s.ws, s.wsReplica = c, replica
 	s.mu.Unlock()
 	go func() {
 		io.Copy(io.Discard, c)
@@ -346,6 +348,7 @@ func (u *chaosUser) end(how string) {
 		}
 	case "admin":
 		r := u.run.e.replicas[mathrand.IntN(len(u.run.e.replicas))]
+		s.endVia = r.i
 		req, _ := http.NewRequest("DELETE", r.admin+"/admin/sessions?sub="+u.id, nil)
 		req.Header.Set("Authorization", "Bearer "+chaosAdminToken)
 		c := &http.Client{Timeout: 10 * time.Second}

@@ -21,6 +21,7 @@ type chaosReport struct {
 	live, lost, ended, usable, ambiguous int
 	lostDetail, usableDetail             []string
 	wsLate, wsDrops, wsDropsOutside      int
+	wsPaused                             int // closes measured from a paused replica's SIGCONT
 	wsClose                              []time.Duration
 	wsDetail, wsDropDetail               []string
 	loginErr                             map[string]int
@@ -105,7 +106,7 @@ func (r *chaosReport) markdown() string {
 	row("double refreshes", r.doubles, fmt.Sprintf("two successful refreshes of one grant less than %ds apart", chaosTokenTTL/4))
 	row("errors outside fault windows", r.tally.byClass[classUnexplained], top(r.tally.errors[classUnexplained], 6))
 	row("errors inside windows no fault explains", r.tally.byClass[classBad], top(r.tally.errors[classBad], 6))
-	row(fmt.Sprintf("WebSockets open > %v after their session ended", r.o.wsClose), r.wsLate, wsSummary(r.wsClose)+first(r.wsDetail))
+	row(fmt.Sprintf("WebSockets open > %v after their session ended", r.o.wsClose), r.wsLate, wsSummary(r.wsClose)+fmt.Sprintf("; %d on a replica paused meanwhile, counted from its SIGCONT", r.wsPaused)+first(r.wsDetail))
 	row("WebSockets of live sessions closed outside faults", r.wsDropsOutside, fmt.Sprintf("%d closed while their session was live in all (a replica killed or paused, the upstream resetting); the user opens another", r.wsDrops)+first(r.wsDropDetail))
 	row("issued tokens in logs or answers", r.leaks, fmt.Sprintf("%d secrets from the provider's token log, searched in the 3 replicas' logs and every answer (but the logout answer's id_token_hint, by design)", r.secrets))
 	row("unknown bearer tokens at the upstream", r.unknownBearers, fmt.Sprintf("%d requests with a bearer reached the upstream", r.bearerRequests))
@@ -188,8 +189,43 @@ func (r *chaosReport) markdown() string {
 		p("| %s | %s |", s.when, strings.Join(cells, " | "))
 	}
 	p("")
+	p("Steadiness, from the first sample of each replica's last process (the start, or after its restart) to the end, with the peak between: %s.",
+		strings.Join(steadiness(r.samples), "; "))
+	p("")
 	p("Redis at the end: %d keys, %.1f MiB used, for %d live sessions.", r.redisKeys, float64(r.redisMemory)/(1<<20), r.live)
 	return b.String()
+}
+
+// steadiness says, for each replica, how its goroutines, open files and RSS went from
+// the first sample of its last process to the end, and their peak between: a leak grows
+// from fault to fault and does not come back down.
+func steadiness(samples []leakSample) []string {
+	if len(samples) == 0 {
+		return nil
+	}
+	var out []string
+	for k := range samples[0].pids {
+		from := 0
+		for i := 1; i < len(samples); i++ {
+			if samples[i].pids[k] != samples[i-1].pids[k] {
+				from = i
+			}
+		}
+		last := samples[len(samples)-1]
+		first := samples[from]
+		var pg, pf int
+		var pr int64
+		for _, s := range samples[from:] {
+			pg, pf, pr = max(pg, s.goroutines[k]), max(pf, s.fds[k]), max(pr, s.rssKB[k])
+		}
+		where := "start"
+		if from > 0 {
+			where = first.when
+		}
+		out = append(out, fmt.Sprintf("replica %d (from %s) goroutines %d → %d (peak %d), open files %d → %d (%d), RSS %d → %d MiB (%d)",
+			k, where, first.goroutines[k], last.goroutines[k], pg, first.fds[k], last.fds[k], pf, first.rssKB[k]/1024, last.rssKB[k]/1024, pr/1024))
+	}
+	return out
 }
 
 func (r *chaosReport) isBad(why string) bool {
@@ -224,7 +260,7 @@ func wsSummary(d []time.Duration) string {
 	}
 	s := append([]time.Duration(nil), d...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return fmt.Sprintf("%d measured: p50 %s, max %s", len(s), msOrDash(percentile(s, 50)), msOrDash(s[len(s)-1]))
+	return fmt.Sprintf("%d measured: p50 %s, p99 %s, max %s", len(s), msOrDash(percentile(s, 50)), msOrDash(percentile(s, 99)), msOrDash(s[len(s)-1]))
 }
 
 const (

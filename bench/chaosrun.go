@@ -101,7 +101,8 @@ func (e *chaosEnv) schedule() (baseline, gap, settle time.Duration, groups [][]f
 	}
 	pause := func(i int, d time.Duration) faultStep {
 		return faultStep{name: fmt.Sprintf("replica-%d-sigstop", i), kind: []string{"replica"}, dur: d,
-			apply: func(time.Duration) { e.signalReplica(i, syscall.SIGSTOP) }, undo: func() { e.signalReplica(i, syscall.SIGCONT) }}
+			apply: func(time.Duration) { e.signalReplica(i, syscall.SIGSTOP); e.paused(i, true) },
+			undo:  func() { e.signalReplica(i, syscall.SIGCONT); e.paused(i, false) }}
 	}
 	resets := func(d time.Duration) faultStep {
 		return faultStep{name: "upstream-reset-5%", kind: []string{"upstream"}, dur: d,
@@ -181,6 +182,44 @@ func (e *chaosEnv) signalReplica(i int, s syscall.Signal) {
 	if p := e.replicas[i].proc(); p != nil && p.alive() {
 		p.cmd.Process.Signal(s)
 	}
+}
+
+// pause is a stretch during which a replica was stopped (SIGSTOP to SIGCONT).
+type pause struct {
+	replica  int
+	from, to time.Time
+}
+
+func (e *chaosEnv) paused(i int, stopped bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if stopped {
+		e.pauses = append(e.pauses, pause{replica: i, from: time.Now()})
+		return
+	}
+	for k := len(e.pauses) - 1; k >= 0; k-- {
+		if p := &e.pauses[k]; p.replica == i && p.to.IsZero() {
+			p.to = time.Now()
+			return
+		}
+	}
+}
+
+// wsCloseDelay is how long a WebSocket through replica stayed open after its session
+// ended at ended, when its reader saw it close at closed. A replica stopped meanwhile
+// (SIGSTOP) can close nothing until it runs again: the delay then counts from its
+// SIGCONT, and resumed says so.
+func wsCloseDelay(ended, closed time.Time, replica int, pauses []pause) (d time.Duration, resumed bool) {
+	from := ended
+	for _, p := range pauses {
+		if p.replica == replica && p.from.Before(closed) && (p.to.IsZero() || p.to.After(from)) {
+			if p.to.IsZero() {
+				return 0, true
+			}
+			from, resumed = p.to, true
+		}
+	}
+	return max(0, closed.Sub(from)), resumed
 }
 
 func (e *chaosEnv) note(s string) {
@@ -395,7 +434,7 @@ func (r *chaosRun) check(elapsed time.Duration) *chaosReport {
 			}
 			// Its WebSocket must have closed within wsClose of the end.
 			s.mu.Lock()
-			closed, open, asked := s.wsClosedAt, s.ws != nil, s.endingAt
+			closed, open, asked, wsReplica := s.wsClosedAt, s.ws != nil, s.endingAt, s.wsReplica
 			s.mu.Unlock()
 			switch {
 			case open:
@@ -403,11 +442,17 @@ func (r *chaosRun) check(elapsed time.Duration) *chaosReport {
 				rep.wsDetail = append(rep.wsDetail, fmt.Sprintf("%s (%s): still open", s.user, s.endHow))
 			case !closed.Before(asked):
 				// Closed while the end's request was under way counts as 0.
-				d := max(0, closed.Sub(s.endedAt))
+				d, resumed := wsCloseDelay(s.endedAt, closed, wsReplica, e.pauses)
 				rep.wsClose = append(rep.wsClose, d)
+				if resumed {
+					rep.wsPaused++
+				}
+				if raw := closed.Sub(s.endedAt); raw > time.Second {
+					fmt.Fprintf(os.Stderr, "chaos: slow WebSocket close: %s (%v from the end itself)\n", r.wsLateDetail(s, d, wsReplica), raw.Round(10*time.Millisecond))
+				}
 				if d > e.o.wsClose {
 					rep.wsLate++
-					rep.wsDetail = append(rep.wsDetail, fmt.Sprintf("%s (%s): closed after %v", s.user, s.endHow, d.Round(10*time.Millisecond)))
+					rep.wsDetail = append(rep.wsDetail, r.wsLateDetail(s, d, wsReplica))
 				}
 			}
 		}
@@ -532,6 +577,28 @@ func (r *chaosRun) check(elapsed time.Duration) *chaosReport {
 		}
 	}
 	return rep
+}
+
+// wsLateDetail says where and when a WebSocket closed late: the time of the end since
+// the start of the workload, the replica the socket went through, the one an admin
+// revocation went to, and the fault windows between the end and the close.
+func (r *chaosRun) wsLateDetail(s *chaosSession, d time.Duration, wsReplica int) string {
+	e := r.e
+	out := fmt.Sprintf("%s (%s at +%.1f s): closed after %v, its WebSocket on replica %d", s.user, s.endHow,
+		s.endedAt.Sub(e.startedAt).Seconds(), d.Round(10*time.Millisecond), wsReplica)
+	if s.endVia >= 0 {
+		out += fmt.Sprintf(", ended through replica %d", s.endVia)
+	}
+	var in []string
+	for _, w := range r.windows {
+		if w.Start.Before(s.endedAt.Add(d)) && w.End.Add(e.o.grace).After(s.endedAt) {
+			in = append(in, w.Name)
+		}
+	}
+	if len(in) > 0 {
+		out += ", during " + strings.Join(in, ", ")
+	}
+	return out
 }
 
 // countLeaks counts the secrets found in the haystacks: each run of token characters

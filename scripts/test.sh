@@ -2,8 +2,8 @@
 # Runs every Gatehouse test on a fresh machine, installing what the tests need first:
 # Debian's redis-server, chromium, prometheus (for promtool), nginx and caddy (the
 # forward-auth e2e tests' ingresses), and buildah, rpm and zip (for the release build's test), the npm packages of e2e/ and clients/js, and staticcheck and
-# helm (Go modules). This is the README's test command; CI (.ci/run) runs
-# exactly this.
+# helm (Go modules), then the quick chaos run (bench/chaos.sh --quick, which also needs
+# redis-sentinel). This is the README's test command; CI (.ci/run) runs exactly this.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh --quick    static checks and unit tests only (no installs, no e2e)
@@ -23,6 +23,8 @@ install_packages() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v redis-cli >/dev/null || missing+=(redis-tools)
+  command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
+  command -v taskset >/dev/null || missing+=(util-linux)
   [[ -x /usr/bin/chromium ]] || missing+=(chromium)
   command -v promtool >/dev/null || missing+=(prometheus)
   [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
@@ -125,5 +127,10 @@ npm test --prefix clients/js
 
 step "end-to-end tests: gatehouse binary (built with -race) against oidc-provider, Redis and Chromium"
 GATEHOUSE_E2E_RACE=1 go test -race -p 1 -timeout 20m ./e2e/...
+
+step "chaos run, quick: 3 replicas on Redis Sentinel under load and faults (bench/chaos.sh --quick, ~3 min)"
+# Exits non-zero when a session is lost, a refresh token used twice, a token leaks or an
+# error is one no fault explains (docs/reliability.md); the report goes to the log only.
+bench/chaos.sh --quick --out ''
 
 step "all tests passed"

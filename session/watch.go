@@ -62,9 +62,35 @@ func (m *Manager) ended(ctx context.Context, h string) {
 	if !ok {
 		return
 	}
+	ctx = context.WithoutCancel(ctx)
 	t := m.start()
-	err := b.Publish(context.WithoutCancel(ctx), endedChannel, h)
+	err := b.Publish(ctx, endedChannel, h)
 	m.observe(ctx, OpPublish, t, err)
+	if err != nil {
+		// The session has ended in the store, but the other processes do not know: their
+		// subscriptions may be healthy (only this process's connection failed), so nothing
+		// makes them look. Publish again, in the background, until it goes through.
+		go m.republish(ctx, b, h)
+	}
+}
+
+// republishFor bounds the attempts to announce one end: after it, the other processes'
+// periodic checks of what they hold find the end anyway.
+const republishFor = time.Minute
+
+// republish publishes the end of h again, every 100 ms at first and at least once a
+// second, until one attempt succeeds or republishFor has passed.
+func (m *Manager) republish(ctx context.Context, b Broadcaster, h string) {
+	deadline := time.Now().Add(republishFor)
+	for wait := 100 * time.Millisecond; time.Now().Before(deadline); wait = min(2*wait, time.Second) {
+		time.Sleep(wait)
+		t := m.start()
+		err := b.Publish(ctx, endedChannel, h)
+		m.observe(ctx, OpPublish, t, err)
+		if err == nil {
+			return
+		}
+	}
 }
 
 func (m *Manager) callEnded(h string) {
