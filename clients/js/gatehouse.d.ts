@@ -29,6 +29,8 @@ export interface GatehouseUser {
   logout_url: string;
   /** The login's authentication context class (the `acr` claim), when the provider sent one. */
   acr?: string;
+  /** The name of the provider the user signed in with, in an app of several providers. */
+  provider?: string;
   /** When the user last authenticated at the provider (the `auth_time` claim, seconds since the epoch). */
   auth_time?: number;
 }
@@ -201,10 +203,10 @@ export interface GatehouseClient extends EventTarget {
   getUser(options?: GetUserOptions): Promise<GatehouseUser | null>;
 
   /** The login URL for a local `returnUrl` (default: the current path, query and hash). */
-  loginUrl(returnUrl?: string): string;
+  loginUrl(returnUrl?: string, options?: { provider?: string }): string;
 
   /** Navigates to the login URL (`location.assign`). */
-  login(returnUrl?: string): void;
+  login(returnUrl?: string, options?: { provider?: string }): void;
 
   /**
    * The login URL of a step-up sign-in: `acr_values` and `max_age` from `request`, and a local

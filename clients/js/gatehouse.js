@@ -428,20 +428,25 @@ class Client extends EventTarget {
 
   /**
    * @param {string} [returnUrl]
+   * @param {{provider?: string}} [options] the provider to sign in with, by name
    * @returns {string}
    */
-  loginUrl(returnUrl) {
+  loginUrl(returnUrl, { provider } = {}) {
     let target = returnUrl;
     if (target === undefined) {
       const location = this.#location();
       target = location ? location.pathname + location.search + location.hash : '/';
     }
-    return `${this.#url('/login')}?returnUrl=${encodeURIComponent(localPath(target))}`;
+    const p = provider === undefined ? '' : `provider=${encodeURIComponent(String(provider))}&`;
+    return `${this.#url('/login')}?${p}returnUrl=${encodeURIComponent(localPath(target))}`;
   }
 
-  /** @param {string} [returnUrl] */
-  login(returnUrl) {
-    this.#requireLocation().assign(this.loginUrl(returnUrl));
+  /**
+   * @param {string} [returnUrl]
+   * @param {{provider?: string}} [options]
+   */
+  login(returnUrl, options) {
+    this.#requireLocation().assign(this.loginUrl(returnUrl, options));
   }
 
   /**

@@ -29,6 +29,7 @@ test('login with a local returnUrl', () => {
   gh.login('/orders?id=1&b=2#x');
   assert.deepEqual(location.assigned, ['/auth/login?returnUrl=%2Forders%3Fid%3D1%26b%3D2%23x']);
   assert.equal(gh.loginUrl('/'), '/auth/login?returnUrl=%2F');
+  assert.equal(gh.loginUrl('/x', { provider: 'staff & co' }), '/auth/login?provider=staff%20%26%20co&returnUrl=%2Fx');
 });
 
 test('login sends only local paths: everything else becomes /', () => {
