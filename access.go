@@ -109,7 +109,7 @@ func (g *Gateway) logAccess(sw *statusRecorder, r *http.Request, kind string, d 
 	attrs := make([]slog.Attr, 0, 14)
 	attrs = append(attrs,
 		slog.String("request_id", sw.id[0]),
-		slog.String("frontend", frontendName),
+		slog.String("frontend", g.frontendLabel()),
 		slog.String("kind", kind),
 	)
 	if sw.route != "" {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ type multiEnv struct {
 	port             string
 	logs             *testutil.SyncBuffer
 	upstreamAuth     chan string
+	cfg              gatehouse.MultiConfig
 }
 
 func newMultiEnv(t *testing.T, mutate ...func(*gatehouse.MultiConfig)) *multiEnv {
@@ -63,6 +65,7 @@ func newMultiEnv(t *testing.T, mutate ...func(*gatehouse.MultiConfig)) *multiEnv
 	for _, m := range mutate {
 		m(&cfg)
 	}
+	e.cfg = cfg
 	e.multi, err = gatehouse.NewMulti(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -334,4 +337,53 @@ func TestMultiConfigConflicts(t *testing.T) {
 	if err = c.Validate(); err == nil || !strings.Contains(err.Error(), `providers[1].name: "a" names another provider too`) {
 		t.Fatalf("duplicate provider names: %v", err)
 	}
+}
+
+// Reload adds and removes apps and leaves the others' sessions alone; the sessions of a
+// removed app stay in the store and open again when it comes back.
+func TestMultiReload(t *testing.T) {
+	e := newMultiEnv(t)
+	local, loop := "http://localhost:"+e.port, "http://127.0.0.1:"+e.port
+	b := e.browser()
+	b.login(loop + "/bff/login")
+	b.login(local + "/bff/login")
+	wantStatus(t, b.api(loop+"/bff/user"), http.StatusOK)
+
+	shop := e.cfg.Frontends[0]
+	portal := shop
+	portal.Name, portal.PublicURL, portal.Cookie.Name = "portal", loop+"/portal", "__Host-portal"
+	portal.Routes = []gatehouse.Route{{Path: "/portal/api/", Upstream: shop.Routes[0].Upstream}}
+	partner := e.cfg.Frontends[2]
+	partner.Session.IdleTimeout = 5 * time.Minute // a live change of a kept app
+	next := gatehouse.MultiConfig{Frontends: []gatehouse.Config{e.cfg.Frontends[1], partner, portal}}
+	if _, err := e.multi.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(e.multi.Frontends(), ","); got != "admin,partner,portal" {
+		t.Fatalf("frontends after reload: %s", got)
+	}
+	wantJSONError(t, b.api(loop+"/bff/user"), http.StatusNotFound, "not_found", "unknown_frontend")
+	wantStatus(t, b.api(local+"/bff/user"), http.StatusOK) // partner's session, untouched
+	r := b.api(loop + "/portal/bff/user")
+	wantStatus(t, r, http.StatusUnauthorized)
+	if m := decode(t, r); m["login_url"] != "/portal/bff/login" {
+		t.Fatalf("portal's login_url: %v", m)
+	}
+
+	// A conflicting configuration changes nothing.
+	bad := next
+	bad.Frontends = append(slices.Clone(next.Frontends), partner)
+	if _, err := e.multi.Reload(bad); err == nil || !strings.Contains(err.Error(), `"partner" names frontends[1] too`) {
+		t.Fatalf("conflicting reload: %v", err)
+	}
+	if got := strings.Join(e.multi.Frontends(), ","); got != "admin,partner,portal" {
+		t.Fatalf("frontends after a failed reload: %s", got)
+	}
+
+	// shop comes back: its session opens again.
+	if _, err := e.multi.Reload(e.cfg); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, b.api(loop+"/bff/user"), http.StatusOK)
+	wantJSONError(t, b.api(loop+"/portal/bff/user"), http.StatusNotFound, "not_found", "")
 }

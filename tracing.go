@@ -40,8 +40,17 @@ import (
 // tracerName is the instrumentation scope of Gatehouse's own spans.
 const tracerName = "github.com/gatehouse-bff/gatehouse"
 
-// frontendName is the gatehouse.frontend attribute: the gateway has one frontend today.
-const frontendName = "default"
+// defaultFrontendName is the gatehouse.frontend attribute and the access log's frontend
+// of a gateway of one app (Config.Name empty).
+const defaultFrontendName = "default"
+
+// frontendLabel is the app's name in spans and the access log.
+func (g *Gateway) frontendLabel() string {
+	if g.name == "" {
+		return defaultFrontendName
+	}
+	return g.name
+}
 
 // Span attribute keys of Gatehouse's own.
 const (
@@ -242,7 +251,7 @@ func (g *Gateway) endRequest(span trace.Span, r *http.Request, sw *statusRecorde
 		attribute.String("http.request.method", spanMethod(r.Method)),
 		attribute.String("url.path", p),
 		attrKind.String(kind),
-		attrFrontend.String(frontendName),
+		attrFrontend.String(g.frontendLabel()),
 		attribute.Int("http.response.status_code", sw.status),
 		attrRequestID.String(sw.id[0]),
 		attribute.String("client.address", g.clientIP(r)),
