@@ -161,13 +161,17 @@ func fingerprint(files []string) [sha256.Size]byte {
 func watchedFiles(path string, fc fileConfig) []string {
 	base := filepath.Dir(path)
 	out := []string{path}
-	for _, f := range []string{
-		fc.Provider.ClientSecretFile, fc.Provider.ClientKeyFile, fc.Session.KeysFile, fc.Session.AcceptKeysFile,
+	files := []string{
+		fc.Session.KeysFile, fc.Session.AcceptKeysFile,
 		fc.Session.Redis.PasswordFile, fc.Session.Redis.SentinelPasswordFile, fc.Session.Redis.TLSCAFile, fc.Admin.TokenFile,
-		fc.Provider.TLSClientCertFile, fc.Provider.TLSClientKeyFile, fc.Provider.TLSCAFile, fc.Identity.SigningKeyFile, fc.Identity.PublishKeysFile,
+		fc.Identity.SigningKeyFile, fc.Identity.PublishKeysFile,
 		fc.TLS.CertFile, fc.TLS.KeyFile, // reloaded into the public listener's certificate
-	} {
-		if f == "" {
+	}
+	for _, p := range append([]fileProvider{fc.Provider}, fc.Providers...) {
+		files = append(files, p.ClientSecretFile, p.ClientKeyFile, p.TLSClientCertFile, p.TLSClientKeyFile, p.TLSCAFile)
+	}
+	for _, f := range files {
+		if f == "" || slices.Contains(out, f) {
 			continue
 		}
 		if !filepath.IsAbs(f) {
