@@ -12,8 +12,8 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"path"
 	"os"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -285,6 +285,13 @@ type ProviderConfig struct {
 	// to one (distributed_claims; OpenID Connect Core §5.6.2 "_claim_names" and
 	// "_claim_sources"), e.g. [groups] for Entra ID's group overage. Default: none.
 	DistributedClaims []string `gatehouse:"distributed_claims"`
+	// GraphGroups reads the groups of an Entra ID user over the group limit (an overage
+	// pointer, or hasgroups) from Microsoft Graph (POST /v1.0/me/getMemberObjects) with
+	// the user's access token, which must be a Graph token that may read memberships
+	// (graph_groups). GraphURL is Graph's base URL (graph_url; default
+	// https://graph.microsoft.com, e.g. https://graph.microsoft.us for US Government).
+	GraphGroups bool   `gatehouse:"graph_groups"`
+	GraphURL    string `gatehouse:"graph_url"`
 	// DefaultTokenLifetime is assumed for access tokens of unknown lifetime
 	// (default_token_lifetime). Default 5 minutes.
 	DefaultTokenLifetime time.Duration `gatehouse:"default_token_lifetime"`
@@ -725,6 +732,14 @@ func (c Config) Validate() error {
 		}
 		if p.ClientID == "" {
 			bad(pf+"client_id", "is required")
+		}
+		if p.GraphURL != "" {
+			if u, err := url.Parse(p.GraphURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname()))) {
+				bad(pf+"graph_url", "%q is not an https URL", p.GraphURL)
+			}
+		}
+		if p.DPoP && p.GraphGroups {
+			bad(pf+"graph_groups", "needs a Bearer access token for Graph; with dpop the user's token is bound")
 		}
 		for _, n := range p.DistributedClaims {
 			if n == "" || strings.HasPrefix(n, "_claim_") {

@@ -59,6 +59,7 @@ func (g *Gateway) newProviders(cfg Config, hc http.Client, raw, rt http.RoundTri
 			RequireIssuerParam: p.RequireIssuerParam, SigningAlgs: p.SigningAlgs, ClockSkew: p.ClockSkew,
 			SkipUserinfo: p.SkipUserinfo, DefaultTokenLifetime: p.DefaultTokenLifetime,
 			TrustedAudiences: p.TrustedAudiences, DistributedClaims: p.DistributedClaims, Logger: g.log,
+			GraphGroups: p.GraphGroups, GraphURL: p.GraphURL,
 			HTTPClient: &phc, Now: cfg.Now,
 		})
 		if err != nil {

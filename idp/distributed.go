@@ -33,6 +33,19 @@ func (c *Client) resolveDistributed(ctx context.Context, d *discovered, claims m
 	sources, _ := claims["_claim_sources"].(map[string]any)
 	delete(claims, "_claim_names")
 	delete(claims, "_claim_sources")
+	if c.cfg.GraphGroups {
+		_, overage := names["groups"]
+		hasGroups, _ := claims["hasgroups"].(bool)
+		delete(claims, "hasgroups")
+		if overage || hasGroups {
+			groups, err := c.graphGroups(ctx, accessToken)
+			if err != nil {
+				return fmt.Errorf("groups from Microsoft Graph: %w", err)
+			}
+			claims["groups"] = groups
+			delete(names, "groups") // read: not again from the pointer's (retired) source
+		}
+	}
 	fetched := map[string]map[string]any{} // by source, when several claims share one
 	for _, name := range c.cfg.DistributedClaims {
 		src, _ := names[name].(string)
@@ -55,6 +68,54 @@ func (c *Client) resolveDistributed(ctx context.Context, d *discovered, claims m
 		}
 	}
 	return nil
+}
+
+// graphGroups reads the ids of every group and directory role the user is a member of,
+// transitively, from Microsoft Graph (POST /v1.0/me/getMemberObjects), with the user's
+// access token for Graph.
+func (c *Client) graphGroups(ctx context.Context, accessToken string) ([]any, error) {
+	base := strings.TrimSuffix(c.cfg.GraphURL, "/")
+	if base == "" {
+		base = "https://graph.microsoft.com"
+	}
+	ctx, cancel := context.WithTimeout(ctx, distributedTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1.0/me/getMemberObjects", strings.NewReader(`{"securityEnabledOnly":false}`))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRefused, redactURLError(err))
+	}
+	req.Header.Set("Authorization", "Bearer "+accessToken)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, redactURLError(err))
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, distributedMaxBody+1))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%w: reading the answer: %v", ErrUnavailable, err)
+	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
+		return nil, fmt.Errorf("%w: Graph answered %d", ErrUnavailable, resp.StatusCode)
+	case resp.StatusCode != http.StatusOK:
+		// 401/403: the access token is not a Graph token with a group-reading scope.
+		return nil, fmt.Errorf("%w: Graph answered %d (is the access token for Graph, with GroupMember.Read.All?)", ErrRefused, resp.StatusCode)
+	case len(body) > distributedMaxBody:
+		return nil, fmt.Errorf("%w: Graph's answer is larger than 1 MiB", ErrRefused)
+	}
+	var out struct {
+		Value []any `json:"value"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil || out.Value == nil {
+		return nil, fmt.Errorf("%w: Graph's answer has no value list", ErrRefused)
+	}
+	for _, v := range out.Value {
+		if _, ok := v.(string); !ok {
+			return nil, fmt.Errorf("%w: Graph's value list holds a non-string", ErrRefused)
+		}
+	}
+	return out.Value, nil
 }
 
 // claimSource reads the claims of one _claim_sources entry.

@@ -1,7 +1,9 @@
 package idp_test
 
 import (
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"testing"
 
@@ -74,6 +76,73 @@ func TestDistributedClaims(t *testing.T) {
 			}
 			if _, ok := id.Claims["_claim_sources"]; ok {
 				t.Fatal("_claim_sources kept in the claims")
+			}
+		})
+	}
+}
+
+// With GraphGroups, an Entra-style overage (the pointer names a source Gatehouse cannot
+// use, here the retired Azure AD Graph) is read from Microsoft Graph's getMemberObjects
+// with the user's access token.
+func TestGraphGroupsOverage(t *testing.T) {
+	var seen []string // Authorization of each Graph request
+	status := http.StatusOK
+	graph := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/v1.0/me/getMemberObjects" || r.Header.Get("Content-Type") != "application/json" {
+			http.Error(w, "unexpected request", http.StatusBadRequest)
+			return
+		}
+		seen = append(seen, r.Header.Get("Authorization"))
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		io.WriteString(w, `{"value":["g-1","g-2"]}`)
+	}))
+	t.Cleanup(graph.Close)
+	retired := func(c map[string]any) {
+		delete(c, "groups")
+		c["_claim_names"] = map[string]any{"groups": "src1"}
+		c["_claim_sources"] = map[string]any{"src1": map[string]any{"endpoint": "https://graph.windows.net/tid/users/oid/getMemberObjects"}}
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(map[string]any)
+		status int
+		want   []string
+		err    error
+		calls  int
+	}{
+		{name: "overage pointer", mutate: retired, want: []string{"g-1", "g-2"}, calls: 1},
+		{name: "hasgroups", mutate: func(c map[string]any) { delete(c, "groups"); c["hasgroups"] = true }, want: []string{"g-1", "g-2"}, calls: 1},
+		{name: "no overage: the token's groups, Graph not asked", mutate: func(map[string]any) {}, want: []string{"staff"}},
+		{name: "Graph refuses the token", mutate: retired, status: http.StatusForbidden, err: idp.ErrRefused, calls: 1},
+		{name: "Graph down", mutate: retired, status: http.StatusServiceUnavailable, err: idp.ErrUnavailable, calls: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seen, status = nil, http.StatusOK
+			if tc.status != 0 {
+				status = tc.status
+			}
+			p := idptest.New(t)
+			c := newClient(t, p, func(c *idp.Config) { c.GraphGroups, c.GraphURL = true, graph.URL })
+			p.Set(func(k *idptest.Knobs) { k.IDTokenMutate = tc.mutate })
+			tokens, id, err := login(t, p, c)
+			wantErr(t, err, tc.err)
+			if len(seen) != tc.calls {
+				t.Fatalf("Graph was asked %d times, want %d", len(seen), tc.calls)
+			}
+			if err != nil {
+				return
+			}
+			if seen != nil && seen[0] != "Bearer "+tokens.AccessToken {
+				t.Fatal("Graph was not asked with the user's access token")
+			}
+			if got := groupsOf(id.Claims); !slices.Equal(got, tc.want) {
+				t.Fatalf("groups = %v, want %v", got, tc.want)
+			}
+			for _, k := range []string{"_claim_names", "_claim_sources", "hasgroups"} {
+				if _, ok := id.Claims[k]; ok {
+					t.Fatalf("%s kept in the claims", k)
+				}
 			}
 		})
 	}

@@ -158,6 +158,13 @@ type Config struct {
 	// user's access token (Bearer), within 10 s and 1 MiB, and may answer a JSON object
 	// or a JWT signed with the provider's keys. Default: none (the pointer is dropped).
 	DistributedClaims []string
+	// GraphGroups reads the groups claim of an Entra ID user over the group limit (an
+	// overage: "_claim_names" naming groups, or "hasgroups": true) from Microsoft Graph's
+	// POST /v1.0/me/getMemberObjects with the user's access token, which must then be a
+	// token for Graph (scope GroupMember.Read.All or Directory.Read.All). GraphURL is Graph's
+	// base URL (default https://graph.microsoft.com).
+	GraphGroups bool
+	GraphURL    string
 	// DefaultTokenLifetime is assumed for access tokens whose response has no expires_in
 	// and which are not JWTs with an "exp". Default 5 minutes.
 	DefaultTokenLifetime time.Duration

@@ -157,6 +157,8 @@ type fileProvider struct {
 	ClockSkew                    duration          `yaml:"clock_skew"`
 	SkipUserinfo                 bool              `yaml:"skip_userinfo"`
 	DistributedClaims            []string          `yaml:"distributed_claims"`
+	GraphGroups                  bool              `yaml:"graph_groups"`
+	GraphURL                     string            `yaml:"graph_url"`
 	TrustedAudiences             []string          `yaml:"trusted_audiences"`
 	DefaultTokenLifetime         duration          `yaml:"default_token_lifetime"`
 	RefreshLead                  duration          `yaml:"refresh_lead"`
@@ -670,8 +672,9 @@ func convertProvider(field string, fp fileProvider, resolve func(string) string,
 		OmitIDTokenHint:    fp.OmitIDTokenHint,
 		RequireIssuerParam: fp.RequireIssParam, SigningAlgs: fp.SigningAlgs,
 		ClockSkew: time.Duration(fp.ClockSkew), SkipUserinfo: fp.SkipUserinfo,
-		TrustedAudiences:             fp.TrustedAudiences,
-		DistributedClaims:            fp.DistributedClaims,
+		TrustedAudiences:  fp.TrustedAudiences,
+		DistributedClaims: fp.DistributedClaims,
+		GraphGroups:       fp.GraphGroups, GraphURL: fp.GraphURL,
 		DefaultTokenLifetime:         time.Duration(fp.DefaultTokenLifetime),
 		RefreshLead:                  time.Duration(fp.RefreshLead),
 		ClaimsMaxAge:                 time.Duration(fp.ClaimsMaxAge),

@@ -49,6 +49,8 @@ var schemaDocs = map[string]keyDoc{
 	"compat":                            {desc: "Answer /bff/user in another BFF's shape so that an SPA written for it runs unchanged: duende (Duende.BFF's array of {type, value} claims with bff:logout_url and bff:session_expires_in).", enum: []string{"duende"}},
 
 	"provider":                                 {desc: "The OpenID Connect provider and this gateway's client at it."},
+	"provider.graph_groups":                    {desc: "Entra ID: read the groups of a user over the group limit (an overage pointer, or hasgroups) from Microsoft Graph (POST /v1.0/me/getMemberObjects) with the user's access token, which must then be a Graph token that may read memberships (scopes include https://graph.microsoft.com/GroupMember.Read.All; routes get API tokens with their own scopes). Graph down: the login is 502; a refusal: 400.", def: false},
+	"provider.graph_url":                       {desc: "Microsoft Graph's base URL for graph_groups.", def: "https://graph.microsoft.com"},
 	"provider.name":                            {desc: "The provider's name: /bff/login?provider=<name>, the sessions' and /bff/user's provider, frontends' providers lists. Required in providers."},
 	"provider.label":                           {desc: "What the login chooser shows for it. Default: its name."},
 	"providers":                                {desc: "Several named providers, each a client of its own with the keys of provider: the app's (the first is the default, others chosen with /bff/login?provider=<name>), or for frontends to pick from. Set either provider or providers."},
