@@ -64,7 +64,8 @@ func TestFrontendsMergeOverTheTopLevel(t *testing.T) {
 		t.Errorf("admin: %+v %+v %+v", admin.Session, admin.Cookie, admin.Routes)
 	}
 	code, out, _ := runCmd(t, "check", "--config", writeFile(t, t.TempDir(), "gh.yaml", frontendsFile))
-	if code != 0 || !strings.Contains(out, "2 frontends") || !strings.Contains(out, "frontend admin: http://localhost:9080/admin") {
+	if code != 0 || !strings.Contains(out, "2 frontends") || !strings.Contains(out, "frontend admin: http://localhost:9080/admin") ||
+		!strings.Contains(out, "a frontend removed from this file") {
 		t.Fatalf("check = %d:\n%s", code, out)
 	}
 }

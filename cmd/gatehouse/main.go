@@ -228,6 +228,7 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 			fmt.Fprintf(stdout, "  frontend %s: %s, %d route(s), provider(s) %s\n", a.Name, a.PublicURL, len(a.Routes), strings.Join(issuers, ", "))
 		}
+		fmt.Fprintln(stdout, "note: a frontend removed from this file (on reload, or at a restart) ends none of its sessions: they stay in the store until they expire and open again if it comes back; to end them, do it before removing it, with the admin API (DELETE /admin/sessions?sub=…&frontend=<name>)")
 		for _, a := range l.apps[1:] {
 			for _, w := range a.WeakerOptions() {
 				if !slices.Contains(weaker, w) {
