@@ -30,6 +30,10 @@
 // Go handlers of the embedding program can require a session with
 // [Gateway.RequireSession] and read it with [SessionFrom].
 //
+// Several apps on one listener, each with its own public URL, providers, routes and
+// cookie and sharing the store, are a [Multi] ([NewMulti]); one app with several
+// providers is a Config with Providers (users pick one with /bff/login?provider=<name>).
+//
 // Behind an ingress that forwards requests itself (nginx auth_request, Traefik, Caddy,
 // Envoy ext_authz), the same handler answers the ingress's forward-auth questions at
 // /bff/auth: routes without Upstream are checked there and never proxied, and only
