@@ -223,3 +223,41 @@ func TestTransportNoCrossedResponses(t *testing.T) {
 		})
 	}
 }
+
+// FuzzTransportParity feeds an arbitrary upstream answer to both paths. Where the two
+// parsers may disagree (fasthttp is stricter than net/http in places, see
+// docs/configuration.md), what must hold on both is checked: the gateway's cookies never
+// reach the browser, headers the upstream named in Connection never do, and an answer
+// is either the upstream's or the renderer's JSON error.
+func FuzzTransportParity(f *testing.F) {
+	for _, seed := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n2;x=y\r\nok\r\n0\r\nX-T: 1\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nSet-Cookie: gh_session=x\r\nSet-Cookie: a=b\r\nConnection: X-H\r\nX-H: 1\r\n\r\n",
+		"HTTP/1.1 103 Early Hints\r\nSet-Cookie: gh_s=1\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+		"HTTP/1.0 200 OK\r\nX-Fold: a\r\n b\r\n\r\nbody",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, answer string) {
+		u := rawUpstream(t, func(*http.Request) []string { return []string{answer} }, 0, true)
+		for _, fast := range []bool{false, true} {
+			o := through(t, u, fast, http.MethodGet, time.Second)
+			if o.Status == -1 {
+				continue // the gateway's answer itself broke off: nothing reached the browser
+			}
+			for _, v := range o.Header.Values("Set-Cookie") {
+				if c, err := http.ParseSetCookie(v); err == nil && ownCookie(c.Name) {
+					t.Errorf("fast=%v: the gateway's cookie reached the browser: %q", fast, v)
+				}
+			}
+			if o.Header.Get("Connection") != "" || o.Header.Get("Keep-Alive") != "" {
+				t.Errorf("fast=%v: a hop-by-hop header reached the browser: %v", fast, o.Header)
+			}
+			if o.Status == http.StatusBadGateway && o.Header.Get("Content-Type") == "application/json" &&
+				o.Body != "{\"error\":\"unreachable\"}\n" && !strings.Contains(answer, "502") {
+				t.Errorf("fast=%v: a 502 that is neither the renderer's nor the upstream's: %q", fast, o.Body)
+			}
+		}
+	})
+}
