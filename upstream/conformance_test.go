@@ -138,7 +138,7 @@ func TestTransportConformance(t *testing.T) {
 		{name: "HEAD with a body", method: http.MethodHead, parts: []string{ok + "Content-Length: 5\r\n\r\nhello"}},
 		{name: "connection close mid-stream", parts: []string{ok + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"}, closeAfter: true, sniffed: true},
 		{name: "close after the headers", parts: []string{ok + "Content-Length: 5\r\n\r\n"}, closeAfter: true},
-		{name: "close-delimited body", parts: []string{ok + "Connection: close\r\n\r\nhello to the end"}, closeAfter: true},
+		{name: "close-delimited body", parts: []string{ok + "Connection: close\r\n\r\nhello to the end"}, closeAfter: true, sniffed: true},
 		{name: "slow body", parts: []string{ok + "Content-Length: 10\r\n\r\n", "hello", "world"}, pause: 50 * time.Millisecond},
 		{name: "slow headers past the timeout", parts: []string{"", ok + "Content-Length: 2\r\n\r\nok"}, pause: 300 * time.Millisecond, timeout: 100 * time.Millisecond},
 		{name: "large headers", parts: []string{ok + bigHeader + "Content-Length: 2\r\n\r\nok"}},
