@@ -261,3 +261,27 @@ func FuzzTransportParity(f *testing.F) {
 		}
 	})
 }
+
+// A request body cut off by the gateway's limit is a 413 from the renderer on both paths,
+// and a body within it reaches the upstream whole.
+func TestTransportBodyLimit(t *testing.T) {
+	t.Parallel()
+	u := rawUpstream(t, func(r *http.Request) []string {
+		return []string{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"}
+	}, 0, false)
+	for _, fast := range []bool{false, true} {
+		p := newProxy(t, upstream.Config{ErrorHandler: renderJSON})
+		g := startGateway(t, p, upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: u, Fast: fast}},
+			func(w http.ResponseWriter, r *http.Request) { r.Body = http.MaxBytesReader(w, r.Body, 10) })
+		for _, c := range []struct {
+			body   string
+			status int
+		}{{"small", http.StatusOK}, {strings.Repeat("x", 100), http.StatusRequestEntityTooLarge}} {
+			req, _ := http.NewRequest(http.MethodPost, g.URL+"/x", io.NopCloser(strings.NewReader(c.body))) // chunked: no length
+			resp, body := g.do(t, req)
+			if resp.StatusCode != c.status {
+				t.Errorf("fast=%v, body of %d bytes: %d %s, want %d", fast, len(c.body), resp.StatusCode, body, c.status)
+			}
+		}
+	}
+}
