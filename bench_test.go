@@ -147,6 +147,22 @@ func BenchmarkProxy(b *testing.B) {
 	b.Run("baseline=bare-reverseproxy", func(b *testing.B) { run(b, bare, public+"/api/orders", "") })
 	b.Run("gatehouse=user-token", func(b *testing.B) { run(b, gw, public+"/api/orders", cookie) })
 	b.Run("gatehouse=no-token", func(b *testing.B) { run(b, gw, public+"/open/orders", "") })
+
+	// The two upstream transports side by side need a real upstream: the fast path
+	// dials one itself. Same handler in front, same loopback upstream behind.
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	defer up.Close()
+	std, stdCookie, stdPublic := benchGateway(b, nil, up.URL)
+	fast, fastCookie, fastPublic := benchGatewayWith(b, nil, up.URL, func(c *gatehouse.Config) {
+		c.UpstreamTransportMode = gatehouse.TransportFast
+	})
+	b.Run("gatehouse=user-token,upstream=loopback,transport=standard", func(b *testing.B) { run(b, std, stdPublic+"/api/orders", stdCookie) })
+	b.Run("gatehouse=user-token,upstream=loopback,transport=fast", func(b *testing.B) { run(b, fast, fastPublic+"/api/orders", fastCookie) })
+	b.Run("gatehouse=no-token,upstream=loopback,transport=standard", func(b *testing.B) { run(b, std, stdPublic+"/open/orders", "") })
+	b.Run("gatehouse=no-token,upstream=loopback,transport=fast", func(b *testing.B) { run(b, fast, fastPublic+"/open/orders", "") })
 }
 
 // BenchmarkProxyLoopback is the same comparison over real HTTP on loopback: a client,
@@ -166,6 +182,9 @@ func BenchmarkProxyLoopback(b *testing.B) {
 	})
 	defer bareSrv.Close()
 	_, cookie, public := benchGateway(b, nil, up.URL)
+	_, fastCookie, fastPublic := benchGatewayWith(b, nil, up.URL, func(c *gatehouse.Config) {
+		c.UpstreamTransportMode = gatehouse.TransportFast
+	})
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
 	run := func(b *testing.B, base, cookie string) {
@@ -193,6 +212,7 @@ func BenchmarkProxyLoopback(b *testing.B) {
 	}
 	b.Run("baseline=bare-reverseproxy", func(b *testing.B) { run(b, bareSrv.URL, "") })
 	b.Run("gatehouse=user-token", func(b *testing.B) { run(b, public, cookie) })
+	b.Run("gatehouse=user-token,transport=fast", func(b *testing.B) { run(b, fastPublic, fastCookie) })
 }
 
 // BenchmarkForwardAuth compares, in one run, what Gatehouse spends answering an

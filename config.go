@@ -124,6 +124,10 @@ type Config struct {
 	// UpstreamTransport carries proxied requests. Default: a transport tuned for many
 	// concurrent requests to few upstreams.
 	UpstreamTransport http.RoundTripper `gatehouse:"-"`
+	// UpstreamTransportMode is how every route without its own choice carries its HTTP/1.1
+	// requests (upstream_transport): TransportStandard (default) or TransportFast. See
+	// Route.Transport.
+	UpstreamTransportMode TransportMode `gatehouse:"upstream_transport,live"`
 	// TracerProvider, when not nil, traces requests with OpenTelemetry: a server span per
 	// request, child spans for the flows (login, callback, code exchange, refresh,
 	// revocation, session store operations) and client spans for every request to the
@@ -469,6 +473,12 @@ type Route struct {
 	// request's headers (body_timeout). Default: Timeout. A body still arriving then is
 	// cut off and its connection closed.
 	BodyTimeout time.Duration
+	// Transport is how the route carries its HTTP/1.1 requests (upstream_transport):
+	// TransportStandard (net/http's Transport) or TransportFast (valyala/fasthttp's
+	// request and response handling over Gatehouse's own connection pool; WebSocket and
+	// other upgrades, and non-HTTP(S) schemes, still take the standard path).
+	// Default: Config.UpstreamTransportMode. docs/configuration.md lists the differences.
+	Transport TransportMode `gatehouse:"upstream_transport"`
 	// Streaming marks a route whose request bodies are streams without an end (uploads of
 	// unknown length, client streams): once a request passed the route's checks and is
 	// forwarded, its body has no read deadline (streaming); until then it has
@@ -490,6 +500,17 @@ type ForwardAuthConfig struct {
 // DefaultMaxPendingFlows is session.max_pending_flows when none is set: bursts of 10 000
 // logins, 10 000 per flow_timeout sustained, and some 8 MB of flow records at most.
 const DefaultMaxPendingFlows = 20_000
+
+// TransportMode is how a route's requests reach its upstream: Route.Transport.
+type TransportMode string
+
+// The transport modes.
+const (
+	TransportStandard TransportMode = "standard"
+	TransportFast     TransportMode = "fast"
+)
+
+func (m TransportMode) valid() bool { return m == "" || m == TransportStandard || m == TransportFast }
 
 // DefaultMaxBody is a route's request body limit when none is set.
 const DefaultMaxBody = 10 << 20
@@ -847,6 +868,9 @@ func (c Config) Validate() error {
 	if c.Compat != "" && c.Compat != CompatDuende {
 		bad("compat", "%q is not one of: %s", c.Compat, CompatDuende)
 	}
+	if !c.UpstreamTransportMode.valid() {
+		bad("upstream_transport", "%q must be standard or fast", c.UpstreamTransportMode)
+	}
 	if c.InsecureDiagnostics && (pub == nil || !isLoopbackHost(pub.Hostname())) {
 		bad("insecure_diagnostics", "is only allowed when public_url is a loopback address (it shows configuration details)")
 	}
@@ -953,6 +977,9 @@ func (c Config) Validate() error {
 		}
 		if r.MaxBody < 0 {
 			bad(f("max_body"), "must be a positive size such as 10MiB")
+		}
+		if !r.Transport.valid() {
+			bad(f("upstream_transport"), "%q must be standard or fast", r.Transport)
 		}
 		if r.BodyTimeout < 0 || r.BodyTimeout > 0 && r.Streaming {
 			bad(f("body_timeout"), "must be a positive duration, and cannot be combined with streaming")

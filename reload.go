@@ -44,7 +44,8 @@ func newRunning(cfg Config) *running {
 		rt.identity = newRouteIdentity(r, origin, rt.prefix)
 		if r.Upstream != "" { // else a forward-auth-only route: no target, never proxied
 			rt.target = &upstream.Target{Name: rt.prefix, Prefix: rt.prefix, StripPrefix: r.StripPrefix, URL: u,
-				Timeout: r.Timeout, Headers: hdr, ForwardCookies: r.ForwardCookies}
+				Timeout: r.Timeout, Headers: hdr, ForwardCookies: r.ForwardCookies,
+				Fast: r.Transport == TransportFast || r.Transport == "" && cfg.UpstreamTransportMode == TransportFast}
 		}
 		run.routes = append(run.routes, rt)
 	}

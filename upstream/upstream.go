@@ -51,6 +51,12 @@ type Target struct {
 	Headers http.Header
 	// ForwardCookies names the browser cookies the upstream may see. Default none.
 	ForwardCookies []string
+	// Fast carries the target's HTTP/1.1 requests with valyala/fasthttp's request and
+	// response handling over the proxy's own connection pool instead of net/http's
+	// Transport. Protocol upgrades (WebSocket, h2c) still take the standard path; so does
+	// everything when the URL's scheme is neither http nor https. The hygiene, hooks and
+	// errors are the same on both paths; docs/configuration.md lists what differs.
+	Fast bool
 }
 
 // Config configures a Proxy.
@@ -157,6 +163,7 @@ func (e *Error) Unwrap() error { return e.Kind }
 type Proxy struct {
 	cfg     Config
 	rp      *httputil.ReverseProxy
+	fast    *fastTransport // for Targets with Fast
 	headers *requestFilter
 }
 
@@ -197,10 +204,10 @@ func New(cfg Config) *Proxy {
 		drop[i] = http.CanonicalHeaderKey(name)
 	}
 	cfg.DropHeaders = drop
-	p := &Proxy{cfg: cfg, headers: newRequestFilter(cfg.StripHeaders, cfg.KeepHeaders)}
+	p := &Proxy{cfg: cfg, headers: newRequestFilter(cfg.StripHeaders, cfg.KeepHeaders), fast: newFastTransport(cfg.Transport)}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
-		Transport:      answerTransport{cfg.Transport},
+		Transport:      answerTransport{cfg.Transport, p.fast},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
 		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
@@ -289,11 +296,19 @@ func isStream(resp *http.Response) bool {
 
 // answerTransport marks a forward answered when its response headers arrive; if the
 // timeout won the race, the response is dropped and errorHandler reports the timeout.
-type answerTransport struct{ next http.RoundTripper }
+type answerTransport struct {
+	next http.RoundTripper
+	fast *fastTransport
+}
 
 func (t answerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.next.RoundTrip(req)
-	if err == nil && !forwardOf(req).state.CompareAndSwap(waiting, answered) {
+	f := forwardOf(req)
+	next := t.next
+	if f.Target.Fast {
+		next = t.fast
+	}
+	resp, err := next.RoundTrip(req)
+	if err == nil && !f.state.CompareAndSwap(waiting, answered) {
 		resp.Body.Close()
 		return nil, ErrTimeout
 	}

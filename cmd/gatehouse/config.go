@@ -65,6 +65,8 @@ type fileConfig struct {
 	InsecureDiagnostics bool `yaml:"insecure_diagnostics"`
 	// Compat answers /bff/user in another BFF's shape (duende).
 	Compat string `yaml:"compat"`
+	// UpstreamTransport is every route's default upstream_transport (standard, fast).
+	UpstreamTransport string `yaml:"upstream_transport"`
 	// ForwardAuth is how /bff/auth answers an ingress.
 	ForwardAuth fileForwardAuth `yaml:"forward_auth"`
 
@@ -233,6 +235,7 @@ type fileRoute struct {
 	MaxBody        byteSize          `yaml:"max_body"`
 	BodyTimeout    duration          `yaml:"body_timeout"`
 	Streaming      bool              `yaml:"streaming"`
+	Transport      string            `yaml:"upstream_transport"`
 	Identity       *fileRouteID      `yaml:"identity"`
 }
 
@@ -468,11 +471,12 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 			Backchannel: rateLimit(fc.RateLimits.Backchannel), Admin: rateLimit(fc.RateLimits.Admin),
 			Sessions: rateLimit(fc.RateLimits.Sessions), InsecureDisable: fc.RateLimits.InsecureDisable,
 		},
-		InsecureDiagnostics: fc.InsecureDiagnostics,
-		Compat:              fc.Compat,
-		ForwardAuth:         gatehouse.ForwardAuthConfig{RedirectNavigations: fc.ForwardAuth.RedirectNavigations},
-		Cookie:              gatehouse.CookieConfig{Name: fc.Cookie.Name, AllowNonHostPrefix: fc.Cookie.AllowNonHostPrefix},
-		CSRF:                gatehouse.CSRFConfig{Header: fc.CSRF.Header, Value: fc.CSRF.Value, TrustedOrigins: fc.CSRF.TrustedOrigins},
+		InsecureDiagnostics:   fc.InsecureDiagnostics,
+		Compat:                fc.Compat,
+		UpstreamTransportMode: gatehouse.TransportMode(fc.UpstreamTransport),
+		ForwardAuth:           gatehouse.ForwardAuthConfig{RedirectNavigations: fc.ForwardAuth.RedirectNavigations},
+		Cookie:                gatehouse.CookieConfig{Name: fc.Cookie.Name, AllowNonHostPrefix: fc.Cookie.AllowNonHostPrefix},
+		CSRF:                  gatehouse.CSRFConfig{Header: fc.CSRF.Header, Value: fc.CSRF.Value, TrustedOrigins: fc.CSRF.TrustedOrigins},
 		Frontend: gatehouse.FrontendConfig{Dir: resolve(fc.Frontend.Dir), Upstream: fc.Frontend.Upstream,
 			CSP: fc.Frontend.CSP, RequireLogin: fc.Frontend.RequireLogin},
 		Admin:            gatehouse.AdminConfig{Token: secret("admin.token", fc.Admin.Token, fc.Admin.TokenFile)},
@@ -565,7 +569,8 @@ func (l *loaded) convert(base string, probs *problems) gatehouse.Config {
 		rt := gatehouse.Route{Path: r.Path, Upstream: r.Upstream, Token: gatehouse.TokenMode(r.Token), StripPrefix: r.StripPrefix,
 			Methods: r.Methods, Timeout: time.Duration(r.Timeout), Headers: r.Headers, Audience: r.Audience,
 			Resource: r.Resource, Scopes: r.Scopes, ForwardCookies: r.ForwardCookies, MaxBody: int64(r.MaxBody),
-			BodyTimeout: time.Duration(r.BodyTimeout), Streaming: r.Streaming, DPoP: r.DPoP}
+			BodyTimeout: time.Duration(r.BodyTimeout), Streaming: r.Streaming, DPoP: r.DPoP,
+			Transport: gatehouse.TransportMode(r.Transport)}
 		if id := r.Identity; id != nil {
 			rt.Identity = &gatehouse.RouteIdentity{Headers: id.Headers, Assertion: id.Assertion, Audience: id.Audience, Claims: id.Claims}
 		}

@@ -136,6 +136,8 @@ var schemaDocs = map[string]keyDoc{
 	"routes[].path":                          {desc: "Path prefix: /api/ matches /api and /api/…, never /apix."},
 	"routes[].upstream":                      {desc: "Upstream URL; its path is prepended. Without it the route is forward-auth only: an ingress asks /bff/auth about it and forwards itself; the direct proxy answers 404."},
 	"routes[].token":                         {desc: "Which access token is attached.", def: "user", enum: []string{"user", "client", "user_or_client", "user_or_none", "none", "exchange"}},
+	"upstream_transport":                     {desc: "How routes carry HTTP/1.1 requests to their upstreams unless a route says otherwise: standard (net/http) or fast (valyala/fasthttp's request and response handling over Gatehouse's own connection pool; WebSocket upgrades and non-HTTP(S) schemes still take the standard path). See docs/configuration.md for the differences.", enum: []string{"standard", "fast"}, def: "standard"},
+	"routes[].upstream_transport":            {desc: "This route's upstream transport: standard or fast (see upstream_transport). Default: the global upstream_transport.", enum: []string{"standard", "fast"}},
 	"routes[].strip_prefix":                  {desc: "Forward /api/x as <upstream path>/x.", def: false},
 	"routes[].methods":                       {desc: "Methods allowed. Default: any."},
 	"routes[].timeout":                       {desc: "Wait this long for the upstream's response headers.", def: "30s"},

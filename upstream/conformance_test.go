@@ -1,0 +1,287 @@
+package upstream_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-bff/gatehouse/upstream"
+)
+
+// rawUpstream answers every request on every connection with the parts of answer, written
+// with pause between them, and closes the connection afterwards when closeAfter is set.
+// It is a net.Listener, not an http.Server, so that it can break HTTP in ways a server
+// never would.
+func rawUpstream(t testing.TB, answer func(req *http.Request) []string, pause time.Duration, closeAfter bool) *url.URL {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup // the connections' goroutines end with the test binary
+	t.Cleanup(func() { ln.Close() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					for i, part := range answer(req) {
+						if i > 0 {
+							time.Sleep(pause)
+						}
+						if _, err := io.WriteString(c, part); err != nil {
+							return
+						}
+					}
+					if closeAfter {
+						return
+					}
+				}
+			})
+		}
+	})
+	return &url.URL{Scheme: "http", Host: ln.Addr().String()}
+}
+
+// observed is what a browser sees of one forwarded response.
+type observed struct {
+	Status  int
+	Header  http.Header
+	Body    string
+	BodyErr bool // the body broke off
+	Trailer http.Header
+}
+
+// renderJSON is an ErrorHandler in the manner of the gateway's renderer.
+func renderJSON(w http.ResponseWriter, _ *http.Request, err error) {
+	status, kind := http.StatusBadGateway, "unreachable"
+	switch {
+	case errors.Is(err, upstream.ErrTimeout):
+		status, kind = http.StatusGatewayTimeout, "timeout"
+	case errors.Is(err, upstream.ErrBodyTooLarge):
+		status, kind = http.StatusRequestEntityTooLarge, "body_too_large"
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]string{"error": kind})
+}
+
+// through sends one request through a proxy with the target's Fast set as asked.
+func through(t *testing.T, u *url.URL, fast bool, method string, timeout time.Duration) observed {
+	t.Helper()
+	p := newProxy(t, upstream.Config{ProtectedCookie: ownCookie, ErrorHandler: renderJSON})
+	g := startGateway(t, p, upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: u, Fast: fast, Timeout: timeout}}, nil)
+	req, _ := http.NewRequest(method, g.URL+"/x", nil)
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return observed{Status: -1, Body: "transport error"}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	h := resp.Header.Clone()
+	h.Del("Date")
+	return observed{Status: resp.StatusCode, Header: h, Body: string(body), BodyErr: err != nil, Trailer: resp.Trailer}
+}
+
+// The transport conformance suite: one table of upstream behaviours, honest and not,
+// run through the standard and the fast path; what the browser sees must be the same,
+// except where a case documents a difference (docs/configuration.md lists them).
+func TestTransportConformance(t *testing.T) {
+	t.Parallel()
+	const ok = "HTTP/1.1 200 OK\r\n"
+	bigHeader := "X-Big: " + strings.Repeat("a", 8<<10) + "\r\n"
+	hugeHeader := "X-Big: " + strings.Repeat("a", 40<<10) + "\r\n"
+	cases := []struct {
+		name       string
+		method     string
+		parts      []string
+		pause      time.Duration
+		closeAfter bool
+		timeout    time.Duration
+		differs    string // why the fast path answers otherwise, "" for not
+		// sniffed: the answer has no Content-Type, and whether net/http's server sniffs one
+		// depends on whether the first body bytes came with the headers: timing, on
+		// either path. Content-Type is not compared.
+		sniffed bool
+	}{
+		{name: "plain", parts: []string{ok + "Content-Length: 5\r\nX-A: 1\r\n\r\nhello"}},
+		{name: "chunked with extensions and trailers", parts: []string{ok + "Transfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n5;ext=1;q=\"a\"\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 42\r\n\r\n"}, sniffed: true},
+		{name: "content-length longer than the body", parts: []string{ok + "Content-Length: 10\r\n\r\nhello"}, closeAfter: true},
+		{name: "content-length shorter than the body", parts: []string{ok + "Content-Length: 2\r\n\r\nhello"}},
+		{name: "duplicate equal lengths", parts: []string{ok + "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello"},
+			differs: "fasthttp refuses any repeated Content-Length (502); net/http accepts repeats of one value (RFC 9110 §8.6 allows both)"},
+		{name: "conflicting lengths", parts: []string{ok + "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"}},
+		{name: "length and chunked", parts: []string{ok + "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"}, sniffed: true},
+		{name: "1xx before the final response", parts: []string{"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nSet-Cookie: gh_s=planted\r\n\r\n" + ok + "Content-Length: 2\r\n\r\nok"}},
+		{name: "204 with a body", parts: []string{"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello"}},
+		{name: "304 with a body", parts: []string{"HTTP/1.1 304 Not Modified\r\nEtag: \"x\"\r\n\r\nhello"}},
+		{name: "HEAD with a body", method: http.MethodHead, parts: []string{ok + "Content-Length: 5\r\n\r\nhello"}},
+		{name: "connection close mid-stream", parts: []string{ok + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"}, closeAfter: true, sniffed: true},
+		{name: "close after the headers", parts: []string{ok + "Content-Length: 5\r\n\r\n"}, closeAfter: true},
+		{name: "close-delimited body", parts: []string{ok + "Connection: close\r\n\r\nhello to the end"}, closeAfter: true, sniffed: true},
+		{name: "slow body", parts: []string{ok + "Content-Length: 10\r\n\r\n", "hello", "world"}, pause: 50 * time.Millisecond},
+		{name: "slow headers past the timeout", parts: []string{"", ok + "Content-Length: 2\r\n\r\nok"}, pause: 300 * time.Millisecond, timeout: 100 * time.Millisecond},
+		{name: "large headers", parts: []string{ok + bigHeader + "Content-Length: 2\r\n\r\nok"}},
+		{name: "oversized headers", parts: []string{ok + hugeHeader + "Content-Length: 2\r\n\r\nok"},
+			differs: "the fast path takes response headers up to 32 KiB (its read buffer), net/http up to 10 MiB"},
+		{name: "obs-fold", parts: []string{ok + "X-Fold: a\r\n b\r\nContent-Length: 2\r\n\r\nok"}},
+		{name: "bare CR in a value", parts: []string{ok + "X-Cr: a\rb\r\nContent-Length: 2\r\n\r\nok"}},
+		{name: "splitting attempt: the gateway's cookie", parts: []string{ok + "X-A: a\r\nSet-Cookie: gh_session=evil\r\nSet-Cookie: app=1\r\nContent-Length: 2\r\n\r\nok"}},
+		{name: "hop-by-hop headers", parts: []string{ok + "Connection: X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok"}},
+		{name: "garbage status line", parts: []string{"HTTP/1.1 2x0 Nope\r\n\r\n"}, closeAfter: true},
+		{name: "no response at all", parts: []string{""}, closeAfter: true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			method := c.method
+			if method == "" {
+				method = http.MethodGet
+			}
+			u := rawUpstream(t, func(*http.Request) []string { return c.parts }, c.pause, c.closeAfter)
+			std := through(t, u, false, method, c.timeout)
+			fast := through(t, u, true, method, c.timeout)
+			if c.sniffed {
+				delete(std.Header, "Content-Type")
+				delete(fast.Header, "Content-Type")
+			}
+			same := reflect.DeepEqual(std, fast)
+			switch {
+			case c.differs == "" && !same:
+				t.Errorf("the paths differ:\nstandard %+v\nfast     %+v", std, fast)
+			case c.differs != "" && same:
+				t.Errorf("the paths agree, but the case documents a difference (%s): %+v", c.differs, std)
+			}
+		})
+	}
+}
+
+// No response of one request ever reaches another: many browsers at once over kept-alive
+// upstream connections, some of whose requests break their connection, each request with
+// its own marker that the answer must carry.
+func TestTransportNoCrossedResponses(t *testing.T) {
+	t.Parallel()
+	for _, fast := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fast=%v", fast), func(t *testing.T) {
+			t.Parallel()
+			u := rawUpstream(t, func(r *http.Request) []string {
+				m := r.URL.Query().Get("m")
+				switch {
+				case strings.HasSuffix(m, "3"): // declares more than it sends, then waits: the proxy must not reuse this connection
+					return []string{"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n" + m}
+				case strings.HasSuffix(m, "7"): // a stray extra response after the real one
+					return []string{"HTTP/1.1 200 OK\r\nContent-Length: " + fmt.Sprint(len(m)) + "\r\n\r\n" + m + "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray"}
+				}
+				return []string{"HTTP/1.1 200 OK\r\nContent-Length: " + fmt.Sprint(len(m)) + "\r\n\r\n" + m}
+			}, 0, false)
+			p := newProxy(t, upstream.Config{ErrorHandler: renderJSON})
+			g := startGateway(t, p, upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: u, Fast: fast, Timeout: 200 * time.Millisecond}}, nil)
+			g.client.Timeout = 500 * time.Millisecond
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			crossed := 0
+			for c := range 8 {
+				wg.Go(func() {
+					for i := range 20 {
+						m := fmt.Sprintf("c%di%d", c, i)
+						resp, err := g.client.Get(g.URL + "/x?m=" + m)
+						if err != nil {
+							continue
+						}
+						body, _ := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode == http.StatusOK && !strings.HasSuffix(m, "3") && string(body) != m {
+							mu.Lock()
+							crossed++
+							t.Errorf("request %s got %q", m, body)
+							mu.Unlock()
+						}
+					}
+				})
+			}
+			wg.Wait()
+		})
+	}
+}
+
+// FuzzTransportParity feeds an arbitrary upstream answer to both paths. Where the two
+// parsers may disagree (fasthttp is stricter than net/http in places, see
+// docs/configuration.md), what must hold on both is checked: the gateway's cookies never
+// reach the browser, headers the upstream named in Connection never do, and an answer
+// is either the upstream's or the renderer's JSON error.
+func FuzzTransportParity(f *testing.F) {
+	for _, seed := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n2;x=y\r\nok\r\n0\r\nX-T: 1\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nSet-Cookie: gh_session=x\r\nSet-Cookie: a=b\r\nConnection: X-H\r\nX-H: 1\r\n\r\n",
+		"HTTP/1.1 103 Early Hints\r\nSet-Cookie: gh_s=1\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+		"HTTP/1.0 200 OK\r\nX-Fold: a\r\n b\r\n\r\nbody",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, answer string) {
+		u := rawUpstream(t, func(*http.Request) []string { return []string{answer} }, 0, true)
+		for _, fast := range []bool{false, true} {
+			o := through(t, u, fast, http.MethodGet, time.Second)
+			if o.Status == -1 {
+				continue // the gateway's answer itself broke off: nothing reached the browser
+			}
+			for _, v := range o.Header.Values("Set-Cookie") {
+				if c, err := http.ParseSetCookie(v); err == nil && ownCookie(c.Name) {
+					t.Errorf("fast=%v: the gateway's cookie reached the browser: %q", fast, v)
+				}
+			}
+			if o.Header.Get("Connection") != "" || o.Header.Get("Keep-Alive") != "" {
+				t.Errorf("fast=%v: a hop-by-hop header reached the browser: %v", fast, o.Header)
+			}
+			if o.Status == http.StatusBadGateway && o.Header.Get("Content-Type") == "application/json" &&
+				o.Body != "{\"error\":\"unreachable\"}\n" && !strings.Contains(answer, "502") {
+				t.Errorf("fast=%v: a 502 that is neither the renderer's nor the upstream's: %q", fast, o.Body)
+			}
+		}
+	})
+}
+
+// A request body cut off by the gateway's limit is a 413 from the renderer on both paths,
+// and a body within it reaches the upstream whole.
+func TestTransportBodyLimit(t *testing.T) {
+	t.Parallel()
+	u := rawUpstream(t, func(r *http.Request) []string {
+		return []string{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"}
+	}, 0, false)
+	for _, fast := range []bool{false, true} {
+		p := newProxy(t, upstream.Config{ErrorHandler: renderJSON})
+		g := startGateway(t, p, upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: u, Fast: fast}},
+			func(w http.ResponseWriter, r *http.Request) { r.Body = http.MaxBytesReader(w, r.Body, 10) })
+		for _, c := range []struct {
+			body   string
+			status int
+		}{{"small", http.StatusOK}, {strings.Repeat("x", 100), http.StatusRequestEntityTooLarge}} {
+			req, _ := http.NewRequest(http.MethodPost, g.URL+"/x", io.NopCloser(strings.NewReader(c.body))) // chunked: no length
+			resp, body := g.do(t, req)
+			if resp.StatusCode != c.status {
+				t.Errorf("fast=%v, body of %d bytes: %d %s, want %d", fast, len(c.body), resp.StatusCode, body, c.status)
+			}
+		}
+	}
+}
