@@ -166,6 +166,9 @@ func reloadDiff(cur, next Config) (Config, []string) {
 		if rule.mode == dependency {
 			continue
 		}
+		if rule.key == "providers" && len(cur.Providers) <= 1 && len(next.Providers) <= 1 {
+			continue // the one provider's changes are named by its provider.* keys
+		}
 		h, w := have.FieldByIndex(rule.index), want.FieldByIndex(rule.index)
 		if reflect.DeepEqual(h.Interface(), w.Interface()) {
 			continue
