@@ -197,7 +197,7 @@ func (g *Gateway) endReplaced(r *http.Request, previous string) {
 		handles = append(handles, previous)
 	}
 	if c := g.sessionCookie(r); c != "" {
-		if prev, err := g.sessions.Load(ctx, c); err == nil && prev.Handle != previous {
+		if prev, err := g.sessions.Load(ctx, c); err == nil && prev.Handle != previous && prev.Frontend == g.name {
 			handles = append(handles, prev.Handle)
 		}
 	}

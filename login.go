@@ -112,7 +112,7 @@ func (g *Gateway) startLogin(w http.ResponseWriter, r *http.Request, q url.Value
 	}
 	if c := g.sessionCookie(r); c != "" {
 		// Best effort: a store that cannot answer now fails the PutFlow below anyway.
-		if prev, err := g.sessions.Load(r.Context(), c); err == nil {
+		if prev, err := g.sessions.Load(r.Context(), c); err == nil && prev.Frontend == g.name {
 			f.Previous = prev.Handle
 		}
 	}
