@@ -1,6 +1,7 @@
 package gatehouse
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"log/slog"
@@ -40,18 +41,29 @@ func (g *Gateway) HealthHandler() http.Handler {
 
 // handleProbes registers /healthz and /readyz.
 func (g *Gateway) handleProbes(mux *http.ServeMux) {
+	registerProbes(mux, g.Ready, func() []string {
+		if why := g.reloadFailure.Load(); why != nil {
+			return []string{"configuration reload failed, the previous configuration is running: " + *why}
+		}
+		return nil
+	})
+}
+
+// registerProbes registers /healthz (ok while the process runs) and /readyz (ready, or
+// the problems; with warnings that do not make it unready, such as a failed reload).
+func registerProbes(mux *http.ServeMux, ready func(context.Context) error, warnings func() []string) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		body := map[string]any{"ready": true}
-		if why := g.reloadFailure.Load(); why != nil {
+		if ws := warnings(); len(ws) > 0 {
 			// Still ready (the previous configuration runs), but the file needs fixing.
-			body["warnings"] = []string{"configuration reload failed, the previous configuration is running: " + *why}
+			body["warnings"] = ws
 		}
 		status := http.StatusOK
-		if err := g.Ready(r.Context()); err != nil {
+		if err := ready(r.Context()); err != nil {
 			body["ready"], body["problems"] = false, strings.Split(err.Error(), "\n")
 			status = http.StatusServiceUnavailable
 		}

@@ -506,26 +506,13 @@ func (m *Multi) HealthHandler() http.Handler {
 }
 
 func (m *Multi) handleProbes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		body := map[string]any{"ready": true}
+	registerProbes(mux, m.Ready, func() []string {
 		var warnings []string
 		for _, a := range m.state.Load().apps {
 			if why := a.gw.reloadFailure.Load(); why != nil {
 				warnings = append(warnings, "frontend "+a.name+": configuration reload failed, the previous configuration is running: "+*why)
 			}
 		}
-		if len(warnings) > 0 {
-			body["warnings"] = warnings
-		}
-		status := http.StatusOK
-		if err := m.Ready(r.Context()); err != nil {
-			body["ready"], body["problems"] = false, strings.Split(err.Error(), "\n")
-			status = http.StatusServiceUnavailable
-		}
-		writeJSON(w, status, body)
+		return warnings
 	})
 }

@@ -191,6 +191,12 @@ func TestMultiSelectsTheFrontend(t *testing.T) {
 			t.Errorf("%s = %v, want an app's not_found", u, m)
 		}
 	}
+	// One admin listener for every app: ready when each is.
+	rec := httptest.NewRecorder()
+	e.multi.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"ready":true`) {
+		t.Fatalf("/readyz = %d %s", rec.Code, rec.Body)
+	}
 	r := b.api(loop+"/bff/user", "Host", "elsewhere.example")
 	wantJSONError(t, r, http.StatusNotFound, "not_found", "unknown_frontend")
 
