@@ -51,14 +51,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// freePort is a port for a process the test starts next (harness.FreePort: outside the
+// ephemeral range, never twice).
 func freePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return harness.FreePort(t)
 }
 
 // gatehouseProc is one running gatehouse process.

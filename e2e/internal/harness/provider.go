@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -601,15 +602,37 @@ func diagnoseStall(proc *os.Process, reportDir string) string {
 	return b.String()
 }
 
-func freePort(t testing.TB) int {
+func freePort(t testing.TB) int { return FreePort(t) }
+
+// FreePort returns a port on 127.0.0.1 that was free a moment ago, for a process the test
+// starts next. It is taken below the kernel's ephemeral range (ip_local_port_range, from
+// 32768 by default), where nothing that binds port 0, and no outgoing connection, can take
+// it in the meantime, and it is never handed out twice in one test binary.
+func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("harness: finding a free port: %v", err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		if portsGiven[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsGiven[port] = true
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("harness: no free port in 20000-31999")
+	return 0
 }
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 // readyWriter receives the provider's stdout: the "READY <issuer>" line goes to ready, anything
 // else to other.
