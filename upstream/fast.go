@@ -29,8 +29,12 @@ type fastTransport struct {
 	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 	tls    *tls.Config // nil: the defaults
 	mu     sync.Mutex
-	idle   map[string][]*fastConn // by scheme and host
+	idle   map[string][]*fastConn // by scheme and host, the most recently used last
 	maxIdl int
+	// idleFor is how long a connection may stay idle: after it the reaper closes it, so
+	// that a quiet proxy holds no sockets (and the upstream no connections) it will not use.
+	idleFor time.Duration
+	reaper  *time.Timer // pending while some connection is idle
 }
 
 // fastConn is one upstream connection, with its buffers.
@@ -48,7 +52,7 @@ const fastIdleTimeout = 90 * time.Second
 const fastHeaderLimit = 32 << 10
 
 func newFastTransport(next http.RoundTripper) *fastTransport {
-	t := &fastTransport{next: next, idle: map[string][]*fastConn{}, maxIdl: 256,
+	t := &fastTransport{next: next, idle: map[string][]*fastConn{}, maxIdl: 256, idleFor: fastIdleTimeout,
 		dial: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext}
 	if ht, ok := next.(*http.Transport); ok {
 		// The same dialer and TLS settings (roots, client certificates) as the standard path.
@@ -60,6 +64,9 @@ func newFastTransport(next http.RoundTripper) *fastTransport {
 		}
 		if ht.MaxIdleConnsPerHost > 0 {
 			t.maxIdl = ht.MaxIdleConnsPerHost
+		}
+		if ht.IdleConnTimeout > 0 {
+			t.idleFor = ht.IdleConnTimeout
 		}
 	}
 	return t
@@ -292,7 +299,7 @@ func (t *fastTransport) conn(ctx context.Context, scheme, host, key string) (*fa
 		c := list[len(list)-1]
 		list[len(list)-1] = nil
 		t.idle[key] = list[:len(list)-1]
-		if time.Since(c.used) < fastIdleTimeout {
+		if time.Since(c.used) < t.idleFor {
 			t.mu.Unlock()
 			return c, true, nil
 		}
@@ -351,4 +358,58 @@ func (t *fastTransport) put(key string, c *fastConn) {
 		return
 	}
 	t.idle[key] = append(t.idle[key], c)
+	if t.reaper == nil {
+		t.reaper = time.AfterFunc(t.idleFor, t.reap)
+	}
+}
+
+// reap closes the connections idle for longer than idleFor and, while some stay idle,
+// comes back when the oldest of them expires. The lists are ordered by use, so the
+// expired ones are at their fronts.
+func (t *fastTransport) reap() {
+	now := time.Now()
+	var expired []*fastConn
+	t.mu.Lock()
+	next := time.Duration(-1)
+	for key, list := range t.idle {
+		i := 0
+		for ; i < len(list) && now.Sub(list[i].used) >= t.idleFor; i++ {
+			expired = append(expired, list[i])
+			list[i] = nil
+		}
+		if i == len(list) {
+			delete(t.idle, key)
+			continue
+		}
+		t.idle[key] = list[i:]
+		if wait := t.idleFor - now.Sub(list[i].used); next < 0 || wait < next {
+			next = wait
+		}
+	}
+	if next >= 0 {
+		t.reaper.Reset(next)
+	} else {
+		t.reaper = nil
+	}
+	t.mu.Unlock()
+	for _, c := range expired {
+		c.Close()
+	}
+}
+
+// CloseIdleConnections closes every idle connection of the fast path (and of the
+// standard transport behind it).
+func (t *fastTransport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = map[string][]*fastConn{}
+	t.mu.Unlock()
+	for _, list := range idle {
+		for _, c := range list {
+			c.Close()
+		}
+	}
+	if ci, ok := t.next.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
 }
