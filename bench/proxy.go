@@ -64,6 +64,12 @@ func (e *env) variants() []*variant {
 		vs = append(vs, &variant{name: s, label: "gatehouse, `" + s + "` store", target: g.url + "/api/orders",
 			headers: common(g.cookie), token: g.token, proxy: g.p})
 	}
+	for _, s := range fastStores {
+		g := e.gateways[s]
+		store, _, _ := strings.Cut(s, "-")
+		vs = append(vs, &variant{name: s, label: "gatehouse, `" + store + "` store, `upstream_transport: fast`", target: g.url + "/api/orders",
+			headers: common(g.cookie), token: g.token, proxy: g.p})
+	}
 	if g := e.gateways["compare"]; g != nil {
 		vs = append(vs, &variant{name: "compare", label: "gatehouse, `memory` store, `" + filepath.Base(e.o.compare) + "` (-compare)",
 			target: g.url + "/api/orders", headers: common(g.cookie), token: g.token, proxy: g.p})

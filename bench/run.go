@@ -24,28 +24,29 @@ import (
 
 // options of `bench run`.
 type options struct {
-	quick       bool
-	rounds      int
-	duration    time.Duration
-	warmup      time.Duration
-	conns       int
-	out         string
-	skip        map[string]bool
-	sessions    int
-	storm       int
-	logins      int
-	loadCPUs    string // wrk, the upstream, redis and the runner
-	proxyCPUs   string // the proxy under test
-	repo        string
-	keep        bool
-	profile     string
-	compare     string
-	gomaxprocs  int
-	maxOther    float64
-	gobenchTime string
-	gobenchN    int
-	peers       []string // bench/peers.go
-	only        map[string]bool
+	quick           bool
+	rounds          int
+	duration        time.Duration
+	warmup          time.Duration
+	conns           int
+	out             string
+	skip            map[string]bool
+	sessions        int
+	storm           int
+	logins          int
+	syscallRequests int
+	loadCPUs        string // wrk, the upstream, redis and the runner
+	proxyCPUs       string // the proxy under test
+	repo            string
+	keep            bool
+	profile         string
+	compare         string
+	gomaxprocs      int
+	maxOther        float64
+	gobenchTime     string
+	gobenchN        int
+	peers           []string // bench/peers.go
+	only            map[string]bool
 }
 
 func parseOptions(args []string) (*options, error) {
@@ -57,7 +58,8 @@ func parseOptions(args []string) (*options, error) {
 	warmup := fs.Duration("warmup", 0, "unmeasured wrk run before each measured one (default 1s)")
 	fs.IntVar(&o.conns, "connections", 64, "wrk connections")
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "Markdown file whose results section is rewritten (empty: print only)")
-	skip := fs.String("skip", "", "comma-separated parts to skip: proxy, storm, memory, logins, gobench")
+	skip := fs.String("skip", "", "comma-separated parts to skip: proxy, syscalls, storm, memory, logins, gobench")
+	syscallN := fs.Int("syscall-requests", 0, "requests sent through each proxy while strace counts its system calls (default 20000, quick 10000)")
 	sessions := fs.Int("sessions", 0, "sessions created for the memory measure (default 100000, quick 20000)")
 	fs.IntVar(&o.storm, "storm", 1000, "concurrent calls in the refresh storm")
 	logins := fs.Int("logins", 0, "logins against oidc-provider (default 400, quick 100)")
@@ -102,6 +104,7 @@ func parseOptions(args []string) (*options, error) {
 	o.duration = pickD(*duration, 6*time.Second, 3*time.Second)
 	o.warmup = pickD(*warmup, time.Second, time.Second)
 	o.sessions = pick(*sessions, 100000, 20000)
+	o.syscallRequests = pick(*syscallN, 20000, 10000)
 	o.logins = pick(*logins, 400, 100)
 	o.gobenchTime, o.gobenchN = "1s", 5
 	if o.quick {
@@ -155,6 +158,10 @@ type gateway struct {
 }
 
 var stores = []string{"memory", "bolt", "redis"}
+
+// fastStores are gatehouses with `upstream_transport: fast`, measured in the proxy rounds
+// beside the stores on the standard path.
+var fastStores = []string{"memory-fast", "redis-fast"}
 
 func runMain(args []string) error {
 	o, err := parseOptions(args)
@@ -240,6 +247,11 @@ func runMain(args []string) error {
 			return err
 		}
 	}
+	if !o.skip["syscalls"] && !o.skip["proxy"] {
+		if rep.syscalls, err = e.countSyscalls(); err != nil {
+			return err
+		}
+	}
 	if !o.skip["memory"] {
 		if rep.memory, err = e.memoryPerSession(); err != nil {
 			return err
@@ -306,9 +318,9 @@ func (e *env) startAll() error {
 	}
 	e.ps.add(rp)
 
-	names := stores
+	names := slices.Concat(stores, fastStores)
 	if o.compare != "" {
-		names = append(slices.Clone(stores), "compare")
+		names = append(names, "compare")
 	}
 	if contains(o.peers, "nginx-authreq") {
 		names = append(slices.Clone(names), "authreq")
@@ -351,8 +363,14 @@ func (e *env) startAll() error {
 			"memory":  "memory",
 			"bolt":    "bolt://" + filepath.Join(e.dir, "sessions.db"),
 			"redis":   "redis://" + e.redisAddr + "/0",
+			// The same Redis, another database: the two gatehouses share nothing.
+			"memory-fast": "memory",
+			"redis-fast":  "redis://" + e.redisAddr + "/2",
 		}[s]
 		cfg := gatehouseConfig(g.url, g.admin, e.idp.issuer, storeURL, e.upURL)
+		if slices.Contains(fastStores, s) {
+			cfg += "upstream_transport: fast\n"
+		}
 		if s == "authreq" {
 			cfg += authReqGatehouseYAML
 		}

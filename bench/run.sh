@@ -11,7 +11,7 @@
 # memory per session, logins per second against oidc-provider and `go test -bench`.
 # It installs what is missing first: wrk, redis-server and the peers' packages (nginx,
 # apache2, libapache2-mod-auth-openidc; only for the peers selected with --peers) with
-# apt, e2e's npm packages.
+# apt, strace (for the system calls per request), e2e's npm packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +33,9 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     --peers | -peers) peers=${args[i + 1]:-} ;;
   esac
 done
+if [[ "$*" != *syscalls* && "$*" != *proxy* ]]; then
+  [[ -x /usr/bin/strace ]] || missing+=(strace)
+fi
 if [[ ,$peers, == *,nginx* ]]; then
   [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
 fi
