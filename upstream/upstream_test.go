@@ -508,8 +508,8 @@ type earlyHints struct {
 
 // getWithHints forwards GET / to an upstream that sends two 103s (with a Link, its own
 // cookie, one of the gateway's and hop-by-hop headers) and then its answer; prepare may set
-// headers the gateway's side sets before forwarding.
-func getWithHints(t *testing.T, prepare func(w http.ResponseWriter, r *http.Request)) earlyHints {
+// headers the gateway's side sets before forwarding. fast chooses the target's path.
+func getWithHints(t *testing.T, fast bool, prepare func(w http.ResponseWriter, r *http.Request)) earlyHints {
 	t.Helper()
 	up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
@@ -526,7 +526,7 @@ func getWithHints(t *testing.T, prepare func(w http.ResponseWriter, r *http.Requ
 		io.WriteString(w, "page")
 	}))
 	p := newProxy(t, upstream.Config{ProtectedCookie: ownCookie})
-	g := startGateway(t, p, upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: up}}, prepare)
+	g := startGateway(t, p, upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: up, Fast: fast}}, prepare)
 	var out earlyHints
 	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
 		out.codes = append(out.codes, code)
@@ -542,7 +542,13 @@ func getWithHints(t *testing.T, prepare func(w http.ResponseWriter, r *http.Requ
 }
 
 func TestEarlyHints(t *testing.T) {
-	got := getWithHints(t, nil)
+	for _, fast := range []bool{false, true} {
+		t.Run(map[bool]string{false: "standard", true: "fast"}[fast], func(t *testing.T) { testEarlyHints(t, fast) })
+	}
+}
+
+func testEarlyHints(t *testing.T, fast bool) {
+	got := getWithHints(t, fast, nil)
 	if got.final.StatusCode != http.StatusOK || got.body != "page" {
 		t.Errorf("final response %d %q, want 200 %q", got.final.StatusCode, got.body, "page")
 	}
@@ -566,7 +572,13 @@ func TestEarlyHints(t *testing.T) {
 // The headers the gateway set before forwarding (a renewed session cookie, Connection:
 // close) belong to the final response, not to an upstream's 1xx, and survive it.
 func TestEarlyHintsKeepTheGatewaysHeaders(t *testing.T) {
-	got := getWithHints(t, func(w http.ResponseWriter, _ *http.Request) {
+	for _, fast := range []bool{false, true} {
+		t.Run(map[bool]string{false: "standard", true: "fast"}[fast], func(t *testing.T) { testEarlyHintsKeepTheGatewaysHeaders(t, fast) })
+	}
+}
+
+func testEarlyHintsKeepTheGatewaysHeaders(t *testing.T, fast bool) {
+	got := getWithHints(t, fast, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Set-Cookie", "gh_session=renewed; Path=/; Secure; HttpOnly")
 		w.Header().Set("X-Gateway", "1")
 	})
