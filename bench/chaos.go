@@ -36,6 +36,8 @@ type chaosOptions struct {
 	repo     string
 	grace    time.Duration
 	wsClose  time.Duration
+	// upstreamTransport is the replicas' upstream_transport: standard or fast.
+	upstreamTransport string
 }
 
 func parseChaosOptions(args []string) (*chaosOptions, error) {
@@ -49,8 +51,12 @@ func parseChaosOptions(args []string) (*chaosOptions, error) {
 	fs.StringVar(&o.repo, "repo", ".", "repository root")
 	fs.DurationVar(&o.grace, "grace", 3*time.Second, "after a fault window ends, errors are still put down to it for this long")
 	fs.DurationVar(&o.wsClose, "ws-close", 5*time.Second, "a WebSocket must close within this long after its session ends")
+	fs.StringVar(&o.upstreamTransport, "upstream-transport", "standard", "the replicas' upstream_transport: standard or fast")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if o.upstreamTransport != "standard" && o.upstreamTransport != "fast" {
+		return nil, fmt.Errorf("chaos: -upstream-transport is %q; want standard or fast", o.upstreamTransport)
 	}
 	if o.duration == 0 {
 		o.duration = 10 * time.Minute
@@ -436,6 +442,7 @@ server:
   shutdown_timeout: 2s
 log:
   level: info
+upstream_transport: %s
 routes:
   - path: /api/
     upstream: http://%s
@@ -443,7 +450,7 @@ routes:
   - path: /ws/
     upstream: http://%s
     token: user
-`, port, e.lb.url, e.issuer, strings.Join(sentinels, ","), chaosMaster, admin, chaosAdminToken, e.upProxy.addr(), e.upProxy.addr())
+`, port, e.lb.url, e.issuer, strings.Join(sentinels, ","), chaosMaster, admin, chaosAdminToken, e.o.upstreamTransport, e.upProxy.addr(), e.upProxy.addr())
 }
 
 func (e *chaosEnv) startReplica(r *replica) error {

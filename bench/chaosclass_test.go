@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 func TestClassify(t *testing.T) {
@@ -186,5 +188,39 @@ func TestWSCloseDelay(t *testing.T) {
 	}
 	if d, resumed := wsCloseDelay(at(12000), at(12050), 1, pauses); d != 50*time.Millisecond || resumed {
 		t.Errorf("ended after the pause: %v, %v", d, resumed)
+	}
+}
+
+// -upstream-transport reaches the replicas' config as a top-level upstream_transport;
+// anything but standard or fast is refused.
+func TestChaosUpstreamTransport(t *testing.T) {
+	up, err := startFaultProxy("upstream", "127.0.0.1:0", "127.0.0.1:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.close()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "standard"},
+		{[]string{"--upstream-transport", "fast"}, "fast"},
+		{[]string{"--upstream-transport", "standard"}, "standard"},
+	} {
+		o, err := parseChaosOptions(c.args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := &chaosEnv{o: o, lb: &balancer{url: "http://127.0.0.1:1"}, upProxy: up}
+		var doc map[string]any
+		if err := yaml.Unmarshal([]byte(e.gatehouseYAML(1, 2)), &doc); err != nil {
+			t.Fatal(err)
+		}
+		if doc["upstream_transport"] != c.want {
+			t.Errorf("%v: upstream_transport %v, want %s", c.args, doc["upstream_transport"], c.want)
+		}
+	}
+	if _, err := parseChaosOptions([]string{"--upstream-transport", "quick"}); err == nil {
+		t.Error("-upstream-transport quick accepted")
 	}
 }

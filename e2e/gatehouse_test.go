@@ -23,12 +23,25 @@ import (
 	"time"
 
 	"github.com/gatehouse-bff/gatehouse/e2e/internal/harness"
+	"go.yaml.in/yaml/v3"
 )
 
 // binary is the gatehouse binary built once for the whole run.
 var binary string
 
+// upstreamTransport is GATEHOUSE_E2E_UPSTREAM_TRANSPORT: standard or fast puts
+// `upstream_transport:` into every gatehouse's config that does not choose one itself, so
+// that the suite (or a part of it, with -run) runs on that proxy path; empty leaves the
+// configs as written (the default, standard).
+var upstreamTransport = os.Getenv("GATEHOUSE_E2E_UPSTREAM_TRANSPORT")
+
 func TestMain(m *testing.M) {
+	switch upstreamTransport {
+	case "", "standard", "fast":
+	default:
+		fmt.Fprintf(os.Stderr, "e2e: GATEHOUSE_E2E_UPSTREAM_TRANSPORT is %q; want standard, fast or empty\n", upstreamTransport)
+		os.Exit(2)
+	}
 	dir, err := os.MkdirTemp("", "gatehouse-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -91,12 +104,14 @@ func (l *lockedBuffer) String() string {
 // startGatehouse writes config (YAML, with {{PORT}} and {{ADMIN}} already substituted by
 // the caller) and runs `gatehouse serve` until the test ends. Every gatehouse logs at debug
 // (added when config has no log section); when the test ends its logs are audited for
-// secrets (see leakaudit_test.go).
+// secrets (see leakaudit_test.go). GATEHOUSE_E2E_UPSTREAM_TRANSPORT, when set, adds a
+// top-level upstream_transport (see withUpstreamTransport).
 func startGatehouse(t testing.TB, port int, config string) *gatehouseProc {
 	t.Helper()
 	adminPort := freePort(t)
 	config = strings.ReplaceAll(config, "{{ADMIN}}", fmt.Sprintf("127.0.0.1:%d", adminPort))
 	config = withDebugLogging(t, config)
+	config = withUpstreamTransport(config)
 	path := filepath.Join(t.TempDir(), "gatehouse.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
@@ -108,6 +123,24 @@ func startGatehouse(t testing.TB, port int, config string) *gatehouseProc {
 		auditGatehouseLogs(t, g)
 	})
 	return g
+}
+
+// withUpstreamTransport returns config with `upstream_transport: <upstreamTransport>` added
+// when GATEHOUSE_E2E_UPSTREAM_TRANSPORT is set and config has no top-level
+// upstream_transport (a test that chooses the path keeps its choice, as do routes that
+// set their own).
+func withUpstreamTransport(config string) string {
+	if upstreamTransport == "" {
+		return config
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal([]byte(config), &doc); err != nil {
+		return config // gatehouse itself will say what is wrong with it
+	}
+	if _, present := doc["upstream_transport"]; present {
+		return config
+	}
+	return strings.TrimRight(config, "\n") + "\nupstream_transport: " + upstreamTransport + "\n"
 }
 
 func (g *gatehouseProc) start() {

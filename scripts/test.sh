@@ -3,7 +3,8 @@
 # Debian's redis-server, chromium, prometheus (for promtool), nginx and caddy (the
 # forward-auth e2e tests' ingresses), and buildah, rpm and zip (for the release build's test), the npm packages of e2e/ and clients/js, and staticcheck and
 # helm (Go modules), then the quick chaos run (bench/chaos.sh --quick, which also needs
-# redis-sentinel). This is the README's test command; CI (.ci/run) runs exactly this.
+# redis-sentinel), on each upstream path. This is the README's test command; CI (.ci/run)
+# runs exactly this.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh --quick    static checks and unit tests only (no installs, no e2e)
@@ -128,9 +129,18 @@ npm test --prefix clients/js
 step "end-to-end tests: gatehouse binary (built with -race) against oidc-provider, Redis and Chromium"
 GATEHOUSE_E2E_RACE=1 go test -race -p 1 -timeout 20m ./e2e/...
 
+step "end-to-end tests on the fast upstream path: the security suite and the proxy tests with upstream_transport: fast (~2 min)"
+# GATEHOUSE_E2E_UPSTREAM_TRANSPORT puts upstream_transport: fast into every gatehouse config
+# that chooses no path itself; only the tests that exercise the proxy run again.
+GATEHOUSE_E2E_UPSTREAM_TRANSPORT=fast GATEHOUSE_E2E_RACE=1 go test -race -p 1 -count=1 -timeout 20m \
+  -run '^(TestSecurity|TestSecurityProviderBusy|TestE2ERoutes|TestE2ERefreshAndBurst|TestE2ERefreshFailures|TestE2ESessionEndClosesWebSocketsOnEveryReplica)$' ./e2e/
+
 step "chaos run, quick: 3 replicas on Redis Sentinel under load and faults (bench/chaos.sh --quick, ~3 min)"
 # Exits non-zero when a session is lost, a refresh token used twice, a token leaks or an
 # error is one no fault explains (docs/reliability.md); the report goes to the log only.
 bench/chaos.sh --quick --out ''
+
+step "chaos run, quick, on the fast upstream path (bench/chaos.sh --quick --upstream-transport fast, ~3 min)"
+bench/chaos.sh --quick --out '' --upstream-transport fast
 
 step "all tests passed"

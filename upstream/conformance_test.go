@@ -2,12 +2,15 @@ package upstream_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"reflect"
 	"strings"
@@ -65,6 +68,7 @@ func rawUpstream(t testing.TB, answer func(req *http.Request) []string, pause ti
 
 // observed is what a browser sees of one forwarded response.
 type observed struct {
+	Interim []string // informational responses: status and header
 	Status  int
 	Header  http.Header
 	Body    string
@@ -91,16 +95,23 @@ func through(t *testing.T, u *url.URL, fast bool, method string, timeout time.Du
 	t.Helper()
 	p := newProxy(t, upstream.Config{ProtectedCookie: ownCookie, ErrorHandler: renderJSON})
 	g := startGateway(t, p, upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: u, Fast: fast, Timeout: timeout}}, nil)
-	req, _ := http.NewRequest(method, g.URL+"/x", nil)
+	var interim []string
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		var b strings.Builder
+		http.Header(h).Write(&b)
+		interim = append(interim, fmt.Sprintf("%d %s", code, b.String()))
+		return nil
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), method, g.URL+"/x", nil)
 	resp, err := g.client.Do(req)
 	if err != nil {
-		return observed{Status: -1, Body: "transport error"}
+		return observed{Interim: interim, Status: -1, Body: "transport error"}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	h := resp.Header.Clone()
 	h.Del("Date")
-	return observed{Status: resp.StatusCode, Header: h, Body: string(body), BodyErr: err != nil, Trailer: resp.Trailer}
+	return observed{Interim: interim, Status: resp.StatusCode, Header: h, Body: string(body), BodyErr: err != nil, Trailer: resp.Trailer}
 }
 
 // The transport conformance suite: one table of upstream behaviours, honest and not,
@@ -133,6 +144,10 @@ func TestTransportConformance(t *testing.T) {
 		{name: "conflicting lengths", parts: []string{ok + "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"}},
 		{name: "length and chunked", parts: []string{ok + "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"}, sniffed: true},
 		{name: "1xx before the final response", parts: []string{"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nSet-Cookie: gh_s=planted\r\n\r\n" + ok + "Content-Length: 2\r\n\r\nok"}},
+		{name: "two 1xx with hop-by-hop headers", parts: []string{"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\r\n" +
+			"HTTP/1.1 103 Early Hints\r\nLink: </b.js>; rel=preload\r\nSet-Cookie: app=1\r\n\r\n" + ok + "Content-Length: 2\r\n\r\nok"}},
+		{name: "unsolicited 100 Continue", parts: []string{"HTTP/1.1 100 Continue\r\n\r\n" + ok + "Content-Length: 2\r\n\r\nok"}},
+		{name: "1xx then 204", parts: []string{"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"}},
 		{name: "204 with a body", parts: []string{"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello"}},
 		{name: "304 with a body", parts: []string{"HTTP/1.1 304 Not Modified\r\nEtag: \"x\"\r\n\r\nhello"}},
 		{name: "HEAD with a body", method: http.MethodHead, parts: []string{ok + "Content-Length: 5\r\n\r\nhello"}},

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync"
 	"time"
@@ -182,7 +184,7 @@ func (t *fastTransport) exchange(req *http.Request, freq *fasthttp.Request, c *f
 	fresp.Header.SetNoDefaultContentType(true)
 	fresp.StreamBody = true
 	fresp.SkipBody = req.Method == http.MethodHead
-	if err := fresp.Read(c.br); err != nil {
+	if err := readResponse(req, fresp, c.br); err != nil {
 		fasthttp.ReleaseResponse(fresp)
 		return nil, err
 	}
@@ -231,6 +233,46 @@ func (t *fastTransport) exchange(req *http.Request, freq *fasthttp.Request, c *f
 	}
 	resp.Body = b
 	return resp, nil
+}
+
+// maxInterim bounds the informational responses before a final one, as fasthttp's own
+// Response.Read does.
+const maxInterim = 100
+
+var errTooManyInterim = errors.New("upstream: too many informational (1xx) responses")
+
+// readResponse reads a response as fasthttp's Response.Read does, except that each
+// informational response (103 Early Hints…) goes to the request's Got1xxResponse trace:
+// ReverseProxy sets it to pass the response on to the browser, through the same hooks as
+// net/http's Transport does on the standard path.
+func readResponse(req *http.Request, fresp *fasthttp.Response, br *bufio.Reader) error {
+	trace := httptrace.ContextClientTrace(req.Context())
+	for n := 0; ; n++ {
+		if err := fresp.Header.Read(br); err != nil {
+			return err
+		}
+		code := fresp.StatusCode()
+		if code < 100 || code > 199 || code == http.StatusSwitchingProtocols {
+			break
+		}
+		if n >= maxInterim {
+			return errTooManyInterim
+		}
+		if trace != nil && trace.Got1xxResponse != nil {
+			h := make(textproto.MIMEHeader, fresp.Header.Len())
+			for k, v := range fresp.Header.All() {
+				name := http.CanonicalHeaderKey(string(k))
+				h[name] = append(h[name], string(v))
+			}
+			if err := trace.Got1xxResponse(code, h); err != nil {
+				return err
+			}
+		}
+	}
+	if code := fresp.StatusCode(); fresp.SkipBody || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
+		return nil
+	}
+	return fresp.ReadBody(br, 0)
 }
 
 func isReset(err error) bool {

@@ -508,8 +508,8 @@ type earlyHints struct {
 
 // getWithHints forwards GET / to an upstream that sends two 103s (with a Link, its own
 // cookie, one of the gateway's and hop-by-hop headers) and then its answer; prepare may set
-// headers the gateway's side sets before forwarding.
-func getWithHints(t *testing.T, prepare func(w http.ResponseWriter, r *http.Request)) earlyHints {
+// headers the gateway's side sets before forwarding. fast chooses the target's path.
+func getWithHints(t *testing.T, fast bool, prepare func(w http.ResponseWriter, r *http.Request)) earlyHints {
 	t.Helper()
 	up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
@@ -526,7 +526,7 @@ func getWithHints(t *testing.T, prepare func(w http.ResponseWriter, r *http.Requ
 		io.WriteString(w, "page")
 	}))
 	p := newProxy(t, upstream.Config{ProtectedCookie: ownCookie})
-	g := startGateway(t, p, upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: up}}, prepare)
+	g := startGateway(t, p, upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: up, Fast: fast}}, prepare)
 	var out earlyHints
 	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
 		out.codes = append(out.codes, code)
@@ -542,7 +542,13 @@ func getWithHints(t *testing.T, prepare func(w http.ResponseWriter, r *http.Requ
 }
 
 func TestEarlyHints(t *testing.T) {
-	got := getWithHints(t, nil)
+	for _, fast := range []bool{false, true} {
+		t.Run(map[bool]string{false: "standard", true: "fast"}[fast], func(t *testing.T) { testEarlyHints(t, fast) })
+	}
+}
+
+func testEarlyHints(t *testing.T, fast bool) {
+	got := getWithHints(t, fast, nil)
 	if got.final.StatusCode != http.StatusOK || got.body != "page" {
 		t.Errorf("final response %d %q, want 200 %q", got.final.StatusCode, got.body, "page")
 	}
@@ -566,7 +572,13 @@ func TestEarlyHints(t *testing.T) {
 // The headers the gateway set before forwarding (a renewed session cookie, Connection:
 // close) belong to the final response, not to an upstream's 1xx, and survive it.
 func TestEarlyHintsKeepTheGatewaysHeaders(t *testing.T) {
-	got := getWithHints(t, func(w http.ResponseWriter, _ *http.Request) {
+	for _, fast := range []bool{false, true} {
+		t.Run(map[bool]string{false: "standard", true: "fast"}[fast], func(t *testing.T) { testEarlyHintsKeepTheGatewaysHeaders(t, fast) })
+	}
+}
+
+func testEarlyHintsKeepTheGatewaysHeaders(t *testing.T, fast bool) {
+	got := getWithHints(t, fast, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Set-Cookie", "gh_session=renewed; Path=/; Secure; HttpOnly")
 		w.Header().Set("X-Gateway", "1")
 	})
@@ -595,36 +607,95 @@ func TestTrailers(t *testing.T) {
 	want(t, "trailer X-Checksum", resp.Trailer.Values("X-Checksum"), "c0ffee")
 }
 
+// A server-sent-events response reaches the browser event by event on both paths: the
+// upstream sends one event and then holds the stream open until the test has that event
+// at the client, so only a flush all the way through brings it. Chunked (net/http's way)
+// and close-delimited (an HTTP/1.0-style server's) streams.
 func TestStreamFlushed(t *testing.T) {
-	release := make(chan struct{})
-	releaseOnce := sync.OnceFunc(func() { close(release) })
-	up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		io.WriteString(w, "data: one\n\n")
-		http.NewResponseController(w).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-			return
+	t.Parallel()
+	upstreams := map[string]func(t *testing.T, release <-chan struct{}) *url.URL{
+		"chunked": func(t *testing.T, release <-chan struct{}) *url.URL {
+			return startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				io.WriteString(w, "data: one\n\n")
+				http.NewResponseController(w).Flush()
+				select {
+				case <-release:
+				case <-r.Context().Done():
+					return
+				}
+				io.WriteString(w, "data: two\n\n")
+			}))
+		},
+		"close-delimited": func(t *testing.T, release <-chan struct{}) *url.URL {
+			return rawStreamUpstream(t, release)
+		},
+	}
+	for _, transport := range []string{"standard", "fast"} {
+		for kind, start := range upstreams {
+			t.Run(transport+"/"+kind, func(t *testing.T) {
+				t.Parallel()
+				release := make(chan struct{})
+				releaseOnce := sync.OnceFunc(func() { close(release) })
+				up := start(t, release)
+				t.Cleanup(releaseOnce) // before the upstream closes: it waits for its handlers
+				target := &upstream.Target{Name: "/", Prefix: "/", URL: up, Fast: transport == "fast"}
+				g := startGateway(t, newProxy(t, upstream.Config{}), upstream.Forward{Target: target}, nil)
+				resp, err := g.client.Get(g.URL + "/events")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				br := bufio.NewReader(resp.Body)
+				first := make(chan string, 1)
+				go func() {
+					line, _ := br.ReadString('\n')
+					first <- line
+				}()
+				select {
+				case line := <-first:
+					if line != "data: one\n" {
+						t.Fatalf("first line %q", line)
+					}
+				case <-time.After(3 * time.Second):
+					t.Fatal("no event at the client after 3 s while the upstream holds the stream open: the proxy buffers it")
+				}
+				if line, _ := br.ReadString('\n'); line != "\n" {
+					t.Fatalf("the first event ends with %q", line)
+				}
+				releaseOnce()
+				if event := readEvent(t, br); event != "data: two" {
+					t.Fatalf("second event %q", event)
+				}
+			})
 		}
-		io.WriteString(w, "data: two\n\n")
-	}))
-	t.Cleanup(releaseOnce) // before the upstream closes: it waits for its handlers
-	g := startGateway(t, newProxy(t, upstream.Config{}), upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: up}}, nil)
-	resp, err := g.client.Get(g.URL + "/events")
+	}
+}
+
+// rawStreamUpstream answers with an event stream delimited by the connection's close, as
+// a server without chunked encoding does: one event, then the rest once release closes.
+func rawStreamUpstream(t *testing.T, release <-chan struct{}) *url.URL {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	br := bufio.NewReader(resp.Body)
-	// The upstream is still blocked: only a flush through the wrapper brings this event.
-	if event := readEvent(t, br); event != "data: one" {
-		t.Fatalf("first event %q", event)
-	}
-	releaseOnce()
-	if event := readEvent(t, br); event != "data: two" {
-		t.Fatalf("second event %q", event)
-	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\ndata: one\n\n")
+		<-release
+		io.WriteString(c, "data: two\n\n")
+	})
+	return &url.URL{Scheme: "http", Host: ln.Addr().String()}
 }
 
 func readEvent(t *testing.T, br *bufio.Reader) string {
