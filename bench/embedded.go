@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,6 +32,7 @@ func embeddedMain(args []string) error {
 	issuer := fs.String("issuer", "", "provider issuer")
 	store := fs.String("store", "memory", "memory, bolt://path or redis://addr/db")
 	up := fs.String("upstream", "", "upstream URL of the /api/ route")
+	fast := fs.Bool("fast", false, "carry the route on the fast upstream path (upstream_transport: fast)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -58,12 +60,17 @@ func embeddedMain(args []string) error {
 		return fmt.Errorf("unknown store %q", *store)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	mode := gatehouse.TransportStandard
+	if *fast {
+		mode = gatehouse.TransportFast
+	}
 	gw, err := gatehouse.New(gatehouse.Config{
-		PublicURL: "http://" + *listen,
-		Provider:  gatehouse.ProviderConfig{Issuer: *issuer, ClientID: benchClientID, ClientSecret: benchClientSecret},
-		Session:   gatehouse.SessionConfig{Store: st},
-		Routes:    []gatehouse.Route{{Path: "/api/", Upstream: *up, Token: gatehouse.TokenUser}},
-		Logger:    logger,
+		UpstreamTransportMode: mode,
+		PublicURL:             "http://" + *listen,
+		Provider:              gatehouse.ProviderConfig{Issuer: *issuer, ClientID: benchClientID, ClientSecret: benchClientSecret},
+		Session:               gatehouse.SessionConfig{Store: st},
+		Routes:                []gatehouse.Route{{Path: "/api/", Upstream: *up, Token: gatehouse.TokenUser}},
+		Logger:                logger,
 		// Audit records go to stderr as with the binary's default.
 		AuditLogger: slog.New(slog.NewJSONHandler(os.Stderr, nil)),
 	})
@@ -115,21 +122,23 @@ func errorsJoin(errs ...error) error {
 }
 
 // profileStores runs wrk against an embedded twin of each gatehouse and saves a CPU
-// profile of it taken meanwhile, as DIR/cpu-<store>.pprof.
+// profile of it taken meanwhile, as DIR/cpu-<store>.pprof (and cpu-memory-fast.pprof,
+// the memory store on the fast upstream path).
 func (e *env) profileStores(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	for _, s := range stores {
+	for _, s := range append(slices.Clone(stores), "memory-fast") {
 		g := e.gateways[s]
 		step("profiling an embedded gatehouse with the %s store", s)
 		// The twin takes over the gateway's public address (a registered redirect
 		// URI): stop the binary first.
 		g.p.stop()
 		storeURL := map[string]string{"memory": "memory", "bolt": "bolt://" + filepath.Join(e.dir, "profile.db"),
-			"redis": "redis://" + e.redisAddr + "/1"}[s]
+			"redis": "redis://" + e.redisAddr + "/1", "memory-fast": "memory"}[s]
 		p, err := startProc(e.dir, "embedded-"+s, e.o.proxyCPUs, 1, true, e.self, "gatehouse",
-			"-listen", strings.TrimPrefix(g.url, "http://"), "-issuer", e.idp.issuer, "-store", storeURL, "-upstream", e.upURL)
+			"-listen", strings.TrimPrefix(g.url, "http://"), "-issuer", e.idp.issuer, "-store", storeURL, "-upstream", e.upURL,
+			fmt.Sprintf("-fast=%t", s == "memory-fast"))
 		if err != nil {
 			return err
 		}
