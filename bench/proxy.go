@@ -22,6 +22,16 @@ type variant struct {
 	peer    bool   // not Gatehouse nor the baseline (bench/peers.go)
 }
 
+// request is a GET of the variant's target with its headers, as wrk sends it.
+func (v *variant) request() *http.Request {
+	req, _ := http.NewRequest(http.MethodGet, v.target, nil)
+	for _, h := range v.headers {
+		k, val, _ := strings.Cut(h, ": ")
+		req.Header.Set(k, val)
+	}
+	return req
+}
+
 // sample is one measured wrk run of one variant.
 type sample struct {
 	wrk        wrkResult
@@ -140,12 +150,7 @@ func (e *env) probe(v *variant) error {
 	if err := e.expect(v.token); err != nil {
 		return err
 	}
-	req, _ := http.NewRequest("GET", v.target, nil)
-	for _, h := range v.headers {
-		k, val, _ := strings.Cut(h, ": ")
-		req.Header.Set(k, val)
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(v.request())
 	if err != nil {
 		return fmt.Errorf("%s: %w", v.name, err)
 	}

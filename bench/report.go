@@ -256,13 +256,7 @@ func (r *report) markdown() string {
 			fmt.Fprintf(&b, "| %s | %.2f× | %.2f× | %s | %s | %s |\n", s, tp, p99, target, yesNo(met), yesNo(tp >= 1.3))
 		}
 		b.WriteString("\n")
-		if goals := p.fastGoals(); len(goals) > 0 {
-			b.WriteString("Targets (issue 18), ratios within the same rounds:\n\n| what | measured | target | met |\n|---|--:|---|---|\n")
-			for _, g := range goals {
-				fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", g.what, g.measured, g.target, yesNo(g.met))
-			}
-			b.WriteString("\n")
-		}
+		writeGoals(&b, "Targets (issue 18), ratios within the same rounds:", p.fastGoals())
 		if p.has("nginx") {
 			b.WriteString("Distance to nginx (a fixed header, no authentication), req/s and CPU per request of each gatehouse relative to nginx's:\n\n")
 			b.WriteString("| gatehouse | req/s vs nginx | CPU/req vs nginx |\n|---|--:|--:|\n")
@@ -392,14 +386,20 @@ func (r *report) syscallMarkdown() string {
 		fmt.Fprintf(&b, " %.2f |\n", other)
 	}
 	b.WriteString("\n")
-	if goals := r.syscallGoals(); len(goals) > 0 {
-		b.WriteString("Targets (issue 18): no more reads with data per request than the bare proxy.\n\n| what | measured | target | met |\n|---|--:|---|---|\n")
-		for _, g := range goals {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", g.what, g.measured, g.target, yesNo(g.met))
-		}
-		b.WriteString("\n")
-	}
+	writeGoals(&b, "Targets (issue 18): no more reads with data per request than the bare proxy.", r.syscallGoals())
 	return b.String()
+}
+
+// writeGoals writes heading and a table of goals, or nothing when there are none.
+func writeGoals(b *strings.Builder, heading string, goals []goal) {
+	if len(goals) == 0 {
+		return
+	}
+	b.WriteString(heading + "\n\n| what | measured | target | met |\n|---|--:|---|---|\n")
+	for _, g := range goals {
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", g.what, g.measured, g.target, yesNo(g.met))
+	}
+	b.WriteString("\n")
 }
 
 // syscallGoals: each gatehouse reads data no more often per request than the bare proxy

@@ -73,12 +73,7 @@ func (e *env) straceRun(v *variant, n int) (syscallResult, error) {
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: conns, MaxIdleConns: conns}}
 	defer client.CloseIdleConnections()
 	do := func() error {
-		req, _ := http.NewRequest(http.MethodGet, v.target, nil)
-		for _, h := range v.headers {
-			k, val, _ := strings.Cut(h, ": ")
-			req.Header.Set(k, val)
-		}
-		resp, err := client.Do(req)
+		resp, err := client.Do(v.request())
 		if err != nil {
 			return err
 		}
