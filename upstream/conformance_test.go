@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
@@ -121,7 +122,10 @@ func TestTransportConformance(t *testing.T) {
 	t.Parallel()
 	const ok = "HTTP/1.1 200 OK\r\n"
 	bigHeader := "X-Big: " + strings.Repeat("a", 8<<10) + "\r\n"
-	hugeHeader := "X-Big: " + strings.Repeat("a", 40<<10) + "\r\n"
+	hugeHeader := "X-Big: " + strings.Repeat("a", 40<<10) + "\r\n"               // more than the fast path's read buffer
+	monster := "X-Big: " + strings.Repeat("a", 3<<20) + "\r\n"                   // a larger buffer than the first growth
+	pastLimit := strings.Repeat("X-Big: "+strings.Repeat("a", 1<<20)+"\r\n", 11) // more than net/http's 10 MiB
+	many1xx := strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n", 150)
 	cases := []struct {
 		name       string
 		method     string
@@ -139,9 +143,16 @@ func TestTransportConformance(t *testing.T) {
 		{name: "chunked with extensions and trailers", parts: []string{ok + "Transfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n5;ext=1;q=\"a\"\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 42\r\n\r\n"}, sniffed: true},
 		{name: "content-length longer than the body", parts: []string{ok + "Content-Length: 10\r\n\r\nhello"}, closeAfter: true},
 		{name: "content-length shorter than the body", parts: []string{ok + "Content-Length: 2\r\n\r\nhello"}},
-		{name: "duplicate equal lengths", parts: []string{ok + "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello"},
-			differs: "fasthttp refuses any repeated Content-Length (502); net/http accepts repeats of one value (RFC 9110 §8.6 allows both)"},
+		{name: "duplicate equal lengths", parts: []string{ok + "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello"}},
+		{name: "duplicate equal lengths, spaced and cased", parts: []string{ok + "content-length: 5\r\nX-A: 1\r\nCONTENT-LENGTH:   5  \r\n\r\nhello"}},
+		{name: "duplicate lengths across reads", parts: []string{ok + "Content-Length: 5\r\nContent-Length: 5\r\n", "X-A: 1\r\n\r\nhello"}, pause: 20 * time.Millisecond},
+		{name: "duplicate lengths after large headers", parts: []string{ok + "Content-Length: 5\r\nContent-Length: 5\r\n" + hugeHeader + "\r\nhello"}},
+		{name: "duplicate lengths then a fold", parts: []string{ok + "Content-Length: 5\r\nContent-Length: 5\r\n 5\r\n\r\nhello"}},
+		{name: "duplicate lengths on a 204", parts: []string{"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n"}},
+		{name: "duplicate lengths on a HEAD", method: http.MethodHead, parts: []string{ok + "Content-Length: 5\r\nContent-Length: 5\r\n\r\n"}},
 		{name: "conflicting lengths", parts: []string{ok + "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"}},
+		{name: "conflicting lengths on a HEAD", method: http.MethodHead, parts: []string{ok + "Content-Length: 5\r\nContent-Length: 6\r\n\r\n"}},
+		{name: "a list of lengths", parts: []string{ok + "Content-Length: 5, 5\r\n\r\nhello"}},
 		{name: "length and chunked", parts: []string{ok + "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"}, sniffed: true},
 		{name: "1xx before the final response", parts: []string{"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nSet-Cookie: gh_s=planted\r\n\r\n" + ok + "Content-Length: 2\r\n\r\nok"}},
 		{name: "two 1xx with hop-by-hop headers", parts: []string{"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\r\n" +
@@ -157,8 +168,12 @@ func TestTransportConformance(t *testing.T) {
 		{name: "slow body", parts: []string{ok + "Content-Length: 10\r\n\r\n", "hello", "world"}, pause: 50 * time.Millisecond},
 		{name: "slow headers past the timeout", parts: []string{"", ok + "Content-Length: 2\r\n\r\nok"}, pause: 300 * time.Millisecond, timeout: 100 * time.Millisecond},
 		{name: "large headers", parts: []string{ok + bigHeader + "Content-Length: 2\r\n\r\nok"}},
-		{name: "oversized headers", parts: []string{ok + hugeHeader + "Content-Length: 2\r\n\r\nok"},
-			differs: "the fast path takes response headers up to 32 KiB (its read buffer), net/http up to 10 MiB"},
+		{name: "oversized headers", parts: []string{ok + hugeHeader + "Content-Length: 2\r\n\r\nok"}},
+		{name: "oversized headers, slowly", parts: []string{ok + hugeHeader, hugeHeader + "Content-Length: 2\r\n\r\nok"}, pause: 20 * time.Millisecond},
+		{name: "megabytes of headers", parts: []string{ok + monster + "Content-Length: 2\r\n\r\nok"}},
+		{name: "headers past the limit", parts: []string{ok + pastLimit + "Content-Length: 2\r\n\r\nok"}, closeAfter: true},
+		{name: "oversized 1xx", parts: []string{"HTTP/1.1 103 Early Hints\r\n" + hugeHeader + "\r\n" + ok + "Content-Length: 2\r\n\r\nok"}},
+		{name: "150 informational responses", parts: []string{many1xx + ok + "Content-Length: 2\r\n\r\nok"}},
 		{name: "obs-fold", parts: []string{ok + "X-Fold: a\r\n b\r\nContent-Length: 2\r\n\r\nok"}},
 		{name: "bare CR in a value", parts: []string{ok + "X-Cr: a\rb\r\nContent-Length: 2\r\n\r\nok"}},
 		{name: "splitting attempt: the gateway's cookie", parts: []string{ok + "X-A: a\r\nSet-Cookie: gh_session=evil\r\nSet-Cookie: app=1\r\nContent-Length: 2\r\n\r\nok"}},
@@ -300,6 +315,59 @@ func TestTransportBodyLimit(t *testing.T) {
 			resp, body := g.do(t, req)
 			if resp.StatusCode != c.status {
 				t.Errorf("fast=%v, body of %d bytes: %d %s, want %d", fast, len(c.body), resp.StatusCode, body, c.status)
+			}
+		}
+	}
+}
+
+// A browser's request sees one behaviour on both paths: its trailers never reach the
+// upstream (they would pass by the header hygiene, an identity header sent as a
+// trailer), and when it waits for 100 Continue it is not told to send its body if the
+// upstream refuses it first (the fast path leaves such requests to the standard one).
+func TestTransportRequestTrailersAndExpect(t *testing.T) {
+	t.Parallel()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/deny" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s|%s", body, r.Trailer.Get("X-Sum"))
+	}))
+	t.Cleanup(up.Close)
+	u, _ := url.Parse(up.URL)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
+	t.Cleanup(client.CloseIdleConnections)
+	for _, fast := range []bool{false, true} {
+		p := newProxy(t, upstream.Config{ErrorHandler: renderJSON})
+		g := startGateway(t, p, upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: u, Fast: fast}}, nil)
+		for _, c := range []struct {
+			path      string
+			expect    bool
+			status    int
+			body      string
+			continued bool // the browser was told to send its body
+		}{
+			{path: "/echo", status: http.StatusOK, body: "hello|"},
+			{path: "/echo", expect: true, status: http.StatusOK, body: "hello|", continued: true},
+			{path: "/deny", expect: true, status: http.StatusUnauthorized},
+		} {
+			continued := false
+			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{Got100Continue: func() { continued = true }})
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, g.URL+c.path, io.NopCloser(strings.NewReader("hello"))) // chunked
+			req.Trailer = http.Header{"X-Sum": {"42"}}
+			if c.expect {
+				req.Header.Set("Expect", "100-continue")
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatalf("fast=%v %s expect=%v: %v", fast, c.path, c.expect, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != c.status || string(body) != c.body || continued != c.continued {
+				t.Errorf("fast=%v %s expect=%v: %d %q, continued %v; want %d %q, continued %v",
+					fast, c.path, c.expect, resp.StatusCode, body, continued, c.status, c.body, c.continued)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -37,6 +38,9 @@ type fastTransport struct {
 	// that a quiet proxy holds no sockets (and the upstream no connections) it will not use.
 	idleFor time.Duration
 	reaper  *time.Timer // pending while some connection is idle
+	// headerLimit bounds a response's header block, as MaxResponseHeaderBytes does on the
+	// standard path (10 MiB unless the transport sets it).
+	headerLimit int
 }
 
 // fastConn is one upstream connection, with its buffers.
@@ -49,12 +53,15 @@ type fastConn struct {
 
 const fastIdleTimeout = 90 * time.Second
 
-// fastHeaderLimit bounds an upstream's response header block on the fast path: fasthttp
-// parses it out of the read buffer, so it is the buffer's size.
-const fastHeaderLimit = 32 << 10
+// fastReadBuffer is a connection's read buffer. fasthttp parses a header block out of
+// the buffer, so a larger block is read into a larger buffer, for that response only.
+const fastReadBuffer = 32 << 10
+
+// defaultHeaderLimit is net/http's Transport's default bound on a response's headers.
+const defaultHeaderLimit = 10 << 20
 
 func newFastTransport(next http.RoundTripper) *fastTransport {
-	t := &fastTransport{next: next, idle: map[string][]*fastConn{}, maxIdl: 256, idleFor: fastIdleTimeout,
+	t := &fastTransport{next: next, idle: map[string][]*fastConn{}, maxIdl: 256, idleFor: fastIdleTimeout, headerLimit: defaultHeaderLimit,
 		dial: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext}
 	if ht, ok := next.(*http.Transport); ok {
 		// The same dialer and TLS settings (roots, client certificates) as the standard path.
@@ -70,17 +77,25 @@ func newFastTransport(next http.RoundTripper) *fastTransport {
 		if ht.IdleConnTimeout > 0 {
 			t.idleFor = ht.IdleConnTimeout
 		}
+		if ht.MaxResponseHeaderBytes > 0 {
+			t.headerLimit = int(min(ht.MaxResponseHeaderBytes, 1<<30))
+		}
 	}
 	return t
 }
 
-// carries reports whether the fast transport takes req; the rest goes to next.
+// carries reports whether the fast transport takes req; the rest goes to next: other
+// schemes, protocol switches (ReverseProxy keeps Upgrade, with Connection: Upgrade, only
+// for those) and requests that wait for 100 Continue before sending their body (net/http's
+// Transport holds the body back until the upstream says to go on, for up to
+// ExpectContinueTimeout, so that a refusal costs no upload). A client's request trailers
+// reach the upstream on neither path: ReverseProxy sends its copy of the request, whose
+// trailers are never filled in, and they would pass by the request header hygiene.
 func carries(req *http.Request) bool {
 	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
 		return false
 	}
-	// ReverseProxy keeps Upgrade (with Connection: Upgrade) only for a protocol switch.
-	return len(req.Header["Upgrade"]) == 0
+	return len(req.Header["Upgrade"]) == 0 && len(req.Header["Expect"]) == 0
 }
 
 func (t *fastTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -184,7 +199,8 @@ func (t *fastTransport) exchange(req *http.Request, freq *fasthttp.Request, c *f
 	fresp.Header.SetNoDefaultContentType(true)
 	fresp.StreamBody = true
 	fresp.SkipBody = req.Method == http.MethodHead
-	if err := readResponse(req, fresp, c.br); err != nil {
+	br, err := t.readResponse(req, fresp, c.br)
+	if err != nil {
 		fasthttp.ReleaseResponse(fresp)
 		return nil, err
 	}
@@ -218,7 +234,7 @@ func (t *fastTransport) exchange(req *http.Request, freq *fasthttp.Request, c *f
 		}
 		resp.Trailer[http.CanonicalHeaderKey(string(name))] = nil
 	}
-	b := &fastBody{t: t, c: c, freq: freq, fresp: fresp, stop: stop, key: key, trailer: resp.Trailer,
+	b := &fastBody{t: t, c: c, br: br, freq: freq, fresp: fresp, stop: stop, key: key, trailer: resp.Trailer,
 		closeDelimited: fresp.Header.ContentLength() == -2}
 	if s := fresp.BodyStream(); s != nil && !fresp.SkipBody {
 		b.stream = s
@@ -235,8 +251,10 @@ func (t *fastTransport) exchange(req *http.Request, freq *fasthttp.Request, c *f
 	return resp, nil
 }
 
-// maxInterim bounds the informational responses before a final one, as fasthttp's own
-// Response.Read does.
+// maxInterim bounds the informational responses before a final one when nobody takes
+// them, as fasthttp's own Response.Read does. Under ReverseProxy somebody always does
+// (it passes them on), and then, as on net/http's Transport, only each one's size is
+// bounded.
 const maxInterim = 100
 
 var errTooManyInterim = errors.New("upstream: too many informational (1xx) responses")
@@ -244,35 +262,129 @@ var errTooManyInterim = errors.New("upstream: too many informational (1xx) respo
 // readResponse reads a response as fasthttp's Response.Read does, except that each
 // informational response (103 Early Hints…) goes to the request's Got1xxResponse trace:
 // ReverseProxy sets it to pass the response on to the browser, through the same hooks as
-// net/http's Transport does on the standard path.
-func readResponse(req *http.Request, fresp *fasthttp.Response, br *bufio.Reader) error {
+// net/http's Transport does on the standard path. It returns the reader the body is read
+// from: br, or a larger buffer over br when a header block did not fit in br's.
+func (t *fastTransport) readResponse(req *http.Request, fresp *fasthttp.Response, br *bufio.Reader) (*bufio.Reader, error) {
 	trace := httptrace.ContextClientTrace(req.Context())
 	for n := 0; ; n++ {
-		if err := fresp.Header.Read(br); err != nil {
-			return err
+		var err error
+		if br, err = t.readHeader(&fresp.Header, br); err != nil {
+			return br, err
 		}
 		code := fresp.StatusCode()
 		if code < 100 || code > 199 || code == http.StatusSwitchingProtocols {
 			break
 		}
-		if n >= maxInterim {
-			return errTooManyInterim
+		delivered := trace != nil && trace.Got1xxResponse != nil
+		if n >= maxInterim && !delivered {
+			return br, errTooManyInterim
 		}
-		if trace != nil && trace.Got1xxResponse != nil {
+		if delivered {
 			h := make(textproto.MIMEHeader, fresp.Header.Len())
 			for k, v := range fresp.Header.All() {
 				name := http.CanonicalHeaderKey(string(k))
 				h[name] = append(h[name], string(v))
 			}
 			if err := trace.Got1xxResponse(code, h); err != nil {
-				return err
+				return br, err
 			}
 		}
 	}
 	if code := fresp.StatusCode(); fresp.SkipBody || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
-		return nil
+		return br, nil
 	}
-	return fresp.ReadBody(br, 0)
+	return br, fresp.ReadBody(br, 0)
+}
+
+// readHeader reads one header block with fasthttp's parser, where the two paths would
+// otherwise answer differently:
+//   - a block larger than br's buffer is read again into a larger buffer over br (fasthttp
+//     only peeks until the block parses), up to headerLimit, net/http's bound;
+//   - repeats of one Content-Length value are taken as one, as net/http does (RFC 9110
+//     §8.6 allows that or refusing); fasthttp refuses any repeat. Differing values are
+//     refused on both paths.
+func (t *fastTransport) readHeader(h *fasthttp.ResponseHeader, br *bufio.Reader) (*bufio.Reader, error) {
+	for {
+		err := h.Read(br)
+		var small *fasthttp.ErrSmallBuffer
+		switch {
+		case err == nil:
+			return br, nil
+		case errors.As(err, &small) && br.Size() < t.headerLimit:
+			br = bufio.NewReaderSize(br, min(br.Size()*8, t.headerLimit))
+		case errors.Is(err, fasthttp.ErrDuplicateContentLength):
+			block, grown, ok := t.headerBlock(br)
+			if !ok {
+				return grown, err
+			}
+			one, ok := oneContentLength(block)
+			if !ok {
+				return grown, err
+			}
+			if err := h.Read(bufio.NewReaderSize(bytes.NewReader(one), len(one))); err != nil {
+				return grown, err
+			}
+			_, err := grown.Discard(len(block))
+			return grown, err
+		default:
+			return br, err
+		}
+	}
+}
+
+// headerBlock peeks at the whole header block at the front of br (its empty line
+// included), into a larger buffer over br if need be, up to headerLimit.
+func (t *fastTransport) headerBlock(br *bufio.Reader) ([]byte, *bufio.Reader, bool) {
+	for {
+		b, err := br.Peek(br.Buffered())
+		if err != nil {
+			return nil, br, false
+		}
+		if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
+			return b[:i+4], br, true
+		}
+		if i := bytes.Index(b, []byte("\n\n")); i >= 0 {
+			return b[:i+2], br, true
+		}
+		if br.Buffered() == br.Size() {
+			if br.Size() >= t.headerLimit {
+				return nil, br, false
+			}
+			br = bufio.NewReaderSize(br, min(br.Size()*8, t.headerLimit))
+		}
+		if _, err := br.Peek(br.Buffered() + 1); err != nil {
+			return nil, br, false
+		}
+	}
+}
+
+// oneContentLength returns block with the repeats of its Content-Length field removed,
+// or false when the repeats differ (after trimming spaces, as net/http compares them)
+// or a field is folded onto the next line.
+func oneContentLength(block []byte) ([]byte, bool) {
+	out := make([]byte, 0, len(block))
+	var first []byte
+	seen, afterLength := false, false
+	for line := range bytes.Lines(block) {
+		if afterLength && (line[0] == ' ' || line[0] == '\t') {
+			return nil, false // a length folded onto the next line: leave it to the parser
+		}
+		name, value, found := bytes.Cut(line, []byte(":"))
+		afterLength = found && bytes.EqualFold(name, []byte("Content-Length"))
+		if !afterLength {
+			out = append(out, line...)
+			continue
+		}
+		value = bytes.Trim(value, " \t\r\n")
+		switch {
+		case !seen:
+			first, seen = value, true
+			out = append(out, line...)
+		case !bytes.Equal(value, first):
+			return nil, false
+		}
+	}
+	return out, true
 }
 
 func isReset(err error) bool {
@@ -286,6 +398,7 @@ func isReset(err error) bool {
 type fastBody struct {
 	t              *fastTransport
 	c              *fastConn
+	br             *bufio.Reader // c.br, or a larger buffer over it
 	freq           *fasthttp.Request
 	fresp          *fasthttp.Response
 	stream         io.Reader
@@ -322,7 +435,7 @@ func (b *fastBody) Close() error {
 	}
 	b.closed = true
 	reuse := b.stop() && b.eof && !b.closeDelimited && !b.fresp.ConnectionClose() && !b.freq.ConnectionClose() &&
-		b.fresp.StatusCode() != http.StatusSwitchingProtocols && b.c.br.Buffered() == 0
+		b.fresp.StatusCode() != http.StatusSwitchingProtocols && b.br.Buffered() == 0 && b.c.br.Buffered() == 0
 	b.fresp.CloseBodyStream()
 	fasthttp.ReleaseResponse(b.fresp)
 	fasthttp.ReleaseRequest(b.freq)
@@ -384,7 +497,7 @@ func (t *fastTransport) conn(ctx context.Context, scheme, host, key string) (*fa
 		}
 		nc = tc
 	}
-	return &fastConn{Conn: nc, br: bufio.NewReaderSize(nc, fastHeaderLimit), bw: bufio.NewWriterSize(nc, 4096)}, false, nil
+	return &fastConn{Conn: nc, br: bufio.NewReaderSize(nc, fastReadBuffer), bw: bufio.NewWriterSize(nc, 4096)}, false, nil
 }
 
 func (t *fastTransport) put(key string, c *fastConn) {

@@ -53,9 +53,10 @@ type Target struct {
 	ForwardCookies []string
 	// Fast carries the target's HTTP/1.1 requests with valyala/fasthttp's request and
 	// response handling over the proxy's own connection pool instead of net/http's
-	// Transport. Protocol upgrades (WebSocket, h2c) still take the standard path; so does
-	// everything when the URL's scheme is neither http nor https. The hygiene, hooks and
-	// errors are the same on both paths; docs/configuration.md lists what differs.
+	// Transport. Protocol upgrades (WebSocket, h2c) and requests with Expect:
+	// 100-continue still take the standard path; so does everything when the URL's scheme
+	// is neither http nor https. The hygiene, hooks, errors and what a browser sees are the
+	// same on both paths (the conformance suite, docs/configuration.md).
 	Fast bool
 }
 
