@@ -11,8 +11,10 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -32,7 +34,7 @@ type fastTransport struct {
 	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 	tls    *tls.Config // nil: the defaults
 	mu     sync.Mutex
-	idle   map[string][]*fastConn // by scheme and host, the most recently used last
+	idle   map[poolKey][]*fastConn // the most recently used last
 	maxIdl int
 	// idleFor is how long a connection may stay idle: after it the reaper closes it, so
 	// that a quiet proxy holds no sockets (and the upstream no connections) it will not use.
@@ -43,12 +45,39 @@ type fastTransport struct {
 	headerLimit int
 }
 
+// poolKey names an upstream for the pool without building a string per request.
+type poolKey struct {
+	tls  bool
+	host string
+}
+
 // fastConn is one upstream connection, with its buffers.
 type fastConn struct {
 	net.Conn
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	used time.Time // when it went idle
+	// expired is set by expire: a request's end (browser gone, a stream stopped) has made
+	// every read and write fail at once; a deadline set later must not undo that.
+	expired atomic.Bool
+	expire  func() // c.expireNow, made once per connection
+}
+
+var longAgo = time.Unix(1, 0)
+
+func (c *fastConn) expireNow() {
+	c.expired.Store(true)
+	c.SetDeadline(longAgo)
+}
+
+// setDeadline sets the connection's deadline unless it was expired meanwhile. (expire
+// stores first and sets its deadline second; this sets first and loads second: one of
+// the two sees the other, so the expiry wins.)
+func (c *fastConn) setDeadline(t time.Time) {
+	c.SetDeadline(t)
+	if c.expired.Load() {
+		c.SetDeadline(longAgo)
+	}
 }
 
 const fastIdleTimeout = 90 * time.Second
@@ -61,7 +90,7 @@ const fastReadBuffer = 32 << 10
 const defaultHeaderLimit = 10 << 20
 
 func newFastTransport(next http.RoundTripper) *fastTransport {
-	t := &fastTransport{next: next, idle: map[string][]*fastConn{}, maxIdl: 256, idleFor: fastIdleTimeout, headerLimit: defaultHeaderLimit,
+	t := &fastTransport{next: next, idle: map[poolKey][]*fastConn{}, maxIdl: 256, idleFor: fastIdleTimeout, headerLimit: defaultHeaderLimit,
 		dial: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext}
 	if ht, ok := next.(*http.Transport); ok {
 		// The same dialer and TLS settings (roots, client certificates) as the standard path.
@@ -98,6 +127,22 @@ func carries(req *http.Request) bool {
 	return len(req.Header["Upgrade"]) == 0 && len(req.Header["Expect"]) == 0
 }
 
+// takes reports, before the outbound request is made, that carries will hold for it:
+// the scheme is the target's, and the outbound headers have Upgrade or Expect only if r
+// or the forward's own headers do. Serve then leaves the forward's timeout and stop to
+// the connection (forward.byConn).
+func (t *fastTransport) takes(r *http.Request, f *Forward) bool {
+	if s := f.Target.URL.Scheme; s != "http" && s != "https" {
+		return false
+	}
+	for _, h := range [...]http.Header{r.Header, f.Target.Headers, f.Headers} {
+		if len(h["Upgrade"]) > 0 || len(h["Expect"]) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
 func (t *fastTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !carries(req) {
 		return t.next.RoundTrip(req)
@@ -131,7 +176,8 @@ func (t *fastTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		freq.SetBodyStream(req.Body, n)
 	}
-	resp, err := t.roundTrip(req, freq)
+	f, _ := req.Context().Value(ctxKey{}).(*forward)
+	resp, err := t.roundTrip(req, freq, f)
 	if err != nil {
 		fasthttp.ReleaseRequest(freq)
 	}
@@ -150,26 +196,38 @@ func itoa(n int) string {
 	}
 }
 
-func (t *fastTransport) roundTrip(req *http.Request, freq *fasthttp.Request) (*http.Response, error) {
+func (t *fastTransport) roundTrip(req *http.Request, freq *fasthttp.Request, f *forward) (*http.Response, error) {
 	ctx := req.Context()
-	key := req.URL.Scheme + "://" + req.URL.Host
+	key := poolKey{tls: req.URL.Scheme == "https", host: req.URL.Host}
 	replayable := req.Body == nil || req.Body == http.NoBody
+	var deadline time.Time // the target's timeout, when Serve left it to the connection
+	if f != nil && f.byConn {
+		deadline = f.deadline
+	}
 	for attempt := 0; ; attempt++ {
-		c, reused, err := t.conn(ctx, req.URL.Scheme, req.URL.Host, key)
-		if err != nil {
-			return nil, err
-		}
-		// A canceled request (browser gone, timeout, OnStream's stop) unblocks any read or
-		// write on the connection at once.
-		stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-		resp, err := t.exchange(req, freq, c, stop, key)
+		c, reused, err := t.conn(ctx, key, deadline)
 		if err == nil {
-			return resp, nil
+			// A canceled request (browser gone, timeout, OnStream's stop) unblocks any
+			// read or write on the connection at once.
+			stop := context.AfterFunc(ctx, c.expire)
+			var resp *http.Response
+			if resp, err = t.exchange(req, freq, c, stop, key, deadline); err == nil {
+				return resp, nil
+			}
+			stop()
+			c.Close()
 		}
-		stop()
-		c.Close()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			// The target's timeout passed while dialing, writing or waiting for headers:
+			// the error handler answers 504, as the standard path's timer makes it do.
+			f.state.CompareAndSwap(waiting, timedOut)
+			return nil, err
+		}
+		if c == nil {
+			return nil, err
 		}
 		// A kept-alive connection the upstream closed meanwhile fails before the first
 		// response byte: try a fresh one, once, if the request can be sent again.
@@ -181,7 +239,10 @@ func (t *fastTransport) roundTrip(req *http.Request, freq *fasthttp.Request) (*h
 
 var errStale = errors.New("connection closed before the response")
 
-func (t *fastTransport) exchange(req *http.Request, freq *fasthttp.Request, c *fastConn, stop func() bool, key string) (*http.Response, error) {
+func (t *fastTransport) exchange(req *http.Request, freq *fasthttp.Request, c *fastConn, stop func() bool, key poolKey, deadline time.Time) (*http.Response, error) {
+	if !deadline.IsZero() {
+		c.setDeadline(deadline)
+	}
 	if err := freq.Write(c.bw); err != nil {
 		return nil, err
 	}
@@ -204,29 +265,25 @@ func (t *fastTransport) exchange(req *http.Request, freq *fasthttp.Request, c *f
 		fasthttp.ReleaseResponse(fresp)
 		return nil, err
 	}
-	resp := &http.Response{
-		Status: itoa(fresp.StatusCode()), StatusCode: fresp.StatusCode(),
+	if !deadline.IsZero() {
+		c.setDeadline(time.Time{}) // the timeout bounds the wait for headers only
+	}
+	code := fresp.StatusCode()
+	x := &fastResponse{} // the response and its body in one allocation
+	resp := &x.resp
+	*resp = http.Response{
+		Status: statusText(code), StatusCode: code,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: make(http.Header, fresp.Header.Len()), Request: req,
 		ContentLength: int64(fresp.Header.ContentLength()),
 	}
-	for k, v := range fresp.Header.All() {
-		name := http.CanonicalHeaderKey(string(k))
-		switch name {
-		case "Trailer", "Content-Length", "Transfer-Encoding":
-			continue
-		}
-		resp.Header[name] = append(resp.Header[name], string(v))
-	}
-	if resp.ContentLength >= 0 && fresp.StatusCode() != http.StatusNoContent && fresp.StatusCode() >= 200 &&
-		(fresp.StatusCode() != http.StatusNotModified || len(fresp.Header.Peek("Content-Length")) > 0) {
-		resp.Header["Content-Length"] = []string{itoa(int(resp.ContentLength))}
-	}
+	copyHeader(resp.Header, &fresp.Header, resp.ContentLength >= 0 && code != http.StatusNoContent && code >= 200 &&
+		(code != http.StatusNotModified || len(fresp.Header.Peek("Content-Length")) > 0))
 	if resp.ContentLength < 0 {
 		resp.ContentLength = -1
 	}
 	if fresp.Header.ContentLength() == -1 {
-		resp.TransferEncoding = []string{"chunked"}
+		resp.TransferEncoding = chunked
 	}
 	for name := range fresp.Header.Trailers() {
 		if resp.Trailer == nil {
@@ -234,14 +291,15 @@ func (t *fastTransport) exchange(req *http.Request, freq *fasthttp.Request, c *f
 		}
 		resp.Trailer[http.CanonicalHeaderKey(string(name))] = nil
 	}
-	b := &fastBody{t: t, c: c, br: br, freq: freq, fresp: fresp, stop: stop, key: key, trailer: resp.Trailer,
+	b := &x.body
+	*b = fastBody{t: t, c: c, br: br, freq: freq, fresp: fresp, stop: stop, key: key, trailer: resp.Trailer,
 		closeDelimited: fresp.Header.ContentLength() == -2}
 	if s := fresp.BodyStream(); s != nil && !fresp.SkipBody {
 		b.stream = s
 	} else {
 		b.eof = true
 	}
-	if resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified || fresp.SkipBody {
+	if code == http.StatusNoContent || code == http.StatusNotModified || fresp.SkipBody {
 		resp.ContentLength = 0
 		if fresp.SkipBody && fresp.Header.ContentLength() >= 0 {
 			resp.ContentLength = int64(fresp.Header.ContentLength())
@@ -249,6 +307,110 @@ func (t *fastTransport) exchange(req *http.Request, freq *fasthttp.Request, c *f
 	}
 	resp.Body = b
 	return resp, nil
+}
+
+// fastResponse is a response and its body, allocated together.
+type fastResponse struct {
+	resp http.Response
+	body fastBody
+}
+
+var chunked = []string{"chunked"} // read only, as net/http's Transport treats it
+
+// statusTexts holds http.Response.Status for the status codes, so that no response
+// builds its own.
+var statusTexts = func() (t [600]string) {
+	for code := 100; code < len(t); code++ {
+		t[code] = strconv.Itoa(code)
+		if text := http.StatusText(code); text != "" {
+			t[code] += " " + text
+		}
+	}
+	return t
+}()
+
+func statusText(code int) string {
+	if code >= 100 && code < len(statusTexts) {
+		return statusTexts[code]
+	}
+	return strconv.Itoa(code)
+}
+
+// copyHeader copies fasthttp's response header into h, less the framing fields, with a
+// Content-Length field (the length fasthttp parsed) when withLength is set. Every value
+// is a piece of one string and every field's list a piece of one slice: two allocations
+// for the whole block, where a field apiece would cost two or three, and no allocation
+// for the name of a well-known field.
+func copyHeader(h http.Header, fh *fasthttp.ResponseHeader, withLength bool) {
+	type field struct {
+		name       string
+		start, end int
+	}
+	var stack [16]field
+	fields := stack[:0]
+	size := 20 // room for a length
+	for _, v := range fh.All() {
+		size += len(v)
+	}
+	var sb strings.Builder
+	sb.Grow(size)
+	for k, v := range fh.All() {
+		name := headerName(k)
+		switch name {
+		case "Trailer", "Content-Length", "Transfer-Encoding":
+			continue
+		}
+		fields = append(fields, field{name, sb.Len(), sb.Len() + len(v)})
+		sb.Write(v)
+	}
+	if withLength {
+		var digits [20]byte
+		n := strconv.AppendInt(digits[:0], int64(fh.ContentLength()), 10)
+		fields = append(fields, field{"Content-Length", sb.Len(), sb.Len() + len(n)})
+		sb.Write(n)
+	}
+	if len(fields) == 0 {
+		return
+	}
+	all := sb.String()
+	values := make([]string, len(fields))
+	for i, f := range fields {
+		values[i] = all[f.start:f.end]
+		if prior, ok := h[f.name]; ok {
+			h[f.name] = append(prior, values[i]) // a repeated field: its own list
+		} else {
+			h[f.name] = values[i : i+1 : i+1]
+		}
+	}
+}
+
+// wellKnown maps the usual spellings of common response header names to their canonical
+// form: looking a []byte up in it allocates nothing.
+var wellKnown = func() map[string]string {
+	m := map[string]string{}
+	for _, name := range []string{
+		"Accept-Ranges", "Access-Control-Allow-Credentials", "Access-Control-Allow-Headers",
+		"Access-Control-Allow-Methods", "Access-Control-Allow-Origin", "Access-Control-Expose-Headers",
+		"Access-Control-Max-Age", "Age", "Alt-Svc", "Cache-Control", "Connection", "Content-Disposition",
+		"Content-Encoding", "Content-Language", "Content-Length", "Content-Location", "Content-Range",
+		"Content-Security-Policy", "Content-Type", "Cross-Origin-Embedder-Policy",
+		"Cross-Origin-Opener-Policy", "Cross-Origin-Resource-Policy", "Date", "Etag", "Expires",
+		"Keep-Alive", "Last-Modified", "Link", "Location", "Permissions-Policy", "Pragma",
+		"Referrer-Policy", "Retry-After", "Server", "Server-Timing", "Set-Cookie",
+		"Strict-Transport-Security", "Timing-Allow-Origin", "Trailer", "Transfer-Encoding", "Vary",
+		"Www-Authenticate", "X-Content-Type-Options", "X-Frame-Options", "X-Request-Id",
+	} {
+		m[name], m[strings.ToLower(name)] = name, name
+	}
+	m["ETag"], m["WWW-Authenticate"], m["X-Request-ID"] = "Etag", "Www-Authenticate", "X-Request-Id"
+	return m
+}()
+
+func headerName(k []byte) string {
+	if name, ok := wellKnown[string(k)]; ok {
+		return name
+	}
+	return http.CanonicalHeaderKey(string(k))
 }
 
 // maxInterim bounds the informational responses before a final one when nobody takes
@@ -306,11 +468,10 @@ func (t *fastTransport) readResponse(req *http.Request, fresp *fasthttp.Response
 func (t *fastTransport) readHeader(h *fasthttp.ResponseHeader, br *bufio.Reader) (*bufio.Reader, error) {
 	for {
 		err := h.Read(br)
-		var small *fasthttp.ErrSmallBuffer
 		switch {
 		case err == nil:
 			return br, nil
-		case errors.As(err, &small) && br.Size() < t.headerLimit:
+		case isSmallBuffer(err) && br.Size() < t.headerLimit:
 			br = bufio.NewReaderSize(br, min(br.Size()*8, t.headerLimit))
 		case errors.Is(err, fasthttp.ErrDuplicateContentLength):
 			block, grown, ok := t.headerBlock(br)
@@ -330,6 +491,11 @@ func (t *fastTransport) readHeader(h *fasthttp.ResponseHeader, br *bufio.Reader)
 			return br, err
 		}
 	}
+}
+
+func isSmallBuffer(err error) bool {
+	var small *fasthttp.ErrSmallBuffer // escapes: only on this path
+	return errors.As(err, &small)
 }
 
 // headerBlock peeks at the whole header block at the front of br (its empty line
@@ -403,7 +569,7 @@ type fastBody struct {
 	fresp          *fasthttp.Response
 	stream         io.Reader
 	stop           func() bool
-	key            string
+	key            poolKey
 	trailer        http.Header
 	eof, closed    bool
 	closeDelimited bool
@@ -448,7 +614,8 @@ func (b *fastBody) Close() error {
 }
 
 // conn returns an idle connection to the host, or dials one.
-func (t *fastTransport) conn(ctx context.Context, scheme, host, key string) (*fastConn, bool, error) {
+// A deadline that is not zero bounds the dial and the TLS handshake too.
+func (t *fastTransport) conn(ctx context.Context, key poolKey, deadline time.Time) (*fastConn, bool, error) {
 	t.mu.Lock()
 	for list := t.idle[key]; len(list) > 0; list = t.idle[key] {
 		c := list[len(list)-1]
@@ -461,20 +628,26 @@ func (t *fastTransport) conn(ctx context.Context, scheme, host, key string) (*fa
 		c.Close()
 	}
 	t.mu.Unlock()
+	host := key.host
 	addr := host
 	if _, _, err := net.SplitHostPort(host); err != nil {
 		port := "80"
-		if scheme == "https" {
+		if key.tls {
 			port = "443"
 		}
 		addr = net.JoinHostPort(strings.Trim(host, "[]"), port)
+	}
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
 	}
 	raw, err := t.dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, false, err
 	}
 	var nc net.Conn = raw
-	if scheme == "https" {
+	if key.tls {
 		cfg := &tls.Config{}
 		if t.tls != nil {
 			cfg = t.tls.Clone()
@@ -497,10 +670,15 @@ func (t *fastTransport) conn(ctx context.Context, scheme, host, key string) (*fa
 		}
 		nc = tc
 	}
-	return &fastConn{Conn: nc, br: bufio.NewReaderSize(nc, fastReadBuffer), bw: bufio.NewWriterSize(nc, 4096)}, false, nil
+	c := &fastConn{Conn: nc, br: bufio.NewReaderSize(nc, fastReadBuffer), bw: bufio.NewWriterSize(nc, 4096)}
+	c.expire = c.expireNow
+	return c, false, nil
 }
 
-func (t *fastTransport) put(key string, c *fastConn) {
+// put keeps c for the next request to key. The request's AfterFunc was stopped before
+// it ran, so nothing expires c any more.
+func (t *fastTransport) put(key poolKey, c *fastConn) {
+	c.expired.Store(false)
 	if err := c.SetDeadline(time.Time{}); err != nil {
 		c.Close()
 		return
@@ -557,7 +735,7 @@ func (t *fastTransport) reap() {
 func (t *fastTransport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
-	t.idle = map[string][]*fastConn{}
+	t.idle = map[poolKey][]*fastConn{}
 	t.mu.Unlock()
 	for _, list := range idle {
 		for _, c := range list {

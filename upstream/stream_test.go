@@ -45,8 +45,20 @@ func (s *streams) counts() (opened, done int) {
 	return len(s.stops), s.done
 }
 
+// On both paths a stream of an owner is handed to OnStream and outlives the target's
+// timeout, and its stop ends it; on the fast path the event stream is carried by the
+// fast transport (which stops it on its connection), the WebSocket by the standard one.
 func TestOnStreamEndsStreamsAndWebSockets(t *testing.T) {
 	t.Parallel()
+	for _, fast := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fast=%v", fast), func(t *testing.T) {
+			t.Parallel()
+			testOnStream(t, fast)
+		})
+	}
+}
+
+func testOnStream(t *testing.T, fast bool) {
 	up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/events":
@@ -78,7 +90,7 @@ func TestOnStreamEndsStreamsAndWebSockets(t *testing.T) {
 	}))
 	rec := &streams{}
 	p := newProxy(t, upstream.Config{OnStream: rec.hook})
-	target := &upstream.Target{Name: "/", Prefix: "/", URL: up, Timeout: time.Second}
+	target := &upstream.Target{Name: "/", Prefix: "/", URL: up, Timeout: time.Second, Fast: fast}
 	const owner = "session-1"
 	g := startGateway(t, p, upstream.Forward{Target: target, Owner: owner}, nil)
 	anonymous := startGateway(t, p, upstream.Forward{Target: target}, nil)
@@ -131,6 +143,11 @@ func TestOnStreamEndsStreamsAndWebSockets(t *testing.T) {
 	}
 	rec.mu.Unlock()
 
+	select {
+	case <-streamEnded:
+		t.Fatal("the event stream ended before stop (the header timeout must not end it)")
+	default:
+	}
 	rec.stopAll()
 	select {
 	case <-streamEnded:

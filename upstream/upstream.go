@@ -236,6 +236,11 @@ type forward struct {
 	state  atomic.Int32  // waiting, answered or timedOut; leaves waiting once
 	cancel context.CancelFunc
 	done   func() // from Config.OnStream, when the response is a stream
+	// byConn: the fast path carries the forward and bounds it on its connection instead of
+	// with a context and a timer of its own (no allocation): the wait for headers ends at
+	// deadline (zero for none), and a stream stops when its body's connection is expired.
+	byConn   bool
+	deadline time.Time
 }
 
 const (
@@ -261,7 +266,14 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, f Forward) {
 	if h := w.Header(); len(h) > 0 {
 		fw.w.own = h.Clone()
 	}
-	if t := f.Target.Timeout; t > 0 || f.Owner != nil {
+	t := f.Target.Timeout
+	switch {
+	case f.Target.Fast && p.fast.takes(r, &fw.Forward):
+		fw.byConn = true
+		if t > 0 {
+			fw.deadline = time.Now().Add(t)
+		}
+	case t > 0 || f.Owner != nil:
 		ctx, cancel := context.WithCancel(fw.Context)
 		defer cancel()
 		fw.Context, fw.cancel = ctx, cancel
@@ -448,8 +460,13 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	if p.cfg.OnStream != nil {
 		if f := forwardOf(resp.Request); f.Owner != nil && isStream(resp) {
 			// The outbound request's context is the forward's: canceling it closes the
-			// upgraded connection (ReverseProxy watches it) or aborts the body copy.
-			f.done = p.cfg.OnStream(f.Target, f.Owner, f.cancel)
+			// upgraded connection (ReverseProxy watches it) or aborts the body copy. On the
+			// fast path, expiring the body's connection aborts the copy.
+			stop := f.cancel
+			if b, ok := resp.Body.(*fastBody); ok && f.byConn {
+				stop = b.c.expire
+			}
+			f.done = p.cfg.OnStream(f.Target, f.Owner, stop)
 		}
 	}
 	// An upstream must not plant or overwrite the gateway's cookies.
