@@ -153,8 +153,7 @@ func New(cfg Config) (*Gateway, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	upstreamTransport := cfg.UpstreamTransport
-	traced, upstreamTransport := g.setupTracing(cfg, base, upstreamTransport)
+	traced, wrapUpstream := g.setupTracing(cfg, base)
 	if err := g.newProviders(cfg, hc, base, &providerTransport{base: traced, m: g.metrics, endpoint: func(r *http.Request) string { return g.providerEndpointName(r.URL) }}); err != nil {
 		return nil, err
 	}
@@ -185,7 +184,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 
 	g.proxy = upstream.New(upstream.Config{
-		Transport: upstreamTransport, PublicURL: g.public, TrustedProxies: cfg.TrustedProxies,
+		Transport: cfg.UpstreamTransport, WrapTransport: wrapUpstream, PublicURL: g.public, TrustedProxies: cfg.TrustedProxies,
 		ProtectedCookie: g.isOwnCookie, DropHeaders: []string{cfg.CSRF.Header}, Logger: g.log,
 		ErrorHandler: g.failUpstream, OnStream: g.openTunnel, OnUnauthorized: g.stepUpChallenge,
 		StripHeaders: cfg.StripRequestHeaders, KeepHeaders: cfg.AllowRequestHeaders,

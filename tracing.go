@@ -18,7 +18,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gatehouse-bff/gatehouse/session"
-	"github.com/gatehouse-bff/gatehouse/upstream"
 )
 
 // Tracing (Config.TracerProvider). With no provider nothing here runs: no handler or
@@ -76,14 +75,13 @@ type tracing struct {
 }
 
 // setupTracing turns tracing on when cfg has a TracerProvider: it wraps the provider's
-// and the upstreams' transports (returned), and hooks the session store operations.
-func (g *Gateway) setupTracing(cfg Config, provider http.RoundTripper, upstreamRT http.RoundTripper) (http.RoundTripper, http.RoundTripper) {
+// transport (returned), returns the wrapper of what carries the upstream requests (over
+// both upstream paths, so that the fast one is traced too; nil when tracing is off), and
+// hooks the session store operations.
+func (g *Gateway) setupTracing(cfg Config, provider http.RoundTripper) (http.RoundTripper, func(http.RoundTripper) http.RoundTripper) {
 	tp := cfg.TracerProvider
 	if tp == nil {
-		return provider, upstreamRT
-	}
-	if upstreamRT == nil {
-		upstreamRT = upstream.NewTransport()
+		return provider, nil
 	}
 	prop := cfg.Propagator
 	if prop == nil {
@@ -109,9 +107,11 @@ func (g *Gateway) setupTracing(cfg Config, provider http.RoundTripper, upstreamR
 			opts(func(r *http.Request) string { return "provider " + g.providerEndpointName(r.URL) })...)}
 	}
 	provider = g.tracing.wrapProvider(provider)
-	upstreamRT = tracedTransport{base: upstreamRT, prop: prop, otel: otelhttp.NewTransport(withQuery{upstreamRT},
-		opts(func(r *http.Request) string { return "upstream " + spanMethod(r.Method) })...)}
-	return provider, upstreamRT
+	wrapUpstream := func(rt http.RoundTripper) http.RoundTripper {
+		return tracedTransport{base: rt, prop: prop, otel: otelhttp.NewTransport(withQuery{rt},
+			opts(func(r *http.Request) string { return "upstream " + spanMethod(r.Method) })...)}
+	}
+	return provider, wrapUpstream
 }
 
 // tracedTransport sends a request through otelhttp (otel), which makes its client span,

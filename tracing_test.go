@@ -155,7 +155,14 @@ func traceparent(t *testing.T, h string) (traceID, spanID string) {
 // flow's spans below it; the provider and the upstream see the trace in traceparent,
 // and nothing exported holds a secret.
 func TestTracingSpanTree(t *testing.T) {
-	te := newTraceEnv(t)
+	// Both upstream paths make the upstream's client span and carry its traceparent.
+	for _, mode := range []gatehouse.TransportMode{gatehouse.TransportStandard, gatehouse.TransportFast} {
+		t.Run(string(mode), func(t *testing.T) { testTracingSpanTree(t, mode) })
+	}
+}
+
+func testTracingSpanTree(t *testing.T, mode gatehouse.TransportMode) {
+	te := newTraceEnv(t, func(c *gatehouse.Config) { c.UpstreamTransportMode = mode })
 	b := te.browser()
 	loc := b.startLogin("/app")
 	cb, _ := url.Parse(loc)

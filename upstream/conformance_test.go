@@ -2,7 +2,10 @@ package upstream_test
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +17,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -370,5 +374,93 @@ func TestTransportRequestTrailersAndExpect(t *testing.T) {
 					fast, c.path, c.expect, resp.StatusCode, body, continued, c.status, c.body, c.continued)
 			}
 		}
+	}
+}
+
+// A request without Accept-Encoding reaches the upstream without one on both paths: the
+// standard transport does not ask for gzip on its own (and then decode it, which would
+// cost the gateway CPU and drop the upstream's Content-Length).
+func TestTransportNoAddedCompression(t *testing.T) {
+	t.Parallel()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			w.Header().Set("Content-Encoding", "gzip")
+			gz := gzip.NewWriter(w)
+			io.WriteString(gz, "hello")
+			gz.Close()
+			return
+		}
+		w.Header().Set("Content-Length", "5")
+		io.WriteString(w, "hello")
+	}))
+	t.Cleanup(up.Close)
+	u, _ := url.Parse(up.URL)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableCompression: true}}
+	t.Cleanup(client.CloseIdleConnections)
+	var seen []string
+	for _, fast := range []bool{false, true} {
+		p := newProxy(t, upstream.Config{ErrorHandler: renderJSON})
+		g := startGateway(t, p, upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: u, Fast: fast}}, nil)
+		for _, ae := range []string{"", "gzip"} {
+			req, _ := http.NewRequest(http.MethodGet, g.URL+"/x", nil)
+			if ae != "" {
+				req.Header.Set("Accept-Encoding", ae)
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			got := fmt.Sprintf("ae=%q: %d encoding=%q length=%d body=%q", ae, resp.StatusCode, resp.Header.Get("Content-Encoding"), resp.ContentLength, body)
+			if ae == "" && got != `ae="": 200 encoding="" length=5 body="hello"` {
+				t.Errorf("fast=%v: %s, want the upstream's identity answer with its length", fast, got)
+			}
+			seen = append(seen, got)
+		}
+	}
+	if seen[0] != seen[2] || seen[1] != seen[3] {
+		t.Errorf("the paths differ:\nstandard %q\nfast     %q", seen[:2], seen[2:])
+	}
+}
+
+// A TLS upstream that speaks only HTTP/2 refuses the fast path's http/1.1 handshake: the
+// request goes by the standard path instead, with the target's timeout, and so do the
+// host's requests after it.
+func TestTransportFastFallsBackForHTTP2Only(t *testing.T) {
+	t.Parallel()
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(300 * time.Millisecond)
+		}
+		io.WriteString(w, r.Proto)
+	}))
+	up.EnableHTTP2 = true
+	// Strict about ALPN, as some non-Go servers are (Go's own would serve HTTP/1.1 to a
+	// client that offers only http/1.1): no h2 offered, no handshake.
+	up.TLS = &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		cfg := up.TLS.Clone()
+		cfg.GetConfigForClient = nil
+		if cfg.NextProtos = []string{"h2"}; !slices.Contains(hello.SupportedProtos, "h2") {
+			cfg.NextProtos = []string{"h2-strict"} // no protocol in common: no_application_protocol
+		}
+		return cfg, nil
+	}}
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	u, _ := url.Parse(up.URL)
+	tr := upstream.NewTransport()
+	tr.TLSClientConfig = &tls.Config{RootCAs: x509.NewCertPool()}
+	tr.TLSClientConfig.RootCAs.AddCert(up.Certificate())
+	t.Cleanup(tr.CloseIdleConnections)
+	p := newProxy(t, upstream.Config{Transport: tr, ErrorHandler: renderJSON})
+	g := startGateway(t, p, upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: u, Fast: true, Timeout: 100 * time.Millisecond}}, nil)
+	for range 2 {
+		if resp, body := g.get(t, "/x"); resp.StatusCode != http.StatusOK || body != "HTTP/2.0" {
+			t.Fatalf("%d %q, want 200 from the HTTP/2 upstream", resp.StatusCode, body)
+		}
+	}
+	if resp, body := g.get(t, "/slow"); resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, "timeout") {
+		t.Fatalf("a slow answer: %d %q, want the timeout's 504", resp.StatusCode, body)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +44,7 @@ type fastTransport struct {
 	// headerLimit bounds a response's header block, as MaxResponseHeaderBytes does on the
 	// standard path (10 MiB unless the transport sets it).
 	headerLimit int
+	noH1        sync.Map // host → true: a TLS upstream that speaks only HTTP/2 (errH2Only)
 }
 
 // poolKey names an upstream for the pool without building a string per request.
@@ -144,8 +146,9 @@ func (t *fastTransport) takes(r *http.Request, f *Forward) bool {
 }
 
 func (t *fastTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if !carries(req) {
-		return t.next.RoundTrip(req)
+	f, _ := req.Context().Value(ctxKey{}).(*forward)
+	if !carries(req) || t.h2Only(req.URL) {
+		return t.standard(req, f)
 	}
 	freq := fasthttp.AcquireRequest()
 	freq.Header.DisableNormalizing()
@@ -176,12 +179,58 @@ func (t *fastTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		freq.SetBodyStream(req.Body, n)
 	}
-	f, _ := req.Context().Value(ctxKey{}).(*forward)
 	resp, err := t.roundTrip(req, freq, f)
+	if errors.Is(err, errH2Only) {
+		fasthttp.ReleaseRequest(freq)
+		return t.standard(req, f) // nothing was sent
+	}
 	if err != nil {
 		fasthttp.ReleaseRequest(freq)
 	}
 	return resp, err
+}
+
+// standard hands req to the standard transport. A forward that Serve left to the fast
+// path's connection (byConn) first gets what the standard path bounds it with: a context
+// that its stream's stop cancels, and a timer for the wait for headers.
+func (t *fastTransport) standard(req *http.Request, f *forward) (*http.Response, error) {
+	if f == nil || !f.byConn {
+		return t.next.RoundTrip(req)
+	}
+	f.byConn = false
+	ctx, cancel := context.WithCancel(req.Context())
+	f.cancel, f.release = cancel, cancel
+	if !f.deadline.IsZero() {
+		timer := time.AfterFunc(time.Until(f.deadline), func() {
+			if f.state.CompareAndSwap(waiting, timedOut) {
+				cancel()
+			}
+		})
+		f.release = func() { timer.Stop(); cancel() }
+	}
+	return t.next.RoundTrip(req.WithContext(ctx))
+}
+
+// errH2Only: the upstream refused the TLS handshake for want of a protocol both speak
+// (the fast path offers only http/1.1): it speaks only HTTP/2, which the standard path
+// does. Its host is remembered, and its requests go there from then on.
+var errH2Only = errors.New("upstream: TLS server speaks no HTTP/1.1")
+
+func (t *fastTransport) h2Only(u *url.URL) bool {
+	if u.Scheme != "https" {
+		return false
+	}
+	_, ok := t.noH1.Load(u.Host)
+	return ok
+}
+
+// noApplicationProtocol is the text of a remote no_application_protocol alert (RFC 7301
+// §3.2): crypto/tls reports a peer's alert as a *net.OpError around an unexported type.
+var noApplicationProtocol = tls.AlertError(120).Error()
+
+func isNoApplicationProtocol(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "remote error" && op.Err != nil && op.Err.Error() == noApplicationProtocol
 }
 
 func itoa(n int) string {
@@ -212,6 +261,9 @@ func (t *fastTransport) roundTrip(req *http.Request, freq *fasthttp.Request, f *
 			stop := context.AfterFunc(ctx, c.expire)
 			var resp *http.Response
 			if resp, err = t.exchange(req, freq, c, stop, key, deadline); err == nil {
+				if f != nil {
+					f.conn = c
+				}
 				return resp, nil
 			}
 			stop()
@@ -666,6 +718,10 @@ func (t *fastTransport) conn(ctx context.Context, key poolKey, deadline time.Tim
 		cancel()
 		if err != nil {
 			raw.Close()
+			if isNoApplicationProtocol(err) {
+				t.noH1.Store(host, true)
+				return nil, false, errH2Only
+			}
 			return nil, false, err
 		}
 		nc = tc

@@ -65,6 +65,9 @@ type Config struct {
 	// Transport carries the requests. Default: NewTransport(). A Transport that puts
 	// the request URL in its errors must do so as a *url.Error, which Error strips.
 	Transport http.RoundTripper
+	// WrapTransport, when set, wraps what carries every forward, whichever path its target
+	// takes (Transport or the fast path): tracing's client spans go here.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 	// PublicURL is the gateway's public origin; it fills X-Forwarded-Host and
 	// X-Forwarded-Proto.
 	PublicURL *url.URL
@@ -169,8 +172,8 @@ type Proxy struct {
 }
 
 // NewTransport returns the shared transport: many idle connections per upstream host
-// (Go's default of 2 throttles a busy proxy), bounded dial and TLS handshake times, and
-// HTTP/2 when the upstream offers it.
+// (Go's default of 2 throttles a busy proxy), bounded dial and TLS handshake times,
+// HTTP/2 when the upstream offers it, and no compression the browser did not ask for.
 func NewTransport() *http.Transport {
 	return &http.Transport{
 		Proxy:                 nil, // an API gateway does not follow HTTP_PROXY by surprise
@@ -181,6 +184,10 @@ func NewTransport() *http.Transport {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   5 * time.Second,
 		ExpectContinueTimeout: time.Second,
+		// A proxy passes the browser's Accept-Encoding on as it is: asking for gzip on its
+		// own would make the transport decode the answer (CPU, and the upstream's
+		// Content-Length lost) for a client that did not ask for it.
+		DisableCompression: true,
 	}
 }
 
@@ -206,9 +213,13 @@ func New(cfg Config) *Proxy {
 	}
 	cfg.DropHeaders = drop
 	p := &Proxy{cfg: cfg, headers: newRequestFilter(cfg.StripHeaders, cfg.KeepHeaders), fast: newFastTransport(cfg.Transport)}
+	var rt http.RoundTripper = pathTransport{cfg.Transport, p.fast}
+	if cfg.WrapTransport != nil {
+		rt = cfg.WrapTransport(rt)
+	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
-		Transport:      answerTransport{cfg.Transport, p.fast},
+		Transport:      answerTransport{rt},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
 		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
@@ -241,6 +252,8 @@ type forward struct {
 	// deadline (zero for none), and a stream stops when its body's connection is expired.
 	byConn   bool
 	deadline time.Time
+	conn     *fastConn // the connection that carried the response, when byConn
+	release  func()    // ends what the fast path's fallback set up (fastTransport.standard)
 }
 
 const (
@@ -287,13 +300,16 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, f Forward) {
 			defer timer.Stop()
 		}
 	}
-	defer fw.streamDone() // deferred: a stream cut mid-copy ends in a panic (http.ErrAbortHandler)
+	defer fw.finish() // deferred: a stream cut mid-copy ends in a panic (http.ErrAbortHandler)
 	p.rp.ServeHTTP(&fw.w, r.WithContext(fw))
 }
 
-func (f *forward) streamDone() {
+func (f *forward) finish() {
 	if f.done != nil {
 		f.done()
+	}
+	if f.release != nil {
+		f.release()
 	}
 }
 
@@ -310,17 +326,25 @@ func isStream(resp *http.Response) bool {
 // answerTransport marks a forward answered when its response headers arrive; if the
 // timeout won the race, the response is dropped and errorHandler reports the timeout.
 type answerTransport struct {
-	next http.RoundTripper
-	fast *fastTransport
+	next http.RoundTripper // Config.WrapTransport's, over pathTransport
+}
+
+// pathTransport sends a forward by the path its target chose.
+type pathTransport struct {
+	standard http.RoundTripper
+	fast     *fastTransport
+}
+
+func (t pathTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if forwardOf(req).Target.Fast {
+		return t.fast.RoundTrip(req)
+	}
+	return t.standard.RoundTrip(req)
 }
 
 func (t answerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	f := forwardOf(req)
-	next := t.next
-	if f.Target.Fast {
-		next = t.fast
-	}
-	resp, err := next.RoundTrip(req)
+	resp, err := t.next.RoundTrip(req)
 	if err == nil && !f.state.CompareAndSwap(waiting, answered) {
 		resp.Body.Close()
 		return nil, ErrTimeout
@@ -463,8 +487,8 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 			// upgraded connection (ReverseProxy watches it) or aborts the body copy. On the
 			// fast path, expiring the body's connection aborts the copy.
 			stop := f.cancel
-			if b, ok := resp.Body.(*fastBody); ok && f.byConn {
-				stop = b.c.expire
+			if f.byConn { // the fast path carried it (takes implies carries)
+				stop = f.conn.expire // not the body's: a wrapper (tracing) may have wrapped it
 			}
 			f.done = p.cfg.OnStream(f.Target, f.Owner, stop)
 		}
