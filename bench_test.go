@@ -155,7 +155,9 @@ func BenchmarkProxy(b *testing.B) {
 		w.Write([]byte(`{"ok":true}`))
 	}))
 	defer up.Close()
-	std, stdCookie, stdPublic := benchGateway(b, nil, up.URL)
+	std, stdCookie, stdPublic := benchGatewayWith(b, nil, up.URL, func(c *gatehouse.Config) {
+		c.UpstreamTransportMode = gatehouse.TransportStandard
+	})
 	fast, fastCookie, fastPublic := benchGatewayWith(b, nil, up.URL, func(c *gatehouse.Config) {
 		c.UpstreamTransportMode = gatehouse.TransportFast
 	})
@@ -181,7 +183,9 @@ func BenchmarkProxyLoopback(b *testing.B) {
 		BufferPool: pool{},
 	})
 	defer bareSrv.Close()
-	_, cookie, public := benchGateway(b, nil, up.URL)
+	_, cookie, public := benchGatewayWith(b, nil, up.URL, func(c *gatehouse.Config) {
+		c.UpstreamTransportMode = gatehouse.TransportStandard
+	})
 	_, fastCookie, fastPublic := benchGatewayWith(b, nil, up.URL, func(c *gatehouse.Config) {
 		c.UpstreamTransportMode = gatehouse.TransportFast
 	})
@@ -211,7 +215,7 @@ func BenchmarkProxyLoopback(b *testing.B) {
 		})
 	}
 	b.Run("baseline=bare-reverseproxy", func(b *testing.B) { run(b, bareSrv.URL, "") })
-	b.Run("gatehouse=user-token", func(b *testing.B) { run(b, public, cookie) })
+	b.Run("gatehouse=user-token,transport=standard", func(b *testing.B) { run(b, public, cookie) })
 	b.Run("gatehouse=user-token,transport=fast", func(b *testing.B) { run(b, fastPublic, fastCookie) })
 }
 

@@ -125,8 +125,9 @@ type Config struct {
 	// concurrent requests to few upstreams.
 	UpstreamTransport http.RoundTripper `gatehouse:"-"`
 	// UpstreamTransportMode is how every route without its own choice carries its HTTP/1.1
-	// requests (upstream_transport): TransportStandard (default) or TransportFast. See
-	// Route.Transport.
+	// requests (upstream_transport): TransportFast or TransportStandard. Default:
+	// TransportFast, or TransportStandard when UpstreamTransport is set (a RoundTripper of
+	// the embedder's own then carries every request, as it asks). See Route.Transport.
 	UpstreamTransportMode TransportMode `gatehouse:"upstream_transport,live"`
 	// TracerProvider, when not nil, traces requests with OpenTelemetry: a server span per
 	// request, child spans for the flows (login, callback, code exchange, refresh,
@@ -511,6 +512,19 @@ const (
 )
 
 func (m TransportMode) valid() bool { return m == "" || m == TransportStandard || m == TransportFast }
+
+// fastByDefault reports whether a route without its own upstream_transport takes the
+// fast path: yes unless the global mode says standard, or, with no global mode, the
+// embedder gave its own UpstreamTransport (which the fast path would bypass).
+func (c *Config) fastByDefault() bool {
+	switch c.UpstreamTransportMode {
+	case TransportFast:
+		return true
+	case TransportStandard:
+		return false
+	}
+	return c.UpstreamTransport == nil
+}
 
 // DefaultMaxBody is a route's request body limit when none is set.
 const DefaultMaxBody = 10 << 20

@@ -45,7 +45,7 @@ func newRunning(cfg Config) *running {
 		if r.Upstream != "" { // else a forward-auth-only route: no target, never proxied
 			rt.target = &upstream.Target{Name: rt.prefix, Prefix: rt.prefix, StripPrefix: r.StripPrefix, URL: u,
 				Timeout: r.Timeout, Headers: hdr, ForwardCookies: r.ForwardCookies,
-				Fast: r.Transport == TransportFast || r.Transport == "" && cfg.UpstreamTransportMode == TransportFast}
+				Fast: r.Transport == TransportFast || r.Transport == "" && cfg.fastByDefault()}
 		}
 		run.routes = append(run.routes, rt)
 	}

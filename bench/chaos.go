@@ -51,7 +51,7 @@ func parseChaosOptions(args []string) (*chaosOptions, error) {
 	fs.StringVar(&o.repo, "repo", ".", "repository root")
 	fs.DurationVar(&o.grace, "grace", 3*time.Second, "after a fault window ends, errors are still put down to it for this long")
 	fs.DurationVar(&o.wsClose, "ws-close", 5*time.Second, "a WebSocket must close within this long after its session ends")
-	fs.StringVar(&o.upstreamTransport, "upstream-transport", "standard", "the replicas' upstream_transport: standard or fast")
+	fs.StringVar(&o.upstreamTransport, "upstream-transport", "fast", "the replicas' upstream_transport: fast (the default) or standard")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

@@ -203,7 +203,7 @@ func TestChaosUpstreamTransport(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "standard"},
+		{nil, "fast"}, // Gatehouse's default
 		{[]string{"--upstream-transport", "fast"}, "fast"},
 		{[]string{"--upstream-transport", "standard"}, "standard"},
 	} {

@@ -82,9 +82,7 @@ func (r *chaosReport) markdown() string {
 	if r.o.quick {
 		mode = "**--quick** run (compressed schedule)"
 	}
-	if r.o.upstreamTransport == "fast" {
-		mode += " with `upstream_transport: fast`"
-	}
+	mode += " with `upstream_transport: " + r.o.upstreamTransport + "`"
 	verdict := "all checks held"
 	if f := r.failures(); len(f) > 0 {
 		verdict = fmt.Sprintf("**%d checks failed**", len(f))

@@ -368,8 +368,11 @@ func (e *env) startAll() error {
 			"redis-fast":  "redis://" + e.redisAddr + "/2",
 		}[s]
 		cfg := gatehouseConfig(g.url, g.admin, e.idp.issuer, storeURL, e.upURL)
-		if slices.Contains(fastStores, s) {
+		switch {
+		case slices.Contains(fastStores, s):
 			cfg += "upstream_transport: fast\n"
+		case s != "compare": // an older build has its own default, and may not know the field
+			cfg += "upstream_transport: standard\n"
 		}
 		if s == "authreq" {
 			cfg += authReqGatehouseYAML
