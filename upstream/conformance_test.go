@@ -182,6 +182,7 @@ func TestTransportConformance(t *testing.T) {
 		{name: "bare CR in a value", parts: []string{ok + "X-Cr: a\rb\r\nContent-Length: 2\r\n\r\nok"}},
 		{name: "splitting attempt: the gateway's cookie", parts: []string{ok + "X-A: a\r\nSet-Cookie: gh_session=evil\r\nSet-Cookie: app=1\r\nContent-Length: 2\r\n\r\nok"}},
 		{name: "hop-by-hop headers", parts: []string{ok + "Connection: X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok"}},
+		{name: "an unsolicited second response in the same write", parts: []string{ok + "Content-Length: 2\r\n\r\nok" + ok + "Content-Length: 5\r\n\r\nstray"}},
 		{name: "garbage status line", parts: []string{"HTTP/1.1 2x0 Nope\r\n\r\n"}, closeAfter: true},
 		{name: "no response at all", parts: []string{""}, closeAfter: true},
 	}

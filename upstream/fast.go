@@ -63,6 +63,9 @@ type fastConn struct {
 	// every read and write fail at once; a deadline set later must not undo that.
 	expired atomic.Bool
 	expire  func() // c.expireNow, made once per connection
+	// stream: the connection carries a stream whose stop (expire) may come at any time,
+	// even after it ended: it is closed afterwards, never reused.
+	stream bool
 }
 
 var longAgo = time.Unix(1, 0)
@@ -652,7 +655,7 @@ func (b *fastBody) Close() error {
 		return nil
 	}
 	b.closed = true
-	reuse := b.stop() && b.eof && !b.closeDelimited && !b.fresp.ConnectionClose() && !b.freq.ConnectionClose() &&
+	reuse := b.stop() && b.eof && !b.c.stream && !b.closeDelimited && !b.fresp.ConnectionClose() && !b.freq.ConnectionClose() &&
 		b.fresp.StatusCode() != http.StatusSwitchingProtocols && b.br.Buffered() == 0 && b.c.br.Buffered() == 0
 	b.fresp.CloseBodyStream()
 	fasthttp.ReleaseResponse(b.fresp)

@@ -165,3 +165,32 @@ func testOnStream(t *testing.T, fast bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A stream's stop may come after the stream ended on its own (a session that ends as
+// its event stream closes): it must not touch the connection of a later request.
+func TestStreamStopAfterItsEnd(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/short" {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.Header().Set("Content-Length", "12")
+			io.WriteString(w, "data: tick\n\n")
+			return
+		}
+		io.WriteString(w, "plain")
+	}))
+	for _, fast := range []bool{false, true} {
+		rec := &streams{}
+		p := newProxy(t, upstream.Config{OnStream: rec.hook})
+		g := startGateway(t, p, upstream.Forward{Target: &upstream.Target{Name: "/", Prefix: "/", URL: up, Timeout: time.Second, Fast: fast}, Owner: "s"}, nil)
+		if _, body := g.get(t, "/short"); body != "data: tick\n\n" {
+			t.Fatalf("fast=%v: stream %q", fast, body)
+		}
+		rec.stopAll() // the stream is over; its stop comes late
+		for i := range 3 {
+			if resp, body := g.get(t, "/plain"); resp.StatusCode != http.StatusOK || body != "plain" {
+				t.Fatalf("fast=%v: request %d after a late stop: %d %q", fast, i, resp.StatusCode, body)
+			}
+		}
+	}
+}

@@ -488,7 +488,11 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 			// fast path, expiring the body's connection aborts the copy.
 			stop := f.cancel
 			if f.byConn { // the fast path carried it (takes implies carries)
-				stop = f.conn.expire // not the body's: a wrapper (tracing) may have wrapped it
+				// Not the body's: a wrapper (tracing) may have wrapped it. The connection
+				// is not reused after the stream, so that a stop racing the stream's end
+				// cannot expire another request's connection.
+				f.conn.stream = true
+				stop = f.conn.expire
 			}
 			f.done = p.cfg.OnStream(f.Target, f.Owner, stop)
 		}
