@@ -183,9 +183,9 @@ func (t *fastTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		freq.SetBodyStream(req.Body, n)
 	}
 	resp, err := t.roundTrip(req, freq, f)
-	if errors.Is(err, errH2Only) {
+	if errors.Is(err, errH2Only) && (f == nil || f.state.Load() == waiting) {
 		fasthttp.ReleaseRequest(freq)
-		return t.standard(req, f) // nothing was sent
+		return t.standard(req, f) // nothing was sent (and the timeout has not passed)
 	}
 	if err != nil {
 		fasthttp.ReleaseRequest(freq)
