@@ -1,7 +1,6 @@
 package gatehouse_test
 
 import (
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -28,28 +27,7 @@ func BenchmarkProxyStores(b *testing.B) {
 	defer st.Close()
 	_, memCookie, memPublic := benchGateway(b, nil, up.URL)
 	_, redisCookie, redisPublic := benchGatewayWith(b, nil, up.URL, func(c *gatehouse.Config) { c.Session.Store = st })
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
-	run := func(b *testing.B, base, cookie string) {
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				req, _ := http.NewRequest("GET", base+"/api/orders", nil)
-				req.Header.Set("X-CSRF", "1")
-				req.Header.Set("Cookie", "__Host-gatehouse="+cookie)
-				resp, err := client.Do(req)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					b.Errorf("status %d", resp.StatusCode)
-					return
-				}
-			}
-		})
-	}
+	run := loopbackLoad()
 	b.Run("store=memory", func(b *testing.B) { run(b, memPublic, memCookie) })
 	b.Run("store=redis", func(b *testing.B) {
 		before := st.Stats()

@@ -190,8 +190,18 @@ func BenchmarkProxyLoopback(b *testing.B) {
 		c.UpstreamTransportMode = gatehouse.TransportFast
 	})
 
+	run := loopbackLoad()
+	b.Run("baseline=bare-reverseproxy", func(b *testing.B) { run(b, bareSrv.URL, "") })
+	b.Run("gatehouse=user-token,transport=standard", func(b *testing.B) { run(b, public, cookie) })
+	b.Run("gatehouse=user-token,transport=fast", func(b *testing.B) { run(b, fastPublic, fastCookie) })
+}
+
+// loopbackLoad returns what BenchmarkProxyLoopback and BenchmarkProxyStores run: GET
+// base/api/orders in parallel over real HTTP, with the session cookie when there is one,
+// each answer read whole and required to be 200.
+func loopbackLoad() func(b *testing.B, base, cookie string) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
-	run := func(b *testing.B, base, cookie string) {
+	return func(b *testing.B, base, cookie string) {
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
@@ -214,9 +224,6 @@ func BenchmarkProxyLoopback(b *testing.B) {
 			}
 		})
 	}
-	b.Run("baseline=bare-reverseproxy", func(b *testing.B) { run(b, bareSrv.URL, "") })
-	b.Run("gatehouse=user-token,transport=standard", func(b *testing.B) { run(b, public, cookie) })
-	b.Run("gatehouse=user-token,transport=fast", func(b *testing.B) { run(b, fastPublic, fastCookie) })
 }
 
 // BenchmarkForwardAuth compares, in one run, what Gatehouse spends answering an
