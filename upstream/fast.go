@@ -201,15 +201,14 @@ func (t *fastTransport) standard(req *http.Request, f *forward) (*http.Response,
 		return t.next.RoundTrip(req)
 	}
 	f.byConn = false
-	ctx, cancel := context.WithCancel(req.Context())
-	f.cancel, f.release = cancel, cancel
+	var wait time.Duration
 	if !f.deadline.IsZero() {
-		timer := time.AfterFunc(time.Until(f.deadline), func() {
-			if f.state.CompareAndSwap(waiting, timedOut) {
-				cancel()
-			}
-		})
-		f.release = func() { timer.Stop(); cancel() }
+		wait = max(time.Until(f.deadline), time.Nanosecond) // passed: time out at once
+	}
+	ctx, timer := f.bound(req.Context(), wait)
+	f.release = f.cancel
+	if timer != nil {
+		f.release = func() { timer.Stop(); f.cancel() }
 	}
 	return t.next.RoundTrip(req.WithContext(ctx))
 }

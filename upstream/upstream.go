@@ -287,21 +287,32 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, f Forward) {
 			fw.deadline = time.Now().Add(t)
 		}
 	case t > 0 || f.Owner != nil:
-		ctx, cancel := context.WithCancel(fw.Context)
-		defer cancel()
-		fw.Context, fw.cancel = ctx, cancel
-		if t > 0 {
-			// Only the wait for headers is bounded: a stream may then run as long as it likes.
-			timer := time.AfterFunc(t, func() {
-				if fw.state.CompareAndSwap(waiting, timedOut) {
-					cancel()
-				}
-			})
+		var timer *time.Timer
+		fw.Context, timer = fw.bound(fw.Context, t)
+		defer fw.cancel()
+		if timer != nil {
 			defer timer.Stop()
 		}
 	}
 	defer fw.finish() // deferred: a stream cut mid-copy ends in a panic (http.ErrAbortHandler)
 	p.rp.ServeHTTP(&fw.w, r.WithContext(fw))
+}
+
+// bound gives the forward a context of its own under parent, which f.cancel (a stream's
+// stop) cancels, and, when wait > 0, the timer that cancels it if no response headers came
+// within wait. Only the wait for headers is bounded: a stream may then run as long as it
+// likes.
+func (f *forward) bound(parent context.Context, wait time.Duration) (context.Context, *time.Timer) {
+	ctx, cancel := context.WithCancel(parent)
+	f.cancel = cancel
+	if wait <= 0 {
+		return ctx, nil
+	}
+	return ctx, time.AfterFunc(wait, func() {
+		if f.state.CompareAndSwap(waiting, timedOut) {
+			cancel()
+		}
+	})
 }
 
 func (f *forward) finish() {
