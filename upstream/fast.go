@@ -126,26 +126,22 @@ func newFastTransport(next http.RoundTripper) *fastTransport {
 // reach the upstream on neither path: ReverseProxy sends its copy of the request, whose
 // trailers are never filled in, and they would pass by the request header hygiene.
 func carries(req *http.Request) bool {
-	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
-		return false
-	}
-	return len(req.Header["Upgrade"]) == 0 && len(req.Header["Expect"]) == 0
+	return httpScheme(req.URL.Scheme) && !needsStandard(req.Header)
 }
+
+func httpScheme(s string) bool { return s == "http" || s == "https" }
+
+// needsStandard reports whether headers ask for what only the standard path does: a
+// protocol switch or a wait for 100 Continue. carries and takes both ask it.
+func needsStandard(h http.Header) bool { return len(h["Upgrade"]) > 0 || len(h["Expect"]) > 0 }
 
 // takes reports, before the outbound request is made, that carries will hold for it:
 // the scheme is the target's, and the outbound headers have Upgrade or Expect only if r
 // or the forward's own headers do. Serve then leaves the forward's timeout and stop to
 // the connection (forward.byConn).
 func (t *fastTransport) takes(r *http.Request, f *Forward) bool {
-	if s := f.Target.URL.Scheme; s != "http" && s != "https" {
-		return false
-	}
-	for _, h := range [...]http.Header{r.Header, f.Target.Headers, f.Headers} {
-		if len(h["Upgrade"]) > 0 || len(h["Expect"]) > 0 {
-			return false
-		}
-	}
-	return true
+	return httpScheme(f.Target.URL.Scheme) &&
+		!needsStandard(r.Header) && !needsStandard(f.Target.Headers) && !needsStandard(f.Headers)
 }
 
 func (t *fastTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -178,7 +174,7 @@ func (t *fastTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			n = -1 // chunked
 			freq.Header.Set("Transfer-Encoding", "chunked")
 		} else {
-			freq.Header.Set("Content-Length", itoa(n))
+			freq.Header.Set("Content-Length", strconv.Itoa(n))
 		}
 		freq.SetBodyStream(req.Body, n)
 	}
@@ -233,18 +229,6 @@ var noApplicationProtocol = tls.AlertError(120).Error()
 func isNoApplicationProtocol(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "remote error" && op.Err != nil && op.Err.Error() == noApplicationProtocol
-}
-
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		if n /= 10; n == 0 {
-			return string(b[i:])
-		}
-	}
 }
 
 func (t *fastTransport) roundTrip(req *http.Request, freq *fasthttp.Request, f *forward) (*http.Response, error) {
@@ -526,7 +510,7 @@ func (t *fastTransport) readHeader(h *fasthttp.ResponseHeader, br *bufio.Reader)
 		case err == nil:
 			return br, nil
 		case isSmallBuffer(err) && br.Size() < t.headerLimit:
-			br = bufio.NewReaderSize(br, min(br.Size()*8, t.headerLimit))
+			br = t.larger(br)
 		case errors.Is(err, fasthttp.ErrDuplicateContentLength):
 			block, grown, ok := t.headerBlock(br)
 			if !ok {
@@ -545,6 +529,12 @@ func (t *fastTransport) readHeader(h *fasthttp.ResponseHeader, br *bufio.Reader)
 			return br, err
 		}
 	}
+}
+
+// larger is a read buffer over br, eight times its size up to headerLimit, for a header
+// block that did not fit in br's.
+func (t *fastTransport) larger(br *bufio.Reader) *bufio.Reader {
+	return bufio.NewReaderSize(br, min(br.Size()*8, t.headerLimit))
 }
 
 func isSmallBuffer(err error) bool {
@@ -570,7 +560,7 @@ func (t *fastTransport) headerBlock(br *bufio.Reader) ([]byte, *bufio.Reader, bo
 			if br.Size() >= t.headerLimit {
 				return nil, br, false
 			}
-			br = bufio.NewReaderSize(br, min(br.Size()*8, t.headerLimit))
+			br = t.larger(br)
 		}
 		if _, err := br.Peek(br.Buffered() + 1); err != nil {
 			return nil, br, false
